@@ -1,0 +1,227 @@
+//! The `kiln` command line.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{Checked, check_file, job};
+
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about = "Compile declarative pipeline specs into native DataFusion binaries")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check specs without reading data or running cargo: every error at once.
+    Check {
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+    },
+    /// Generate generated/NAME/ and build it; prints the binary's path last.
+    Build {
+        spec: PathBuf,
+        #[arg(long)]
+        release: bool,
+        /// The Kiln workspace to generate into (default: the one kiln was built from).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+    },
+    /// Build, then run the binary from the spec's directory; ARGS go to its `run`.
+    Run {
+        spec: PathBuf,
+        #[arg(long)]
+        release: bool,
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Print each sink's plan (reads file listings, not data).
+    Explain {
+        spec: PathBuf,
+        /// --param NAME=VALUE
+        #[arg(long = "param")]
+        params: Vec<String>,
+    },
+    /// Write a starter spec NAME.toml.
+    New { name: String },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match cli.command {
+        Command::Check { specs } => check(&specs),
+        Command::Build { spec, release, workspace } => match build(&spec, release, workspace.as_deref()) {
+            Ok(binary) => {
+                println!("{}", binary.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { spec, release, workspace, args } => {
+            let binary = match build(&spec, release, workspace.as_deref()) {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            let dir = spec_dir(&spec);
+            eprintln!("running {} run {} (in {})", binary.display(), args.join(" "), dir.display());
+            match std::process::Command::new(&binary).arg("run").args(&args).current_dir(&dir).status() {
+                Ok(status) => ExitCode::from(status.code().map_or(1, |c| c as u8)),
+                Err(e) => {
+                    eprintln!("error: cannot run {}: {e}", binary.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Explain { spec, params } => explain(&spec, &params),
+        Command::New { name } => new(&name),
+    }
+}
+
+fn spec_dir(spec: &Path) -> PathBuf {
+    match spec.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn load(spec: &Path) -> Result<Checked, ExitCode> {
+    match check_file(spec) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", spec.display());
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// Prints diagnostics; `Err` when there are errors.
+fn report(checked: &Checked) -> Result<(), ExitCode> {
+    if !checked.diagnostics.is_empty() {
+        eprint!("{}", checked.render(std::io::stderr().is_terminal()));
+    }
+    if checked.has_errors() { Err(ExitCode::from(1)) } else { Ok(()) }
+}
+
+fn check(specs: &[PathBuf]) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for spec in specs {
+        match load(spec) {
+            Err(c) => return c,
+            Ok(checked) => match report(&checked) {
+                Ok(()) => eprintln!("{}: ok", spec.display()),
+                Err(c) => code = c,
+            },
+        }
+    }
+    code
+}
+
+fn build(spec: &Path, release: bool, workspace: Option<&Path>) -> Result<PathBuf, ExitCode> {
+    let checked = load(spec)?;
+    report(&checked)?;
+    let pipeline = checked.pipeline.expect("no errors, so a pipeline");
+    let fail = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(1)
+    };
+    let ws = job::locate(workspace).map_err(fail)?;
+    let shown = spec.display().to_string();
+    let dir = ws.write_crate(&pipeline, &shown).map_err(fail)?;
+    eprintln!("generated {}", dir.display());
+    ws.cargo_build(&pipeline.name, release).map_err(fail)
+}
+
+fn explain(spec: &Path, params: &[String]) -> ExitCode {
+    let checked = match load(spec) {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
+    if let Err(c) = report(&checked) {
+        return c;
+    }
+    let pipeline = checked.pipeline.expect("no errors, so a pipeline");
+    let mut pairs = Vec::new();
+    for p in params {
+        match p.split_once('=') {
+            Some((k, v)) => pairs.push((k.to_string(), v.to_string())),
+            None => {
+                eprintln!("error: --param expects NAME=VALUE, got `{p}`");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    // Relative paths in a spec are relative to the spec's directory.
+    if let Err(e) = std::env::set_current_dir(spec_dir(spec)) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let opts = kiln::run::RunOptions { params: pairs, ..Default::default() };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(kiln::run::explain(&pipeline, &opts)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+const STARTER: &str = r#"# A Kiln pipeline. `kiln check NAME.toml` validates it; `kiln run NAME.toml` builds and runs it.
+[pipeline]
+name = "NAME"
+description = "A starter pipeline: edit the source, add transforms, point the sink somewhere."
+
+[sources.people]
+format = "inline"
+rows = [
+  { name = "ada", age = 36 },
+  { name = "linus", age = 17 },
+]
+
+[transforms.adults]
+type = "filter"
+input = "people"
+predicate = "age >= 18"
+
+[sinks.show]
+input = "adults"
+format = "console"
+"#;
+
+fn new(name: &str) -> ExitCode {
+    let mut d = crate::diag::Diags::default();
+    if !crate::spec::check_name(&crate::spec::Sp::new(name.to_string(), 0..0), "pipeline", &mut d) {
+        eprintln!("error: `{name}` is not a valid pipeline name (lowercase letters, digits and `_`, starting with a letter)");
+        return ExitCode::from(2);
+    }
+    let path = PathBuf::from(format!("{name}.toml"));
+    if path.exists() {
+        eprintln!("error: {} already exists", path.display());
+        return ExitCode::from(2);
+    }
+    match std::fs::write(&path, STARTER.replace("NAME", name)) {
+        Ok(()) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Tokens for Arrow types and scalar values.
+
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::ScalarValue;
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::Unsupported;
+
+pub fn data_type(dt: &DataType) -> Result<TokenStream, Unsupported> {
+    Ok(match dt {
+        DataType::Null => quote!(DataType::Null),
+        DataType::Boolean => quote!(DataType::Boolean),
+        DataType::Int8 => quote!(DataType::Int8),
+        DataType::Int16 => quote!(DataType::Int16),
+        DataType::Int32 => quote!(DataType::Int32),
+        DataType::Int64 => quote!(DataType::Int64),
+        DataType::UInt8 => quote!(DataType::UInt8),
+        DataType::UInt16 => quote!(DataType::UInt16),
+        DataType::UInt32 => quote!(DataType::UInt32),
+        DataType::UInt64 => quote!(DataType::UInt64),
+        DataType::Float32 => quote!(DataType::Float32),
+        DataType::Float64 => quote!(DataType::Float64),
+        DataType::Utf8 => quote!(DataType::Utf8),
+        DataType::LargeUtf8 => quote!(DataType::LargeUtf8),
+        DataType::Utf8View => quote!(DataType::Utf8View),
+        DataType::Binary => quote!(DataType::Binary),
+        DataType::LargeBinary => quote!(DataType::LargeBinary),
+        DataType::BinaryView => quote!(DataType::BinaryView),
+        DataType::Date32 => quote!(DataType::Date32),
+        DataType::Date64 => quote!(DataType::Date64),
+        DataType::Decimal128(p, s) => quote!(DataType::Decimal128(#p, #s)),
+        DataType::Timestamp(unit, tz) => {
+            let unit = time_unit(unit);
+            match tz {
+                Some(tz) => {
+                    let tz = tz.as_ref();
+                    quote!(DataType::Timestamp(#unit, Some(#tz.into())))
+                }
+                None => quote!(DataType::Timestamp(#unit, None)),
+            }
+        }
+        DataType::List(f) => {
+            let inner = data_type(f.data_type())?;
+            let name = f.name();
+            let nullable = f.is_nullable();
+            quote!(DataType::List(std::sync::Arc::new(field(#name, #inner, #nullable))))
+        }
+        other => return Err(Unsupported(format!("the type {other}"))),
+    })
+}
+
+fn time_unit(unit: &TimeUnit) -> TokenStream {
+    match unit {
+        TimeUnit::Second => quote!(TimeUnit::Second),
+        TimeUnit::Millisecond => quote!(TimeUnit::Millisecond),
+        TimeUnit::Microsecond => quote!(TimeUnit::Microsecond),
+        TimeUnit::Nanosecond => quote!(TimeUnit::Nanosecond),
+    }
+}
+
+/// A `ScalarValue` expression.
+pub fn scalar(v: &ScalarValue) -> Result<TokenStream, Unsupported> {
+    macro_rules! opt {
+        ($variant:ident, $x:expr) => {
+            match $x {
+                Some(x) => quote!(ScalarValue::$variant(Some(#x))),
+                None => quote!(ScalarValue::$variant(None)),
+            }
+        };
+    }
+    Ok(match v {
+        ScalarValue::Null => quote!(ScalarValue::Null),
+        ScalarValue::Boolean(x) => opt!(Boolean, x),
+        ScalarValue::Int8(x) => opt!(Int8, x),
+        ScalarValue::Int16(x) => opt!(Int16, x),
+        ScalarValue::Int32(x) => opt!(Int32, x),
+        ScalarValue::Int64(x) => opt!(Int64, x),
+        ScalarValue::UInt8(x) => opt!(UInt8, x),
+        ScalarValue::UInt16(x) => opt!(UInt16, x),
+        ScalarValue::UInt32(x) => opt!(UInt32, x),
+        ScalarValue::UInt64(x) => opt!(UInt64, x),
+        ScalarValue::Float32(x) => opt!(Float32, x.map(float32)),
+        ScalarValue::Float64(x) => opt!(Float64, x.map(float64)),
+        ScalarValue::Date32(x) => opt!(Date32, x),
+        ScalarValue::Utf8(x) => opt!(Utf8, x.as_ref().map(|s| quote!(#s.to_string()))),
+        ScalarValue::Decimal128(x, p, s) => match x {
+            Some(x) => quote!(ScalarValue::Decimal128(Some(#x), #p, #s)),
+            None => quote!(ScalarValue::Decimal128(None, #p, #s)),
+        },
+        ScalarValue::TimestampMicrosecond(x, None) => match x {
+            Some(x) => quote!(ScalarValue::TimestampMicrosecond(Some(#x), None)),
+            None => quote!(ScalarValue::TimestampMicrosecond(None, None)),
+        },
+        other => return Err(Unsupported(format!("the literal {other:?}"))),
+    })
+}
+
+fn float64(x: f64) -> TokenStream {
+    if x.is_finite() {
+        let lit = proc_macro2::Literal::f64_suffixed(x);
+        quote!(#lit)
+    } else if x.is_nan() {
+        quote!(f64::NAN)
+    } else if x > 0.0 {
+        quote!(f64::INFINITY)
+    } else {
+        quote!(f64::NEG_INFINITY)
+    }
+}
+
+fn float32(x: f32) -> TokenStream {
+    if x.is_finite() {
+        let lit = proc_macro2::Literal::f32_suffixed(x);
+        quote!(#lit)
+    } else {
+        quote!(f32::NAN)
+    }
+}

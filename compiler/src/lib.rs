@@ -1,0 +1,100 @@
+//! Kiln's compiler: a pipeline of passes over plain data.
+//!
+//! ```text
+//! spec::parse      TOML text          → spec::Spec (spans on every value)
+//! resolve          Spec               → resolve::Graph (names, inputs, cycles, order)
+//! schemas::read    Spec + disk        → Parquet footer schemas (the only IO)
+//! typeck           Spec + Graph + …   → kiln::plan::Pipeline (expressions checked by DataFusion)
+//! codegen          Pipeline           → the files of a job crate
+//! ```
+//!
+//! Each pass returns its result together with every diagnostic it found; the
+//! CLI ([`cli`]) renders them and drives cargo ([`job`]).
+//!
+//! ```
+//! let text = r#"
+//! [pipeline]
+//! name = "demo"
+//! [sources.people]
+//! format = "inline"
+//! rows = [ { name = "ada", age = 36 } ]
+//! [transforms.adults]
+//! type = "filter"
+//! input = "people"
+//! predicate = "age >= 18"
+//! [sinks.out]
+//! input = "adults"
+//! format = "console"
+//! "#;
+//! let checked = kiln_compiler::check_text("demo.toml".as_ref(), text, ".".as_ref());
+//! assert!(checked.diagnostics.is_empty());
+//! let pipeline = checked.pipeline.unwrap();
+//! assert_eq!(pipeline.nodes.len(), 2);
+//! let info = kiln_compiler::codegen::CrateInfo { spec_path: "demo.toml", runtime_path: "../../runtime" };
+//! let files = kiln_compiler::codegen::generate(&pipeline, &info).unwrap();
+//! assert!(files[std::path::Path::new("src/main.rs")].contains(r#"col("age").gt_eq(lit(18i64))"#));
+//! ```
+
+pub mod cli;
+pub mod codegen;
+pub mod diag;
+pub mod job;
+pub mod resolve;
+pub mod schemas;
+pub mod spec;
+pub mod typeck;
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use diag::{Diagnostic, SourceFile};
+use kiln::plan::Pipeline;
+
+/// The outcome of checking one spec.
+#[derive(Debug)]
+pub struct Checked {
+    pub file: SourceFile,
+    /// Present when there is no error (warnings may remain).
+    pub pipeline: Option<Pipeline>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// The diagnostics as `kiln check` prints them.
+    pub fn render(&self, color: bool) -> String {
+        diag::render(&self.file, &self.diagnostics, color)
+    }
+}
+
+/// Hex SHA-256 of a spec's text: the identity `NAME --version` reports.
+pub fn spec_hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs every pass over a spec's text. `base` is the directory relative paths
+/// in the spec are read from (the spec's own directory).
+pub fn check_text(path: &Path, text: &str, base: &Path) -> Checked {
+    let file = SourceFile { path: path.to_path_buf(), text: text.to_string() };
+    let (spec, mut diagnostics) = spec::parse(text);
+    let (graph, resolve_diags) = resolve::resolve(&spec);
+    diagnostics.extend(resolve_diags);
+    let file_schemas = schemas::read(&spec, base);
+    let input = typeck::Input { spec: &spec, graph: &graph, file_schemas: &file_schemas, text, spec_hash: spec_hash(text) };
+    let (pipeline, typeck_diags) = typeck::typeck(&input);
+    diagnostics.extend(typeck_diags);
+    diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
+    let failed = diagnostics.iter().any(Diagnostic::is_error);
+    Checked { file, pipeline: if failed { None } else { pipeline }, diagnostics }
+}
+
+/// Reads and checks a spec file.
+pub fn check_file(path: &Path) -> std::io::Result<Checked> {
+    let text = std::fs::read_to_string(path)?;
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok(check_text(path, &text, base))
+}

@@ -1,0 +1,160 @@
+//! Name resolution: one namespace for sources, transforms and sinks; every
+//! input exists; the nodes form a DAG. Produces the nodes in dependency order.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::diag::{Diagnostic, Diags, did_you_mean};
+use crate::spec::Spec;
+
+/// What a name refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRef {
+    Source(usize),
+    Transform(usize),
+}
+
+/// The resolved graph: sources and transforms in an order where every node
+/// comes after its inputs (declaration order where free), and sinks that are
+/// known to read an existing node.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    pub order: Vec<NodeRef>,
+    pub sinks: Vec<usize>,
+}
+
+pub fn resolve(spec: &Spec) -> (Graph, Vec<Diagnostic>) {
+    let mut d = Diags::default();
+    let mut names: HashMap<String, (Range<usize>, Option<NodeRef>)> = HashMap::new();
+    let mut declare = |name: &str, span: &Range<usize>, node: Option<NodeRef>, d: &mut Diags| {
+        if let Some((first, _)) = names.get(name) {
+            d.push(
+                Diagnostic::error("kiln::duplicate-name", span.clone(), format!("`{name}` is defined twice"))
+                    .label("second definition")
+                    .related(first.clone(), "first defined here")
+                    .help("sources, transforms and sinks share one namespace; rename one of them"),
+            );
+        } else {
+            names.insert(name.to_string(), (span.clone(), node));
+        }
+    };
+    for (i, s) in spec.sources.iter().enumerate() {
+        declare(s.name.as_str(), &s.name.span, Some(NodeRef::Source(i)), &mut d);
+    }
+    for (i, t) in spec.transforms.iter().enumerate() {
+        declare(t.name.as_str(), &t.name.span, Some(NodeRef::Transform(i)), &mut d);
+    }
+    for s in &spec.sinks {
+        declare(s.name.as_str(), &s.name.span, None, &mut d);
+    }
+    let node_names: Vec<&str> = spec
+        .sources
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(spec.transforms.iter().map(|t| t.name.as_str()))
+        .collect();
+    let lookup = |name: &str, span: &Range<usize>, d: &mut Diags| -> Option<NodeRef> {
+        match names.get(name) {
+            Some((_, Some(node))) => Some(*node),
+            Some((def, None)) => {
+                d.push(
+                    Diagnostic::error("kiln::input-is-sink", span.clone(), format!("`{name}` is a sink; sinks cannot be read"))
+                        .label("not a source or transform")
+                        .related(def.clone(), "defined as a sink here"),
+                );
+                None
+            }
+            None => {
+                let mut diag = Diagnostic::error("kiln::unknown-input", span.clone(), format!("unknown input `{name}`"))
+                    .label("no source or transform has this name");
+                diag = match did_you_mean(name, node_names.iter().copied()) {
+                    Some(h) => diag.help(h),
+                    None => diag.help(format!("defined nodes: {}", node_names.join(", "))),
+                };
+                d.push(diag);
+                None
+            }
+        }
+    };
+
+    // Edges: each transform's input (missing inputs are reported, not followed).
+    let input_of: Vec<Option<NodeRef>> =
+        spec.transforms.iter().map(|t| lookup(t.input.as_str(), &t.input.span, &mut d)).collect();
+    let sinks: Vec<usize> = spec
+        .sinks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| lookup(s.input.as_str(), &s.input.span, &mut d).map(|_| i))
+        .collect();
+
+    // Depth-first topological order; a back edge is a cycle, reported with its path.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut marks = vec![Mark::New; spec.transforms.len()];
+    let mut order: Vec<NodeRef> = (0..spec.sources.len()).map(NodeRef::Source).collect();
+    let mut reported_cycle = false;
+    for start in 0..spec.transforms.len() {
+        let mut stack: Vec<usize> = vec![start];
+        while let Some(&top) = stack.last() {
+            match marks[top] {
+                Mark::Done => {
+                    stack.pop();
+                    continue;
+                }
+                Mark::Active => {
+                    marks[top] = Mark::Done;
+                    order.push(NodeRef::Transform(top));
+                    stack.pop();
+                    continue;
+                }
+                Mark::New => marks[top] = Mark::Active,
+            }
+            if let Some(NodeRef::Transform(next)) = input_of[top] {
+                match marks[next] {
+                    Mark::New => stack.push(next),
+                    Mark::Active => {
+                        // `next` is on the stack: the cycle is the stack from `next` on.
+                        let from = stack.iter().rposition(|&n| n == next).unwrap_or(0);
+                        let cycle: Vec<usize> = stack[from..].to_vec();
+                        if !reported_cycle {
+                            let mut path: Vec<&str> = cycle.iter().rev().map(|&n| spec.transforms[n].name.as_str()).collect();
+                            path.push(spec.transforms[next].name.as_str());
+                            let t = &spec.transforms[next];
+                            let mut diag = Diagnostic::error("kiln::cycle", t.input.span.clone(), format!("cycle: {}", path.join(" → ")))
+                                .label("this input closes the cycle");
+                            for &n in cycle.iter().filter(|&&n| n != next) {
+                                let other = &spec.transforms[n];
+                                diag = diag.related(other.input.span.clone(), format!("`{}` reads `{}`", other.name.value, other.input.value));
+                            }
+                            d.push(diag.help("a pipeline is a DAG: some node of the cycle must read a source or another transform"));
+                            reported_cycle = true;
+                        }
+                        // Break the cycle: finish the nodes on it without following further.
+                        for &n in &cycle {
+                            if marks[n] == Mark::Active {
+                                marks[n] = Mark::Done;
+                            }
+                        }
+                        stack.truncate(from);
+                    }
+                    Mark::Done => {}
+                }
+            }
+        }
+    }
+    if reported_cycle {
+        return (Graph { order: Vec::new(), sinks: Vec::new() }, d.0);
+    }
+    for (i, t) in spec.transforms.iter().enumerate() {
+        if input_of[i].is_none() {
+            // Input missing or a sink: already reported; keep the node out of planning.
+            order.retain(|n| *n != NodeRef::Transform(i));
+            let _ = t;
+        }
+    }
+    (Graph { order, sinks }, d.0)
+}

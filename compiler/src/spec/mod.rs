@@ -1,0 +1,159 @@
+//! The raw spec: what a TOML file says, with the span of every value.
+//!
+//! Parsing checks only what one table can tell on its own (keys, value kinds,
+//! names, enumerations); cross-table checks live in [`crate::resolve`] and
+//! [`crate::typeck`]. Parsing never stops at the first problem.
+
+mod pipeline;
+mod reader;
+mod sink;
+mod source;
+mod transform;
+pub mod types;
+
+use std::ops::Range;
+
+use toml::de::{DeTable, DeValue};
+
+pub use pipeline::{ParamDecl, PipelineDecl, RuntimeDecl};
+pub use sink::SinkDecl;
+pub use source::{SourceDecl, SourceFormat};
+pub use transform::{TransformBody, TransformDecl};
+
+use crate::diag::{Diagnostic, Diags};
+use reader::Table;
+
+/// A value and where it is in the spec text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sp<T> {
+    pub value: T,
+    pub span: Range<usize>,
+}
+
+impl<T> Sp<T> {
+    pub fn new(value: T, span: Range<usize>) -> Self {
+        Sp { value, span }
+    }
+}
+
+impl Sp<String> {
+    pub fn as_str(&self) -> &str {
+        &self.value
+    }
+}
+
+/// A literal value written in TOML.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// A whole spec file.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub pipeline: PipelineDecl,
+    pub params: Vec<ParamDecl>,
+    pub runtime: RuntimeDecl,
+    pub sources: Vec<SourceDecl>,
+    pub transforms: Vec<TransformDecl>,
+    pub sinks: Vec<SinkDecl>,
+}
+
+/// Parses a spec's text into the raw model and every problem found on the way.
+pub fn parse(text: &str) -> (Spec, Vec<Diagnostic>) {
+    let mut d = Diags::default();
+    let (root, errors) = DeTable::parse_recoverable(text);
+    for e in &errors {
+        let span = e.span().unwrap_or(0..0);
+        d.push(Diagnostic::error("kiln::toml-syntax", span, format!("invalid TOML: {}", e.message())).label("here"));
+    }
+    if !errors.is_empty() {
+        return (Spec::default(), d.0);
+    }
+    let root_table = Table::new(root.get_ref(), 0..0, "spec");
+    let mut spec = Spec::default();
+
+    match root_table.table("pipeline", &mut d) {
+        Some(t) => spec.pipeline = pipeline::parse_pipeline(&t, &mut d),
+        None if !root_table.table.contains_key("pipeline") => d.push(
+            Diagnostic::error("kiln::missing-key", 0..0, "spec: missing `[pipeline]` table")
+                .help("start the spec with:\n[pipeline]\nname = \"my_job\""),
+        ),
+        None => {}
+    }
+    if let Some(t) = root_table.table("params", &mut d) {
+        spec.params = each_table(&t, &mut d, "param").into_iter().map(|(name, t)| pipeline::parse_param(name, &t, &mut d)).collect();
+    }
+    if let Some(t) = root_table.table("runtime", &mut d) {
+        spec.runtime = pipeline::parse_runtime(&t, &mut d);
+    }
+    if let Some(t) = root_table.table("sources", &mut d) {
+        spec.sources = each_table(&t, &mut d, "source").into_iter().filter_map(|(name, t)| source::parse(name, &t, &mut d)).collect();
+    }
+    if let Some(t) = root_table.table("transforms", &mut d) {
+        spec.transforms =
+            each_table(&t, &mut d, "transform").into_iter().filter_map(|(name, t)| transform::parse(name, &t, &mut d)).collect();
+    }
+    if let Some(t) = root_table.table("sinks", &mut d) {
+        spec.sinks = each_table(&t, &mut d, "sink").into_iter().filter_map(|(name, t)| sink::parse(name, &t, &mut d)).collect();
+    }
+    root_table.unsupported(&["models", "tests"], &mut d);
+    root_table.finish(&mut d);
+    (spec, d.0)
+}
+
+/// The entries of a table of named tables (`[sources.NAME]`), names validated.
+fn each_table<'a, 'i>(t: &Table<'a, 'i>, d: &mut Diags, kind: &str) -> Vec<(Sp<String>, Table<'a, 'i>)> {
+    let mut out = Vec::new();
+    for (k, v) in t.table.iter() {
+        let name = Sp::new(k.get_ref().to_string(), k.span());
+        match v.get_ref() {
+            DeValue::Table(inner) => {
+                check_name(&name, kind, d);
+                out.push((name.clone(), Table::new(inner, k.span(), format!("{kind} `{}`", name.value))));
+            }
+            other => d.push(
+                Diagnostic::error("kiln::wrong-value-type", v.span(), format!("{kind} `{}` must be a table", name.value))
+                    .label(format!("this is {}", reader::type_name(other)))
+                    .help(format!("write it as a table: [{}s.{}]", kind, name.value)),
+            ),
+        }
+    }
+    out
+}
+
+/// Names are `[a-z][a-z0-9_]*` (SPEC.md §1).
+pub fn check_name(name: &Sp<String>, kind: &str, d: &mut Diags) -> bool {
+    let n = name.as_str();
+    let ok = n.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        let suggestion: String = n
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .collect();
+        d.push(
+            Diagnostic::error("kiln::bad-name", name.span.clone(), format!("{kind} name `{n}` is not a valid name"))
+                .label("names are lowercase letters, digits and `_`, starting with a letter")
+                .help(format!("try `{suggestion}`")),
+        );
+    }
+    ok
+}
+
+/// Checks that `value` is one of `allowed`.
+pub fn one_of(value: &Sp<String>, allowed: &[&str], what: &str, d: &mut Diags) -> bool {
+    if allowed.contains(&value.as_str()) {
+        return true;
+    }
+    let mut diag = Diagnostic::error("kiln::bad-value", value.span.clone(), format!("unknown {what} `{}`", value.value))
+        .label(format!("expected one of: {}", allowed.join(", ")));
+    if let Some(h) = crate::diag::did_you_mean(&value.value, allowed.iter().copied()) {
+        diag = diag.help(h);
+    }
+    d.push(diag);
+    false
+}

@@ -1,0 +1,68 @@
+//! `[sinks.NAME]`.
+
+use super::reader::Table;
+use super::{Sp, one_of};
+use crate::diag::{Diagnostic, Diags};
+
+#[derive(Debug, Clone)]
+pub struct SinkDecl {
+    pub name: Sp<String>,
+    pub input: Sp<String>,
+    pub format: Sp<String>,
+    pub path: Option<Sp<String>>,
+    pub mode: Option<Sp<String>>,
+    pub partition_by: Vec<Sp<String>>,
+    pub compression: Option<Sp<String>>,
+    pub single_file: Option<Sp<bool>>,
+}
+
+const FORMATS: &[&str] = &["parquet", "csv", "json", "console"];
+const LATER_FORMATS: &[&str] = &["avro", "delta", "postgres"];
+const MODES: &[&str] = &["overwrite", "append", "error_if_exists", "ignore"];
+const PARQUET_CODECS: &[&str] = &["snappy", "gzip", "zstd", "lz4", "lz4_raw", "brotli", "uncompressed"];
+const TEXT_CODECS: &[&str] = &["gzip", "bzip2", "xz", "zstd", "uncompressed"];
+
+pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDecl> {
+    let input = t.req_str("input", d, Some("the name of the source or transform to write"));
+    let format = t.req_str("format", d, Some(&format!("one of: {}", FORMATS.join(", "))));
+    let format = format.filter(|f| {
+        if LATER_FORMATS.contains(&f.as_str()) {
+            d.push(
+                Diagnostic::error("kiln::unsupported", f.span.clone(), format!("sink format `{}` is not supported by this version of kiln yet", f.value))
+                    .label("not supported yet"),
+            );
+            return false;
+        }
+        one_of(f, FORMATS, "sink format", d)
+    });
+    let console = format.as_ref().is_some_and(|f| f.as_str() == "console");
+    let path = if console { t.str("path", d) } else { t.req_str("path", d, Some("a directory of part files (or the file, with single_file = true)")) };
+    let mode = t.str("mode", d).filter(|m| one_of(m, MODES, "write mode", d));
+    let partition_by = t.str_list("partition_by", d).map(|p| p.value).unwrap_or_default();
+    let compression = t.str("compression", d);
+    if let (Some(c), Some(f)) = (&compression, &format) {
+        let base = c.as_str().split('(').next().unwrap_or("");
+        let codecs = if f.as_str() == "parquet" { PARQUET_CODECS } else { TEXT_CODECS };
+        one_of(&Sp::new(base.to_string(), c.span.clone()), codecs, &format!("{} compression", f.value), d);
+    }
+    let single_file = t.bool("single_file", d);
+    if let (Some(sf), false) = (&single_file, partition_by.is_empty()) {
+        if sf.value {
+            d.push(
+                Diagnostic::error("kiln::conflict", sf.span.clone(), format!("{}: `single_file` and `partition_by` exclude each other", t.what))
+                    .label("one file cannot hold several partitions"),
+            );
+        }
+    }
+    if let (Some(sf), Some(m)) = (&single_file, &mode) {
+        if sf.value && m.as_str() == "append" {
+            d.push(
+                Diagnostic::error("kiln::conflict", m.span.clone(), format!("{}: cannot append to a single file", t.what))
+                    .label("append adds part files to a directory")
+                    .help("drop single_file, or use mode = \"overwrite\""),
+            );
+        }
+    }
+    t.finish(d);
+    Some(SinkDecl { name, input: input?, format: format?, path, mode, partition_by, compression, single_file })
+}

@@ -1,0 +1,445 @@
+//! Lowering one node: raw declaration → [`kiln::plan`] value and its check plan.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::compute::can_cast_types;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use kiln::plan::{CsvOptions, Keep, Node, Op, Sink, SinkFormat, Source, WriteMode};
+
+use super::expr::{ExprChecker, clean_message};
+use super::{bad_type, literal_type, literal_value};
+use crate::diag::{Diagnostic, Diags, did_you_mean};
+use crate::schemas::FileSchemas;
+use crate::spec::types::{self, display};
+use crate::spec::{SinkDecl, SourceDecl, SourceFormat, Sp, TransformBody, TransformDecl};
+
+// ---------------------------------------------------------------- sources
+
+pub(super) fn source(s: &SourceDecl, files: &FileSchemas, d: &mut Diags) -> Option<(Node, LogicalPlan)> {
+    let declared = declared_schema(s, d);
+    let (format, schema) = match s.format.value {
+        SourceFormat::Csv => {
+            let Some(schema) = declared else {
+                if s.schema.is_none() {
+                    d.push(
+                        Diagnostic::error("kiln::missing-key", s.name.span.clone(), format!("source `{}`: a csv source needs a `schema`", s.name.value))
+                            .label("no schema declared")
+                            .help("list the columns in file order:\nschema = { id = \"string\", amount = \"float64\" }"),
+                    );
+                }
+                return None;
+            };
+            let opts = CsvOptions {
+                header: s.header.as_ref().map_or(true, |h| h.value),
+                delimiter: s.delimiter.as_ref().map_or(b',', |v| v.value.as_bytes()[0]),
+                quote: s.quote.as_ref().map_or(b'"', |v| v.value.as_bytes()[0]),
+                null_value: s.null_value.as_ref().map(|v| v.value.clone()),
+            };
+            (kiln::plan::SourceFormat::Csv(opts), schema)
+        }
+        SourceFormat::Parquet => {
+            let path_span = s.path.as_ref().map_or(s.name.span.clone(), |p| p.span.clone());
+            let schema = match (files.get(&s.name.value), declared) {
+                (Some(Ok(found)), Some(declared)) => {
+                    check_declared_against_file(s, &declared, found, d);
+                    found.clone()
+                }
+                (Some(Ok(found)), None) => found.clone(),
+                (Some(Err(_)), Some(declared)) => declared,
+                (Some(Err(why)), None) => {
+                    d.push(
+                        Diagnostic::error("kiln::schema-unreadable", path_span, format!("source `{}`: cannot read the Parquet schema", s.name.value))
+                            .label(why.clone())
+                            .help("make the file readable at compile time, or declare `schema`"),
+                    );
+                    return None;
+                }
+                (None, Some(declared)) => declared,
+                (None, None) => return None,
+            };
+            (kiln::plan::SourceFormat::Parquet, schema)
+        }
+        SourceFormat::Inline => {
+            let schema = match declared {
+                Some(s) => s,
+                None if s.schema.is_some() => return None,
+                None => infer_inline_schema(s, d)?,
+            };
+            let rows = inline_rows(s, &schema, d)?;
+            (kiln::plan::SourceFormat::Inline(rows), schema)
+        }
+    };
+    let source = Source { format, path: s.path.as_ref().map(|p| p.value.clone()).unwrap_or_default(), schema };
+    let plan = kiln::sources::empty(&s.name.value, &source).ok()?;
+    Some((Node { name: s.name.value.clone(), op: Op::Source(source) }, plan))
+}
+
+fn declared_schema(s: &SourceDecl, d: &mut Diags) -> Option<SchemaRef> {
+    let decl = s.schema.as_ref()?;
+    if decl.value.is_empty() {
+        d.push(Diagnostic::error("kiln::bad-value", decl.span.clone(), format!("source `{}`: `schema` is empty", s.name.value)).label("declare at least one column"));
+        return None;
+    }
+    let mut fields = Vec::new();
+    let mut ok = true;
+    for (name, ty) in &decl.value {
+        match types::parse(&ty.value) {
+            Ok(ct) => fields.push(Field::new(&name.value, ct.data_type, ct.nullable)),
+            Err(msg) => {
+                d.push(bad_type(ty, &msg));
+                ok = false;
+            }
+        }
+    }
+    ok.then(|| Arc::new(Schema::new(fields)))
+}
+
+fn check_declared_against_file(s: &SourceDecl, declared: &SchemaRef, found: &SchemaRef, d: &mut Diags) {
+    let Some(decl) = &s.schema else { return };
+    for (name, ty) in &decl.value {
+        let want = declared.field_with_name(&name.value).map(|f| f.data_type().clone()).ok();
+        match found.field_with_name(&name.value) {
+            Err(_) => d.push(
+                Diagnostic::error("kiln::schema-mismatch", name.span.clone(), format!("source `{}`: column `{}` is not in the Parquet file", s.name.value, name.value))
+                    .label("declared here")
+                    .note(format!("the file has: {}", found.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "))),
+            ),
+            Ok(f) if Some(f.data_type()) != want.as_ref() => d.push(
+                Diagnostic::error("kiln::schema-mismatch", ty.span.clone(), format!("source `{}`: column `{}` is {} in the file", s.name.value, name.value, display(f.data_type())))
+                    .label(format!("declared {}", ty.value)),
+            ),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn infer_inline_schema(s: &SourceDecl, d: &mut Diags) -> Option<SchemaRef> {
+    let mut fields: Vec<(String, DataType)> = Vec::new();
+    for row in &s.rows {
+        for (col, value) in &row.value {
+            let t = literal_type(&value.value);
+            match fields.iter_mut().find(|(n, _)| n == &col.value) {
+                None => fields.push((col.value.clone(), t)),
+                Some((_, have)) if *have == t => {}
+                Some((_, have)) if have.is_numeric() && t.is_numeric() => *have = DataType::Float64,
+                Some((_, have)) => {
+                    d.push(
+                        Diagnostic::error("kiln::type-mismatch", value.span.clone(), format!("source `{}`: column `{}` mixes {} and {}", s.name.value, col.value, display(have), display(&t)))
+                            .label("this value")
+                            .help("declare the column's type in `schema`"),
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+    if fields.is_empty() {
+        d.push(Diagnostic::error("kiln::missing-key", s.name.span.clone(), format!("source `{}`: no rows and no schema", s.name.value)).label("cannot tell the columns"));
+        return None;
+    }
+    Some(Arc::new(Schema::new(fields.into_iter().map(|(n, t)| Field::new(n, t, true)).collect::<Vec<_>>())))
+}
+
+fn inline_rows(s: &SourceDecl, schema: &SchemaRef, d: &mut Diags) -> Option<Vec<Vec<ScalarValue>>> {
+    let mut rows = Vec::new();
+    let mut ok = true;
+    for row in &s.rows {
+        let mut values = Vec::new();
+        for field in schema.fields() {
+            let cell = row.value.iter().find(|(c, _)| &c.value == field.name());
+            values.push(match cell {
+                Some((_, v)) => match literal_value(&v.value, field.data_type()) {
+                    Ok(x) => x,
+                    Err(msg) => {
+                        d.push(Diagnostic::error("kiln::type-mismatch", v.span.clone(), format!("source `{}`: column `{}`: {msg}", s.name.value, field.name())).label("this value"));
+                        ok = false;
+                        continue;
+                    }
+                },
+                None => ScalarValue::try_from(field.data_type()).ok()?,
+            });
+        }
+        for (c, _) in &row.value {
+            if schema.field_with_name(&c.value).is_err() {
+                d.push(unknown_column(&c.value, &c.span, &schema_names(schema)));
+                ok = false;
+            }
+        }
+        rows.push(values);
+    }
+    ok.then_some(rows)
+}
+
+// ---------------------------------------------------------------- transforms
+
+pub(super) fn transform(t: &TransformDecl, input: &LogicalPlan, checker: &ExprChecker, d: &mut Diags) -> Option<(Node, LogicalPlan)> {
+    let name = t.name.value.clone();
+    let inp = t.input.value.clone();
+    let schema = input.schema().as_ref().clone();
+    let columns = schema_names(input.schema().inner());
+    let before = d.0.len();
+    let op = match &t.body {
+        TransformBody::Filter { predicate } => {
+            let e = parse_checked(checker, predicate, input, d, |b, e| b.filter(e))?;
+            Op::Filter { input: inp, predicate: e }
+        }
+        TransformBody::Select { columns: items } => {
+            let mut exprs = Vec::new();
+            let mut seen: HashSet<String> = HashSet::new();
+            for item in items {
+                if let Some(e) = parse_checked(checker, item, input, d, |b, e| b.project(vec![e])) {
+                    let out = e.schema_name().to_string();
+                    let out = match &e {
+                        Expr::Alias(a) => a.name.clone(),
+                        Expr::Column(c) => c.name.clone(),
+                        _ => out,
+                    };
+                    if !seen.insert(out.clone()) {
+                        d.push(duplicate_output(&out, &item.span));
+                    }
+                    exprs.push(e);
+                }
+            }
+            Op::Select { input: inp, columns: exprs }
+        }
+        TransformBody::WithColumns { columns: items } => {
+            let mut current = input.clone();
+            let mut done = Vec::new();
+            for (col, text) in items {
+                let Some(e) = parse_checked(checker, text, &current, d, |b, e| b.project(vec![e])) else { continue };
+                done.push((col.value.clone(), e));
+                let partial = Op::WithColumns { input: inp.clone(), columns: vec![done.last().cloned()?] };
+                current = kiln::transforms::build(&inp, &partial, &[current]).ok()?;
+            }
+            Op::WithColumns { input: inp, columns: done }
+        }
+        TransformBody::Drop { columns: items } => {
+            for c in items {
+                require_column(c, &columns, d);
+            }
+            Op::Drop { input: inp, columns: items.iter().map(|c| c.value.clone()).collect() }
+        }
+        TransformBody::Rename { columns: pairs } => {
+            let mut out: Vec<String> = columns.clone();
+            for (old, new) in pairs {
+                if require_column(old, &columns, d) {
+                    if let Some(slot) = out.iter_mut().find(|c| **c == old.value) {
+                        *slot = new.value.clone();
+                    }
+                }
+            }
+            let mut seen = HashSet::new();
+            for (_, new) in pairs {
+                if out.iter().filter(|c| **c == new.value).count() > 1 && seen.insert(new.value.clone()) {
+                    d.push(duplicate_output(&new.value, &new.span));
+                }
+            }
+            Op::Rename { input: inp, columns: pairs.iter().map(|(o, n)| (o.value.clone(), n.value.clone())).collect() }
+        }
+        TransformBody::Cast { columns: pairs } => {
+            let mut out = Vec::new();
+            for (col, ty) in pairs {
+                if !require_column(col, &columns, d) {
+                    continue;
+                }
+                let to = match types::parse(&ty.value) {
+                    Ok(ct) => ct.data_type,
+                    Err(msg) => {
+                        d.push(bad_type(ty, &msg));
+                        continue;
+                    }
+                };
+                let from = schema.field_with_unqualified_name(&col.value).map(|f| f.data_type().clone()).ok()?;
+                if !can_cast_types(&from, &to) {
+                    d.push(
+                        Diagnostic::error("kiln::bad-cast", ty.span.clone(), format!("cannot cast `{}` from {} to {}", col.value, display(&from), display(&to)))
+                            .label("no such conversion"),
+                    );
+                    continue;
+                }
+                out.push((col.value.clone(), to));
+            }
+            Op::Cast { input: inp, columns: out }
+        }
+        TransformBody::FillNull { values } => {
+            let mut out = Vec::new();
+            for (col, lit) in values {
+                if !require_column(col, &columns, d) {
+                    continue;
+                }
+                let dt = schema.field_with_unqualified_name(&col.value).map(|f| f.data_type().clone()).ok()?;
+                match literal_value(&lit.value, &dt) {
+                    Ok(v) => out.push((col.value.clone(), v)),
+                    Err(msg) => d.push(
+                        Diagnostic::error("kiln::type-mismatch", lit.span.clone(), format!("fill value for `{}` (a {} column): {msg}", col.value, display(&dt)))
+                            .label("wrong type for this column"),
+                    ),
+                }
+            }
+            Op::FillNull { input: inp, values: out }
+        }
+        TransformBody::Dedupe { keys, keep, order_by } => {
+            let keys: Vec<String> = match keys {
+                Some(ks) => ks.iter().filter(|k| require_column(k, &columns, d)).map(|k| k.value.clone()).collect(),
+                None => Vec::new(),
+            };
+            let keep = match keep.as_ref().map(|k| k.as_str()) {
+                Some("first") => Keep::First,
+                Some("last") => Keep::Last,
+                Some(_) => Keep::Any,
+                None if order_by.is_empty() => Keep::Any,
+                None => Keep::First,
+            };
+            let order_by = order_by
+                .iter()
+                .filter_map(|o| checker.parse_sort(o, &schema).map_err(|e| d.push(e)).ok())
+                .collect();
+            Op::Dedupe { input: inp, keys, keep, order_by }
+        }
+        TransformBody::Aggregate { group_by, aggregates, having } => {
+            let group: Vec<Expr> = group_by
+                .iter()
+                .filter_map(|g| parse_checked(checker, g, input, d, |b, e| b.aggregate(vec![e], Vec::<Expr>::new())))
+                .collect();
+            let mut aggs = Vec::new();
+            let mut seen: HashSet<&str> = group_by.iter().map(|g| g.as_str()).collect();
+            for (out, text) in aggregates {
+                if !seen.insert(out.as_str()) {
+                    d.push(duplicate_output(&out.value, &out.span));
+                }
+                let Ok(e) = checker.parse(text, &schema).map_err(|e| d.push(e)) else { continue };
+                // `count(*)` comes back aliased; the output name is the spec's key.
+                let e = match e {
+                    Expr::Alias(a) => *a.expr,
+                    e => e,
+                };
+                if !matches!(e, Expr::AggregateFunction(_)) {
+                    d.push(
+                        Diagnostic::error("kiln::not-an-aggregate", text.span.clone(), format!("`{}` is not an aggregate function call", text.value))
+                            .label("each aggregate is one call such as sum(x), avg(x), count(*)")
+                            .help("compute expressions of aggregates in a following with_columns transform"),
+                    );
+                    continue;
+                }
+                let e = e.alias(&out.value);
+                let plan = LogicalPlanBuilder::from(input.clone()).aggregate(group.clone(), vec![e.clone()]).and_then(|b| b.build());
+                match plan.map_err(Into::into).and_then(|p| checker.analyze(p)) {
+                    Ok(_) => aggs.push(e),
+                    Err(err) => d.push(checker.diagnostic(&err, text, &schema, false)),
+                }
+            }
+            let mut op = Op::Aggregate { input: inp.clone(), group_by: group.clone(), aggregates: aggs.clone(), having: None };
+            if let Some(h) = having {
+                if d.0.len() == before {
+                    let agg_plan = kiln::transforms::build(&name, &op, &[input.clone()]).ok()?;
+                    if let Some(e) = parse_checked(checker, h, &agg_plan, d, |b, e| b.filter(e)) {
+                        op = Op::Aggregate { input: inp, group_by: group, aggregates: aggs, having: Some(e) };
+                    }
+                }
+            }
+            op
+        }
+    };
+    if d.0.len() > before {
+        return None;
+    }
+    let plan = kiln::transforms::build(&name, &op, &[input.clone()]).map_err(|e| e.to_string()).and_then(|p| checker.analyze(p).map_err(|e| clean_message(&e)));
+    match plan {
+        Ok(plan) => Some((Node { name, op }, plan)),
+        Err(msg) => {
+            d.push(Diagnostic::error("kiln::invalid-transform", t.name.span.clone(), format!("transform `{}`: {msg}", t.name.value)).label("while planning this transform"));
+            None
+        }
+    }
+}
+
+/// Parses `text` against `input`'s schema and checks it inside the plan that
+/// `wrap` builds (so type coercion runs exactly as in the real plan).
+fn parse_checked(
+    checker: &ExprChecker,
+    text: &Sp<String>,
+    input: &LogicalPlan,
+    d: &mut Diags,
+    wrap: impl Fn(LogicalPlanBuilder, Expr) -> datafusion::error::Result<LogicalPlanBuilder>,
+) -> Option<Expr> {
+    let schema: &DFSchema = input.schema();
+    let e = checker.parse(text, schema).map_err(|e| d.push(e)).ok()?;
+    let plan = wrap(LogicalPlanBuilder::from(input.clone()), e.clone()).and_then(|b| b.build());
+    match plan.and_then(|p| checker.analyze(p)) {
+        Ok(_) => Some(e),
+        Err(err) => {
+            d.push(checker.diagnostic(&err, text, schema, false));
+            None
+        }
+    }
+}
+
+fn schema_names(schema: &Schema) -> Vec<String> {
+    schema.fields().iter().map(|f| f.name().clone()).collect()
+}
+
+fn unknown_column(name: &str, span: &std::ops::Range<usize>, columns: &[String]) -> Diagnostic {
+    let mut d = Diagnostic::error("kiln::unknown-column", span.clone(), format!("unknown column `{name}`")).label("not a column of the input");
+    if let Some(h) = did_you_mean(name, columns.iter().map(String::as_str)) {
+        d = d.help(h);
+    }
+    d.note(format!("the input's columns: {}", columns.join(", ")))
+}
+
+fn require_column(c: &Sp<String>, columns: &[String], d: &mut Diags) -> bool {
+    if columns.contains(&c.value) {
+        return true;
+    }
+    d.push(unknown_column(&c.value, &c.span, columns));
+    false
+}
+
+fn duplicate_output(name: &str, span: &std::ops::Range<usize>) -> Diagnostic {
+    Diagnostic::error("kiln::duplicate-column", span.clone(), format!("two output columns are named `{name}`"))
+        .label("second column with this name")
+        .help("rename one of them with `AS`")
+}
+
+// ---------------------------------------------------------------- sinks
+
+pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<Sink> {
+    let columns = schema_names(input.schema().inner());
+    let before = d.0.len();
+    for p in &s.partition_by {
+        require_column(p, &columns, d);
+    }
+    if !s.partition_by.is_empty() && s.partition_by.len() == columns.len() {
+        d.push(
+            Diagnostic::error("kiln::bad-value", s.partition_by[0].span.clone(), format!("sink `{}`: every column is a partition column", s.name.value))
+                .label("the files would hold no columns"),
+        );
+    }
+    if d.0.len() > before {
+        return None;
+    }
+    let format = match s.format.as_str() {
+        "parquet" => SinkFormat::Parquet,
+        "csv" => SinkFormat::Csv,
+        "json" => SinkFormat::Json,
+        _ => SinkFormat::Console,
+    };
+    let mode = match s.mode.as_ref().map(|m| m.as_str()) {
+        Some("append") => WriteMode::Append,
+        Some("error_if_exists") => WriteMode::ErrorIfExists,
+        Some("ignore") => WriteMode::Ignore,
+        _ => WriteMode::Overwrite,
+    };
+    Some(Sink {
+        name: s.name.value.clone(),
+        input: s.input.value.clone(),
+        format,
+        path: s.path.as_ref().map(|p| p.value.clone()).unwrap_or_default(),
+        mode,
+        partition_by: s.partition_by.iter().map(|p| p.value.clone()).collect(),
+        compression: s.compression.as_ref().map(|c| c.value.clone()),
+        single_file: s.single_file.as_ref().is_some_and(|v| v.value),
+    })
+}

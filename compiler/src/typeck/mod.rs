@@ -1,0 +1,169 @@
+//! Type checking and lowering: the resolved spec becomes a [`kiln::plan::Pipeline`].
+//!
+//! Nodes are visited in dependency order. Each expression is parsed against
+//! its input's schema and checked by DataFusion's analyzer; then the node's plan
+//! is built with the runtime's own [`kiln::transforms::build`] over empty
+//! sources with the pinned schemas, which gives the schema the next node sees.
+//! A node whose input failed is skipped, so one mistake is reported once.
+
+mod expr;
+mod lower;
+
+use std::collections::HashMap;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::LogicalPlan;
+use kiln::plan::{Param, Pipeline, RuntimeOptions};
+
+use crate::diag::{Diagnostic, Diags};
+use crate::resolve::{Graph, NodeRef};
+use crate::schemas::FileSchemas;
+use crate::spec::{Literal, Spec};
+
+pub use expr::{ExprChecker, clean_message};
+
+/// What type checking needs besides the spec.
+pub struct Input<'a> {
+    pub spec: &'a Spec,
+    pub graph: &'a Graph,
+    pub file_schemas: &'a FileSchemas,
+    /// The spec's text (to point inside expression strings).
+    pub text: &'a str,
+    /// Hex SHA-256 of the spec's text.
+    pub spec_hash: String,
+}
+
+/// Checks every node and, when nothing is wrong, returns the pipeline.
+pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
+    let mut d = Diags::default();
+    let spec = input.spec;
+    let params = lower_params(spec, &mut d);
+    let types: HashMap<String, DataType> = params.iter().map(|p| (p.name.clone(), p.data_type.clone())).collect();
+    let checker = ExprChecker::new(input.text, types);
+    let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
+    let mut nodes = Vec::new();
+    for node in &input.graph.order {
+        let lowered = match *node {
+            NodeRef::Source(i) => lower::source(&spec.sources[i], input.file_schemas, &mut d),
+            NodeRef::Transform(i) => {
+                let t = &spec.transforms[i];
+                let Some(input_plan) = plans.get(t.input.as_str()) else { continue };
+                lower::transform(t, input_plan, &checker, &mut d)
+            }
+        };
+        if let Some((n, plan)) = lowered {
+            plans.insert(n.name.clone(), plan);
+            nodes.push(n);
+        }
+    }
+    let sinks = input
+        .graph
+        .sinks
+        .iter()
+        .filter_map(|&i| {
+            let s = &spec.sinks[i];
+            let plan = plans.get(s.input.as_str())?;
+            lower::sink(s, plan, &mut d)
+        })
+        .collect();
+    if d.has_errors() {
+        return (None, d.0);
+    }
+    let pipeline = Pipeline {
+        name: spec.pipeline.name.value.clone(),
+        description: spec.pipeline.description.clone(),
+        spec_hash: input.spec_hash.clone(),
+        params,
+        runtime: lower_runtime(spec),
+        nodes,
+        sinks,
+    };
+    (Some(pipeline), d.0)
+}
+
+fn lower_runtime(spec: &Spec) -> RuntimeOptions {
+    let r = &spec.runtime;
+    RuntimeOptions {
+        target_partitions: r.target_partitions.as_ref().map(|v| v.value as usize),
+        batch_size: r.batch_size.as_ref().map(|v| v.value as usize),
+        memory_limit: r.memory_limit.as_ref().and_then(|v| kiln::session::parse_size(&v.value)),
+        spill_dir: r.spill_dir.as_ref().map(|v| v.value.clone()),
+    }
+}
+
+fn lower_params(spec: &Spec, d: &mut Diags) -> Vec<Param> {
+    let mut out = Vec::new();
+    for p in &spec.params {
+        let declared = p.type_name.as_ref().and_then(|t| match crate::spec::types::parse(&t.value) {
+            Ok(ct) => Some(ct.data_type),
+            Err(msg) => {
+                d.push(bad_type(t, &msg));
+                None
+            }
+        });
+        let default_type = p.default.as_ref().map(|v| literal_type(&v.value));
+        let data_type = declared.clone().or(default_type).unwrap_or(DataType::Utf8);
+        let default = match &p.default {
+            Some(v) => match literal_value(&v.value, &data_type) {
+                Ok(s) => Some(s),
+                Err(msg) => {
+                    d.push(Diagnostic::error("kiln::type-mismatch", v.span.clone(), format!("param `{}`: default {msg}", p.name.value)).label("here"));
+                    None
+                }
+            },
+            None => None,
+        };
+        out.push(Param {
+            name: p.name.value.clone(),
+            data_type,
+            default,
+            env: p.env.as_ref().map(|e| e.value.clone()),
+            description: p.description.clone(),
+        });
+    }
+    out
+}
+
+/// A wrong type name, with "did you mean".
+pub(crate) fn bad_type(t: &crate::spec::Sp<String>, msg: &str) -> Diagnostic {
+    let mut diag = Diagnostic::error("kiln::unknown-type", t.span.clone(), msg.to_string()).label("not a Kiln type");
+    let word = t.value.split(|c: char| c == '(' || c == '<' || c.is_whitespace()).next().unwrap_or("");
+    diag = match crate::diag::did_you_mean(word, crate::spec::types::TYPE_NAMES.iter().copied()) {
+        Some(h) => diag.help(h),
+        None => diag.help(format!("types: {}", crate::spec::types::TYPE_NAMES.join(", "))),
+    };
+    diag
+}
+
+/// The type a TOML literal has on its own.
+pub(crate) fn literal_type(l: &Literal) -> DataType {
+    match l {
+        Literal::Str(_) => DataType::Utf8,
+        Literal::Int(_) => DataType::Int64,
+        Literal::Float(_) => DataType::Float64,
+        Literal::Bool(_) => DataType::Boolean,
+    }
+}
+
+/// A TOML literal as a value of `dt`; the error says why it does not fit.
+pub(crate) fn literal_value(l: &Literal, dt: &DataType) -> Result<ScalarValue, String> {
+    let display = crate::spec::types::display(dt);
+    let from = match l {
+        Literal::Str(s) => return ScalarValue::try_from_string(s.clone(), dt).map_err(|_| format!("\"{s}\" is not a {display}")),
+        Literal::Int(i) => ScalarValue::Int64(Some(*i)),
+        Literal::Float(f) => ScalarValue::Float64(Some(*f)),
+        Literal::Bool(b) => ScalarValue::Boolean(Some(*b)),
+    };
+    let ok = match (l, dt) {
+        (Literal::Bool(_), DataType::Boolean) => true,
+        (Literal::Bool(_), _) | (_, DataType::Boolean) => false,
+        (_, DataType::Utf8) => false,
+        (Literal::Float(_), d) if d.is_integer() => false,
+        _ => dt.is_numeric(),
+    };
+    if !ok {
+        return Err(format!("{from} is not a {display}"));
+    }
+    from.cast_to(dt).map_err(|_| format!("{from} does not fit in {display}"))
+}

@@ -1,0 +1,38 @@
+//! Kiln's runtime: everything a generated pipeline binary links.
+//!
+//! A generated job crate builds one [`plan::Pipeline`] value (plain data whose
+//! expressions are DataFusion [`Expr`](datafusion::logical_expr::Expr)s) and hands it
+//! to [`cli::main`]. From there the runtime builds DataFusion logical plans
+//! ([`transforms`]), binds parameters ([`params`]), executes them and commits every
+//! sink atomically ([`sinks`]). `kiln check` builds the very same plans (over empty
+//! sources) to type-check a spec, so the compiler and the binary cannot disagree.
+
+pub mod cli;
+pub mod error;
+pub mod expr;
+pub mod functions;
+pub mod params;
+pub mod plan;
+pub mod run;
+pub mod session;
+pub mod sinks;
+pub mod sources;
+pub mod transforms;
+
+pub use error::{Error, Result};
+/// Kiln's procedural macros (`#[kiln::udf]`, `include_pipeline!`) as they land.
+pub use kiln_macros;
+
+/// Re-exports for generated code and for users of the Rust API.
+pub mod prelude {
+    pub use crate::expr::*;
+    pub use crate::plan::*;
+    pub use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+    pub use datafusion::common::ScalarValue;
+    pub use datafusion::logical_expr::{Expr, Operator, SortExpr};
+}
+
+/// The version of Kiln this runtime belongs to (shown by `NAME --version`).
+pub const KILN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub use datafusion;

@@ -1,0 +1,164 @@
+//! The pipeline IR: what a spec means, as plain data.
+//!
+//! The compiler builds a [`Pipeline`] from a checked spec; the generated binary
+//! constructs the same value in Rust code. Expressions are DataFusion [`Expr`]s,
+//! already parsed and type-checked by the compiler; nothing here parses SQL or TOML.
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Expr, SortExpr};
+
+/// A whole pipeline: its nodes in dependency order and the sinks that consume them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub name: String,
+    pub description: String,
+    /// Hex SHA-256 of the spec text the binary was generated from.
+    pub spec_hash: String,
+    pub params: Vec<Param>,
+    pub runtime: RuntimeOptions,
+    /// Sources and transforms, every node after all of its inputs.
+    pub nodes: Vec<Node>,
+    pub sinks: Vec<Sink>,
+}
+
+/// A `[params.NAME]` entry. Its value is chosen at run time:
+/// `--param NAME=v` beats the `env` variable, which beats `default`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub data_type: DataType,
+    pub default: Option<ScalarValue>,
+    pub env: Option<String>,
+    pub description: String,
+}
+
+/// `[runtime]` defaults; the binary's flags override them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuntimeOptions {
+    pub target_partitions: Option<usize>,
+    pub batch_size: Option<usize>,
+    /// Bytes; operators that can spill do so past it.
+    pub memory_limit: Option<u64>,
+    pub spill_dir: Option<String>,
+}
+
+/// One source or transform. Its output is visible to later nodes under `name`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+}
+
+/// What a node does. Transforms name their inputs by node name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Source(Source),
+    Filter { input: String, predicate: Expr },
+    Select { input: String, columns: Vec<Expr> },
+    /// Adds or replaces columns in order; later entries see earlier ones.
+    WithColumns { input: String, columns: Vec<(String, Expr)> },
+    Drop { input: String, columns: Vec<String> },
+    Rename { input: String, columns: Vec<(String, String)> },
+    Cast { input: String, columns: Vec<(String, DataType)> },
+    FillNull { input: String, values: Vec<(String, ScalarValue)> },
+    /// One row per `keys` (all columns when empty).
+    Dedupe { input: String, keys: Vec<String>, keep: Keep, order_by: Vec<SortExpr> },
+    /// `aggregates` are aliased aggregate expressions; `having` refers to output names.
+    Aggregate { input: String, group_by: Vec<Expr>, aggregates: Vec<Expr>, having: Option<Expr> },
+}
+
+impl Op {
+    /// The nodes this one reads.
+    pub fn inputs(&self) -> Vec<&str> {
+        match self {
+            Op::Source(_) => vec![],
+            Op::Filter { input, .. }
+            | Op::Select { input, .. }
+            | Op::WithColumns { input, .. }
+            | Op::Drop { input, .. }
+            | Op::Rename { input, .. }
+            | Op::Cast { input, .. }
+            | Op::FillNull { input, .. }
+            | Op::Dedupe { input, .. }
+            | Op::Aggregate { input, .. } => vec![input.as_str()],
+        }
+    }
+}
+
+/// Which row `dedupe` keeps per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Any,
+    First,
+    Last,
+}
+
+/// Where a source's rows come from. `schema` is pinned at compile time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub format: SourceFormat,
+    /// May hold `${params.X}` and `${env.X}`, substituted at run time.
+    pub path: String,
+    pub schema: SchemaRef,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceFormat {
+    Csv(CsvOptions),
+    Parquet,
+    /// Rows given in the spec, one `ScalarValue` per schema column.
+    Inline(Vec<Vec<ScalarValue>>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvOptions {
+    pub header: bool,
+    pub delimiter: u8,
+    pub quote: u8,
+    /// The text that means null; `None`: empty fields are null.
+    pub null_value: Option<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions { header: true, delimiter: b',', quote: b'"', null_value: None }
+    }
+}
+
+/// A `[sinks.NAME]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sink {
+    pub name: String,
+    pub input: String,
+    pub format: SinkFormat,
+    /// Directory of part files, or the file itself with `single_file`. Empty for console.
+    pub path: String,
+    pub mode: WriteMode,
+    pub partition_by: Vec<String>,
+    pub compression: Option<String>,
+    pub single_file: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkFormat {
+    Parquet,
+    Csv,
+    Json,
+    Console,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Overwrite,
+    Append,
+    ErrorIfExists,
+    Ignore,
+}
+
+impl Pipeline {
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}

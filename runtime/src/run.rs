@@ -1,0 +1,138 @@
+//! Running a pipeline: plans for every node, then every sink staged and committed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+
+use crate::params::{self, Values, interpolate};
+use crate::plan::{Op, Pipeline, SinkFormat};
+use crate::session::{self, SessionOptions};
+use crate::sinks::{self, Staged};
+use crate::{Error, Result, sources, transforms};
+
+/// How one run was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub session: SessionOptions,
+    /// `--param NAME=VALUE` pairs.
+    pub params: Vec<(String, String)>,
+}
+
+/// What a run did, per sink.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub sinks: Vec<SinkReport>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkReport {
+    pub name: String,
+    pub path: String,
+    /// `None` when the sink was skipped (`mode = "ignore"` and the target existed).
+    pub rows: Option<u64>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The logical plan of every node, with parameters bound.
+pub async fn node_plans(
+    pipeline: &Pipeline,
+    ctx: &SessionContext,
+    values: &Values,
+) -> Result<HashMap<String, LogicalPlan>> {
+    let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
+    for node in &pipeline.nodes {
+        let plan = match &node.op {
+            Op::Source(source) => sources::scan(ctx, &node.name, source, values)
+                .await
+                .map_err(|e| Error::in_node(&node.name, e))?,
+            op => {
+                let inputs = op
+                    .inputs()
+                    .iter()
+                    .map(|i| plans.get(*i).cloned().ok_or_else(|| Error::in_node(&node.name, format!("input `{i}` is not planned yet"))))
+                    .collect::<Result<Vec<_>>>()?;
+                transforms::build(&node.name, op, &inputs)?
+            }
+        };
+        plans.insert(node.name.clone(), plan);
+    }
+    for plan in plans.values_mut() {
+        *plan = plan.clone().with_param_values(values.to_param_values())?;
+    }
+    Ok(plans)
+}
+
+/// Runs the pipeline: every sink is staged, then all are committed together.
+/// If any sink fails, none is committed.
+pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
+    let started = Instant::now();
+    let values = params::resolve(&pipeline.params, &opts.params, env)?;
+    let session_opts = opts.session.clone().over(&pipeline.runtime);
+    let ctx = session::context(&session_opts)?;
+    let plans = node_plans(pipeline, &ctx, &values).await?;
+
+    // Decide every sink's fate before executing anything.
+    let mut work = Vec::new();
+    let mut reports = Vec::new();
+    for sink in &pipeline.sinks {
+        let path = interpolate(&sink.path, &values, env)?;
+        let target = PathBuf::from(&path);
+        let decision = if sink.format == SinkFormat::Console { sinks::Plan::Write } else { sinks::precheck(sink, &target)? };
+        if decision == sinks::Plan::Skip {
+            reports.push(SinkReport { name: sink.name.clone(), path, rows: None });
+            continue;
+        }
+        if sink.format != SinkFormat::Console {
+            sinks::clean_stale_staging(&target);
+        }
+        work.push((sink, target, path));
+    }
+
+    let mut staged: Vec<Staged> = Vec::new();
+    for (sink, target, _) in &work {
+        let plan = plans[&sink.input].clone();
+        let df = DataFrame::new(ctx.state(), plan);
+        match sinks::stage(df, sink, target).await {
+            Ok(s) => staged.push(s),
+            Err(e) => {
+                staged.into_iter().for_each(Staged::abort);
+                return Err(e);
+            }
+        }
+    }
+    let rows: HashMap<String, u64> = staged.iter().map(|s| (s.sink.clone(), s.rows)).collect();
+    for s in staged {
+        s.commit()?;
+    }
+    for (sink, _, path) in work {
+        reports.push(SinkReport { name: sink.name.clone(), path, rows: rows.get(&sink.name).copied() });
+    }
+    Ok(Report { sinks: reports, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// The optimized logical and physical plan of every sink, as text.
+pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
+    use std::fmt::Write;
+    let values = params::resolve(&pipeline.params, &opts.params, env)?;
+    let ctx = session::context(&opts.session.clone().over(&pipeline.runtime))?;
+    let plans = node_plans(pipeline, &ctx, &values).await?;
+    let mut out = String::new();
+    for sink in &pipeline.sinks {
+        let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());
+        let logical = df.clone().into_optimized_plan()?;
+        let physical = df.create_physical_plan().await?;
+        let physical = datafusion::physical_plan::displayable(physical.as_ref()).indent(true).to_string();
+        let _ = writeln!(out, "== sink `{}` ({:?} {}) <- `{}` ==", sink.name, sink.format, sink.path, sink.input);
+        let _ = writeln!(out, "-- logical plan --\n{}", logical.display_indent());
+        let _ = writeln!(out, "-- physical plan --\n{physical}");
+    }
+    Ok(out)
+}

@@ -1,0 +1,101 @@
+//! Building a DataFusion session with Kiln's settings.
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::plan::RuntimeOptions;
+use crate::Result;
+
+/// The settings one run uses: the spec's `[runtime]`, overridden by flags.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    pub threads: Option<usize>,
+    pub target_partitions: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub memory_limit: Option<u64>,
+    pub spill_dir: Option<String>,
+}
+
+impl SessionOptions {
+    /// Flags (`self`) win over the spec's `[runtime]` defaults.
+    pub fn over(mut self, defaults: &RuntimeOptions) -> Self {
+        self.target_partitions = self.target_partitions.or(defaults.target_partitions);
+        self.batch_size = self.batch_size.or(defaults.batch_size);
+        self.memory_limit = self.memory_limit.or(defaults.memory_limit);
+        self.spill_dir = self.spill_dir.clone().or_else(|| defaults.spill_dir.clone());
+        self
+    }
+}
+
+/// Session configuration shared by runs and by `kiln check`: Spark's semantics
+/// where Spark and DataFusion differ (SPEC.md §11).
+pub fn config(opts: &SessionOptions) -> SessionConfig {
+    let mut config = SessionConfig::new().with_information_schema(false);
+    let partitions = opts.target_partitions.or(opts.threads);
+    if let Some(n) = partitions {
+        config = config.with_target_partitions(n.max(1));
+    }
+    if let Some(n) = opts.batch_size {
+        config = config.with_batch_size(n.max(1));
+    }
+    let options = config.options_mut();
+    // Spark: nulls sort first ascending, last descending.
+    options.sql_parser.default_null_ordering = "nulls_min".to_string();
+    config
+}
+
+/// A session for running a pipeline.
+pub fn context(opts: &SessionOptions) -> Result<SessionContext> {
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = opts.memory_limit {
+        runtime = runtime.with_memory_limit(limit as usize, 1.0);
+    }
+    if let Some(dir) = &opts.spill_dir {
+        runtime = runtime.with_disk_manager_builder(
+            DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![dir.into()])),
+        );
+    }
+    let mut state = SessionStateBuilder::new()
+        .with_config(config(opts))
+        .with_runtime_env(Arc::new(runtime.build()?))
+        .with_default_features()
+        .build();
+    crate::functions::install(&mut state);
+    Ok(SessionContext::new_with_state(state))
+}
+
+/// Parses sizes such as `512MB`, `4GB`, `1.5GiB` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" | "kib" => 1024.0,
+        "mb" | "m" | "mib" => 1024.0 * 1024.0,
+        "gb" | "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tb" | "t" | "tib" => 1024.0_f64.powi(4),
+        _ => return None,
+    };
+    Some((num * mult) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4GB"), Some(4 << 30));
+        assert_eq!(parse_size("512 MB"), Some(512 << 20));
+        assert_eq!(parse_size("1.5k"), Some(1536));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("4 parsecs"), None);
+    }
+}

@@ -1,0 +1,173 @@
+//! Sinks: writing a node's rows, atomically.
+//!
+//! Every sink is written in two steps. [`stage`] executes the plan into a
+//! hidden staging path beside the target (`.NAME.kiln-staging-ID`); only when
+//! every sink of the run has been staged does [`Staged::commit`] move the
+//! results into place. A run that fails or is killed before that leaves the
+//! previous output untouched, and nothing half-written inside the target.
+
+mod commit;
+
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::common::config::{CsvOptions, JsonOptions, TableParquetOptions};
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::logical_expr::{Expr, cast, lit};
+use datafusion::arrow::datatypes::DataType;
+
+use crate::expr::{call, col};
+use crate::plan::{Sink, SinkFormat, WriteMode};
+use crate::{Error, Result};
+
+pub use commit::clean_stale_staging;
+
+/// Spark writes a null partition value as this directory name; so does Kiln.
+pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// What a sink must do this run, decided before anything executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Write,
+    /// `mode = "ignore"` and the target exists.
+    Skip,
+}
+
+/// Checks the target against the sink's mode before the run starts.
+pub fn precheck(sink: &Sink, target: &Path) -> Result<Plan> {
+    if sink.format == SinkFormat::Console {
+        return Ok(Plan::Write);
+    }
+    let exists = target.exists();
+    match sink.mode {
+        WriteMode::ErrorIfExists if exists => {
+            Err(Error::SinkExists { sink: sink.name.clone(), path: target.to_path_buf() })
+        }
+        WriteMode::Ignore if exists => Ok(Plan::Skip),
+        _ => Ok(Plan::Write),
+    }
+}
+
+/// A sink's output, written and waiting to be moved into place.
+#[derive(Debug)]
+pub struct Staged {
+    pub sink: String,
+    pub mode: WriteMode,
+    kind: StagedKind,
+    /// Rows written.
+    pub rows: u64,
+}
+
+#[derive(Debug)]
+enum StagedKind {
+    Files { staging: PathBuf, target: PathBuf },
+    Console(Vec<RecordBatch>),
+}
+
+/// Executes `df` into the sink's staging location.
+pub async fn stage(df: DataFrame, sink: &Sink, target: &Path) -> Result<Staged> {
+    let ctx = |e: datafusion::error::DataFusionError| Error::in_node(&sink.input, e);
+    if sink.format == SinkFormat::Console {
+        let batches = df.collect().await.map_err(ctx)?;
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, kind: StagedKind::Console(batches), rows });
+    }
+    let staging = commit::staging_path(target)?;
+    let df = null_partitions_as_default(df, &sink.partition_by).map_err(ctx)?;
+    let options = DataFrameWriteOptions::new()
+        .with_partition_by(sink.partition_by.clone())
+        .with_single_file_output(sink.single_file);
+    // DataFusion treats a path ending in `/` as a directory of part files.
+    let dest = if sink.single_file {
+        staging.to_string_lossy().into_owned()
+    } else {
+        std::fs::create_dir_all(&staging).map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
+        format!("{}/", staging.display())
+    };
+    let result = match sink.format {
+        SinkFormat::Parquet => {
+            let mut opts = TableParquetOptions::default();
+            opts.global.compression = Some(sink.compression.clone().unwrap_or_else(|| "snappy".into()));
+            df.write_parquet(&dest, options, Some(opts)).await
+        }
+        SinkFormat::Csv => {
+            let mut opts = CsvOptions::default().with_has_header(true);
+            if let Some(c) = &sink.compression {
+                opts = opts.with_file_compression_type(c.parse().map_err(ctx)?);
+            }
+            df.write_csv(&dest, options, Some(opts)).await
+        }
+        SinkFormat::Json => {
+            let mut opts = JsonOptions::default();
+            if let Some(c) = &sink.compression {
+                opts.compression = c.parse().map_err(ctx)?;
+            }
+            df.write_json(&dest, options, Some(opts)).await
+        }
+        SinkFormat::Console => unreachable!("handled above"),
+    };
+    match result {
+        Ok(counts) => {
+            let rows = counts
+                .first()
+                .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>())
+                .map(|a| a.value(0))
+                .unwrap_or(0);
+            Ok(Staged {
+                sink: sink.name.clone(),
+                mode: sink.mode,
+                kind: StagedKind::Files { staging, target: target.to_path_buf() },
+                rows,
+            })
+        }
+        Err(e) => {
+            commit::remove(&staging);
+            Err(ctx(e))
+        }
+    }
+}
+
+impl Staged {
+    /// Moves the staged output into place (or prints it, for the console).
+    pub fn commit(self) -> Result<()> {
+        match self.kind {
+            StagedKind::Console(batches) => {
+                let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?;
+                println!("{}: {} rows\n{table}", self.sink, self.rows);
+                Ok(())
+            }
+            StagedKind::Files { staging, target } => commit::commit(&staging, &target, self.mode),
+        }
+    }
+
+    /// Throws the staged output away.
+    pub fn abort(self) {
+        if let StagedKind::Files { staging, .. } = self.kind {
+            commit::remove(&staging);
+        }
+    }
+}
+
+/// Partition columns as strings, with nulls named as Spark names them.
+fn null_partitions_as_default(df: DataFrame, partition_by: &[String]) -> datafusion::error::Result<DataFrame> {
+    if partition_by.is_empty() {
+        return Ok(df);
+    }
+    let exprs: Vec<Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let name = f.name();
+            if partition_by.contains(name) {
+                let text = cast(col(name), DataType::Utf8);
+                call("coalesce", vec![text, lit(NULL_PARTITION)])
+                    .map(|e| e.alias(name))
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+            } else {
+                Ok(col(name))
+            }
+        })
+        .collect::<datafusion::error::Result<_>>()?;
+    df.select(exprs)
+}

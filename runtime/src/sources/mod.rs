@@ -1,0 +1,54 @@
+//! Sources: turning a [`Source`] into a logical plan over its data.
+//!
+//! Every node's plan is aliased to the node's name, so its columns can be
+//! qualified by it (`transactions.amount`).
+
+mod csv;
+mod inline;
+mod parquet;
+
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::SessionContext;
+
+use crate::params::{Values, interpolate};
+use crate::plan::{Source, SourceFormat};
+use crate::Result;
+
+/// The plan that reads `source` (named `name`) with the run's parameter values.
+pub async fn scan(
+    ctx: &SessionContext,
+    name: &str,
+    source: &Source,
+    params: &Values,
+) -> Result<LogicalPlan> {
+    let env = |var: &str| std::env::var(var).ok();
+    let plan = match &source.format {
+        SourceFormat::Csv(opts) => {
+            let path = interpolate(&source.path, params, env)?;
+            csv::scan(ctx, &path, &source.schema, opts).await?
+        }
+        SourceFormat::Parquet => {
+            let path = interpolate(&source.path, params, env)?;
+            parquet::scan(ctx, &path, &source.schema).await?
+        }
+        SourceFormat::Inline(rows) => inline::scan(&source.schema, rows)?,
+    };
+    Ok(LogicalPlanBuilder::from(plan).alias(name)?.build()?)
+}
+
+/// An empty plan with the source's pinned schema: what `kiln check` plans against.
+pub fn empty(name: &str, source: &Source) -> Result<LogicalPlan> {
+    let schema = datafusion::common::DFSchema::try_from(source.schema.as_ref().clone())?;
+    let plan = LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+        produce_one_row: false,
+        schema: std::sync::Arc::new(schema),
+    });
+    Ok(LogicalPlanBuilder::from(plan).alias(name)?.build()?)
+}
+
+/// The file-name ending a listing should filter on: none for a single file or a
+/// glob (take what the user named), `default` for a directory.
+fn listing_extension<'a>(path: &str, default: &'a str) -> &'a str {
+    let is_dir = path.ends_with('/') || std::path::Path::new(path).is_dir();
+    if is_dir { default } else { "" }
+}

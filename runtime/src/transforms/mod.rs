@@ -1,0 +1,138 @@
+//! Transforms: turning each [`Op`] into a logical plan over its input's plan.
+//!
+//! This is the one place where a spec's meaning becomes DataFusion plans. The
+//! generated binary calls it, and so does `kiln check` (over empty sources), so
+//! what was type-checked is exactly what runs.
+
+mod dedupe;
+
+use datafusion::common::{Column, DFSchema};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast};
+
+use crate::expr::{call, lit};
+use crate::plan::Op;
+use crate::{Error, Result};
+
+/// The plan of transform `name` (`op`) over its input plans, in `op.inputs()` order.
+pub fn build(name: &str, op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
+    build_unaliased(op, inputs)
+        .and_then(|plan| Ok(LogicalPlanBuilder::from(plan).alias(name)?.build()?))
+        .map_err(|e| match e {
+            Error::Node { .. } => e,
+            e => Error::in_node(name, e),
+        })
+}
+
+fn build_unaliased(op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
+    let input = || -> Result<LogicalPlanBuilder> {
+        let plan = inputs
+            .first()
+            .ok_or_else(|| Error::Usage("transform without an input plan".into()))?;
+        Ok(LogicalPlanBuilder::from(plan.clone()))
+    };
+    let plan = match op {
+        Op::Source(_) => return Err(Error::Usage("a source is not a transform".into())),
+        Op::Filter { predicate, .. } => input()?.filter(predicate.clone())?.build()?,
+        Op::Select { columns, .. } => input()?.project(columns.clone())?.build()?,
+        Op::WithColumns { columns, .. } => {
+            let mut builder = input()?;
+            for (name, expr) in columns {
+                let plan = builder.build()?;
+                let exprs = replace_or_append(plan.schema(), name, expr.clone().alias(name));
+                builder = LogicalPlanBuilder::from(plan).project(exprs)?;
+            }
+            builder.build()?
+        }
+        Op::Drop { columns, .. } => {
+            let builder = input()?;
+            let exprs = column_exprs(builder.schema())
+                .into_iter()
+                .filter(|(c, _)| !columns.contains(&c.name))
+                .map(|(_, e)| e)
+                .collect::<Vec<_>>();
+            builder.project(exprs)?.build()?
+        }
+        Op::Rename { columns, .. } => {
+            let builder = input()?;
+            let exprs = map_columns(builder.schema(), |c, e| {
+                columns.iter().find(|(old, _)| old == &c.name).map(|(_, new)| e.alias(new))
+            });
+            builder.project(exprs)?.build()?
+        }
+        Op::Cast { columns, .. } => {
+            let builder = input()?;
+            let exprs = map_columns(builder.schema(), |c, e| {
+                columns
+                    .iter()
+                    .find(|(n, _)| n == &c.name)
+                    .map(|(n, t)| cast(e, t.clone()).alias(n))
+            });
+            builder.project(exprs)?.build()?
+        }
+        Op::FillNull { values, .. } => {
+            let builder = input()?;
+            let mut failed = None;
+            let exprs = map_columns(builder.schema(), |c, e| {
+                let (n, v) = values.iter().find(|(n, _)| n == &c.name)?;
+                match call("coalesce", vec![e, lit(v.clone())]) {
+                    Ok(f) => Some(f.alias(n)),
+                    Err(err) => {
+                        failed = Some(err);
+                        None
+                    }
+                }
+            });
+            if let Some(err) = failed {
+                return Err(err);
+            }
+            builder.project(exprs)?.build()?
+        }
+        Op::Dedupe { keys, keep, order_by, .. } => dedupe::build(input()?.build()?, keys, *keep, order_by)?,
+        Op::Aggregate { group_by, aggregates, having, .. } => {
+            let builder = input()?.aggregate(group_by.clone(), aggregates.clone())?;
+            let builder = match having {
+                Some(predicate) => builder.filter(predicate.clone())?,
+                None => builder,
+            };
+            // Output columns are the group keys and the aggregates' names, unqualified.
+            let plan = builder.build()?;
+            let exprs: Vec<Expr> = column_exprs(plan.schema())
+                .into_iter()
+                .map(|(c, e)| e.alias(c.name))
+                .collect();
+            LogicalPlanBuilder::from(plan).project(exprs)?.build()?
+        }
+    };
+    Ok(plan)
+}
+
+/// Every column of `schema` as (column, expression).
+fn column_exprs(schema: &DFSchema) -> Vec<(Column, Expr)> {
+    schema.columns().into_iter().map(|c| (c.clone(), Expr::Column(c))).collect()
+}
+
+/// All columns, with `f` replacing those it returns `Some` for.
+fn map_columns(schema: &DFSchema, mut f: impl FnMut(&Column, Expr) -> Option<Expr>) -> Vec<Expr> {
+    column_exprs(schema)
+        .into_iter()
+        .map(|(c, e)| f(&c, e.clone()).unwrap_or(e))
+        .collect()
+}
+
+/// All columns, with `name` replaced in place by `expr`, or `expr` appended.
+fn replace_or_append(schema: &DFSchema, name: &str, expr: Expr) -> Vec<Expr> {
+    let mut exprs = Vec::new();
+    let mut replaced = false;
+    for (c, e) in column_exprs(schema) {
+        if c.name == name {
+            exprs.push(expr.clone());
+            replaced = true;
+        } else {
+            exprs.push(e);
+        }
+    }
+    if !replaced {
+        exprs.push(expr);
+    }
+    exprs
+}
