@@ -144,7 +144,11 @@ pub fn render(file: &SourceFile, diags: &[Diagnostic], color: bool) -> String {
         let report = Report::new(md).with_source_code(NamedSource::new(name.clone(), file.text.clone()));
         let mut text = String::new();
         let _ = handler.render_report(&mut text, report.as_ref());
-        out.push_str(&text);
+        // The message is on the header line already; drop miette's empty title line.
+        for line in text.lines().filter(|l| l.trim() != "×") {
+            out.push_str(line);
+            out.push('\n');
+        }
         out.push('\n');
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();

@@ -12,6 +12,8 @@ use crate::spec::Spec;
 pub enum NodeRef {
     Source(usize),
     Transform(usize),
+    /// Declared with errors (already reported): readers are skipped quietly.
+    Broken,
 }
 
 /// The resolved graph: sources and transforms in an order where every node
@@ -46,6 +48,9 @@ pub fn resolve(spec: &Spec) -> (Graph, Vec<Diagnostic>) {
     }
     for s in &spec.sinks {
         declare(s.name.as_str(), &s.name.span, None, &mut d);
+    }
+    for b in &spec.broken {
+        declare(b.as_str(), &b.span, Some(NodeRef::Broken), &mut d);
     }
     let node_names: Vec<&str> = spec
         .sources
@@ -84,7 +89,7 @@ pub fn resolve(spec: &Spec) -> (Graph, Vec<Diagnostic>) {
         .sinks
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| lookup(s.input.as_str(), &s.input.span, &mut d).map(|_| i))
+        .filter_map(|(i, s)| lookup(s.input.as_str(), &s.input.span, &mut d).filter(|n| *n != NodeRef::Broken).map(|_| i))
         .collect();
 
     // Depth-first topological order; a back edge is a cycle, reported with its path.
@@ -122,7 +127,8 @@ pub fn resolve(spec: &Spec) -> (Graph, Vec<Diagnostic>) {
                         let cycle: Vec<usize> = stack[from..].to_vec();
                         if !reported_cycle {
                             let mut path: Vec<&str> = cycle.iter().rev().map(|&n| spec.transforms[n].name.as_str()).collect();
-                            path.push(spec.transforms[next].name.as_str());
+                            // Data flows against the `input` edges: show it in flow order, closing the ring.
+                            path.push(path[0]);
                             let t = &spec.transforms[next];
                             let mut diag = Diagnostic::error("kiln::cycle", t.input.span.clone(), format!("cycle: {}", path.join(" → ")))
                                 .label("this input closes the cycle");
@@ -150,7 +156,7 @@ pub fn resolve(spec: &Spec) -> (Graph, Vec<Diagnostic>) {
         return (Graph { order: Vec::new(), sinks: Vec::new() }, d.0);
     }
     for (i, t) in spec.transforms.iter().enumerate() {
-        if input_of[i].is_none() {
+        if matches!(input_of[i], None | Some(NodeRef::Broken)) {
             // Input missing or a sink: already reported; keep the node out of planning.
             order.retain(|n| *n != NodeRef::Transform(i));
             let _ = t;

@@ -23,7 +23,7 @@ pub fn read(spec: &Spec, base: &Path) -> FileSchemas {
         }
         let Some(path) = &s.path else { continue };
         let text = substitute_defaults(spec, path.as_str());
-        out.insert(s.name.value.clone(), parquet_schema(&base.join(text)));
+        out.insert(s.name.value.clone(), parquet_schema(&base.join(&text)).map_err(|e| e.replace(&base.join(&text).display().to_string(), &text)));
     }
     out
 }

@@ -1,1 +1,224 @@
-//! End-to-end tests live in `tests/tests/`; this library only holds shared helpers.
+//! Shared helpers of the end-to-end tests (`tests/tests/*.rs`): building job
+//! binaries the way `kiln build` does, and reading their outputs back as rows.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+/// Checks `spec` (relative to the repo root), generates its crate and builds it
+/// in the dev profile; returns the binary. One build at a time per test binary.
+pub fn build_job(spec: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let root = repo_root();
+    let checked = kiln_compiler::check_file(&root.join(spec)).unwrap();
+    assert!(!checked.has_errors(), "{}", checked.render(false));
+    let pipeline = checked.pipeline.unwrap();
+    let ws = kiln_compiler::job::locate(Some(&root)).unwrap();
+    ws.write_crate(&pipeline, spec).unwrap();
+    ws.cargo_build(&pipeline.name, false).unwrap()
+}
+
+/// One value of an output row, compared the way `../shared/bench/check.py` does:
+/// doubles within a relative tolerance, everything else exactly.
+#[derive(Debug, Clone)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl PartialEq for Cell {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Cell::Null, Cell::Null) => true,
+            (Cell::Int(a), Cell::Int(b)) => a == b,
+            (Cell::Float(a), Cell::Float(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-9,
+            (Cell::Str(a), Cell::Str(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// A row as column name → value.
+pub type Row = BTreeMap<String, Cell>;
+
+/// Every row of a Parquet output (a file, or a directory of part files with
+/// hive-style `k=v` directories, whose values become string columns).
+pub fn read_parquet_rows(path: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    collect(path, &mut Vec::new(), &mut rows);
+    rows
+}
+
+fn collect(path: &Path, partitions: &mut Vec<(String, String)>, rows: &mut Vec<Row>) {
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for entry in entries {
+            let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+            if entry.is_dir() {
+                let (k, v) = name.split_once('=').unwrap_or_else(|| panic!("unexpected directory {}", entry.display()));
+                partitions.push((k.to_string(), v.to_string()));
+                collect(&entry, partitions, rows);
+                partitions.pop();
+            } else {
+                assert!(name.ends_with(".parquet"), "stray file in output: {}", entry.display());
+                collect(&entry, partitions, rows);
+            }
+        }
+        return;
+    }
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap().build().unwrap();
+    for batch in reader {
+        let batch = batch.unwrap();
+        for i in 0..batch.num_rows() {
+            let mut row = Row::new();
+            for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+                row.insert(field.name().clone(), cell(column.as_ref(), i));
+            }
+            for (k, v) in partitions.iter() {
+                row.insert(k.clone(), Cell::Str(v.clone()));
+            }
+            rows.push(row);
+        }
+    }
+}
+
+fn cell(a: &dyn Array, i: usize) -> Cell {
+    if a.is_null(i) {
+        return Cell::Null;
+    }
+    match a.data_type() {
+        DataType::Int64 => Cell::Int(a.as_primitive::<Int64Type>().value(i)),
+        DataType::Float64 => Cell::Float(a.as_primitive::<Float64Type>().value(i)),
+        DataType::Utf8 => Cell::Str(a.as_string::<i32>().value(i).to_string()),
+        DataType::Utf8View => Cell::Str(a.as_string_view().value(i).to_string()),
+        other => {
+            let casted = arrow::compute::cast(&a.slice(i, 1), &DataType::Utf8).unwrap_or_else(|e| panic!("{other}: {e}"));
+            Cell::Str(casted.as_string::<i32>().value(0).to_string())
+        }
+    }
+}
+
+/// Rows of an expected-output CSV (header row; empty field = null). Fields that
+/// parse as integers are ints, as floats are floats, else strings.
+pub fn read_expected_csv(path: &Path) -> Vec<Row> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines
+        .map(|line| {
+            header
+                .iter()
+                .zip(line.split(','))
+                .map(|(h, v)| {
+                    let c = if v.is_empty() {
+                        Cell::Null
+                    } else if let Ok(i) = v.parse::<i64>() {
+                        Cell::Int(i)
+                    } else if let Ok(f) = v.parse::<f64>() {
+                        Cell::Float(f)
+                    } else {
+                        Cell::Str(v.to_string())
+                    };
+                    (h.to_string(), c)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Sorts rows by their string and integer cells so two outputs compare as multisets.
+pub fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
+    let key = |r: &Row| -> Vec<String> {
+        r.values()
+            .map(|c| match c {
+                Cell::Null => "\0".to_string(),
+                Cell::Int(i) => format!("{i:020}"),
+                Cell::Float(_) => String::new(),
+                Cell::Str(s) => s.clone(),
+            })
+            .collect()
+    };
+    rows.sort_by_key(key);
+    rows
+}
+
+/// Every file under `dir` with its bytes, for "nothing changed" assertions.
+pub fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Checks a spec given as text (relative paths from the repo root) and panics with
+/// the rendered diagnostics if it has errors.
+pub fn pipeline(text: &str) -> kiln::plan::Pipeline {
+    let checked = kiln_compiler::check_text(Path::new("test.toml"), text, &repo_root());
+    assert!(!checked.has_errors(), "{}", checked.render(false));
+    checked.pipeline.unwrap()
+}
+
+/// The rows of node `node`, planned exactly as the binary plans them.
+pub fn node_rows(pipeline: &kiln::plan::Pipeline, node: &str, params: &[(&str, &str)]) -> Vec<Row> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let pairs: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let values = kiln::params::resolve(&pipeline.params, &pairs, |_| None).unwrap();
+        let ctx = kiln::session::context(&Default::default()).unwrap();
+        let plans = kiln::run::node_plans(pipeline, &ctx, &values).await.unwrap();
+        let df = datafusion::dataframe::DataFrame::new(ctx.state(), plans[node].clone());
+        let batches = df.collect().await.unwrap();
+        batches_to_rows(&batches)
+    })
+}
+
+/// Record batches as rows.
+pub fn batches_to_rows(batches: &[arrow::array::RecordBatch]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        for i in 0..batch.num_rows() {
+            rows.push(
+                batch.schema().fields().iter().zip(batch.columns()).map(|(f, c)| (f.name().clone(), cell(c.as_ref(), i))).collect(),
+            );
+        }
+    }
+    rows
+}
+
+/// A row from `(column, cell)` pairs.
+pub fn row(cells: &[(&str, Cell)]) -> Row {
+    cells.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+/// Shorthands for cells.
+pub fn s(v: &str) -> Cell {
+    Cell::Str(v.to_string())
+}
+pub fn i(v: i64) -> Cell {
+    Cell::Int(v)
+}
+pub fn f(v: f64) -> Cell {
+    Cell::Float(v)
+}

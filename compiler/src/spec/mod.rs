@@ -60,6 +60,9 @@ pub struct Spec {
     pub sources: Vec<SourceDecl>,
     pub transforms: Vec<TransformDecl>,
     pub sinks: Vec<SinkDecl>,
+    /// Sources and transforms whose declaration had errors: their names exist
+    /// (so readers get no second error), but they are not planned.
+    pub broken: Vec<Sp<String>>,
 }
 
 /// Parses a spec's text into the raw model and every problem found on the way.
@@ -91,11 +94,20 @@ pub fn parse(text: &str) -> (Spec, Vec<Diagnostic>) {
         spec.runtime = pipeline::parse_runtime(&t, &mut d);
     }
     if let Some(t) = root_table.table("sources", &mut d) {
-        spec.sources = each_table(&t, &mut d, "source").into_iter().filter_map(|(name, t)| source::parse(name, &t, &mut d)).collect();
+        for (name, t) in each_table(&t, &mut d, "source") {
+            match source::parse(name.clone(), &t, &mut d) {
+                Some(s) => spec.sources.push(s),
+                None => spec.broken.push(name),
+            }
+        }
     }
     if let Some(t) = root_table.table("transforms", &mut d) {
-        spec.transforms =
-            each_table(&t, &mut d, "transform").into_iter().filter_map(|(name, t)| transform::parse(name, &t, &mut d)).collect();
+        for (name, t) in each_table(&t, &mut d, "transform") {
+            match transform::parse(name.clone(), &t, &mut d) {
+                Some(decl) => spec.transforms.push(decl),
+                None => spec.broken.push(name),
+            }
+        }
     }
     if let Some(t) = root_table.table("sinks", &mut d) {
         spec.sinks = each_table(&t, &mut d, "sink").into_iter().filter_map(|(name, t)| sink::parse(name, &t, &mut d)).collect();

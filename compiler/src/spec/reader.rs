@@ -141,7 +141,8 @@ impl<'a, 'i> Table<'a, 'i> {
         match v.get_ref() {
             DeValue::Table(t) => {
                 let span = self.key_span(key).unwrap_or_else(|| v.span());
-                Some(Table::new(t, span, format!("{} `{key}`", self.what)))
+                let what = if self.what == "spec" { format!("[{key}]") } else { format!("{} `{key}`", self.what) };
+                Some(Table::new(t, span, what))
             }
             _ => {
                 d.push(mismatch(&self.what, key, "a table", v));

@@ -26,11 +26,12 @@ pub fn parse(text: &str) -> Result<ColumnType, String> {
         Some(rest) if rest.ends_with(char::is_whitespace) => (rest.trim_end(), false),
         _ => (lower.as_str(), true),
     };
-    Ok(ColumnType { data_type: parse_data_type(body)?, nullable })
+    // Type names are case-insensitive; a timezone keeps its case.
+    Ok(ColumnType { data_type: parse_data_type(body, &t[..body.len()])?, nullable })
 }
 
-fn parse_data_type(t: &str) -> Result<DataType, String> {
-    let t = t.trim();
+fn parse_data_type(t: &str, original: &str) -> Result<DataType, String> {
+    let (t, original) = (t.trim(), original.trim());
     let simple = match t {
         "string" | "utf8" | "text" | "varchar" => Some(DataType::Utf8),
         "bool" | "boolean" => Some(DataType::Boolean),
@@ -64,9 +65,9 @@ fn parse_data_type(t: &str) -> Result<DataType, String> {
             _ => Err(format!("`decimal({args})` needs a precision 1..=38 and a scale 0..=precision, e.g. decimal(10,2)")),
         };
     }
-    if let Some(args) = t.strip_prefix("timestamp").map(str::trim).and_then(|r| r.strip_prefix('(')).and_then(|r| r.strip_suffix(')')) {
+    if let Some(args) = original.get(9..).filter(|_| t.starts_with("timestamp")).map(str::trim).and_then(|r| r.strip_prefix('(')).and_then(|r| r.strip_suffix(')')) {
         let mut parts = args.splitn(2, ',').map(str::trim);
-        let unit = match parts.next().unwrap_or("") {
+        let unit = match parts.next().unwrap_or("").to_ascii_lowercase().as_str() {
             "s" => TimeUnit::Second,
             "ms" => TimeUnit::Millisecond,
             "us" | "µs" => TimeUnit::Microsecond,
@@ -76,8 +77,8 @@ fn parse_data_type(t: &str) -> Result<DataType, String> {
         let tz = parts.next().filter(|z| !z.is_empty()).map(Arc::from);
         return Ok(DataType::Timestamp(unit, tz));
     }
-    if let Some(inner) = t.strip_prefix("list<").and_then(|r| r.strip_suffix('>')) {
-        let item = parse_data_type(inner)?;
+    if let (Some(inner), Some(inner_original)) = (t.strip_prefix("list<").and_then(|r| r.strip_suffix('>')), original.get(5..original.len().saturating_sub(1))) {
+        let item = parse_data_type(inner, inner_original)?;
         return Ok(DataType::List(Arc::new(Field::new("item", item, true))));
     }
     Err(format!("unknown type `{t}`"))

@@ -57,7 +57,44 @@ impl<'a> ExprChecker<'a> {
             })
             .map(|t| t.data)
             .map_err(|e| self.diagnostic(&e, text, schema, true))?;
+        if let Some(d) = self.lint_comparisons(&expr, text, schema) {
+            return Err(d);
+        }
         Ok(unnormalize_col(expr))
+    }
+
+    /// Kiln is stricter than DataFusion here: DataFusion compares a string with a
+    /// number as strings (`'10' < '5'`), which Spark users never mean.
+    fn lint_comparisons(&self, expr: &Expr, text: &Sp<String>, schema: &DFSchema) -> Option<Diagnostic> {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
+        let mut found = None;
+        let _ = expr.apply(|e| {
+            if let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e {
+                if matches!(op, Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq) {
+                    if let (Ok(l), Ok(r)) = (left.get_type(schema), right.get_type(schema)) {
+                        let is_string = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+                        if (is_string(&l) && r.is_numeric()) || (l.is_numeric() && is_string(&r)) {
+                            let (string_side, number_type) = if is_string(&l) { (left, &r) } else { (right, &l) };
+                            let ty = crate::spec::types::display(number_type);
+                            let shown = match unnormalize_col(*string_side.clone()) {
+                                Expr::Column(c) => c.name,
+                                other => other.to_string(),
+                            };
+                            found = Some(
+                                Diagnostic::error("kiln::string-number-comparison", text.span.clone(), format!("the string `{shown}` is compared with a number ({ty})"))
+                                    .label(format!("string {op} {ty}"))
+                                    .help(format!("cast the string side explicitly, e.g. CAST({shown} AS {}), so the comparison is numeric", sql_type(number_type)))
+                                    .note("DataFusion would compare the two as strings, where '10' < '5'"),
+                            );
+                            return Ok(TreeNodeRecursion::Stop);
+                        }
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        found
     }
 
     /// Parses `expr [ASC|DESC] [NULLS FIRST|LAST]`. Without NULLS, nulls sort
@@ -151,10 +188,16 @@ impl<'a> ExprChecker<'a> {
 
     /// A DataFusion error about expression `text` as a diagnostic.
     pub fn diagnostic(&self, err: &DataFusionError, text: &Sp<String>, schema: &DFSchema, rewritten: bool) -> Diagnostic {
-        let span = match err.diagnostic().and_then(|d| d.span) {
-            Some(s) if !rewritten && s.start.line > 0 => {
-                let start = offset_of(&text.value, s.start.line as usize, s.start.column as usize);
-                let end = offset_of(&text.value, s.end.line as usize, s.end.column as usize);
+        let location = err.diagnostic().and_then(|d| d.span).map(|s| (s.start.line as usize, s.start.column as usize, Some((s.end.line as usize, s.end.column as usize))))
+            .or_else(|| parser_location(&err.to_string()).map(|(l, c)| (l, c, None)));
+        let span = match location {
+            Some((line, column, end)) if !rewritten && line > 0 => {
+                let start = offset_of(&text.value, line, column);
+                let end = match end {
+                    Some((l, c)) => offset_of(&text.value, l, c),
+                    // A parser position: underline the token that starts there.
+                    None => start.map(|s| s + text.value[s..].find(char::is_whitespace).unwrap_or(text.value.len() - s).max(1)),
+                };
                 match (start, end) {
                     (Some(a), Some(b)) if a < b => self.inner_span(text, a..b),
                     _ => text.span.clone(),
@@ -171,8 +214,12 @@ impl<'a> ExprChecker<'a> {
             }
             return d.note(format!("the input's columns: {}", columns.join(", ")));
         }
-        let message = clean_message(err);
-        Diagnostic::error("kiln::invalid-expression", span, message).label(format!("in `{}`", text.value))
+        let (message, help) = humanize(&clean_message(err));
+        let d = Diagnostic::error("kiln::invalid-expression", span, message).label(format!("in `{}`", text.value));
+        match help {
+            Some(h) => d.help(h),
+            None => d,
+        }
     }
 }
 
@@ -195,6 +242,83 @@ pub fn clean_message(err: &DataFusionError) -> String {
         }
     }
     text.trim().to_string()
+}
+
+/// DataFusion's wording made shorter, in Kiln's type names, with the
+/// candidate signatures moved to a help line.
+fn humanize(text: &str) -> (String, Option<String>) {
+    let text = match text.find("This issue was likely caused by a bug") {
+        Some(start) => {
+            let end = text[start..].find("issues.").map_or(text.len(), |e| start + e + "issues.".len());
+            format!("{}{}", &text[..start], &text[end..])
+        }
+        None => text.to_string(),
+    };
+    const MARK: &str = "No function matches the given name and argument types '";
+    if let Some(pos) = text.find(MARK) {
+        let rest = &text[pos + MARK.len()..];
+        let call = rest.split('\'').next().unwrap_or("");
+        let candidates: Vec<String> = text
+            .split("Candidate functions:")
+            .nth(1)
+            .map(|c| c.lines().map(str::trim).filter(|l| !l.is_empty()).map(kiln_types).collect())
+            .unwrap_or_default();
+        let fname = call.split('(').next().unwrap_or(call);
+        let message = format!("`{fname}` cannot be called with these argument types: {}", kiln_types(call));
+        let help = (!candidates.is_empty()).then(|| format!("`{fname}` accepts: {}", candidates.join(", ")));
+        return (message, help);
+    }
+    if let Some(inner) = text.strip_prefix("ParserError(\"").and_then(|t| t.strip_suffix("\")")) {
+        let inner = inner.split(" at Line: ").next().unwrap_or(inner);
+        return (format!("syntax error: {inner}"), None);
+    }
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("").to_string();
+    let help = lines.find(|l| l.starts_with("Did you mean")).map(|l| l.replace('\'', "`").replace("Did you mean", "did you mean"));
+    (kiln_types(&first), help)
+}
+
+/// Arrow type names in a message, as Kiln spells them.
+fn kiln_types(text: &str) -> String {
+    const NAMES: &[(&str, &str)] = &[
+        ("LargeUtf8", "string"), ("Utf8View", "string"), ("Utf8", "string"), ("Boolean", "bool"),
+        ("Float64", "float64"), ("Float32", "float32"), ("Int64", "int64"), ("Int32", "int32"),
+        ("Int16", "int16"), ("Int8", "int8"), ("UInt64", "uint64"), ("UInt32", "uint32"),
+        ("UInt16", "uint16"), ("UInt8", "uint8"), ("Date32", "date"),
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let mapped = NAMES.iter().find(|(a, _)| *a == word.as_str()).map_or(word.as_str(), |(_, b)| *b);
+        out.push_str(mapped);
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+fn sql_type(t: &DataType) -> &'static str {
+    match t {
+        DataType::Float32 | DataType::Float64 => "DOUBLE",
+        DataType::Decimal128(..) | DataType::Decimal256(..) => "DECIMAL",
+        _ => "BIGINT",
+    }
+}
+
+/// `Line: L, Column: C` in a SQL parser message.
+fn parser_location(message: &str) -> Option<(usize, usize)> {
+    let rest = &message[message.find("Line: ")? + 6..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.trim().parse().ok()?, column.parse().ok()?))
 }
 
 /// Byte offset of a 1-based line/column (in characters) inside `text`.

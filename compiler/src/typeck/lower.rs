@@ -183,7 +183,8 @@ pub(super) fn transform(t: &TransformDecl, input: &LogicalPlan, checker: &ExprCh
     let before = d.0.len();
     let op = match &t.body {
         TransformBody::Filter { predicate } => {
-            let e = parse_checked(checker, predicate, input, d, |b, e| b.filter(e))?;
+            let e = parse_checked(checker, predicate, input, d, |b, e| b.project(vec![e]))?;
+            require_boolean(&e, predicate, input, d)?;
             Op::Filter { input: inp, predicate: e }
         }
         TransformBody::Select { columns: items } => {
@@ -335,7 +336,8 @@ pub(super) fn transform(t: &TransformDecl, input: &LogicalPlan, checker: &ExprCh
             if let Some(h) = having {
                 if d.0.len() == before {
                     let agg_plan = kiln::transforms::build(&name, &op, &[input.clone()]).ok()?;
-                    if let Some(e) = parse_checked(checker, h, &agg_plan, d, |b, e| b.filter(e)) {
+                    let e = parse_checked(checker, h, &agg_plan, d, |b, e| b.project(vec![e]));
+                    if let Some(e) = e.filter(|e| require_boolean(e, h, &agg_plan, d).is_some()) {
                         op = Op::Aggregate { input: inp, group_by: group, aggregates: aggs, having: Some(e) };
                     }
                 }
@@ -374,6 +376,23 @@ fn parse_checked(
             d.push(checker.diagnostic(&err, text, schema, false));
             None
         }
+    }
+}
+
+/// A predicate must be a condition.
+fn require_boolean(e: &Expr, text: &Sp<String>, input: &LogicalPlan, d: &mut Diags) -> Option<()> {
+    use datafusion::logical_expr::ExprSchemable;
+    match e.get_type(input.schema()) {
+        Ok(DataType::Boolean) | Ok(DataType::Null) => Some(()),
+        Ok(other) => {
+            d.push(
+                Diagnostic::error("kiln::not-a-condition", text.span.clone(), format!("`{}` is {}, not a condition", text.value, display(&other)))
+                    .label("expected a true/false expression")
+                    .help("compare it with something, e.g. `amount > 0`"),
+            );
+            None
+        }
+        Err(_) => Some(()),
     }
 }
 

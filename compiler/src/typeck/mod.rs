@@ -46,6 +46,7 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
     for node in &input.graph.order {
         let lowered = match *node {
             NodeRef::Source(i) => lower::source(&spec.sources[i], input.file_schemas, &mut d),
+            NodeRef::Broken => continue,
             NodeRef::Transform(i) => {
                 let t = &spec.transforms[i];
                 let Some(input_plan) = plans.get(t.input.as_str()) else { continue };

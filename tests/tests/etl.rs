@@ -1,0 +1,104 @@
+//! specs/etl.toml end to end: `kiln build` the binary, run it on a fixture,
+//! and compare its output with rows computed independently by DuckDB
+//! (tests/fixtures/etl/make_expected.py; the fixture is small enough to check by hand).
+
+use std::path::Path;
+use std::process::Command;
+
+use kiln_tests::{build_job, read_expected_csv, read_parquet_rows, repo_root, snapshot_tree, sorted};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    repo_root().join("tests/fixtures/etl").join(name)
+}
+
+fn run(binary: &Path, input: &Path, output: &Path) -> std::process::Output {
+    Command::new(binary)
+        .arg("run")
+        .arg("--param")
+        .arg(format!("input={}", input.display()))
+        .arg("--param")
+        .arg(format!("output={}", output.display()))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn etl_output_matches_duckdb() {
+    let binary = build_job("specs/etl.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("customer_category");
+    let result = run(&binary, &fixture("transactions.csv"), &out);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert!(String::from_utf8_lossy(&result.stderr).contains("7 rows"));
+
+    let actual = sorted(read_parquet_rows(&out));
+    let expected = sorted(read_expected_csv(&fixture("expected.csv")));
+    assert_eq!(actual, expected);
+    // Hive-style layout: one directory per category, nulls under Spark's name.
+    let mut dirs: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    dirs.sort();
+    assert_eq!(dirs, ["category=A", "category=B", "category=C", "category=D", "category=E", "category=__HIVE_DEFAULT_PARTITION__"]);
+    // Nothing but the output beside it: the staging directory is gone.
+    let siblings: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(siblings, [std::ffi::OsString::from("customer_category")]);
+}
+
+#[test]
+fn failed_run_leaves_previous_output_untouched() {
+    let binary = build_job("specs/etl.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("customer_category");
+    let good = run(&binary, &fixture("transactions.csv"), &out);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    let before = snapshot_tree(&out);
+    assert!(!before.is_empty());
+
+    // Same data plus one row whose date does not parse: to_date fails part-way through the run.
+    let bad = dir.path().join("bad.csv");
+    let mut text = std::fs::read_to_string(fixture("transactions.csv")).unwrap();
+    text.push_str("T99,C9,10.00,2024-02-30,A\n");
+    std::fs::write(&bad, text).unwrap();
+    let failed = run(&binary, &bad, &out);
+    assert_eq!(failed.status.code(), Some(1), "{}", String::from_utf8_lossy(&failed.stderr));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("2024-02-30"), "the error names the bad value: {stderr}");
+
+    assert_eq!(snapshot_tree(&out), before, "the previous output changed");
+    let mut siblings: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    siblings.sort();
+    assert_eq!(siblings, [std::ffi::OsString::from("bad.csv"), std::ffi::OsString::from("customer_category")], "no staging left behind");
+}
+
+#[test]
+fn version_names_the_spec_hash() {
+    let binary = build_job("specs/etl.toml");
+    let out = Command::new(&binary).arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let spec = std::fs::read_to_string(repo_root().join("specs/etl.toml")).unwrap();
+    assert!(text.contains(&kiln_compiler::spec_hash(&spec)), "{text}");
+    assert!(text.starts_with("etl (kiln "), "{text}");
+}
+
+#[test]
+fn explain_shows_the_plan() {
+    let binary = build_job("specs/etl.toml");
+    let out = Command::new(&binary)
+        .args(["explain", "--param"])
+        .arg(format!("input={}", fixture("transactions.csv").display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("== sink `by_category`"), "{text}");
+    assert!(text.contains("AggregateExec"), "{text}");
+    assert!(text.contains("transactions.csv"), "{text}");
+}
+
+#[test]
+fn bad_params_are_usage_errors() {
+    let binary = build_job("specs/etl.toml");
+    let out = Command::new(&binary).args(["run", "--param", "nope=1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown parameter `nope`"));
+}
