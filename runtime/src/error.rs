@@ -23,6 +23,10 @@ pub enum Error {
     Node { node: String, message: String },
     #[error("cannot read {path}: {message}")]
     Read { path: String, message: String },
+    #[error("{}:{line}: bad row in source `{source_name}`: {message}", file.display())]
+    BadRow { source_name: String, file: PathBuf, line: u64, message: String },
+    #[error("sink `{sink}`: {message}")]
+    Sink { sink: String, message: String },
     #[error("{0}")]
     Usage(String),
 }

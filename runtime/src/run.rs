@@ -104,7 +104,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
             Ok(s) => staged.push(s),
             Err(e) => {
                 staged.into_iter().for_each(Staged::abort);
-                return Err(e);
+                return Err(locate_bad_row(pipeline, &values, e));
             }
         }
     }
@@ -116,6 +116,22 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
         reports.push(SinkReport { name: sink.name.clone(), path, rows: rows.get(&sink.name).copied() });
     }
     Ok(Report { sinks: reports, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// A CSV row error, pointed at its file and line when a source holds it.
+fn locate_bad_row(pipeline: &Pipeline, values: &Values, err: Error) -> Error {
+    let text = err.to_string();
+    for node in &pipeline.nodes {
+        if let Op::Source(source) = &node.op {
+            if let crate::plan::SourceFormat::Csv(opts) = &source.format {
+                let Ok(path) = interpolate(&source.path, values, env) else { continue };
+                if let Some(bad) = sources::bad_rows::locate(&text, &path, &source.schema, opts) {
+                    return Error::BadRow { source_name: node.name.clone(), file: bad.file, line: bad.line, message: bad.message };
+                }
+            }
+        }
+    }
+    err
 }
 
 /// The optimized logical and physical plan of every sink, as text.

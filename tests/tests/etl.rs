@@ -102,3 +102,21 @@ fn bad_params_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown parameter `nope`"));
 }
+
+#[test]
+fn a_bad_row_is_named_by_file_and_line() {
+    let binary = build_job("specs/etl.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.csv");
+    let mut text = std::fs::read_to_string(fixture("transactions.csv")).unwrap();
+    text.push_str("T98,C9,12.00,2024-02-03,A\nT99,C9,twelve,2024-02-03,A\n");
+    std::fs::write(&bad, text).unwrap();
+    let out = dir.path().join("out");
+    let failed = run(&binary, &bad, &out);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    // The header is line 1 and the fixture has 18 rows, so the bad row is line 21.
+    assert!(stderr.contains(&format!("{}:21: bad row in source `transactions`", bad.display())), "{stderr}");
+    assert!(stderr.contains("`twelve`") && stderr.contains("`amount`"), "{stderr}");
+    assert!(!out.exists(), "nothing written");
+}

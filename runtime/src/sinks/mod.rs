@@ -66,7 +66,7 @@ enum StagedKind {
 
 /// Executes `df` into the sink's staging location.
 pub async fn stage(df: DataFrame, sink: &Sink, target: &Path) -> Result<Staged> {
-    let ctx = |e: datafusion::error::DataFusionError| Error::in_node(&sink.input, e);
+    let ctx = |e: datafusion::error::DataFusionError| Error::Sink { sink: sink.name.clone(), message: e.to_string() };
     if sink.format == SinkFormat::Console {
         let batches = df.collect().await.map_err(ctx)?;
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();

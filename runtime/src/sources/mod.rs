@@ -3,6 +3,7 @@
 //! Every node's plan is aliased to the node's name, so its columns can be
 //! qualified by it (`transactions.amount`).
 
+pub mod bad_rows;
 mod csv;
 mod inline;
 mod parquet;

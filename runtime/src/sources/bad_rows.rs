@@ -1,0 +1,123 @@
+//! Naming the file and line of a CSV row that failed to parse.
+//!
+//! DataFusion reads CSV files in parallel byte ranges, so the line numbers in
+//! Arrow's parse errors are relative to a range, and the file is not named.
+//! When a run fails with such an error, the CSV sources are scanned once more
+//! (a cold path: the run has already failed) to find the offending row.
+
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::plan::CsvOptions;
+
+/// Where a bad row is, and what was wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRow {
+    pub file: PathBuf,
+    /// 1-based line in the file.
+    pub line: u64,
+    pub message: String,
+}
+
+/// Finds the row that `error` (an Arrow CSV error's text) complains about in the
+/// files of one CSV source. `None` when the error is not a row error or the row
+/// is not found there.
+pub fn locate(error: &str, path: &str, schema: &SchemaRef, opts: &CsvOptions) -> Option<BadRow> {
+    let parse = parse_error(error);
+    let wrong_count = error.contains("incorrect number of fields");
+    if parse.is_none() && !wrong_count {
+        return None;
+    }
+    for file in files(path) {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(opts.header)
+            .delimiter(opts.delimiter)
+            .quote(opts.quote)
+            .flexible(true)
+            .from_path(&file)
+            .ok()?;
+        for record in reader.records() {
+            let Ok(record) = record else { continue };
+            let line = record.position().map_or(0, |p| p.line());
+            if record.len() != schema.fields().len() {
+                let message = format!("expected {} fields ({}), found {}", schema.fields().len(), names(schema), record.len());
+                return Some(BadRow { file, line, message });
+            }
+            if let Some((value, column, row_data)) = &parse {
+                let joined = format!("[{}]", record.iter().collect::<Vec<_>>().join(","));
+                if &joined == row_data {
+                    let field = schema.fields().get(*column);
+                    let message = match field {
+                        Some(f) => format!("cannot read `{value}` as {} (column `{}`)", f.data_type(), f.name()),
+                        None => format!("cannot read `{value}` (column {column})"),
+                    };
+                    return Some(BadRow { file, line, message });
+                }
+            }
+        }
+    }
+    None
+}
+
+/// (value, column index, row data) from "Error while parsing value 'V' as type 'T' for column C at line L. Row data: 'R'".
+fn parse_error(error: &str) -> Option<(String, usize, String)> {
+    let rest = &error[error.find("Error while parsing value '")? + "Error while parsing value '".len()..];
+    let (value, rest) = rest.split_once("' as type '")?;
+    let rest = &rest[rest.find("for column ")? + "for column ".len()..];
+    let column: usize = rest.split_whitespace().next()?.parse().ok()?;
+    let row = &rest[rest.find("Row data: '")? + "Row data: '".len()..];
+    let row = row.strip_suffix('\'').unwrap_or(row);
+    Some((value.to_string(), column, row.to_string()))
+}
+
+fn names(schema: &SchemaRef) -> String {
+    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// The files a source path names: the file, or the files under a directory (sorted).
+fn files(path: &str) -> Vec<PathBuf> {
+    let p = Path::new(path);
+    if p.is_file() {
+        return vec![p.to_path_buf()];
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    #[test]
+    fn finds_the_line_of_a_bad_value_and_of_a_short_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.csv");
+        std::fs::write(&file, "id,amount\na,1.5\nb,2\n\"c, d\",abc\ne,3\n").unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, true), Field::new("amount", DataType::Float64, true)]));
+        let err = "Arrow error: Parser error: Error while parsing value 'abc' as type 'Float64' for column 1 at line 2. Row data: '[c, d,abc]'";
+        let found = locate(err, file.to_str().unwrap(), &schema, &CsvOptions::default()).unwrap();
+        assert_eq!((found.file.clone(), found.line), (file.clone(), 4));
+        assert!(found.message.contains("`abc`") && found.message.contains("`amount`"), "{}", found.message);
+
+        std::fs::write(&file, "id,amount\na,1.5\nb\n").unwrap();
+        let found = locate("Csv error: incorrect number of fields for line 1, expected 2 got 1", dir.path().to_str().unwrap(), &schema, &CsvOptions::default()).unwrap();
+        assert_eq!(found.line, 3);
+        assert!(locate("some other error", file.to_str().unwrap(), &schema, &CsvOptions::default()).is_none());
+    }
+}
