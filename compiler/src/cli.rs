@@ -106,12 +106,20 @@ fn load(spec: &Path) -> Result<Checked, ExitCode> {
     }
 }
 
-/// Prints diagnostics; `Err` when there are errors.
-fn report(checked: &Checked) -> Result<(), ExitCode> {
+/// Prints diagnostics; the pipeline when there is no error.
+fn report(checked: &Checked) -> Result<&kiln::plan::Pipeline, ExitCode> {
     if !checked.diagnostics.is_empty() {
         eprint!("{}", checked.render(std::io::stderr().is_terminal()));
     }
-    if checked.has_errors() { Err(ExitCode::from(1)) } else { Ok(()) }
+    match &checked.pipeline {
+        Some(p) if !checked.has_errors() => Ok(p),
+        Some(_) => Err(ExitCode::from(1)),
+        None if checked.has_errors() => Err(ExitCode::from(1)),
+        None => {
+            eprintln!("error: internal: {} produced no pipeline and no error", checked.file.path.display());
+            Err(ExitCode::from(1))
+        }
+    }
 }
 
 fn check(specs: &[PathBuf]) -> ExitCode {
@@ -120,7 +128,7 @@ fn check(specs: &[PathBuf]) -> ExitCode {
         match load(spec) {
             Err(c) => return c,
             Ok(checked) => match report(&checked) {
-                Ok(()) => eprintln!("{}: ok", spec.display()),
+                Ok(_) => eprintln!("{}: ok", spec.display()),
                 Err(c) => code = c,
             },
         }
@@ -130,15 +138,14 @@ fn check(specs: &[PathBuf]) -> ExitCode {
 
 fn build(spec: &Path, release: bool, workspace: Option<&Path>) -> Result<PathBuf, ExitCode> {
     let checked = load(spec)?;
-    report(&checked)?;
-    let pipeline = checked.pipeline.expect("no errors, so a pipeline");
+    let pipeline = report(&checked)?;
     let fail = |msg: String| {
         eprintln!("error: {msg}");
         ExitCode::from(1)
     };
     let ws = job::locate(workspace).map_err(fail)?;
     let shown = spec.display().to_string();
-    let dir = ws.write_crate(&pipeline, &shown).map_err(fail)?;
+    let dir = ws.write_crate(pipeline, &shown).map_err(fail)?;
     eprintln!("generated {}", dir.display());
     ws.cargo_build(&pipeline.name, release).map_err(fail)
 }
@@ -148,10 +155,10 @@ fn explain(spec: &Path, params: &[String]) -> ExitCode {
         Ok(c) => c,
         Err(c) => return c,
     };
-    if let Err(c) = report(&checked) {
-        return c;
-    }
-    let pipeline = checked.pipeline.expect("no errors, so a pipeline");
+    let pipeline = match report(&checked) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
     let mut pairs = Vec::new();
     for p in params {
         match p.split_once('=') {
@@ -169,7 +176,7 @@ fn explain(spec: &Path, params: &[String]) -> ExitCode {
     }
     let opts = kiln::run::RunOptions { params: pairs, ..Default::default() };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(kiln::run::explain(&pipeline, &opts)) {
+    match runtime.block_on(kiln::run::explain(pipeline, &opts)) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -87,6 +87,16 @@ pub fn check_text(path: &Path, text: &str, base: &Path) -> Checked {
     let input = typeck::Input { spec: &spec, graph: &graph, file_schemas: &file_schemas, text, spec_hash: spec_hash(text) };
     let (pipeline, typeck_diags) = typeck::typeck(&input);
     diagnostics.extend(typeck_diags);
+    // Whatever the code generator cannot express yet is a check error too.
+    if let Some(p) = &pipeline {
+        let info = codegen::CrateInfo { spec_path: "", runtime_path: "" };
+        if let Err(codegen::Unsupported(what)) = codegen::generate(p, &info) {
+            diagnostics.push(
+                Diagnostic::error("kiln::unsupported", spec.pipeline.name.span.clone(), format!("kiln cannot generate code for {what} yet"))
+                    .label("in this pipeline"),
+            );
+        }
+    }
     diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
     let failed = diagnostics.iter().any(Diagnostic::is_error);
     Checked { file, pipeline: if failed { None } else { pipeline }, diagnostics }

@@ -116,7 +116,7 @@ fn dedupe_keeps_first_or_last_in_order() {
 
 #[test]
 fn dedupe_orders_nulls_first_ascending_like_spark() {
-    // city ASC: the null city (dee) comes first among... every id is its own key here, so group by a constant column.
+    // One group (a constant key), so `keep = "first"` picks the first row in order_by order.
     let p = spec(
         "[transforms.k]\ntype = \"with_columns\"\ninput = \"people\"\ncolumns.one = \"1\"\n\n[transforms.x]\ntype = \"dedupe\"\ninput = \"k\"\nkeys = [\"one\"]\nkeep = \"first\"\norder_by = [\"city\"]",
     );

@@ -43,32 +43,46 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
     let checker = ExprChecker::new(input.text, types);
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     let mut nodes = Vec::new();
+    // A lowering that fails must say why; an unexplained failure becomes an
+    // internal error rather than a pipeline that silently lacks a node.
+    let explain = |d: &mut Diags, errors_before: usize, span: &std::ops::Range<usize>, what: &str| {
+        if d.0.iter().filter(|x| x.is_error()).count() == errors_before {
+            d.push(Diagnostic::error("kiln::internal", span.clone(), format!("internal error: kiln could not plan {what}")).label("here"));
+        }
+    };
+    let errors = |d: &Diags| d.0.iter().filter(|x| x.is_error()).count();
     for node in &input.graph.order {
-        let lowered = match *node {
-            NodeRef::Source(i) => lower::source(&spec.sources[i], input.file_schemas, &mut d),
+        let before = errors(&d);
+        let (lowered, name) = match *node {
+            NodeRef::Source(i) => (lower::source(&spec.sources[i], input.file_schemas, &mut d), &spec.sources[i].name),
             NodeRef::Broken => continue,
             NodeRef::Transform(i) => {
                 let t = &spec.transforms[i];
+                // An input that failed was reported where it failed.
                 let Some(input_plan) = plans.get(t.input.as_str()) else { continue };
-                lower::transform(t, input_plan, &checker, &mut d)
+                (lower::transform(t, input_plan, &checker, &mut d), &t.name)
             }
         };
-        if let Some((n, plan)) = lowered {
-            plans.insert(n.name.clone(), plan);
-            nodes.push(n);
+        match lowered {
+            Some((n, plan)) => {
+                plans.insert(n.name.clone(), plan);
+                nodes.push(n);
+            }
+            None => explain(&mut d, before, &name.span, &format!("`{}`", name.value)),
         }
     }
-    let sinks = input
-        .graph
-        .sinks
-        .iter()
-        .filter_map(|&i| {
-            let s = &spec.sinks[i];
-            let plan = plans.get(s.input.as_str())?;
-            lower::sink(s, plan, &mut d)
-        })
-        .collect();
-    if d.has_errors() {
+    let mut sinks = Vec::new();
+    for &i in &input.graph.sinks {
+        let s = &spec.sinks[i];
+        let Some(plan) = plans.get(s.input.as_str()) else { continue };
+        let before = errors(&d);
+        match lower::sink(s, plan, &mut d) {
+            Some(sink) => sinks.push(sink),
+            None => explain(&mut d, before, &s.name.span, &format!("sink `{}`", s.name.value)),
+        }
+    }
+    if d.has_errors() || sinks.len() != spec.sinks.len() {
+        // A sink whose input failed is covered by that input's error.
         return (None, d.0);
     }
     let pipeline = Pipeline {
