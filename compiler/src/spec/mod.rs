@@ -36,6 +36,12 @@ impl<T> Sp<T> {
     }
 }
 
+impl Default for Sp<String> {
+    fn default() -> Self {
+        Sp::new(String::new(), 0..0)
+    }
+}
+
 impl Sp<String> {
     pub fn as_str(&self) -> &str {
         &self.value

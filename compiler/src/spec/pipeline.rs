@@ -10,12 +10,6 @@ pub struct PipelineDecl {
     pub description: String,
 }
 
-impl Default for Sp<String> {
-    fn default() -> Self {
-        Sp::new(String::new(), 0..0)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct ParamDecl {
     pub name: Sp<String>,
