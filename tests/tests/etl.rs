@@ -120,3 +120,51 @@ fn a_bad_row_is_named_by_file_and_line() {
     assert!(stderr.contains("`twelve`") && stderr.contains("`amount`"), "{stderr}");
     assert!(!out.exists(), "nothing written");
 }
+
+#[test]
+fn killed_run_leaves_previous_output_untouched() {
+    use std::io::Write;
+    let binary = build_job("specs/etl.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("customer_category");
+    let good = run(&binary, &fixture("transactions.csv"), &out);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    let before = snapshot_tree(&out);
+
+    // Enough rows that the (dev-profile) run is still writing when it is killed.
+    let big = dir.path().join("big.csv");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+    writeln!(w, "transaction_id,customer_id,amount,date,category").unwrap();
+    for i in 0..400_000u32 {
+        writeln!(w, "T{i:09},C{:05},{}.{:02},2024-{:02}-{:02},{}", i % 5000, i % 997, i % 100, 1 + i % 12, 1 + i % 28, ["A", "B", "C"][(i % 3) as usize]).unwrap();
+    }
+    drop(w);
+    let mut child = Command::new(&binary)
+        .arg("run")
+        .arg("--param")
+        .arg(format!("input={}", big.display()))
+        .arg("--param")
+        .arg(format!("output={}", out.display()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the run is writing (its staging directory exists), then SIGKILL it.
+    let staging = || {
+        std::fs::read_dir(dir.path()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains("kiln-staging"))
+    };
+    let started = std::time::Instant::now();
+    while !staging() {
+        assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be killed; make the input bigger");
+        assert!(started.elapsed().as_secs() < 60, "the run never started writing");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert_eq!(snapshot_tree(&out), before, "the previous output changed");
+    // The next run cleans up what the killed one left beside the target.
+    let again = run(&binary, &fixture("transactions.csv"), &out);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(!staging(), "stale staging directory left behind");
+    assert_eq!(snapshot_tree(&out).len(), before.len());
+}
