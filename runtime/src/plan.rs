@@ -86,6 +86,33 @@ impl Op {
     }
 }
 
+impl Op {
+    /// The spec's name of this kind of node.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Source(_) => "source",
+            Op::Filter { .. } => "filter",
+            Op::Select { .. } => "select",
+            Op::WithColumns { .. } => "with_columns",
+            Op::Drop { .. } => "drop",
+            Op::Rename { .. } => "rename",
+            Op::Cast { .. } => "cast",
+            Op::FillNull { .. } => "fill_null",
+            Op::Dedupe { .. } => "dedupe",
+            Op::Aggregate { .. } => "aggregate",
+        }
+    }
+}
+
+/// The spec's name of a source format.
+pub fn format_name(format: &SourceFormat) -> &'static str {
+    match format {
+        SourceFormat::Csv(_) => "csv",
+        SourceFormat::Parquet => "parquet",
+        SourceFormat::Inline(_) => "inline",
+    }
+}
+
 /// Which row `dedupe` keeps per key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {

@@ -141,6 +141,16 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
     let ctx = session::context(&opts.session.clone().over(&pipeline.runtime))?;
     let plans = node_plans(pipeline, &ctx, &values).await?;
     let mut out = String::new();
+    let _ = writeln!(out, "== nodes ==");
+    for node in &pipeline.nodes {
+        let kind = match &node.op {
+            Op::Source(s) => format!("{} source {}", crate::plan::format_name(&s.format), s.path),
+            op => format!("{} <- {}", op.kind(), op.inputs().join(", ")),
+        };
+        let columns: Vec<String> =
+            plans[&node.name].schema().fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
+        let _ = writeln!(out, "{}: {kind}\n    ({})", node.name, columns.join(", "));
+    }
     for sink in &pipeline.sinks {
         let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());
         let logical = df.clone().into_optimized_plan()?;

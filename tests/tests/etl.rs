@@ -91,6 +91,8 @@ fn explain_shows_the_plan() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("== sink `by_category`"), "{text}");
+    assert!(text.contains("deduped: dedupe <- cleaned"), "{text}");
+    assert!(text.contains("customer_category: aggregate <- deduped\n    (customer_id Utf8, category Utf8, total_spent Float64, avg_transaction Float64, transaction_count Int64)"), "{text}");
     assert!(text.contains("AggregateExec"), "{text}");
     assert!(text.contains("transactions.csv"), "{text}");
 }
