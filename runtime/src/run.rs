@@ -144,7 +144,10 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
     let _ = writeln!(out, "== nodes ==");
     for node in &pipeline.nodes {
         let kind = match &node.op {
-            Op::Source(s) => format!("{} source {}", crate::plan::format_name(&s.format), s.path),
+            Op::Source(s) => {
+                let path = interpolate(&s.path, &values, env).unwrap_or_else(|_| s.path.clone());
+                format!("{} source {path}", crate::plan::format_name(&s.format))
+            }
             op => format!("{} <- {}", op.kind(), op.inputs().join(", ")),
         };
         let columns: Vec<String> =
@@ -156,7 +159,8 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
         let logical = df.clone().into_optimized_plan()?;
         let physical = df.create_physical_plan().await?;
         let physical = datafusion::physical_plan::displayable(physical.as_ref()).indent(true).to_string();
-        let _ = writeln!(out, "== sink `{}` ({:?} {}) <- `{}` ==", sink.name, sink.format, sink.path, sink.input);
+        let path = interpolate(&sink.path, &values, env).unwrap_or_else(|_| sink.path.clone());
+        let _ = writeln!(out, "== sink `{}` ({:?} {path}) <- `{}` ==", sink.name, sink.format, sink.input);
         let _ = writeln!(out, "-- logical plan --\n{}", logical.display_indent());
         let _ = writeln!(out, "-- physical plan --\n{physical}");
     }
