@@ -44,8 +44,8 @@ fn etl_output_matches_duckdb() {
     assert_eq!(siblings, [std::ffi::OsString::from("customer_category")]);
 }
 
-#[test]
-fn failed_run_leaves_previous_output_untouched() {
+/// The etl binary, a temp dir, and a successful run's output in it (path and files).
+fn with_previous_output() -> (std::path::PathBuf, tempfile::TempDir, std::path::PathBuf, std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>) {
     let binary = build_job("specs/etl.toml");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("customer_category");
@@ -53,6 +53,12 @@ fn failed_run_leaves_previous_output_untouched() {
     assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
     let before = snapshot_tree(&out);
     assert!(!before.is_empty());
+    (binary, dir, out, before)
+}
+
+#[test]
+fn failed_run_leaves_previous_output_untouched() {
+    let (binary, dir, out, before) = with_previous_output();
 
     // Same data plus one row whose date does not parse: to_date fails part-way through the run.
     let bad = dir.path().join("bad.csv");
@@ -126,12 +132,7 @@ fn a_bad_row_is_named_by_file_and_line() {
 #[test]
 fn killed_run_leaves_previous_output_untouched() {
     use std::io::Write;
-    let binary = build_job("specs/etl.toml");
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("customer_category");
-    let good = run(&binary, &fixture("transactions.csv"), &out);
-    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
-    let before = snapshot_tree(&out);
+    let (binary, dir, out, before) = with_previous_output();
 
     // Enough rows that the (dev-profile) run is still writing when it is killed.
     let big = dir.path().join("big.csv");
