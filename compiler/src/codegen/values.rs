@@ -113,7 +113,11 @@ fn float32(x: f32) -> TokenStream {
     if x.is_finite() {
         let lit = proc_macro2::Literal::f32_suffixed(x);
         quote!(#lit)
-    } else {
+    } else if x.is_nan() {
         quote!(f32::NAN)
+    } else if x > 0.0 {
+        quote!(f32::INFINITY)
+    } else {
+        quote!(f32::NEG_INFINITY)
     }
 }

@@ -4,7 +4,7 @@
 //! it: `row_number() OVER (PARTITION BY keys ORDER BY order_by)` and keep row 1
 //! (`"last"` reverses the order). `keep = "any"` is a hash aggregate that takes
 //! `first_value` of every other column; without keys it is `DISTINCT`.
-//! The planning choice was measured, see `bench/results/`.
+//! The choice was measured against the aggregate plan: see ARCHITECTURE.md.
 
 use datafusion::common::Column;
 use datafusion::functions_aggregate::first_last::first_value;
