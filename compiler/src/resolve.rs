@@ -82,9 +82,12 @@ pub fn resolve(spec: &Spec) -> (Graph, Vec<Diagnostic>) {
         }
     };
 
-    // Edges: each transform's input (missing inputs are reported, not followed).
-    let input_of: Vec<Option<NodeRef>> =
-        spec.transforms.iter().map(|t| lookup(t.input.as_str(), &t.input.span, &mut d)).collect();
+    // Edges: each transform's inputs (missing inputs are reported, not followed).
+    let input_of: Vec<Vec<Option<NodeRef>>> = spec
+        .transforms
+        .iter()
+        .map(|t| t.inputs.iter().map(|i| lookup(i.as_str(), &i.span, &mut d)).collect())
+        .collect();
     let sinks: Vec<usize> = spec
         .sinks
         .iter()
@@ -105,20 +108,23 @@ pub fn resolve(spec: &Spec) -> (Graph, Vec<Diagnostic>) {
     for start in 0..spec.transforms.len() {
         let mut stack: Vec<usize> = vec![start];
         while let Some(&top) = stack.last() {
-            match marks[top] {
-                Mark::Done => {
-                    stack.pop();
-                    continue;
-                }
-                Mark::Active => {
-                    marks[top] = Mark::Done;
-                    order.push(NodeRef::Transform(top));
-                    stack.pop();
-                    continue;
-                }
-                Mark::New => marks[top] = Mark::Active,
+            if marks[top] == Mark::Done {
+                stack.pop();
+                continue;
             }
-            if let Some(NodeRef::Transform(next)) = input_of[top] {
+            marks[top] = Mark::Active;
+            // The first input not finished yet; none left: `top` is done.
+            let pending = input_of[top].iter().enumerate().find_map(|(k, n)| match n {
+                Some(NodeRef::Transform(next)) if marks[*next] != Mark::Done => Some((k, *next)),
+                _ => None,
+            });
+            let Some((edge, next)) = pending else {
+                marks[top] = Mark::Done;
+                order.push(NodeRef::Transform(top));
+                stack.pop();
+                continue;
+            };
+            {
                 match marks[next] {
                     Mark::New => stack.push(next),
                     Mark::Active => {
@@ -129,12 +135,14 @@ pub fn resolve(spec: &Spec) -> (Graph, Vec<Diagnostic>) {
                             let mut path: Vec<&str> = cycle.iter().rev().map(|&n| spec.transforms[n].name.as_str()).collect();
                             // Data flows against the `input` edges: show it in flow order, closing the ring.
                             path.push(path[0]);
-                            let t = &spec.transforms[next];
-                            let mut diag = Diagnostic::error("kiln::cycle", t.input.span.clone(), format!("cycle: {}", path.join(" → ")))
+                            let closing = &spec.transforms[top].inputs[edge];
+                            let mut diag = Diagnostic::error("kiln::cycle", closing.span.clone(), format!("cycle: {}", path.join(" → ")))
                                 .label("this input closes the cycle");
-                            for &n in cycle.iter().filter(|&&n| n != next) {
-                                let other = &spec.transforms[n];
-                                diag = diag.related(other.input.span.clone(), format!("`{}` reads `{}`", other.name.value, other.input.value));
+                            for w in stack[from..].windows(2) {
+                                let (reader, read) = (&spec.transforms[w[0]], &spec.transforms[w[1]]);
+                                if let Some(i) = reader.inputs.iter().find(|i| i.value == read.name.value) {
+                                    diag = diag.related(i.span.clone(), format!("`{}` reads `{}`", reader.name.value, i.value));
+                                }
                             }
                             d.push(diag.help("a pipeline is a DAG: some node of the cycle must read a source or another transform"));
                             reported_cycle = true;
@@ -155,11 +163,10 @@ pub fn resolve(spec: &Spec) -> (Graph, Vec<Diagnostic>) {
     if reported_cycle {
         return (Graph { order: Vec::new(), sinks: Vec::new() }, d.0);
     }
-    for (i, t) in spec.transforms.iter().enumerate() {
-        if matches!(input_of[i], None | Some(NodeRef::Broken)) {
+    for (i, inputs) in input_of.iter().enumerate() {
+        if inputs.iter().any(|n| matches!(n, None | Some(NodeRef::Broken))) {
             // Input missing or a sink: already reported; keep the node out of planning.
             order.retain(|n| *n != NodeRef::Transform(i));
-            let _ = t;
         }
     }
     (Graph { order, sinks }, d.0)

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod error;
 pub mod expr;
 pub mod functions;
+pub mod join_strategy;
 pub mod params;
 pub mod plan;
 pub mod run;
@@ -29,7 +30,7 @@ pub mod prelude {
     pub use crate::plan::*;
     pub use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
     pub use datafusion::common::ScalarValue;
-    pub use datafusion::logical_expr::{Expr, Operator, SortExpr};
+    pub use datafusion::logical_expr::{Expr, Operator, SortExpr, WindowFrame, WindowFrameBound, WindowFrameUnits};
 }
 
 /// The version of Kiln this runtime belongs to (shown by `NAME --version`).

@@ -6,7 +6,7 @@
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{Expr, SortExpr};
+use datafusion::logical_expr::{Expr, SortExpr, WindowFrame};
 
 /// A whole pipeline: its nodes in dependency order and the sinks that consume them.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +66,78 @@ pub enum Op {
     Dedupe { input: String, keys: Vec<String>, keep: Keep, order_by: Vec<SortExpr> },
     /// `aggregates` are aliased aggregate expressions; `having` refers to output names.
     Aggregate { input: String, group_by: Vec<Expr>, aggregates: Vec<Expr>, having: Option<Expr> },
+    /// The input plus one column per window function, all over one window.
+    /// `frame: None` is SQL's default frame.
+    Window {
+        input: String,
+        partition_by: Vec<Expr>,
+        order_by: Vec<SortExpr>,
+        frame: Option<WindowFrame>,
+        columns: Vec<(String, WindowCall)>,
+    },
+    Join { left: String, right: String, how: JoinHow, on: JoinOn, strategy: JoinStrategy },
+    /// `by_name`: columns matched by name (missing ones are null), else by position.
+    Union { inputs: Vec<String>, by_name: bool, distinct: bool },
+    Sort { input: String, order_by: Vec<SortExpr> },
+    Limit { input: String, n: usize },
+    /// Hash-partitioned on `by` when given, else round-robin.
+    Repartition { input: String, partitions: usize, by: Vec<Expr> },
+    /// Fewer partitions (round-robin; DataFusion has no narrow coalesce).
+    Coalesce { input: String, partitions: usize },
+    /// A query over the inputs, planned at compile time and carried as a
+    /// datafusion-proto logical plan whose table scans name the inputs.
+    /// `query` is the spec's text, kept for `explain` and for readers of the generated code.
+    Sql { inputs: Vec<String>, query: String, plan: Vec<u8> },
+}
+
+/// One window function call: `function` from the registry, a window function or
+/// (`aggregate`) an aggregate over the frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowCall {
+    pub function: String,
+    pub aggregate: bool,
+    pub args: Vec<Expr>,
+    pub distinct: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinHow {
+    Inner,
+    Left,
+    Right,
+    Full,
+    Semi,
+    Anti,
+    Cross,
+}
+
+/// How the two sides match.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JoinOn {
+    /// `on = ["k"]`: equal columns of one name, kept once in the output (Spark's USING).
+    Using(Vec<String>),
+    /// `on = ["l.x = r.y", ...]`: equi keys (left and right expressions,
+    /// qualified by node name) and any other condition; both sides' columns are kept.
+    Keys { left: Vec<Expr>, right: Vec<Expr>, filter: Option<Expr> },
+    /// `how = "cross"`.
+    None,
+}
+
+/// How a join is executed (SPEC.md §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinStrategy {
+    /// DataFusion decides from statistics.
+    Auto,
+    /// The `side`'s rows are collected once and shared by every partition.
+    Broadcast { side: Side },
+    /// Both sides hash-partitioned on the keys.
+    Shuffle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Left,
+    Right,
 }
 
 impl Op {
@@ -81,7 +153,14 @@ impl Op {
             | Op::Cast { input, .. }
             | Op::FillNull { input, .. }
             | Op::Dedupe { input, .. }
-            | Op::Aggregate { input, .. } => vec![input.as_str()],
+            | Op::Aggregate { input, .. }
+            | Op::Window { input, .. }
+            | Op::Sort { input, .. }
+            | Op::Limit { input, .. }
+            | Op::Repartition { input, .. }
+            | Op::Coalesce { input, .. } => vec![input.as_str()],
+            Op::Join { left, right, .. } => vec![left.as_str(), right.as_str()],
+            Op::Union { inputs, .. } | Op::Sql { inputs, .. } => inputs.iter().map(String::as_str).collect(),
         }
     }
 }
@@ -100,6 +179,14 @@ impl Op {
             Op::FillNull { .. } => "fill_null",
             Op::Dedupe { .. } => "dedupe",
             Op::Aggregate { .. } => "aggregate",
+            Op::Window { .. } => "window",
+            Op::Join { .. } => "join",
+            Op::Union { .. } => "union",
+            Op::Sort { .. } => "sort",
+            Op::Limit { .. } => "limit",
+            Op::Repartition { .. } => "repartition",
+            Op::Coalesce { .. } => "coalesce",
+            Op::Sql { .. } => "sql",
         }
     }
 }

@@ -64,6 +64,8 @@ pub fn context(opts: &SessionOptions) -> Result<SessionContext> {
         .with_config(config(opts))
         .with_runtime_env(Arc::new(runtime.build()?))
         .with_default_features()
+        .with_query_planner(Arc::new(crate::join_strategy::KilnQueryPlanner))
+        .with_physical_optimizer_rules(crate::join_strategy::physical_rules())
         .build();
     crate::functions::install(&mut state);
     Ok(SessionContext::new_with_state(state))

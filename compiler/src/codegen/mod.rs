@@ -10,7 +10,7 @@ mod values;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kiln::plan::{Keep, Node, Op, Pipeline, Sink, SinkFormat, Source, SourceFormat, WriteMode};
+use kiln::plan::{JoinOn, JoinStrategy, Keep, Node, Op, Pipeline, Sink, SinkFormat, Source, SourceFormat, WriteMode};
 use proc_macro2::TokenStream;
 use quote::quote;
 
@@ -118,6 +118,11 @@ fn option(t: Option<TokenStream>) -> TokenStream {
     }
 }
 
+fn exprs(items: &[datafusion::logical_expr::Expr]) -> Result<TokenStream, Unsupported> {
+    let items = items.iter().map(expr::expr).collect::<Result<Vec<_>, _>>()?;
+    Ok(quote!(Vec::from([#(#items),*])))
+}
+
 fn strings(items: &[String]) -> TokenStream {
     quote!(Vec::from([#(#items.into()),*]))
 }
@@ -181,6 +186,63 @@ fn node(n: &Node) -> Result<TokenStream, Unsupported> {
             let aggs = aggregates.iter().map(expr::expr).collect::<Result<Vec<_>, _>>()?;
             let having = option(having.as_ref().map(expr::expr).transpose()?);
             quote!(Op::Aggregate { input: #input.into(), group_by: Vec::from([#(#group),*]), aggregates: Vec::from([#(#aggs),*]), having: #having })
+        }
+        Op::Window { input, partition_by, order_by, frame, columns } => {
+            let partition = exprs(partition_by)?;
+            let order = order_by.iter().map(expr::sort).collect::<Result<Vec<_>, _>>()?;
+            let frame = option(frame.as_ref().map(values::window_frame).transpose()?);
+            let cols = columns
+                .iter()
+                .map(|(n, c)| {
+                    let (function, aggregate, distinct) = (&c.function, c.aggregate, c.distinct);
+                    let args = exprs(&c.args)?;
+                    Ok(quote!((#n.into(), WindowCall { function: #function.into(), aggregate: #aggregate, args: #args, distinct: #distinct })))
+                })
+                .collect::<Result<Vec<_>, Unsupported>>()?;
+            quote!(Op::Window { input: #input.into(), partition_by: #partition, order_by: Vec::from([#(#order),*]), frame: #frame, columns: Vec::from([#(#cols),*]) })
+        }
+        Op::Join { left, right, how, on, strategy } => {
+            let how = syn::Ident::new(&format!("{how:?}"), proc_macro2::Span::call_site());
+            let on = match on {
+                JoinOn::Using(keys) => {
+                    let keys = strings(keys);
+                    quote!(JoinOn::Using(#keys))
+                }
+                JoinOn::Keys { left, right, filter } => {
+                    let (l, r) = (exprs(left)?, exprs(right)?);
+                    let filter = option(filter.as_ref().map(expr::expr).transpose()?);
+                    quote!(JoinOn::Keys { left: #l, right: #r, filter: #filter })
+                }
+                JoinOn::None => quote!(JoinOn::None),
+            };
+            let strategy = match strategy {
+                JoinStrategy::Auto => quote!(JoinStrategy::Auto),
+                JoinStrategy::Shuffle => quote!(JoinStrategy::Shuffle),
+                JoinStrategy::Broadcast { side } => {
+                    let side = syn::Ident::new(&format!("{side:?}"), proc_macro2::Span::call_site());
+                    quote!(JoinStrategy::Broadcast { side: Side::#side })
+                }
+            };
+            quote!(Op::Join { left: #left.into(), right: #right.into(), how: JoinHow::#how, on: #on, strategy: #strategy })
+        }
+        Op::Union { inputs, by_name, distinct } => {
+            let inputs = strings(inputs);
+            quote!(Op::Union { inputs: #inputs, by_name: #by_name, distinct: #distinct })
+        }
+        Op::Sort { input, order_by } => {
+            let order = order_by.iter().map(expr::sort).collect::<Result<Vec<_>, _>>()?;
+            quote!(Op::Sort { input: #input.into(), order_by: Vec::from([#(#order),*]) })
+        }
+        Op::Limit { input, n } => quote!(Op::Limit { input: #input.into(), n: #n }),
+        Op::Repartition { input, partitions, by } => {
+            let by = exprs(by)?;
+            quote!(Op::Repartition { input: #input.into(), partitions: #partitions, by: #by })
+        }
+        Op::Coalesce { input, partitions } => quote!(Op::Coalesce { input: #input.into(), partitions: #partitions }),
+        Op::Sql { inputs, query, plan } => {
+            let inputs = strings(inputs);
+            let bytes = proc_macro2::Literal::byte_string(plan);
+            quote!(Op::Sql { inputs: #inputs, query: #query.into(), plan: #bytes.to_vec() })
         }
     };
     Ok(quote!(Node { name: #name.into(), op: #op }))

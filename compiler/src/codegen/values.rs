@@ -121,3 +121,28 @@ fn float32(x: f32) -> TokenStream {
         quote!(f32::NEG_INFINITY)
     }
 }
+
+/// A window frame: `WindowFrame::new_bounds(units, start, end)`.
+pub fn window_frame(f: &datafusion::logical_expr::WindowFrame) -> Result<TokenStream, Unsupported> {
+    use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+    let units = match f.units {
+        WindowFrameUnits::Rows => quote!(WindowFrameUnits::Rows),
+        WindowFrameUnits::Range => quote!(WindowFrameUnits::Range),
+        WindowFrameUnits::Groups => quote!(WindowFrameUnits::Groups),
+    };
+    let bound = |b: &WindowFrameBound| -> Result<TokenStream, Unsupported> {
+        Ok(match b {
+            WindowFrameBound::CurrentRow => quote!(WindowFrameBound::CurrentRow),
+            WindowFrameBound::Preceding(v) => {
+                let v = scalar(v)?;
+                quote!(WindowFrameBound::Preceding(#v))
+            }
+            WindowFrameBound::Following(v) => {
+                let v = scalar(v)?;
+                quote!(WindowFrameBound::Following(#v))
+            }
+        })
+    };
+    let (start, end) = (bound(&f.start_bound)?, bound(&f.end_bound)?);
+    Ok(quote!(WindowFrame::new_bounds(#units, #start, #end)))
+}

@@ -9,8 +9,16 @@ pub struct TransformDecl {
     pub name: Sp<String>,
     /// The `type` value.
     pub kind: Sp<String>,
-    pub input: Sp<String>,
+    /// The nodes read, in order: `input`, or `left` and `right`, or `inputs`.
+    pub inputs: Vec<Sp<String>>,
     pub body: TransformBody,
+}
+
+impl TransformDecl {
+    /// The first (for most types, the only) input.
+    pub fn input(&self) -> &Sp<String> {
+        &self.inputs[0]
+    }
 }
 
 type Pairs = Vec<(Sp<String>, Sp<String>)>;
@@ -27,11 +35,24 @@ pub enum TransformBody {
     FillNull { values: Vec<(Sp<String>, Sp<Literal>)> },
     Dedupe { keys: Option<Vec<Sp<String>>>, keep: Option<Sp<String>>, order_by: Vec<Sp<String>> },
     Aggregate { group_by: Vec<Sp<String>>, aggregates: Pairs, having: Option<Sp<String>> },
+    Window { partition_by: Vec<Sp<String>>, order_by: Vec<Sp<String>>, frame: Option<Sp<String>>, columns: Pairs },
+    /// `how` and `strategy` already checked against their allowed values.
+    Join { how: Sp<String>, on: Vec<Sp<String>>, strategy: Option<Sp<String>> },
+    Union { by_name: bool, distinct: bool },
+    Sort { order_by: Vec<Sp<String>> },
+    Limit { n: Sp<i64> },
+    Repartition { partitions: Sp<i64>, by: Vec<Sp<String>> },
+    Coalesce { partitions: Sp<i64> },
+    Sql { query: Sp<String> },
 }
 
-const TYPES: &[&str] = &["filter", "select", "with_columns", "drop", "rename", "cast", "fill_null", "dedupe", "aggregate"];
-const LATER_TYPES: &[&str] =
-    &["window", "join", "union", "sort", "limit", "repartition", "coalesce", "sql", "expect", "predict"];
+const TYPES: &[&str] = &[
+    "filter", "select", "with_columns", "drop", "rename", "cast", "fill_null", "dedupe", "aggregate", "window", "join",
+    "union", "sort", "limit", "repartition", "coalesce", "sql",
+];
+const LATER_TYPES: &[&str] = &["expect", "predict"];
+pub const JOIN_HOWS: &[&str] = &["inner", "left", "right", "full", "semi", "anti", "cross"];
+pub const JOIN_STRATEGIES: &[&str] = &["auto", "broadcast", "shuffle", "salted"];
 
 pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<TransformDecl> {
     let kind = t.req_str("type", d, Some(&format!("one of: {}", TYPES.join(", "))))?;
@@ -45,7 +66,29 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Transf
     if !one_of(&kind, TYPES, "transform type", d) {
         return None;
     }
-    let input = t.req_str("input", d, Some("the name of the source or transform this one reads"));
+    let inputs: Option<Vec<Sp<String>>> = match kind.as_str() {
+        "join" => {
+            let left = t.req_str("left", d, Some("the node on the left side of the join"));
+            let right = t.req_str("right", d, Some("the node on the right side of the join"));
+            Some(vec![left?, right?])
+        }
+        "union" | "sql" => match t.str_list("inputs", d) {
+            Some(list) if kind.as_str() == "union" && list.value.len() < 2 => {
+                d.push(Diagnostic::error("kiln::bad-value", list.span, format!("{}: a union needs at least two `inputs`", t.what)).label("name two or more nodes"));
+                None
+            }
+            Some(list) if list.value.is_empty() => {
+                d.push(Diagnostic::error("kiln::bad-value", list.span, format!("{}: `inputs` is empty", t.what)).label("name the nodes the query reads"));
+                None
+            }
+            Some(list) => Some(list.value),
+            None => {
+                t.req_str("inputs", d, Some("inputs = [\"a\", \"b\"]"));
+                None
+            }
+        },
+        _ => t.req_str("input", d, Some("the name of the source or transform this one reads")).map(|i| vec![i]),
+    };
     let missing = |key: &'static str, d: &mut Diags| {
         t.req_str(key, d, None);
     };
@@ -84,11 +127,81 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Transf
             let having = t.str("having", d);
             aggregates.map(|aggregates| TransformBody::Aggregate { group_by, aggregates, having })
         }
+        "window" => {
+            let partition_by = t.str_list("partition_by", d).map(|g| g.value).unwrap_or_default();
+            let order_by = t.str_list("order_by", d).map(|g| g.value).unwrap_or_default();
+            let frame = t.str("frame", d);
+            map_or_missing(t.str_map("columns", d), t, "columns", d)
+                .map(|columns| TransformBody::Window { partition_by, order_by, frame, columns })
+        }
+        "join" => {
+            let how = t.str("how", d).unwrap_or_else(|| Sp::new("inner".to_string(), kind.span.clone()));
+            let how_ok = one_of(&how, JOIN_HOWS, "join type", d);
+            let strategy = t.str("strategy", d);
+            let strategy_ok = strategy.as_ref().is_none_or(|s| one_of(s, JOIN_STRATEGIES, "join strategy", d));
+            if let Some(s) = strategy.as_ref().filter(|s| s.as_str() == "salted") {
+                d.push(
+                    Diagnostic::error("kiln::unsupported", s.span.clone(), format!("{}: strategy = \"salted\" is not supported by this version of kiln yet", t.what))
+                        .label("not supported yet")
+                        .help("use \"shuffle\" or \"broadcast\" for now"),
+                );
+            }
+            let on = t.str_list("on", d);
+            let on = match (how.as_str(), on) {
+                ("cross", Some(list)) => {
+                    d.push(Diagnostic::error("kiln::bad-value", list.span, format!("{}: a cross join has no `on`", t.what)).label("remove this, or choose another `how`"));
+                    None
+                }
+                ("cross", None) => Some(Vec::new()),
+                (_, Some(list)) if list.value.is_empty() => {
+                    d.push(Diagnostic::error("kiln::bad-value", list.span, format!("{}: `on` is empty", t.what)).label("name the key columns").help("for every pair of rows, use how = \"cross\""));
+                    None
+                }
+                (_, Some(list)) => Some(list.value),
+                (_, None) => {
+                    t.req_str("on", d, Some("on = [\"customer_id\"] or on = [\"orders.cust = customers.id\"]"));
+                    None
+                }
+            };
+            t.unsupported(&["salt"], d);
+            match (how_ok && strategy_ok, on) {
+                (true, Some(on)) => Some(TransformBody::Join { how, on, strategy }),
+                _ => None,
+            }
+        }
+        "union" => {
+            let by_name = t.bool("by_name", d).is_none_or(|b| b.value);
+            let distinct = t.bool("distinct", d).is_some_and(|b| b.value);
+            Some(TransformBody::Union { by_name, distinct })
+        }
+        "sort" => non_empty(t.str_list("order_by", d), t, "order_by", d).map(|order_by| TransformBody::Sort { order_by }),
+        "limit" => count(t, "n", 0, d).map(|n| TransformBody::Limit { n }),
+        "repartition" => {
+            let by = t.str_list("by", d).map(|b| b.value).unwrap_or_default();
+            count(t, "partitions", 1, d).map(|partitions| TransformBody::Repartition { partitions, by })
+        }
+        "coalesce" => count(t, "partitions", 1, d).map(|partitions| TransformBody::Coalesce { partitions }),
+        "sql" => t.req_str("query", d, Some("query = \"SELECT ... FROM input_name\"")).map(|query| TransformBody::Sql { query }),
         _ => None,
     };
     t.unsupported(&["checkpoint"], d);
     t.finish(d);
-    Some(TransformDecl { name, kind, input: input?, body: body? })
+    Some(TransformDecl { name, kind, inputs: inputs?, body: body? })
+}
+
+/// A required integer of at least `min`.
+fn count(t: &Table, key: &'static str, min: i64, d: &mut Diags) -> Option<Sp<i64>> {
+    let Some(n) = t.int(key, d) else {
+        if !t.table.contains_key(key) {
+            t.req_str(key, d, Some(&format!("{key} = {}", min.max(1))));
+        }
+        return None;
+    };
+    if n.value < min {
+        d.push(Diagnostic::error("kiln::bad-value", n.span.clone(), format!("{}: `{key}` must be at least {min}", t.what)).label("too small"));
+        return None;
+    }
+    Some(n)
 }
 
 fn non_empty(v: Option<Sp<Vec<Sp<String>>>>, t: &Table, key: &'static str, d: &mut Diags) -> Option<Vec<Sp<String>>> {

@@ -39,6 +39,31 @@ impl<'a> ExprChecker<'a> {
     /// Parses `text` against `schema`. Columns come out unqualified; params
     /// become typed placeholders.
     pub fn parse(&self, text: &Sp<String>, schema: &DFSchema) -> Result<Expr, Diagnostic> {
+        Ok(unnormalize_col(self.parse_qualified(text, schema)?))
+    }
+
+    /// Plans a SQL query over `tables` (empty, with the given schemas).
+    pub fn plan_sql(&self, query: &Sp<String>, tables: &[(String, datafusion::arrow::datatypes::SchemaRef)]) -> Result<LogicalPlan, Diagnostic> {
+        use datafusion::datasource::empty::EmptyTable;
+        use datafusion::prelude::SessionContext;
+        let sql = self.substitute_params(query)?;
+        let ctx = SessionContext::new_with_state(self.state.clone());
+        let first = tables.first().map(|(_, s)| s.clone());
+        for (name, schema) in tables {
+            ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())))
+                .map_err(|e| Diagnostic::error("kiln::invalid-transform", query.span.clone(), format!("cannot expose `{name}` to the query: {e}")).label("here"))?;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| Diagnostic::error("kiln::internal", query.span.clone(), e.to_string()))?;
+        let schema = first.and_then(|s| DFSchema::try_from(s.as_ref().clone()).ok()).unwrap_or_else(DFSchema::empty);
+        let plan = runtime
+            .block_on(ctx.state().create_logical_plan(&sql))
+            .map_err(|e| self.diagnostic(&e, query, &schema, sql != query.value))?;
+        self.analyze(plan.clone()).map_err(|e| self.diagnostic(&e, query, &schema, sql != query.value))?;
+        Ok(plan)
+    }
+
+    /// Like [`parse`](Self::parse), keeping the columns' qualifiers.
+    pub fn parse_qualified(&self, text: &Sp<String>, schema: &DFSchema) -> Result<Expr, Diagnostic> {
         let sql = self.substitute_params(text)?;
         let expr = self
             .state
@@ -60,7 +85,7 @@ impl<'a> ExprChecker<'a> {
         if let Some(d) = self.lint_comparisons(&expr, text, schema) {
             return Err(d);
         }
-        Ok(unnormalize_col(expr))
+        Ok(expr)
     }
 
     /// Kiln is stricter than DataFusion here: DataFusion compares a string with a

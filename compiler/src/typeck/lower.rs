@@ -175,9 +175,10 @@ fn inline_rows(s: &SourceDecl, schema: &SchemaRef, d: &mut Diags) -> Option<Vec<
 
 // ---------------------------------------------------------------- transforms
 
-pub(super) fn transform(t: &TransformDecl, input: &LogicalPlan, checker: &ExprChecker, d: &mut Diags) -> Option<(Node, LogicalPlan)> {
+pub(super) fn transform(t: &TransformDecl, inputs: &[LogicalPlan], checker: &ExprChecker, d: &mut Diags) -> Option<(Node, LogicalPlan)> {
     let name = t.name.value.clone();
-    let inp = t.input.value.clone();
+    let input = &inputs[0];
+    let inp = t.input().value.clone();
     let schema = input.schema().as_ref().clone();
     let columns = schema_names(input.schema().inner());
     let before = d.0.len();
@@ -344,11 +345,53 @@ pub(super) fn transform(t: &TransformDecl, input: &LogicalPlan, checker: &ExprCh
             }
             op
         }
+        TransformBody::Window { partition_by, order_by, frame, columns: items } => {
+            super::window::lower(t, input, partition_by, order_by, frame.as_ref(), items, checker, d)?
+        }
+        TransformBody::Join { how, on, strategy } => super::join::lower(t, inputs, how, on, strategy.as_ref(), checker, d)?,
+        TransformBody::Union { by_name, distinct } => {
+            if !by_name {
+                let n = input.schema().fields().len();
+                for (decl, plan) in t.inputs.iter().zip(inputs).skip(1) {
+                    if plan.schema().fields().len() != n {
+                        d.push(
+                            Diagnostic::error("kiln::union-mismatch", decl.span.clone(), format!("`{}` has {} columns; `{}` has {n}", decl.value, plan.schema().fields().len(), t.input().value))
+                                .label("different number of columns")
+                                .help("with by_name = false columns are matched by position; select the same columns on every input, or use by_name = true"),
+                        );
+                    }
+                }
+            }
+            Op::Union { inputs: t.inputs.iter().map(|i| i.value.clone()).collect(), by_name: *by_name, distinct: *distinct }
+        }
+        TransformBody::Sort { order_by } => {
+            let order_by = order_by.iter().filter_map(|o| checker.parse_sort(o, &schema).map_err(|e| d.push(e)).ok()).collect();
+            Op::Sort { input: inp, order_by }
+        }
+        TransformBody::Limit { n } => Op::Limit { input: inp, n: n.value as usize },
+        TransformBody::Repartition { partitions, by } => {
+            let by = by.iter().filter_map(|b| checker.parse(b, &schema).map_err(|e| d.push(e)).ok()).collect();
+            Op::Repartition { input: inp, partitions: partitions.value as usize, by }
+        }
+        TransformBody::Coalesce { partitions } => Op::Coalesce { input: inp, partitions: partitions.value as usize },
+        TransformBody::Sql { query } => {
+            let tables: Vec<(String, SchemaRef)> =
+                t.inputs.iter().zip(inputs).map(|(i, p)| (i.value.clone(), Arc::new(p.schema().as_arrow().clone()))).collect();
+            let plan = checker.plan_sql(query, &tables).map_err(|e| d.push(e)).ok()?;
+            let bytes = match kiln::transforms::sql::encode(&plan) {
+                Ok(b) => b,
+                Err(e) => {
+                    d.push(Diagnostic::error("kiln::invalid-transform", query.span.clone(), format!("this query cannot be carried into the binary: {e}")).label("here"));
+                    return None;
+                }
+            };
+            Op::Sql { inputs: t.inputs.iter().map(|i| i.value.clone()).collect(), query: query.value.clone(), plan: bytes }
+        }
     };
     if d.0.len() > before {
         return None;
     }
-    let plan = kiln::transforms::build(&name, &op, &[input.clone()]).map_err(|e| e.to_string()).and_then(|p| checker.analyze(p).map_err(|e| clean_message(&e)));
+    let plan = kiln::transforms::build(&name, &op, inputs).map_err(|e| e.to_string()).and_then(|p| checker.analyze(p).map_err(|e| clean_message(&e)));
     match plan {
         Ok(plan) => Some((Node { name, op }, plan)),
         Err(msg) => {
@@ -396,11 +439,11 @@ fn require_boolean(e: &Expr, text: &Sp<String>, input: &LogicalPlan, d: &mut Dia
     }
 }
 
-fn schema_names(schema: &Schema) -> Vec<String> {
+pub(super) fn schema_names(schema: &Schema) -> Vec<String> {
     schema.fields().iter().map(|f| f.name().clone()).collect()
 }
 
-fn unknown_column(name: &str, span: &std::ops::Range<usize>, columns: &[String]) -> Diagnostic {
+pub(super) fn unknown_column(name: &str, span: &std::ops::Range<usize>, columns: &[String]) -> Diagnostic {
     let mut d = Diagnostic::error("kiln::unknown-column", span.clone(), format!("unknown column `{name}`")).label("not a column of the input");
     if let Some(h) = did_you_mean(name, columns.iter().map(String::as_str)) {
         d = d.help(h);
@@ -408,7 +451,7 @@ fn unknown_column(name: &str, span: &std::ops::Range<usize>, columns: &[String])
     d.note(format!("the input's columns: {}", columns.join(", ")))
 }
 
-fn require_column(c: &Sp<String>, columns: &[String], d: &mut Diags) -> bool {
+pub(super) fn require_column(c: &Sp<String>, columns: &[String], d: &mut Diags) -> bool {
     if columns.contains(&c.value) {
         return true;
     }
@@ -416,7 +459,7 @@ fn require_column(c: &Sp<String>, columns: &[String], d: &mut Diags) -> bool {
     false
 }
 
-fn duplicate_output(name: &str, span: &std::ops::Range<usize>) -> Diagnostic {
+pub(super) fn duplicate_output(name: &str, span: &std::ops::Range<usize>) -> Diagnostic {
     Diagnostic::error("kiln::duplicate-column", span.clone(), format!("two output columns are named `{name}`"))
         .label("second column with this name")
         .help("rename one of them with `AS`")

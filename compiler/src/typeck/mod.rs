@@ -7,7 +7,9 @@
 //! A node whose input failed is skipped, so one mistake is reported once.
 
 mod expr;
+mod join;
 mod lower;
+mod window;
 
 use std::collections::HashMap;
 
@@ -59,8 +61,10 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
             NodeRef::Transform(i) => {
                 let t = &spec.transforms[i];
                 // An input that failed was reported where it failed.
-                let Some(input_plan) = plans.get(t.input.as_str()) else { continue };
-                (lower::transform(t, input_plan, &checker, &mut d), &t.name)
+                let Some(input_plans) = t.inputs.iter().map(|i| plans.get(i.as_str()).cloned()).collect::<Option<Vec<_>>>() else {
+                    continue;
+                };
+                (lower::transform(t, &input_plans, &checker, &mut d), &t.name)
             }
         };
         match lowered {

@@ -5,9 +5,12 @@
 //! what was type-checked is exactly what runs.
 
 mod dedupe;
+mod join;
+pub mod sql;
+mod window;
 
 use datafusion::common::{Column, DFSchema};
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, Partitioning, cast};
 
 use crate::expr::{call, lit};
 use crate::plan::Op;
@@ -24,6 +27,9 @@ pub fn build(name: &str, op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan>
 }
 
 fn build_unaliased(op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
+    let nth = |i: usize| -> Result<LogicalPlan> {
+        inputs.get(i).cloned().ok_or_else(|| Error::Usage(format!("transform without input plan {i}")))
+    };
     let input = || -> Result<LogicalPlanBuilder> {
         let plan = inputs
             .first()
@@ -102,6 +108,34 @@ fn build_unaliased(op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
                 .collect();
             LogicalPlanBuilder::from(plan).project(exprs)?.build()?
         }
+        Op::Window { partition_by, order_by, frame, columns, .. } => {
+            window::build(input()?.build()?, partition_by, order_by, frame.as_ref(), columns)?
+        }
+        Op::Join { how, on, strategy, .. } => join::build(nth(0)?, nth(1)?, *how, on, *strategy)?,
+        Op::Union { by_name, distinct, .. } => {
+            let mut builder = LogicalPlanBuilder::from(nth(0)?);
+            for plan in &inputs[1..] {
+                builder = match (by_name, distinct) {
+                    (true, false) => builder.union_by_name(plan.clone())?,
+                    (true, true) => builder.union_by_name_distinct(plan.clone())?,
+                    (false, false) => builder.union(plan.clone())?,
+                    (false, true) => builder.union_distinct(plan.clone())?,
+                };
+            }
+            builder.build()?
+        }
+        Op::Sort { order_by, .. } => input()?.sort(order_by.clone())?.build()?,
+        Op::Limit { n, .. } => input()?.limit(0, Some(*n))?.build()?,
+        Op::Repartition { partitions, by, .. } => {
+            let scheme = if by.is_empty() {
+                Partitioning::RoundRobinBatch(*partitions)
+            } else {
+                Partitioning::Hash(by.clone(), *partitions)
+            };
+            input()?.repartition(scheme)?.build()?
+        }
+        Op::Coalesce { partitions, .. } => input()?.repartition(Partitioning::RoundRobinBatch(*partitions))?.build()?,
+        Op::Sql { plan, inputs: names, .. } => sql::build(plan, names, inputs)?,
     };
     Ok(plan)
 }

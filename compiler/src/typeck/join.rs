@@ -1,0 +1,165 @@
+//! Lowering `join` (SPEC.md §4, §11): `on` is either shared column names (one
+//! output column per key, as Spark's USING) or conditions written with the
+//! inputs' node names as qualifiers (`orders.cust = customers.id`; both columns
+//! kept). Equalities between one side and the other become hash-join keys, the
+//! rest a join filter. An output with two columns of one name is an error.
+
+use std::collections::HashMap;
+
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use kiln::plan::{JoinHow, JoinOn, JoinStrategy, Op, Side};
+
+use super::expr::ExprChecker;
+use super::lower::schema_names;
+use crate::diag::{Diagnostic, Diags, did_you_mean};
+use crate::spec::{Sp, TransformDecl};
+
+pub(super) fn lower(
+    t: &TransformDecl,
+    inputs: &[LogicalPlan],
+    how: &Sp<String>,
+    on: &[Sp<String>],
+    strategy: Option<&Sp<String>>,
+    checker: &ExprChecker,
+    d: &mut Diags,
+) -> Option<Op> {
+    let before = d.0.len();
+    let (left, right) = (&inputs[0], &inputs[1]);
+    let (ln, rn) = (&t.inputs[0], &t.inputs[1]);
+    if ln.value == rn.value {
+        d.push(
+            Diagnostic::error("kiln::self-join", rn.span.clone(), format!("`{}` is joined with itself", rn.value))
+                .label("same node on both sides")
+                .help("add a `select` transform that reads it under another name, and join with that"),
+        );
+        return None;
+    }
+    let how_v = match how.as_str() {
+        "left" => JoinHow::Left,
+        "right" => JoinHow::Right,
+        "full" => JoinHow::Full,
+        "semi" => JoinHow::Semi,
+        "anti" => JoinHow::Anti,
+        "cross" => JoinHow::Cross,
+        _ => JoinHow::Inner,
+    };
+    let (lcols, rcols) = (schema_names(left.schema().inner()), schema_names(right.schema().inner()));
+    let is_name = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit());
+    let on_v = if how_v == JoinHow::Cross {
+        JoinOn::None
+    } else if on.iter().all(|o| is_name(o.as_str())) {
+        let mut ok = true;
+        for key in on {
+            for (side, cols) in [(ln, &lcols), (rn, &rcols)] {
+                if !cols.contains(&key.value) {
+                    let mut diag = Diagnostic::error("kiln::unknown-column", key.span.clone(), format!("join key `{}` is not a column of `{}`", key.value, side.value))
+                        .label(format!("missing on the {} side", if side == ln { "left" } else { "right" }));
+                    if let Some(h) = did_you_mean(&key.value, cols.iter().map(String::as_str)) {
+                        diag = diag.help(h);
+                    }
+                    d.push(diag.note(format!("`{}` has: {}", side.value, cols.join(", "))).note("to join columns of different names, write on = [\"left.x = right.y\"] with the node names"));
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        JoinOn::Using(on.iter().map(|k| k.value.clone()).collect())
+    } else {
+        let both = match left.schema().as_ref().clone().join(right.schema()) {
+            Ok(s) => s,
+            Err(e) => {
+                d.push(Diagnostic::error("kiln::invalid-transform", t.name.span.clone(), format!("cannot combine the inputs' schemas: {e}")).label("this join"));
+                return None;
+            }
+        };
+        let (mut lkeys, mut rkeys, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for cond in on {
+            if is_name(cond.as_str()) {
+                d.push(
+                    Diagnostic::error("kiln::bad-value", cond.span.clone(), "a join's `on` mixes column names and conditions")
+                        .label("a column name")
+                        .help(format!("write it as a condition: \"{}.{} = {}.{}\"", ln.value, cond.value, rn.value, cond.value)),
+                );
+                continue;
+            }
+            let Ok(e) = checker.parse_qualified(cond, &both).map_err(|e| d.push(e)) else { continue };
+            let side_of = |e: &Expr| -> Option<Side> {
+                let refs = e.column_refs();
+                let all = |name: &str| !refs.is_empty() && refs.iter().all(|c| c.relation.as_ref().is_some_and(|r| r.table() == name));
+                if all(&ln.value) {
+                    Some(Side::Left)
+                } else if all(&rn.value) {
+                    Some(Side::Right)
+                } else {
+                    None
+                }
+            };
+            match &e {
+                Expr::BinaryExpr(BinaryExpr { left: a, op: Operator::Eq, right: b }) => match (side_of(a), side_of(b)) {
+                    (Some(Side::Left), Some(Side::Right)) => {
+                        lkeys.push(*a.clone());
+                        rkeys.push(*b.clone());
+                    }
+                    (Some(Side::Right), Some(Side::Left)) => {
+                        lkeys.push(*b.clone());
+                        rkeys.push(*a.clone());
+                    }
+                    _ => rest.push(e),
+                },
+                _ => rest.push(e),
+            }
+        }
+        if d.0.len() > before {
+            return None;
+        }
+        let filter = rest.into_iter().reduce(Expr::and);
+        JoinOn::Keys { left: lkeys, right: rkeys, filter }
+    };
+    let strategy_v = match strategy.map(|s| s.as_str()) {
+        Some("broadcast") if how_v == JoinHow::Full => {
+            d.push(
+                Diagnostic::error("kiln::bad-strategy", strategy?.span.clone(), "a full join cannot broadcast either side")
+                    .label("both sides keep their unmatched rows")
+                    .help("use strategy = \"shuffle\" (or leave it to \"auto\")"),
+            );
+            return None;
+        }
+        // The side that need not keep unmatched rows: the right one, unless the join keeps the right's rows.
+        Some("broadcast") => JoinStrategy::Broadcast { side: if how_v == JoinHow::Right { Side::Left } else { Side::Right } },
+        Some("shuffle") => JoinStrategy::Shuffle,
+        _ => JoinStrategy::Auto,
+    };
+    // Output names: each must be unique.
+    let output: Vec<(&String, &Sp<String>)> = match (&on_v, how_v) {
+        (_, JoinHow::Semi | JoinHow::Anti) => vec![],
+        (JoinOn::Using(keys), _) => lcols
+            .iter()
+            .filter(|c| !keys.contains(c))
+            .map(|c| (c, ln))
+            .chain(rcols.iter().filter(|c| !keys.contains(c)).map(|c| (c, rn)))
+            .collect(),
+        _ => lcols.iter().map(|c| (c, ln)).chain(rcols.iter().map(|c| (c, rn))).collect(),
+    };
+    let mut first: HashMap<&String, &Sp<String>> = HashMap::new();
+    for (c, side) in output {
+        if let Some(other) = first.insert(c, side) {
+            if other != side {
+                let new_name = format!("{}_{}", rn.value, c);
+                d.push(
+                    Diagnostic::error("kiln::duplicate-column", t.name.span.clone(), format!("join `{}` would output two columns named `{c}`", t.name.value))
+                        .label(format!("`{}` and `{}` both have `{c}`", ln.value, rn.value))
+                        .help(format!(
+                            "rename it on one side before the join:\n[transforms.{r}_renamed]\ntype = \"rename\"\ninput = \"{r}\"\ncolumns.{c} = \"{new_name}\"\n(or, if `{c}` is a key, join on = [\"{c}\"] to keep it once)",
+                            r = rn.value
+                        )),
+                );
+            }
+        }
+    }
+    if d.0.len() > before {
+        return None;
+    }
+    Some(Op::Join { left: ln.value.clone(), right: rn.value.clone(), how: how_v, on: on_v, strategy: strategy_v })
+}

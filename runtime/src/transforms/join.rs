@@ -1,0 +1,74 @@
+//! `join`: every `how`, `on` as shared column names (one output column per
+//! key, as Spark's USING) or as `l.x = r.y` conditions (both columns kept), and
+//! the spec's strategy as a hint on the hash join (see [`crate::join_strategy`]).
+
+use datafusion::common::{Column, JoinType};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+
+use crate::expr::call;
+use crate::join_strategy::{Hint, hint};
+use crate::plan::{JoinHow, JoinOn, JoinStrategy, Side};
+use crate::{Error, Result};
+
+pub(super) fn build(left: LogicalPlan, right: LogicalPlan, how: JoinHow, on: &JoinOn, strategy: JoinStrategy) -> Result<LogicalPlan> {
+    let (left, right) = match strategy {
+        JoinStrategy::Auto => (left, right),
+        JoinStrategy::Broadcast { side: Side::Left } => (hint(left, Hint::Broadcast), right),
+        JoinStrategy::Broadcast { side: Side::Right } => (left, hint(right, Hint::Broadcast)),
+        JoinStrategy::Shuffle => (left, hint(right, Hint::Shuffle)),
+    };
+    let join_type = match how {
+        JoinHow::Inner | JoinHow::Cross => JoinType::Inner,
+        JoinHow::Left => JoinType::Left,
+        JoinHow::Right => JoinType::Right,
+        JoinHow::Full => JoinType::Full,
+        JoinHow::Semi => JoinType::LeftSemi,
+        JoinHow::Anti => JoinType::LeftAnti,
+    };
+    let builder = LogicalPlanBuilder::from(left.clone());
+    let plan = match on {
+        JoinOn::None => builder.cross_join(right.clone())?.build()?,
+        JoinOn::Keys { left: l, right: r, filter } => {
+            builder.join_with_expr_keys(right.clone(), join_type, (l.clone(), r.clone()), filter.clone())?.build()?
+        }
+        JoinOn::Using(keys) => {
+            let lk = keys.iter().map(|k| column(&left, k)).collect::<Result<Vec<_>>>()?;
+            let rk = keys.iter().map(|k| column(&right, k)).collect::<Result<Vec<_>>>()?;
+            let plan = builder.join(right.clone(), join_type, (lk.clone(), rk.clone()), None)?.build()?;
+            if matches!(how, JoinHow::Semi | JoinHow::Anti) {
+                plan
+            } else {
+                // Keys once (from the side that has every row), then the left's
+                // other columns, then the right's.
+                let mut exprs = Vec::new();
+                for (k, (l, r)) in keys.iter().zip(lk.iter().zip(&rk)) {
+                    let e = match how {
+                        JoinHow::Right => Expr::Column(r.clone()),
+                        JoinHow::Full => call("coalesce", vec![Expr::Column(l.clone()), Expr::Column(r.clone())])?,
+                        _ => Expr::Column(l.clone()),
+                    };
+                    exprs.push(e.alias(k));
+                }
+                for side in [&left, &right] {
+                    for c in side.schema().columns() {
+                        if !keys.contains(&c.name) {
+                            exprs.push(Expr::Column(c.clone()).alias(&c.name));
+                        }
+                    }
+                }
+                LogicalPlanBuilder::from(plan).project(exprs)?.build()?
+            }
+        }
+    };
+    // The node's alias re-qualifies the output; duplicate names were rejected by `kiln check`.
+    Ok(plan)
+}
+
+/// `name` as a column of `plan`, with its qualifier.
+fn column(plan: &LogicalPlan, name: &str) -> Result<Column> {
+    let (q, f) = plan
+        .schema()
+        .qualified_field_with_unqualified_name(name)
+        .map_err(|_| Error::Usage(format!("join key `{name}` is not a column of one side")))?;
+    Ok(Column::new(q.cloned(), f.name()))
+}
