@@ -101,6 +101,13 @@ fn cell(a: &dyn Array, i: usize) -> Cell {
     }
     match a.data_type() {
         DataType::Int64 => Cell::Int(a.as_primitive::<Int64Type>().value(i)),
+        // Integer widths differ between engines (row_number is uint64 in DataFusion,
+        // int64 in DuckDB); check.py compares them as int64, and so do we.
+        t if t.is_integer() => {
+            let casted = arrow::compute::cast(&a.slice(i, 1), &DataType::Int64).unwrap();
+            Cell::Int(casted.as_primitive::<Int64Type>().value(0))
+        }
+        DataType::Float32 => Cell::Float(f64::from(a.as_primitive::<arrow::datatypes::Float32Type>().value(i))),
         DataType::Float64 => Cell::Float(a.as_primitive::<Float64Type>().value(i)),
         DataType::Utf8 => Cell::Str(a.as_string::<i32>().value(i).to_string()),
         DataType::Utf8View => Cell::Str(a.as_string_view().value(i).to_string()),
