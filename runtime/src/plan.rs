@@ -111,6 +111,21 @@ pub enum JoinHow {
     Cross,
 }
 
+impl JoinHow {
+    /// The spec's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            JoinHow::Inner => "inner",
+            JoinHow::Left => "left",
+            JoinHow::Right => "right",
+            JoinHow::Full => "full",
+            JoinHow::Semi => "semi",
+            JoinHow::Anti => "anti",
+            JoinHow::Cross => "cross",
+        }
+    }
+}
+
 /// How the two sides match.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JoinOn {

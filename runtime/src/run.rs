@@ -148,6 +148,14 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
                 let path = interpolate(&s.path, &values, env).unwrap_or_else(|_| s.path.clone());
                 format!("{} source {path}", crate::plan::format_name(&s.format))
             }
+            Op::Join { how, strategy, .. } => {
+                let strategy = match strategy {
+                    crate::plan::JoinStrategy::Auto => "auto (DataFusion decides from statistics)".to_string(),
+                    crate::plan::JoinStrategy::Shuffle => "shuffle".to_string(),
+                    crate::plan::JoinStrategy::Broadcast { side } => format!("broadcast of the {side:?} side").to_lowercase(),
+                };
+                format!("join <- {} ({}, strategy {strategy})", node.op.inputs().join(", "), how.name())
+            }
             op => format!("{} <- {}", op.kind(), op.inputs().join(", ")),
         };
         let columns: Vec<String> =

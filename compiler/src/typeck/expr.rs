@@ -55,9 +55,19 @@ impl<'a> ExprChecker<'a> {
         }
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| Diagnostic::error("kiln::internal", query.span.clone(), e.to_string()))?;
         let schema = first.and_then(|s| DFSchema::try_from(s.as_ref().clone()).ok()).unwrap_or_else(DFSchema::empty);
-        let plan = runtime
-            .block_on(ctx.state().create_logical_plan(&sql))
-            .map_err(|e| self.diagnostic(&e, query, &schema, sql != query.value))?;
+        let plan = runtime.block_on(ctx.state().create_logical_plan(&sql)).map_err(|e| {
+            let d = self.diagnostic(&e, query, &schema, sql != query.value);
+            match clean_message(&e).strip_prefix("table '").and_then(|t| t.split_once("' not found")) {
+                Some((table, _)) => {
+                    let table = table.rsplit('.').next().unwrap_or(table);
+                    let names: Vec<&str> = tables.iter().map(|(n, _)| n.as_str()).collect();
+                    Diagnostic::error("kiln::unknown-input", d.span, format!("the query reads `{table}`, which is not one of its inputs"))
+                        .label("not in `inputs`")
+                        .help(format!("add it: inputs = [{}]", names.iter().chain([&table]).map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")))
+                }
+                None => d,
+            }
+        })?;
         self.analyze(plan.clone()).map_err(|e| self.diagnostic(&e, query, &schema, sql != query.value))?;
         Ok(plan)
     }

@@ -62,6 +62,18 @@ pub fn encode(plan: &LogicalPlan) -> Result<Vec<u8>> {
 pub(super) fn build(bytes: &[u8], names: &[String], inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
     let ctx = registry().task_ctx();
     let plan = logical_plan_from_bytes_with_extension_codec(bytes, &ctx, &InputTables)?;
+    let mut unknown = None;
+    plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if !names.iter().any(|n| scan.table_name.table() == n) {
+                unknown = Some(scan.table_name.to_string());
+            }
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })?;
+    if let Some(t) = unknown {
+        return Err(Error::Usage(format!("the query reads `{t}`, which is not one of its inputs")));
+    }
     let plan = plan
         .transform_up(|node| {
             let LogicalPlan::TableScan(scan) = &node else { return Ok(Transformed::no(node)) };
@@ -79,15 +91,5 @@ pub(super) fn build(bytes: &[u8], names: &[String], inputs: &[LogicalPlan]) -> R
             Ok(Transformed::yes(plan))
         })?
         .data;
-    let mut unknown = None;
-    plan.apply(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            unknown = Some(scan.table_name.to_string());
-        }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    })?;
-    match unknown {
-        Some(t) => Err(Error::Usage(format!("the query reads `{t}`, which is not one of its inputs"))),
-        None => Ok(plan),
-    }
+    Ok(plan)
 }
