@@ -1,5 +1,6 @@
-//! Schemas that live in data files (Parquet footers), read once at compile
-//! time and pinned into the binary. The only pass input that touches the disk.
+//! Schemas that live in data files, read once at compile time and pinned into
+//! the binary: Parquet footers, Avro headers, and CSV/JSON data when a source
+//! asks for `infer_schema`. The only pass input that touches the disk.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,12 +19,19 @@ pub type FileSchemas = HashMap<String, Result<SchemaRef, String>>;
 pub fn read(spec: &Spec, base: &Path) -> FileSchemas {
     let mut out = HashMap::new();
     for s in &spec.sources {
-        if s.format.value != SourceFormat::Parquet {
-            continue;
-        }
+        let infer = s.infer_schema.as_ref().is_some_and(|b| b.value);
+        let (ext, read): (&str, fn(&Path, &crate::spec::SourceDecl) -> Result<SchemaRef, String>) = match s.format.value {
+            SourceFormat::Parquet => ("parquet", parquet_schema),
+            SourceFormat::Avro => ("avro", avro_schema),
+            SourceFormat::Csv if infer => ("csv", csv_schema),
+            SourceFormat::Json if infer => ("json", json_schema),
+            _ => continue,
+        };
         let Some(path) = &s.path else { continue };
         let text = substitute_defaults(spec, path.as_str());
-        out.insert(s.name.value.clone(), parquet_schema(&base.join(&text)).map_err(|e| e.replace(&base.join(&text).display().to_string(), &text)));
+        let full = base.join(&text);
+        let schema = first_file(&full, ext).and_then(|f| read(&f, s));
+        out.insert(s.name.value.clone(), schema.map_err(|e| e.replace(&full.display().to_string(), &text)));
     }
     out
 }
@@ -44,15 +52,54 @@ fn substitute_defaults(spec: &Spec, text: &str) -> String {
     out
 }
 
-fn parquet_schema(path: &Path) -> Result<SchemaRef, String> {
-    let file = first_file(path)?;
-    let f = File::open(&file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| format!("{} is not a Parquet file: {e}", file.display()))?;
+fn open(file: &Path) -> Result<File, String> {
+    File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))
+}
+
+fn parquet_schema(file: &Path, _: &crate::spec::SourceDecl) -> Result<SchemaRef, String> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(open(file)?).map_err(|e| format!("{} is not a Parquet file: {e}", file.display()))?;
     Ok(builder.schema().clone())
 }
 
+fn avro_schema(file: &Path, _: &crate::spec::SourceDecl) -> Result<SchemaRef, String> {
+    let reader = arrow_avro::reader::ReaderBuilder::new()
+        .build(std::io::BufReader::new(open(file)?))
+        .map_err(|e| format!("{} is not an Avro file: {e}", file.display()))?;
+    Ok(reader.schema())
+}
+
+/// Rows read to infer a CSV or JSON schema.
+const INFER_ROWS: usize = 10_000;
+
+fn csv_schema(file: &Path, s: &crate::spec::SourceDecl) -> Result<SchemaRef, String> {
+    let mut format = arrow::csv::reader::Format::default().with_header(s.header.as_ref().is_none_or(|h| h.value));
+    if let Some(d) = &s.delimiter {
+        format = format.with_delimiter(d.value.as_bytes()[0]);
+    }
+    if let Some(q) = &s.quote {
+        format = format.with_quote(q.value.as_bytes()[0]);
+    }
+    let (schema, _) = format
+        .infer_schema(std::io::BufReader::new(open(file)?), Some(INFER_ROWS))
+        .map_err(|e| format!("cannot infer a schema from {}: {e}", file.display()))?;
+    Ok(std::sync::Arc::new(all_nullable(schema)))
+}
+
+fn json_schema(file: &Path, _: &crate::spec::SourceDecl) -> Result<SchemaRef, String> {
+    let (schema, _) = arrow::json::reader::infer_json_schema(std::io::BufReader::new(open(file)?), Some(INFER_ROWS))
+        .map_err(|e| format!("cannot infer a schema from {}: {e}", file.display()))?;
+    Ok(std::sync::Arc::new(all_nullable(schema)))
+}
+
+/// Inferred columns may hold nulls in rows the inference did not read.
+fn all_nullable(schema: datafusion::arrow::datatypes::Schema) -> datafusion::arrow::datatypes::Schema {
+    let fields: Vec<_> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    datafusion::arrow::datatypes::Schema::new(fields)
+}
+
 /// The file itself, or the first `.parquet` file (in name order) under a directory.
-fn first_file(path: &Path) -> Result<PathBuf, String> {
+/// `path` itself, or the first `.ext` file under it (partition directories included).
+fn first_file(path: &Path, ext: &str) -> Result<PathBuf, String> {
     if path.is_file() {
         return Ok(path.to_path_buf());
     }
@@ -65,13 +112,13 @@ fn first_file(path: &Path) -> Result<PathBuf, String> {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "parquet") {
+                } else if p.extension().is_some_and(|x| x == ext) {
                     files.push(p);
                 }
             }
         }
         files.sort();
-        return files.into_iter().next().ok_or_else(|| format!("no .parquet file under {}", path.display()));
+        return files.into_iter().next().ok_or_else(|| format!("no .{ext} file under {}", path.display()));
     }
     Err(format!("{} does not exist", path.display()))
 }

@@ -211,6 +211,8 @@ pub fn format_name(format: &SourceFormat) -> &'static str {
     match format {
         SourceFormat::Csv(_) => "csv",
         SourceFormat::Parquet => "parquet",
+        SourceFormat::Json => "json",
+        SourceFormat::Avro => "avro",
         SourceFormat::Inline(_) => "inline",
     }
 }
@@ -229,13 +231,19 @@ pub struct Source {
     pub format: SourceFormat,
     /// May hold `${params.X}` and `${env.X}`, substituted at run time.
     pub path: String,
+    /// Every column: the files' columns, then the `partitions` columns.
     pub schema: SchemaRef,
+    /// Hive-style partition columns (`year=2024/` directories), in directory order.
+    pub partitions: Vec<(String, DataType)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceFormat {
     Csv(CsvOptions),
     Parquet,
+    /// Newline-delimited JSON.
+    Json,
+    Avro,
     /// Rows given in the spec, one `ScalarValue` per schema column.
     Inline(Vec<Vec<ScalarValue>>),
 }
@@ -247,12 +255,25 @@ pub struct CsvOptions {
     pub quote: u8,
     /// The text that means null; `None`: empty fields are null.
     pub null_value: Option<String>,
+    pub on_error: OnError,
 }
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        CsvOptions { header: true, delimiter: b',', quote: b'"', null_value: None }
+        CsvOptions { header: true, delimiter: b',', quote: b'"', null_value: None, on_error: OnError::Fail }
     }
+}
+
+/// What a CSV row that does not fit the schema does to the run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnError {
+    /// The run fails, naming the file and line.
+    Fail,
+    /// The row is left out.
+    Skip,
+    /// The row is left out and written, raw, with its file, line and reason, to
+    /// this CSV path (may hold `${params.X}`), committed with the sinks.
+    Quarantine(String),
 }
 
 /// A `[sinks.NAME]` entry.
@@ -274,6 +295,7 @@ pub enum SinkFormat {
     Parquet,
     Csv,
     Json,
+    Avro,
     Console,
 }
 

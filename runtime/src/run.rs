@@ -47,10 +47,20 @@ pub async fn node_plans(
     ctx: &SessionContext,
     values: &Values,
 ) -> Result<HashMap<String, LogicalPlan>> {
+    node_plans_reading(pipeline, ctx, values, &HashMap::new()).await
+}
+
+/// [`node_plans`], with some sources read from other paths (source name → path).
+pub async fn node_plans_reading(
+    pipeline: &Pipeline,
+    ctx: &SessionContext,
+    values: &Values,
+    read_from: &HashMap<String, String>,
+) -> Result<HashMap<String, LogicalPlan>> {
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     for node in &pipeline.nodes {
         let plan = match &node.op {
-            Op::Source(source) => sources::scan(ctx, &node.name, source, values)
+            Op::Source(source) => sources::scan(ctx, &node.name, source, values, read_from.get(&node.name).map(String::as_str))
                 .await
                 .map_err(|e| Error::in_node(&node.name, e))?,
             op => {
@@ -77,7 +87,8 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     let values = params::resolve(&pipeline.params, &opts.params, env)?;
     let session_opts = opts.session.clone().over(&pipeline.runtime);
     let ctx = session::context(&session_opts)?;
-    let plans = node_plans(pipeline, &ctx, &values).await?;
+    let prepared = prepare(pipeline, &values, session_opts.spill_dir.as_deref())?;
+    let plans = node_plans_reading(pipeline, &ctx, &values, &prepared.read_from).await?;
 
     // Decide every sink's fate before executing anything.
     let mut work = Vec::new();
@@ -108,14 +119,92 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
             }
         }
     }
+    // Quarantined rows are committed with the sinks: all or nothing.
+    for (source, target, bad) in &prepared.quarantines {
+        match sinks::stage_with(target, &format!("{source}.quarantine"), bad.len() as u64, |path| sources::csv_errors::write_quarantine(path, bad)) {
+            Ok(s) => staged.push(s),
+            Err(e) => {
+                staged.into_iter().for_each(Staged::abort);
+                return Err(e);
+            }
+        }
+    }
     let rows: HashMap<String, u64> = staged.iter().map(|s| (s.sink.clone(), s.rows)).collect();
     for s in staged {
         s.commit()?;
+    }
+    for (source, target, bad) in &prepared.quarantines {
+        eprintln!("source `{source}`: {} bad row(s) quarantined -> {}", bad.len(), target.display());
+    }
+    for (source, skipped) in &prepared.skipped {
+        if *skipped > 0 {
+            eprintln!("source `{source}`: {skipped} bad row(s) skipped");
+        }
     }
     for (sink, _, path) in work {
         reports.push(SinkReport { name: sink.name.clone(), path, rows: rows.get(&sink.name).copied() });
     }
     Ok(Report { sinks: reports, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// What must happen before planning: CSV sources that tolerate bad rows are
+/// cleaned into a work directory (removed when this is dropped).
+struct Prepared {
+    /// Source name → the cleaned path to read instead.
+    read_from: HashMap<String, String>,
+    /// (source, quarantine target, bad rows).
+    quarantines: Vec<(String, PathBuf, Vec<sources::csv_errors::BadLine>)>,
+    /// (source, rows skipped).
+    skipped: Vec<(String, usize)>,
+    work: Option<PathBuf>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.work {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn prepare(pipeline: &Pipeline, values: &Values, spill_dir: Option<&str>) -> Result<Prepared> {
+    use crate::plan::{OnError, SourceFormat};
+    let mut prepared = Prepared { read_from: HashMap::new(), quarantines: Vec::new(), skipped: Vec::new(), work: None };
+    for node in &pipeline.nodes {
+        let Op::Source(source) = &node.op else { continue };
+        if !matches!(source.format, SourceFormat::Inline(_)) {
+            let path = interpolate(&source.path, values, env)?;
+            sources::drift::check(source, &path).map_err(|e| Error::in_node(&node.name, e))?;
+        }
+        let SourceFormat::Csv(opts) = &source.format else { continue };
+        if opts.on_error == OnError::Fail {
+            continue;
+        }
+        let base = match &prepared.work {
+            Some(w) => w.clone(),
+            None => {
+                let root = spill_dir.map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+                let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+                let dir = root.join(format!("kiln-clean-{}-{nanos}", std::process::id()));
+                prepared.work = Some(dir.clone());
+                dir
+            }
+        };
+        let work = base.join(&node.name);
+        std::fs::create_dir_all(&work).map_err(|e| Error::io(format!("creating {}", work.display()), e))?;
+        let path = interpolate(&source.path, values, env)?;
+        let file_schema = sources::files::file_schema(source);
+        let (clean, bad) = sources::csv_errors::clean(&path, &file_schema, opts, &work).map_err(|e| Error::in_node(&node.name, e))?;
+        prepared.read_from.insert(node.name.clone(), clean.display().to_string());
+        match &opts.on_error {
+            OnError::Quarantine(target) => {
+                let target = PathBuf::from(interpolate(target, values, env)?);
+                prepared.quarantines.push((node.name.clone(), target, bad));
+            }
+            _ => prepared.skipped.push((node.name.clone(), bad.len())),
+        }
+    }
+    Ok(prepared)
 }
 
 /// A CSV row error, pointed at its file and line when a source holds it.

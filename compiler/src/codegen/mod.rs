@@ -10,7 +10,7 @@ mod values;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kiln::plan::{JoinOn, JoinStrategy, Keep, Node, Op, Pipeline, Sink, SinkFormat, Source, SourceFormat, WriteMode};
+use kiln::plan::{JoinOn, JoinStrategy, Keep, Node, OnError, Op, Pipeline, Sink, SinkFormat, Source, SourceFormat, WriteMode};
 use proc_macro2::TokenStream;
 use quote::quote;
 
@@ -264,9 +264,16 @@ fn source(s: &Source) -> Result<TokenStream, Unsupported> {
             let delimiter = proc_macro2::Literal::byte_character(o.delimiter);
             let quote_char = proc_macro2::Literal::byte_character(o.quote);
             let null_value = option(o.null_value.as_ref().map(|v| quote!(#v.into())));
-            quote!(SourceFormat::Csv(CsvOptions { header: #header, delimiter: #delimiter, quote: #quote_char, null_value: #null_value }))
+            let on_error = match &o.on_error {
+                OnError::Fail => quote!(OnError::Fail),
+                OnError::Skip => quote!(OnError::Skip),
+                OnError::Quarantine(path) => quote!(OnError::Quarantine(#path.into())),
+            };
+            quote!(SourceFormat::Csv(CsvOptions { header: #header, delimiter: #delimiter, quote: #quote_char, null_value: #null_value, on_error: #on_error }))
         }
         SourceFormat::Parquet => quote!(SourceFormat::Parquet),
+        SourceFormat::Json => quote!(SourceFormat::Json),
+        SourceFormat::Avro => quote!(SourceFormat::Avro),
         SourceFormat::Inline(rows) => {
             let rows = rows
                 .iter()
@@ -276,7 +283,12 @@ fn source(s: &Source) -> Result<TokenStream, Unsupported> {
         }
     };
     let path = &s.path;
-    Ok(quote!(Source { format: #format, path: #path.into(), schema: schema(Vec::from([#(#fields),*])) }))
+    let partitions = s
+        .partitions
+        .iter()
+        .map(|(n, t)| values::data_type(t).map(|t| quote!((#n.into(), #t))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(quote!(Source { format: #format, path: #path.into(), schema: schema(Vec::from([#(#fields),*])), partitions: Vec::from([#(#partitions),*]) }))
 }
 
 fn sink(s: &Sink) -> TokenStream {
@@ -285,6 +297,7 @@ fn sink(s: &Sink) -> TokenStream {
         SinkFormat::Parquet => quote!(SinkFormat::Parquet),
         SinkFormat::Csv => quote!(SinkFormat::Csv),
         SinkFormat::Json => quote!(SinkFormat::Json),
+        SinkFormat::Avro => quote!(SinkFormat::Avro),
         SinkFormat::Console => quote!(SinkFormat::Console),
     };
     let mode = match s.mode {

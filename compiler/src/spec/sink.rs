@@ -16,11 +16,12 @@ pub struct SinkDecl {
     pub single_file: Option<Sp<bool>>,
 }
 
-const FORMATS: &[&str] = &["parquet", "csv", "json", "console"];
-const LATER_FORMATS: &[&str] = &["avro", "delta", "postgres"];
+const FORMATS: &[&str] = &["parquet", "csv", "json", "avro", "console"];
+const LATER_FORMATS: &[&str] = &["delta", "postgres"];
 const MODES: &[&str] = &["overwrite", "append", "error_if_exists", "ignore"];
 const PARQUET_CODECS: &[&str] = &["snappy", "gzip", "zstd", "lz4", "lz4_raw", "brotli", "uncompressed"];
 const TEXT_CODECS: &[&str] = &["gzip", "bzip2", "xz", "zstd", "uncompressed"];
+const AVRO_CODECS: &[&str] = &["snappy", "deflate", "zstd", "bzip2", "xz", "uncompressed"];
 
 pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDecl> {
     let input = t.req_str("input", d, Some("the name of the source or transform to write"));
@@ -42,10 +43,23 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
     let compression = t.str("compression", d);
     if let (Some(c), Some(f)) = (&compression, &format) {
         let base = c.as_str().split('(').next().unwrap_or("");
-        let codecs = if f.as_str() == "parquet" { PARQUET_CODECS } else { TEXT_CODECS };
+        let codecs = match f.as_str() {
+            "parquet" => PARQUET_CODECS,
+            "avro" => AVRO_CODECS,
+            _ => TEXT_CODECS,
+        };
         one_of(&Sp::new(base.to_string(), c.span.clone()), codecs, &format!("{} compression", f.value), d);
     }
     let single_file = t.bool("single_file", d);
+    if let (Some(f), Some(p)) = (&format, partition_by.first()) {
+        if f.as_str() == "avro" {
+            d.push(
+                Diagnostic::error("kiln::unsupported", p.span.clone(), format!("{}: partitioned avro output is not supported by this version of kiln yet", t.what))
+                    .label("not supported for avro yet")
+                    .help("write parquet, csv or json partitioned, or avro unpartitioned"),
+            );
+        }
+    }
     if let (Some(sf), false) = (&single_file, partition_by.is_empty()) {
         if sf.value {
             d.push(

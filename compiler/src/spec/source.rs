@@ -10,6 +10,8 @@ use crate::diag::{Diagnostic, Diags};
 pub enum SourceFormat {
     Csv,
     Parquet,
+    Json,
+    Avro,
     Inline,
 }
 
@@ -24,18 +26,28 @@ pub struct SourceDecl {
     pub delimiter: Option<Sp<String>>,
     pub quote: Option<Sp<String>>,
     pub null_value: Option<Sp<String>>,
+    /// csv and json: read the schema from the data at compile time.
+    pub infer_schema: Option<Sp<bool>>,
+    /// csv: `fail` (default), `skip` or `quarantine`.
+    pub on_error: Option<Sp<String>>,
+    /// csv with on_error = "quarantine": where the bad lines go.
+    pub quarantine: Option<Sp<String>>,
+    /// Hive partition columns → type name (`string` when given as a list).
+    pub partitions: Vec<(Sp<String>, Sp<String>)>,
     /// Inline rows: column → literal, in the order written.
     pub rows: Vec<Sp<Vec<(Sp<String>, Sp<Literal>)>>>,
 }
 
-const FORMATS: &[&str] = &["csv", "parquet", "inline"];
-const LATER_FORMATS: &[&str] = &["json", "avro", "orc", "delta", "postgres", "kafka"];
+const FORMATS: &[&str] = &["csv", "parquet", "json", "avro", "inline"];
+const LATER_FORMATS: &[&str] = &["orc", "delta", "postgres", "kafka"];
 
 pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SourceDecl> {
-    let format_text = t.req_str("format", d, Some("sources need a format: csv, parquet or inline"))?;
+    let format_text = t.req_str("format", d, Some("sources need a format: csv, parquet, json, avro or inline"))?;
     let format = match format_text.as_str() {
         "csv" => SourceFormat::Csv,
         "parquet" => SourceFormat::Parquet,
+        "json" => SourceFormat::Json,
+        "avro" => SourceFormat::Avro,
         "inline" => SourceFormat::Inline,
         other if LATER_FORMATS.contains(&other) => {
             d.push(
@@ -59,11 +71,16 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
         delimiter: None,
         quote: None,
         null_value: None,
+        infer_schema: None,
+        on_error: None,
+        quarantine: None,
+        partitions: Vec::new(),
         rows: Vec::new(),
     };
     match format {
-        SourceFormat::Csv | SourceFormat::Parquet => {
+        SourceFormat::Csv | SourceFormat::Parquet | SourceFormat::Json | SourceFormat::Avro => {
             decl.path = t.req_str("path", d, Some("a file, a directory of files, or a glob"));
+            decl.partitions = partitions(t, d);
         }
         SourceFormat::Inline => {
             match t.get("rows") {
@@ -103,15 +120,44 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
         decl.delimiter = single_byte(t.str("delimiter", d), "delimiter", d);
         decl.quote = single_byte(t.str("quote", d), "quote", d);
         decl.null_value = t.str("null_value", d);
-        t.unsupported(&["infer_schema", "on_error"], d);
+        decl.on_error = t.str("on_error", d).filter(|o| one_of(o, &["fail", "skip", "quarantine"], "`on_error`", d));
+        decl.quarantine = t.str("quarantine", d);
+        match (decl.on_error.as_ref().map(|o| o.as_str()), &decl.quarantine) {
+            (Some("quarantine"), None) => d.push(
+                Diagnostic::error("kiln::missing-key", decl.on_error.as_ref().map_or(t.span.clone(), |o| o.span.clone()), format!("{}: on_error = \"quarantine\" needs a `quarantine` path", t.what))
+                    .label("where should the bad lines go?")
+                    .help("quarantine = \"out/bad_rows.csv\""),
+            ),
+            (Some("quarantine"), Some(_)) => {}
+            (_, Some(q)) => d.push(
+                Diagnostic::error("kiln::conflict", q.span.clone(), format!("{}: `quarantine` is only used with on_error = \"quarantine\"", t.what))
+                    .label("not used"),
+            ),
+            _ => {}
+        }
     }
-    t.unsupported(&["partitions", "size"], d);
+    if matches!(format, SourceFormat::Csv | SourceFormat::Json) {
+        decl.infer_schema = t.bool("infer_schema", d);
+    }
+    t.unsupported(&["size"], d);
     if format != SourceFormat::Inline {
         // `rows` is a statistics hint for file sources (used by the join planner, issue 4).
         t.unsupported(&["rows"], d);
     }
     t.finish(d);
     Some(decl)
+}
+
+/// `partitions = ["year", "month"]` (strings) or `{ year = "int32", site = "string" }`.
+fn partitions(t: &Table, d: &mut Diags) -> Vec<(Sp<String>, Sp<String>)> {
+    let Some(v) = t.get("partitions") else { return Vec::new() };
+    match v.get_ref() {
+        DeValue::Table(_) => t.str_map("partitions", d).map(|m| m.value).unwrap_or_default(),
+        _ => t
+            .str_list("partitions", d)
+            .map(|l| l.value.into_iter().map(|n| (n.clone(), Sp::new("string".to_string(), n.span))).collect())
+            .unwrap_or_default(),
+    }
 }
 
 fn single_byte(v: Option<Sp<String>>, key: &str, d: &mut Diags) -> Option<Sp<String>> {

@@ -7,7 +7,7 @@ use datafusion::arrow::compute::can_cast_types;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
-use kiln::plan::{CsvOptions, Keep, Node, Op, Sink, SinkFormat, Source, WriteMode};
+use kiln::plan::{CsvOptions, Keep, Node, OnError, Op, Sink, SinkFormat, Source, WriteMode};
 
 use super::expr::{ExprChecker, clean_message};
 use super::{bad_type, literal_type, literal_value};
@@ -20,38 +20,44 @@ use crate::spec::{SinkDecl, SourceDecl, SourceFormat, Sp, TransformBody, Transfo
 
 pub(super) fn source(s: &SourceDecl, files: &FileSchemas, d: &mut Diags) -> Option<(Node, LogicalPlan)> {
     let declared = declared_schema(s, d);
+    let infer = s.infer_schema.as_ref().is_some_and(|b| b.value);
+    let path_span = s.path.as_ref().map_or(s.name.span.clone(), |p| p.span.clone());
     let (format, schema) = match s.format.value {
-        SourceFormat::Csv => {
+        SourceFormat::Csv | SourceFormat::Json if !infer => {
             let Some(schema) = declared else {
                 if s.schema.is_none() {
+                    let fmt = if s.format.value == SourceFormat::Csv { "csv" } else { "json" };
                     d.push(
-                        Diagnostic::error("kiln::missing-key", s.name.span.clone(), format!("source `{}`: a csv source needs a `schema`", s.name.value))
+                        Diagnostic::error("kiln::missing-key", s.name.span.clone(), format!("source `{}`: a {fmt} source needs a `schema`", s.name.value))
                             .label("no schema declared")
-                            .help("list the columns in file order:\nschema = { id = \"string\", amount = \"float64\" }"),
+                            .help("list the columns (in file order for csv):\nschema = { id = \"string\", amount = \"float64\" }\nor read it from the data at compile time: infer_schema = true"),
                     );
                 }
                 return None;
             };
-            let opts = CsvOptions {
-                header: s.header.as_ref().map_or(true, |h| h.value),
-                delimiter: s.delimiter.as_ref().map_or(b',', |v| v.value.as_bytes()[0]),
-                quote: s.quote.as_ref().map_or(b'"', |v| v.value.as_bytes()[0]),
-                null_value: s.null_value.as_ref().map(|v| v.value.clone()),
-            };
-            (kiln::plan::SourceFormat::Csv(opts), schema)
+            (file_format(s), schema)
         }
-        SourceFormat::Parquet => {
-            let path_span = s.path.as_ref().map_or(s.name.span.clone(), |p| p.span.clone());
+        SourceFormat::Csv | SourceFormat::Json | SourceFormat::Parquet | SourceFormat::Avro => {
+            let what = match s.format.value {
+                SourceFormat::Parquet => "Parquet schema",
+                SourceFormat::Avro => "Avro schema",
+                _ => "data to infer a schema",
+            };
             let schema = match (files.get(&s.name.value), declared) {
-                (Some(Ok(found)), Some(declared)) => {
+                (Some(Ok(found)), Some(declared)) if !infer => {
                     check_declared_against_file(s, &declared, found, d);
                     found.clone()
                 }
-                (Some(Ok(found)), None) => found.clone(),
+                (_, Some(_)) if infer => {
+                    let span = s.schema.as_ref().map_or(path_span.clone(), |x| x.span.clone());
+                    d.push(Diagnostic::error("kiln::conflict", span, format!("source `{}`: `schema` and `infer_schema = true` exclude each other", s.name.value)).label("declared here").help("drop one of them"));
+                    return None;
+                }
+                (Some(Ok(found)), _) => found.clone(),
                 (Some(Err(_)), Some(declared)) => declared,
                 (Some(Err(why)), None) => {
                     d.push(
-                        Diagnostic::error("kiln::schema-unreadable", path_span, format!("source `{}`: cannot read the Parquet schema", s.name.value))
+                        Diagnostic::error("kiln::schema-unreadable", path_span, format!("source `{}`: cannot read the {what}", s.name.value))
                             .label(why.clone())
                             .help("make the file readable at compile time, or declare `schema`"),
                     );
@@ -60,7 +66,7 @@ pub(super) fn source(s: &SourceDecl, files: &FileSchemas, d: &mut Diags) -> Opti
                 (None, Some(declared)) => declared,
                 (None, None) => return None,
             };
-            (kiln::plan::SourceFormat::Parquet, schema)
+            (file_format(s), schema)
         }
         SourceFormat::Inline => {
             let schema = match declared {
@@ -72,9 +78,49 @@ pub(super) fn source(s: &SourceDecl, files: &FileSchemas, d: &mut Diags) -> Opti
             (kiln::plan::SourceFormat::Inline(rows), schema)
         }
     };
-    let source = Source { format, path: s.path.as_ref().map(|p| p.value.clone()).unwrap_or_default(), schema };
+    // Hive partition columns follow the files' columns.
+    let mut partitions = Vec::new();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (name, ty) in &s.partitions {
+        if schema.field_with_name(&name.value).is_ok() {
+            d.push(
+                Diagnostic::error("kiln::duplicate-column", name.span.clone(), format!("source `{}`: partition column `{}` is also a column of the files", s.name.value, name.value))
+                    .label("already in the schema")
+                    .help("partition values come from the directory names (`year=2024/`); list the column in one place only"),
+            );
+            continue;
+        }
+        match types::parse(&ty.value) {
+            Ok(ct) => {
+                fields.push(Field::new(&name.value, ct.data_type.clone(), true));
+                partitions.push((name.value.clone(), ct.data_type));
+            }
+            Err(msg) => d.push(bad_type(ty, &msg)),
+        }
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let source = Source { format, path: s.path.as_ref().map(|p| p.value.clone()).unwrap_or_default(), schema, partitions };
     let plan = kiln::sources::empty(&s.name.value, &source).ok()?;
     Some((Node { name: s.name.value.clone(), op: Op::Source(source) }, plan))
+}
+
+fn file_format(s: &SourceDecl) -> kiln::plan::SourceFormat {
+    match s.format.value {
+        SourceFormat::Csv => kiln::plan::SourceFormat::Csv(CsvOptions {
+            header: s.header.as_ref().is_none_or(|h| h.value),
+            delimiter: s.delimiter.as_ref().map_or(b',', |v| v.value.as_bytes()[0]),
+            quote: s.quote.as_ref().map_or(b'"', |v| v.value.as_bytes()[0]),
+            null_value: s.null_value.as_ref().map(|v| v.value.clone()),
+            on_error: match (s.on_error.as_ref().map(|o| o.as_str()), &s.quarantine) {
+                (Some("skip"), _) => OnError::Skip,
+                (Some("quarantine"), Some(q)) => OnError::Quarantine(q.value.clone()),
+                _ => OnError::Fail,
+            },
+        }),
+        SourceFormat::Json => kiln::plan::SourceFormat::Json,
+        SourceFormat::Avro => kiln::plan::SourceFormat::Avro,
+        _ => kiln::plan::SourceFormat::Parquet,
+    }
 }
 
 fn declared_schema(s: &SourceDecl, d: &mut Diags) -> Option<SchemaRef> {
@@ -103,7 +149,7 @@ fn check_declared_against_file(s: &SourceDecl, declared: &SchemaRef, found: &Sch
         let want = declared.field_with_name(&name.value).map(|f| f.data_type().clone()).ok();
         match found.field_with_name(&name.value) {
             Err(_) => d.push(
-                Diagnostic::error("kiln::schema-mismatch", name.span.clone(), format!("source `{}`: column `{}` is not in the Parquet file", s.name.value, name.value))
+                Diagnostic::error("kiln::schema-mismatch", name.span.clone(), format!("source `{}`: column `{}` is not in the file", s.name.value, name.value))
                     .label("declared here")
                     .note(format!("the file has: {}", found.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "))),
             ),
@@ -486,6 +532,7 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<S
         "parquet" => SinkFormat::Parquet,
         "csv" => SinkFormat::Csv,
         "json" => SinkFormat::Json,
+        "avro" => SinkFormat::Avro,
         _ => SinkFormat::Console,
     };
     let mode = match s.mode.as_ref().map(|m| m.as_str()) {

@@ -41,6 +41,10 @@ pub(super) fn lower(
             Ok(e) => window_frame = window_function(&e).map(|w| w.params.window_frame.clone()),
             Err(mut diag) => {
                 diag.message = format!("invalid frame `{}`: {}", f.value, diag.message);
+                diag.label = match order_by.is_empty() {
+                    true => "with no order_by".to_string(),
+                    false => format!("with order_by = [{}]", order_by.iter().map(|o| format!("\"{}\"", o.value)).collect::<Vec<_>>().join(", ")),
+                };
                 d.push(diag);
                 return None;
             }

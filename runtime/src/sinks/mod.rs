@@ -6,6 +6,7 @@
 //! results into place. A run that fails or is killed before that leaves the
 //! previous output untouched, and nothing half-written inside the target.
 
+mod avro;
 mod commit;
 
 use std::path::{Path, PathBuf};
@@ -104,6 +105,18 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Path) -> Result<Staged> 
             }
             df.write_json(&dest, options, Some(opts)).await
         }
+        SinkFormat::Avro => {
+            // `staging` is the file itself with single_file, else the directory made above.
+            match avro::write(df, &staging, sink.single_file, sink.compression.as_deref()).await {
+                Ok(rows) => {
+                    return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, kind: StagedKind::Files { staging, target: target.to_path_buf() }, rows });
+                }
+                Err(e) => {
+                    commit::remove(&staging);
+                    return Err(Error::Sink { sink: sink.name.clone(), message: e.to_string() });
+                }
+            }
+        }
         SinkFormat::Console => unreachable!("handled above"),
     };
     match result {
@@ -125,6 +138,21 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Path) -> Result<Staged> 
             Err(ctx(e))
         }
     }
+}
+
+/// Stages a file that `write` produces at the path it is given (used for
+/// quarantine files, committed with the sinks).
+pub fn stage_with(target: &Path, name: &str, rows: u64, write: impl FnOnce(&Path) -> Result<()>) -> Result<Staged> {
+    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    clean_stale_staging(target);
+    let staging = commit::staging_path(target)?;
+    if let Err(e) = write(&staging) {
+        commit::remove(&staging);
+        return Err(e);
+    }
+    Ok(Staged { sink: name.to_string(), mode: WriteMode::Overwrite, kind: StagedKind::Files { staging, target: target.to_path_buf() }, rows })
 }
 
 impl Staged {

@@ -61,7 +61,7 @@ pub fn locate(error: &str, path: &str, schema: &SchemaRef, opts: &CsvOptions) ->
 }
 
 /// (value, column index, row data) from "Error while parsing value 'V' as type 'T' for column C at line L. Row data: 'R'".
-fn parse_error(error: &str) -> Option<(String, usize, String)> {
+pub(super) fn parse_error(error: &str) -> Option<(String, usize, String)> {
     let rest = &error[error.find("Error while parsing value '")? + "Error while parsing value '".len()..];
     let (value, rest) = rest.split_once("' as type '")?;
     let rest = &rest[rest.find("for column ")? + "for column ".len()..];
@@ -76,7 +76,7 @@ fn names(schema: &SchemaRef) -> String {
 }
 
 /// The files a source path names: the file, or the files under a directory (sorted).
-fn files(path: &str) -> Vec<PathBuf> {
+pub(super) fn files(path: &str) -> Vec<PathBuf> {
     let p = Path::new(path);
     if p.is_file() {
         return vec![p.to_path_buf()];

@@ -4,9 +4,10 @@
 //! qualified by it (`transactions.amount`).
 
 pub mod bad_rows;
-mod csv;
+pub mod csv_errors;
+pub mod drift;
+pub mod files;
 mod inline;
-mod parquet;
 
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
@@ -16,23 +17,25 @@ use crate::plan::{Source, SourceFormat};
 use crate::Result;
 
 /// The plan that reads `source` (named `name`) with the run's parameter values.
+/// `read_from` replaces the source's path (the cleaned copy of a CSV source
+/// that skips bad rows).
 pub async fn scan(
     ctx: &SessionContext,
     name: &str,
     source: &Source,
     params: &Values,
+    read_from: Option<&str>,
 ) -> Result<LogicalPlan> {
     let env = |var: &str| std::env::var(var).ok();
     let plan = match &source.format {
-        SourceFormat::Csv(opts) => {
-            let path = interpolate(&source.path, params, env)?;
-            csv::scan(ctx, &path, &source.schema, opts).await?
-        }
-        SourceFormat::Parquet => {
-            let path = interpolate(&source.path, params, env)?;
-            parquet::scan(ctx, &path, &source.schema).await?
-        }
         SourceFormat::Inline(rows) => inline::scan(&source.schema, rows)?,
+        _ => {
+            let path = match read_from {
+                Some(p) => p.to_string(),
+                None => interpolate(&source.path, params, env)?,
+            };
+            files::scan(ctx, &path, source).await?
+        }
     };
     Ok(LogicalPlanBuilder::from(plan).alias(name)?.build()?)
 }

@@ -1,0 +1,127 @@
+//! Run-time schema drift: before anything runs, every file of a Parquet, Avro
+//! or CSV (with header) source is compared with the schema pinned at compile
+//! time. A file that lacks a column, or holds it with another type, fails the
+//! run naming the file, the column, and both types. Extra columns are allowed
+//! (they are not read). JSON is schema-on-read: its values are checked as read.
+
+use std::path::Path;
+
+use datafusion::arrow::datatypes::{DataType, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::plan::{Source, SourceFormat};
+use crate::{Error, Result};
+
+/// Checks every file of `source` at `path` (local paths only).
+pub fn check(source: &Source, path: &str) -> Result<()> {
+    let (ext, read): (&str, fn(&Path, &Source) -> std::result::Result<Schema, String>) = match &source.format {
+        SourceFormat::Parquet => ("parquet", parquet_schema),
+        SourceFormat::Avro => ("avro", avro_schema),
+        SourceFormat::Csv(opts) if opts.header => ("csv", csv_header),
+        _ => return Ok(()),
+    };
+    let p = Path::new(path);
+    if !p.exists() {
+        return Ok(()); // a glob or a remote path: DataFusion reports what it cannot find
+    }
+    let pinned = super::files::file_schema(source);
+    for file in super::bad_rows::files(path) {
+        if p.is_dir() && file.extension().is_none_or(|e| e != ext) {
+            continue;
+        }
+        let found = read(&file, source).map_err(|message| Error::Read { path: file.display().to_string(), message })?;
+        compare(&pinned, &found, matches!(source.format, SourceFormat::Csv(_))).map_err(|message| Error::Read { path: file.display().to_string(), message })?;
+    }
+    Ok(())
+}
+
+fn compare(pinned: &Schema, found: &Schema, names_only: bool) -> std::result::Result<(), String> {
+    for want in pinned.fields() {
+        match found.field_with_name(want.name()) {
+            Err(_) => {
+                return Err(format!(
+                    "schema drift: column `{}` ({}) is missing; the file has: {}",
+                    want.name(),
+                    want.data_type(),
+                    found.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            Ok(f) if !names_only && !same_type(f.data_type(), want.data_type()) => {
+                return Err(format!(
+                    "schema drift: column `{}` is {} in this file, but the schema pinned at compile time says {}",
+                    want.name(),
+                    f.data_type(),
+                    want.data_type()
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    if names_only {
+        // CSV columns are matched by position: the header must list the schema's columns in order.
+        let names: Vec<&str> = found.fields().iter().map(|f| f.name().as_str()).collect();
+        let want: Vec<&str> = pinned.fields().iter().map(|f| f.name().as_str()).collect();
+        if names != want {
+            return Err(format!("schema drift: the header is ({}), the schema says ({})", names.join(", "), want.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+/// String and binary encodings are interchangeable; everything else must match.
+fn same_type(a: &DataType, b: &DataType) -> bool {
+    use DataType::*;
+    let family = |t: &DataType| match t {
+        Utf8 | LargeUtf8 | Utf8View => Some(0),
+        Binary | LargeBinary | BinaryView => Some(1),
+        _ => None,
+    };
+    match (family(a), family(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn parquet_schema(file: &Path, _: &Source) -> std::result::Result<Schema, String> {
+    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| format!("not a Parquet file: {e}"))?;
+    Ok(builder.schema().as_ref().clone())
+}
+
+fn avro_schema(file: &Path, _: &Source) -> std::result::Result<Schema, String> {
+    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let reader = arrow_avro::reader::ReaderBuilder::new().build(std::io::BufReader::new(f)).map_err(|e| format!("not an Avro file: {e}"))?;
+    Ok(reader.schema().as_ref().clone())
+}
+
+fn csv_header(file: &Path, source: &Source) -> std::result::Result<Schema, String> {
+    let SourceFormat::Csv(opts) = &source.format else { unreachable!("csv only") };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .delimiter(opts.delimiter)
+        .quote(opts.quote)
+        .from_path(file)
+        .map_err(|e| e.to_string())?;
+    let header = reader.headers().map_err(|e| e.to_string())?;
+    Ok(Schema::new(header.iter().map(|h| datafusion::arrow::datatypes::Field::new(h.trim(), DataType::Utf8, true)).collect::<Vec<_>>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::Field;
+
+    #[test]
+    fn names_the_column_and_both_types() {
+        let pinned = Schema::new(vec![Field::new("id", DataType::Utf8, true), Field::new("amount", DataType::Float64, true)]);
+        let same = Schema::new(vec![Field::new("id", DataType::Utf8View, false), Field::new("amount", DataType::Float64, true), Field::new("extra", DataType::Int8, true)]);
+        assert_eq!(compare(&pinned, &same, false), Ok(()));
+        let retyped = Schema::new(vec![Field::new("id", DataType::Utf8, true), Field::new("amount", DataType::Int64, true)]);
+        let err = compare(&pinned, &retyped, false).unwrap_err();
+        assert!(err.contains("`amount` is Int64") && err.contains("says Float64"), "{err}");
+        let missing = Schema::new(vec![Field::new("id", DataType::Utf8, true)]);
+        assert!(compare(&pinned, &missing, false).unwrap_err().contains("`amount` (Float64) is missing"));
+        let reordered = Schema::new(vec![Field::new("amount", DataType::Utf8, true), Field::new("id", DataType::Utf8, true)]);
+        assert!(compare(&pinned, &reordered, true).unwrap_err().contains("the header is (amount, id)"));
+    }
+}

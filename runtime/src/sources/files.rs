@@ -1,0 +1,80 @@
+//! File sources (csv, parquet, json, avro), read with the schema pinned at
+//! compile time. Hive-style partition directories (`year=2024/`) become the
+//! source's last columns; filters on them prune directories before any file is
+//! opened (DataFusion's listing table does the pruning; `explain` shows the
+//! files that remain).
+
+use datafusion::arrow::datatypes::Schema;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{AvroReadOptions, CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+
+use crate::plan::{CsvOptions, Source, SourceFormat};
+use crate::{Error, Result};
+
+/// The files' own columns: the schema without the partition columns.
+pub fn file_schema(source: &Source) -> Schema {
+    let fields: Vec<_> = source
+        .schema
+        .fields()
+        .iter()
+        .filter(|f| !source.partitions.iter().any(|(p, _)| p == f.name()))
+        .cloned()
+        .collect();
+    Schema::new(fields)
+}
+
+pub(super) async fn scan(ctx: &SessionContext, path: &str, source: &Source) -> Result<LogicalPlan> {
+    let schema = file_schema(source);
+    let partitions = source.partitions.clone();
+    let read = |e: datafusion::error::DataFusionError| Error::Read { path: path.to_string(), message: e.to_string() };
+    let df = match &source.format {
+        SourceFormat::Csv(opts) => {
+            let read_opts = csv_options(opts, &schema, path).table_partition_cols(partitions);
+            ctx.read_csv(path, read_opts).await.map_err(read)?
+        }
+        SourceFormat::Parquet => {
+            let opts = ParquetReadOptions::default()
+                .schema(&schema)
+                .file_extension(super::listing_extension(path, ".parquet"))
+                .table_partition_cols(partitions);
+            ctx.read_parquet(path, opts).await.map_err(read)?
+        }
+        SourceFormat::Json => {
+            let opts = JsonReadOptions::default()
+                .schema(&schema)
+                .file_extension(super::listing_extension(path, ".json"))
+                .table_partition_cols(partitions);
+            ctx.read_json(path, opts).await.map_err(read)?
+        }
+        SourceFormat::Avro => {
+            let opts = AvroReadOptions { schema: Some(&schema), ..Default::default() }
+                .table_partition_cols(partitions);
+            let opts = AvroReadOptions { file_extension: super::listing_extension(path, ".avro"), ..opts };
+            ctx.read_avro(path, opts).await.map_err(read)?
+        }
+        SourceFormat::Inline(_) => return Err(Error::Usage("an inline source has no files".into())),
+    };
+    Ok(df.into_unoptimized_plan())
+}
+
+fn csv_options<'a>(opts: &CsvOptions, schema: &'a Schema, path: &str) -> CsvReadOptions<'a> {
+    let null_regex = opts.null_value.as_ref().map(|text| format!("^{}$", regex_escape(text)));
+    CsvReadOptions::new()
+        .has_header(opts.header)
+        .delimiter(opts.delimiter)
+        .quote(opts.quote)
+        .schema(schema)
+        .null_regex(null_regex)
+        .file_extension(super::listing_extension(path, ".csv"))
+}
+
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,172 @@
+//! Sources and sinks beyond CSV and Parquet, run in-process through the same
+//! `kiln::run::run` the binaries call: Avro and JSON both ways, hive-partitioned
+//! sources with pruning, CSV schema inference, CSV `on_error`, and run-time
+//! schema drift.
+
+use std::path::Path;
+
+use kiln_tests::{Cell, f, i, node_rows, pipeline, read_parquet_rows, row, s, sorted};
+
+fn run(p: &kiln::plan::Pipeline, params: &[(&str, String)]) -> kiln::Result<kiln::run::Report> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let opts = kiln::run::RunOptions { params: params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(), ..Default::default() };
+    rt.block_on(kiln::run::run(p, &opts))
+}
+
+fn explain(p: &kiln::plan::Pipeline) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(kiln::run::explain(p, &Default::default())).unwrap()
+}
+
+const PEOPLE: &str = r#"
+[pipeline]
+name = "people"
+
+[params.out]
+default = "out"
+
+[sources.people]
+format = "inline"
+schema = { id = "int64", name = "string", score = "float64", year = "int32" }
+rows = [
+  { id = 1, name = "ada", score = 1.5, year = 2023 },
+  { id = 2, name = "bob", year = 2024 },
+  { id = 3, name = "cy", score = -2.25, year = 2024 },
+]
+"#;
+
+fn people() -> Vec<kiln_tests::Row> {
+    let r = |id, name: &str, score: Cell, year| row(&[("id", i(id)), ("name", s(name)), ("score", score), ("year", i(year))]);
+    sorted(vec![r(1, "ada", f(1.5), 2023), r(2, "bob", Cell::Null, 2024), r(3, "cy", f(-2.25), 2024)])
+}
+
+/// Writes PEOPLE in `format` to DIR/people.FORMAT.
+fn write_people(dir: &Path, format: &str, extra: &str) {
+    let p = pipeline(&format!("{PEOPLE}\n[sinks.w]\ninput = \"people\"\nformat = \"{format}\"\npath = \"${{params.out}}/people.{format}\"\n{extra}\n"));
+    run(&p, &[("out", dir.display().to_string())]).unwrap();
+}
+
+#[test]
+fn avro_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    write_people(dir.path(), "avro", "compression = \"snappy\"");
+    assert!(std::fs::read_dir(dir.path().join("people.avro")).unwrap().count() >= 1);
+    // The schema comes from the Avro files at compile time.
+    let p = pipeline(&format!(
+        "[pipeline]\nname = \"r\"\n[sources.back]\nformat = \"avro\"\npath = \"{}/people.avro\"\n[sinks.out]\ninput = \"back\"\nformat = \"console\"\n",
+        dir.path().display()
+    ));
+    assert_eq!(sorted(node_rows(&p, "back", &[])), people());
+}
+
+#[test]
+fn json_round_trip_with_and_without_inference() {
+    let dir = tempfile::tempdir().unwrap();
+    write_people(dir.path(), "json", "");
+    let declared = pipeline(&format!(
+        "[pipeline]\nname = \"r\"\n[sources.back]\nformat = \"json\"\npath = \"{}/people.json\"\nschema = {{ id = \"int64\", name = \"string\", score = \"float64\", year = \"int32\" }}\n[sinks.out]\ninput = \"back\"\nformat = \"console\"\n",
+        dir.path().display()
+    ));
+    assert_eq!(sorted(node_rows(&declared, "back", &[])), people());
+    let inferred = pipeline(&format!(
+        "[pipeline]\nname = \"r\"\n[sources.back]\nformat = \"json\"\npath = \"{}/people.json\"\ninfer_schema = true\n[sinks.out]\ninput = \"back\"\nformat = \"console\"\n",
+        dir.path().display()
+    ));
+    let kiln::plan::Op::Source(src) = &inferred.nodes[0].op else { panic!() };
+    let types: Vec<String> = src.schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
+    assert_eq!(types, ["id Int64", "name Utf8", "score Float64", "year Int64"]);
+    assert_eq!(sorted(node_rows(&inferred, "back", &[])), people());
+}
+
+#[test]
+fn csv_schema_inferred_at_compile_time() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), "id,name,amount,ok\n1,ada,2.5,true\n2,bob,,false\n").unwrap();
+    let p = pipeline(&format!(
+        "[pipeline]\nname = \"c\"\n[sources.t]\nformat = \"csv\"\npath = \"{}/t.csv\"\ninfer_schema = true\n[sinks.out]\ninput = \"t\"\nformat = \"console\"\n",
+        dir.path().display()
+    ));
+    let kiln::plan::Op::Source(src) = &p.nodes[0].op else { panic!() };
+    let types: Vec<String> = src.schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
+    assert_eq!(types, ["id Int64", "name Utf8", "amount Float64", "ok Boolean"]);
+    let rows = sorted(node_rows(&p, "t", &[]));
+    assert_eq!(rows[1]["amount"], Cell::Null);
+    assert_eq!(rows[0]["amount"], f(2.5));
+}
+
+#[test]
+fn hive_partitions_are_columns_and_filters_prune_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    write_people(dir.path(), "parquet", "partition_by = [\"year\"]");
+    let p = pipeline(&format!(
+        "[pipeline]\nname = \"h\"\n[sources.people]\nformat = \"parquet\"\npath = \"{}/people.parquet\"\npartitions = {{ year = \"int32\" }}\n[transforms.recent]\ntype = \"filter\"\ninput = \"people\"\npredicate = \"year = 2024\"\n[sinks.out]\ninput = \"recent\"\nformat = \"console\"\n",
+        dir.path().display()
+    ));
+    let all = sorted(node_rows(&p, "people", &[]));
+    assert_eq!(all, people());
+    let recent = sorted(node_rows(&p, "recent", &[]));
+    assert_eq!(recent, people().into_iter().filter(|r| r["year"] == i(2024)).collect::<Vec<_>>());
+    // Only the year=2024 directory is scanned.
+    let plan = explain(&p);
+    let scan = plan.lines().find(|l| l.contains("DataSourceExec")).unwrap();
+    assert!(scan.contains("year=2024") && !scan.contains("year=2023"), "{plan}");
+}
+
+const BAD_CSV: &str = "id,amount\n1,1.5\n2,oops\n3,2.5\n4\n5,\"7\"\n";
+
+fn csv_spec(dir: &Path, on_error: &str) -> kiln::plan::Pipeline {
+    std::fs::write(dir.join("in.csv"), BAD_CSV).unwrap();
+    pipeline(&format!(
+        "[pipeline]\nname = \"q\"\n[params.dir]\ndefault = \"{d}\"\n[sources.t]\nformat = \"csv\"\npath = \"${{params.dir}}/in.csv\"\nschema = {{ id = \"int64\", amount = \"float64\" }}\n{on_error}\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\npath = \"${{params.dir}}/out\"\n",
+        d = dir.display()
+    ))
+}
+
+#[test]
+fn csv_on_error_skip_and_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = || sorted(vec![row(&[("id", i(1)), ("amount", f(1.5))]), row(&[("id", i(3)), ("amount", f(2.5))]), row(&[("id", i(5)), ("amount", f(7.0))])]);
+
+    let p = csv_spec(dir.path(), "on_error = \"skip\"");
+    run(&p, &[]).unwrap();
+    assert_eq!(sorted(read_parquet_rows(&dir.path().join("out"))), good());
+
+    let p = csv_spec(dir.path(), "on_error = \"quarantine\"\nquarantine = \"${params.dir}/bad/rows.csv\"");
+    run(&p, &[]).unwrap();
+    assert_eq!(sorted(read_parquet_rows(&dir.path().join("out"))), good());
+    let file = dir.path().join("in.csv").display().to_string();
+    let quarantined = std::fs::read_to_string(dir.path().join("bad/rows.csv")).unwrap();
+    assert_eq!(
+        quarantined,
+        format!("file,line,error,raw_line\n{file},3,cannot read `oops` as Float64 (column `amount`),\"2,oops\"\n{file},5,\"expected 2 fields, found 1\",4\n")
+    );
+
+    // The default fails, naming the file and line (Arrow reports the short row
+    // first: it checks field counts before values), and writes nothing.
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    let p = csv_spec(dir.path(), "");
+    let err = run(&p, &[]).unwrap_err().to_string();
+    assert!(err.contains("in.csv:5") && err.contains("expected 2 fields"), "{err}");
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn schema_drift_fails_before_writing_naming_file_column_and_types() {
+    let dir = tempfile::tempdir().unwrap();
+    write_people(dir.path(), "parquet", "");
+    let spec = format!(
+        "[pipeline]\nname = \"d\"\n[sources.people]\nformat = \"parquet\"\npath = \"{d}/people.parquet\"\n[sinks.out]\ninput = \"people\"\nformat = \"parquet\"\npath = \"{d}/copy\"\n",
+        d = dir.path().display()
+    );
+    let p = pipeline(&spec);
+    run(&p, &[]).unwrap();
+    let before = kiln_tests::snapshot_tree(&dir.path().join("copy"));
+    // A new file arrives where `score` is a string.
+    let drifted = pipeline(&format!(
+        "{PEOPLE}\n[transforms.x]\ntype = \"cast\"\ninput = \"people\"\ncolumns.score = \"string\"\n[sinks.w]\ninput = \"x\"\nformat = \"parquet\"\npath = \"${{params.out}}/people.parquet\"\nmode = \"append\"\n"
+    ));
+    run(&drifted, &[("out", dir.path().display().to_string())]).unwrap();
+    let err = run(&p, &[]).unwrap_err().to_string();
+    assert!(err.contains("people.parquet/") && err.contains("`score` is Utf8") && err.contains("says Float64"), "{err}");
+    assert_eq!(kiln_tests::snapshot_tree(&dir.path().join("copy")), before, "the previous output is untouched");
+}
