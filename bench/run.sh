@@ -2,8 +2,8 @@
 # Times Kiln's generated binaries against ../shared/bench's DuckDB and Polars jobs on the
 # same generated data, in one run, and checks that all outputs agree (../shared/bench/check.py).
 #
-#   bench/run.sh                         # etl at 1M and 10M rows, 3 runs each
-#   bench/run.sh --rows 1000000 --runs 5 --jobs etl
+#   bench/run.sh                         # every guide job at 1M and 10M rows, 3 runs each
+#   bench/run.sh --rows 1000000 --runs 5 --jobs "etl windows"
 #
 # Env: BENCH_ROOT (data and outputs, default /tmp/benchdata), BENCH_VENV (python venv with
 # duckdb, polars, pyarrow, numpy; created if missing, default /tmp/benchvenv),
@@ -15,7 +15,7 @@ REPO=$(pwd)
 SHARED=${SHARED_BENCH:-$REPO/../shared/bench}
 ROWS="1000000 10000000"
 RUNS=3
-JOBS="etl"
+JOBS="etl broadcast_join skew_join windows quality"
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) ROWS=$2; shift 2 ;;
@@ -53,7 +53,11 @@ for rows in $ROWS; do
     for run in $(seq 1 "$RUNS"); do
       for engine in kiln duckdb polars; do
         case $engine in
-          kiln) cmd=("${BIN[$job]}" run --param "input=$data/transactions.csv" --param "output=$out/kiln/$job/customer_category.parquet") ;;
+          kiln) if [ "$job" = etl ]; then
+                  cmd=("${BIN[$job]}" run --param "input=$data/transactions.csv" --param "output=$out/kiln/$job/customer_category.parquet")
+                else
+                  cmd=("${BIN[$job]}" run --param "data=$data" --param "output=$out/kiln/$job")
+                fi ;;
           duckdb) cmd=("$PY" "$SHARED/duckdb_jobs.py" --job "$job" --data "$data" --out "$out/duckdb") ;;
           polars) cmd=(env POLARS_MAX_THREADS=2 "$PY" "$SHARED/polars_jobs.py" --job "$job" --data "$data" --out "$out/polars") ;;
         esac
