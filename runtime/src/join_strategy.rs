@@ -239,10 +239,14 @@ fn strip(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
 }
 
 /// DataFusion's physical optimizer rules with [`JoinStrategyRule`] right after
-/// `join_selection`.
+/// `join_selection` and [`crate::first_per_key::FirstPerKeyRule`] right after
+/// `EnsureRequirements`.
 pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     let at = rules.iter().position(|r| r.name() == "join_selection").map_or(0, |i| i + 1);
     rules.insert(at, Arc::new(JoinStrategyRule));
+    // Needs the sort and partitioning that EnsureRequirements adds; before projections are pushed into filters.
+    let at = rules.iter().position(|r| r.name() == "EnsureRequirements").map_or(rules.len(), |i| i + 1);
+    rules.insert(at, Arc::new(crate::first_per_key::FirstPerKeyRule));
     rules
 }

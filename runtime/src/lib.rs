@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod error;
 pub mod expr;
+pub mod first_per_key;
 pub mod functions;
 pub mod join_strategy;
 pub mod params;
