@@ -10,6 +10,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::plan::RuntimeOptions;
 use crate::Result;
 
+/// Rows per batch unless `[runtime] batch_size` or a flag says otherwise.
+pub const DEFAULT_BATCH_SIZE: usize = 65536;
+
 /// The settings one run uses: the spec's `[runtime]`, overridden by flags.
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
@@ -33,14 +36,28 @@ impl SessionOptions {
 
 /// Session configuration shared by runs and by `kiln check`: Spark's semantics
 /// where Spark and DataFusion differ (SPEC.md §11).
+///
+/// Any DataFusion option can also be set through `DATAFUSION_*` environment
+/// variables (`DATAFUSION_EXECUTION_BATCH_SIZE=65536`), for tuning; Kiln's own
+/// settings are applied on top.
 pub fn config(opts: &SessionOptions) -> SessionConfig {
-    let mut config = SessionConfig::new().with_information_schema(false);
+    let base = SessionConfig::from_env().unwrap_or_else(|e| {
+        eprintln!("warning: ignoring DATAFUSION_* settings: {e}");
+        SessionConfig::new()
+    });
+    let mut config = base.with_information_schema(false);
     let partitions = opts.target_partitions.or(opts.threads);
     if let Some(n) = partitions {
         config = config.with_target_partitions(n.max(1));
     }
-    if let Some(n) = opts.batch_size {
-        config = config.with_batch_size(n.max(1));
+    // Larger batches than DataFusion's 8192 mean fewer sorted runs to merge in
+    // sorts (windows, dedupe): 20-25% faster at 10M rows, same peak memory
+    // (measured: bench/results, ARCHITECTURE.md). An explicit setting wins.
+    let env_batch = std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_some();
+    match opts.batch_size {
+        Some(n) => config = config.with_batch_size(n.max(1)),
+        None if !env_batch => config = config.with_batch_size(DEFAULT_BATCH_SIZE),
+        None => {}
     }
     let options = config.options_mut();
     // Spark: nulls sort first ascending, last descending.

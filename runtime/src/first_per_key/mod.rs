@@ -11,9 +11,16 @@
 //! previous row's: [`FirstPerKeyExec`] finds those rows by comparing adjacent
 //! keys in Arrow's row format and filters the batch, one pass, no per-key state.
 //!
+//! When the sort exists only for this window, it is not needed either: the
+//! best row per key can be kept in a hash table ([`hashed`]), one lookup per
+//! row instead of a sort of the whole input.
+//!
 //! [`FirstPerKeyRule`] runs after DataFusion has enforced the sort and the hash
-//! partitioning, and replaces `FilterExec(rn = 1) ← BoundedWindowAggExec(row_number)`
-//! by `ProjectionExec(…, 1 AS rn) ← FirstPerKeyExec`, over the same sorted input.
+//! partitioning, and replaces `FilterExec(rn = 1) ← BoundedWindowAggExec(row_number)
+//! [← SortExec]` by `ProjectionExec(…, 1 AS rn) ← FirstPerKeyExec` over the sorted
+//! input, or over the sort's input (hash-partitioned on the keys) in hashed mode.
+
+mod hashed;
 
 use std::fmt;
 use std::sync::Arc;
@@ -29,26 +36,53 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
 use datafusion::physical_expr::window::StandardWindowExpr;
-use datafusion::physical_expr::{Distribution, PhysicalExpr};
+use datafusion::physical_expr::{Distribution, EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowUDFExpr};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties};
-use futures::StreamExt;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, InputOrderMode, PlanProperties};
+use futures::{StreamExt, TryStreamExt};
 
 /// Keeps the first row of every run of equal `keys` in each (sorted) input partition.
 #[derive(Debug)]
 pub struct FirstPerKeyExec {
     input: Arc<dyn ExecutionPlan>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// `None`: the input is sorted by keys then order. `Some(order)`: it is not;
+    /// the best row per key by `order` is kept in a hash table.
+    order: Option<Vec<PhysicalSortExpr>>,
+    /// Hashed mode: nothing about the input's order survives.
+    properties: Option<Arc<PlanProperties>>,
+}
+
+impl FirstPerKeyExec {
+    fn new(input: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>, order: Option<Vec<PhysicalSortExpr>>) -> Self {
+        let properties = order.as_ref().map(|_| {
+            Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(input.schema()),
+                input.output_partitioning().clone(),
+                EmissionType::Final,
+                Boundedness::Bounded,
+            ))
+        });
+        FirstPerKeyExec { input, keys, order, properties }
+    }
 }
 
 impl DisplayAs for FirstPerKeyExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
-        write!(f, "FirstPerKeyExec: keys=[{}]", keys.join(", "))
+        match &self.order {
+            None => write!(f, "FirstPerKeyExec: keys=[{}], input sorted", keys.join(", ")),
+            Some(order) => {
+                let order: Vec<String> = order.iter().map(|o| o.to_string()).collect();
+                write!(f, "FirstPerKeyExec: keys=[{}], best by [{}], hashed", keys.join(", "), order.join(", "))
+            }
+        }
     }
 }
 
@@ -58,7 +92,7 @@ impl ExecutionPlan for FirstPerKeyExec {
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
-        self.input.properties()
+        self.properties.as_ref().unwrap_or_else(|| self.input.properties())
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
@@ -66,7 +100,8 @@ impl ExecutionPlan for FirstPerKeyExec {
     }
 
     fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
-        for k in &self.keys {
+        let order = self.order.iter().flatten().map(|o| &o.expr);
+        for k in self.keys.iter().chain(order) {
             if f(k)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -79,26 +114,52 @@ impl ExecutionPlan for FirstPerKeyExec {
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
+        vec![self.order.is_none()]
     }
 
     fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(FirstPerKeyExec { input: children.swap_remove(0), keys: self.keys.clone() }))
+        Ok(Arc::new(FirstPerKeyExec::new(children.swap_remove(0), self.keys.clone(), self.order.clone())))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
+        let input = self.input.execute(partition, Arc::clone(&context))?;
         let schema = input.schema();
         let keys = self.keys.clone();
-        let fields = keys.iter().map(|k| Ok(SortField::new(k.data_type(&schema)?))).collect::<Result<Vec<_>>>()?;
-        let converter = RowConverter::new(fields)?;
-        let mut last: Option<OwnedRow> = None;
-        let stream = input.map(move |batch| {
+        if let Some(order) = &self.order {
+            let converter = key_converter(&keys, &schema)?;
+            let rows = futures::stream::once(hashed::best_rows(input, keys.clone(), order.clone(), context))
+                .map(move |outcome| -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
+                    Ok(match outcome? {
+                        hashed::Outcome::Rows(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+                        hashed::Outcome::Sorted(sorted) => first_of_sorted(sorted, keys.clone(), converter.clone()),
+                    })
+                })
+                .try_flatten();
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rows)));
+        }
+        let converter = key_converter(&keys, &schema)?;
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, first_of_sorted(input, keys, converter))))
+    }
+}
+
+fn key_converter(keys: &[Arc<dyn PhysicalExpr>], schema: &datafusion::arrow::datatypes::Schema) -> Result<Arc<RowConverter>> {
+    let fields = keys.iter().map(|k| Ok(SortField::new(k.data_type(schema)?))).collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(RowConverter::new(fields)?))
+}
+
+/// The first row of each key run of a sorted stream.
+fn first_of_sorted(
+    input: SendableRecordBatchStream,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    converter: Arc<RowConverter>,
+) -> futures::stream::BoxStream<'static, Result<RecordBatch>> {
+    let mut last: Option<OwnedRow> = None;
+    input
+        .map(move |batch| {
             let batch = batch?;
             first_rows(&batch, &keys, &converter, &mut last)
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
-    }
+        })
+        .boxed()
 }
 
 /// The rows of `batch` whose key differs from the previous row's (across batches).
@@ -141,6 +202,11 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
         _ => (None, filter.input()),
     };
     let Some(window) = window_plan.downcast_ref::<BoundedWindowAggExec>() else { return Ok(None) };
+    // A sort that exists for this window only is dropped: hashed mode needs none.
+    let sort = window
+        .input()
+        .downcast_ref::<SortExec>()
+        .filter(|s| (s.preserve_partitioning() || s.input().output_partitioning().partition_count() == 1) && s.fetch().is_none());
     if window.input_order_mode != InputOrderMode::Sorted || window.window_expr().len() != 1 {
         return Ok(None);
     }
@@ -154,7 +220,10 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     if !is_row_number || keys.is_empty() {
         return Ok(None);
     }
-    let input = Arc::clone(window.input());
+    let (input, order) = match sort {
+        Some(sort) => (Arc::clone(sort.input()), Some(expr.order_by().to_vec())),
+        None => (Arc::clone(window.input()), None),
+    };
     let rn_index = input.schema().fields().len();
     let window_schema = window.schema();
     // The window's output columns as the filter sees them: (expression on the window's output, name).
@@ -166,7 +235,7 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     if !is_column_eq_one(filter.predicate(), rn_seen) {
         return Ok(None);
     }
-    let first: Arc<dyn ExecutionPlan> = Arc::new(FirstPerKeyExec { input: Arc::clone(&input), keys });
+    let first: Arc<dyn ExecutionPlan> = Arc::new(FirstPerKeyExec::new(Arc::clone(&input), keys, order));
     // The row number is 1 for every kept row; the other columns are the input's.
     let exprs: Vec<ProjectionExpr> = seen
         .iter()
