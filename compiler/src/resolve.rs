@@ -58,7 +58,18 @@ pub fn resolve(spec: &Spec) -> (Graph, Vec<Diagnostic>) {
         .map(|s| s.name.as_str())
         .chain(spec.transforms.iter().map(|t| t.name.as_str()))
         .collect();
+    // `NAME.quarantine` of an `expect` transform reads as that transform (same place in the order).
+    let quarantine_of = |name: &str| -> Option<NodeRef> {
+        let base = name.strip_suffix(".quarantine")?;
+        match names.get(base) {
+            Some((_, Some(NodeRef::Transform(i)))) if spec.transforms[*i].kind.as_str() == "expect" => Some(NodeRef::Transform(*i)),
+            _ => None,
+        }
+    };
     let lookup = |name: &str, span: &Range<usize>, d: &mut Diags| -> Option<NodeRef> {
+        if let Some(node) = quarantine_of(name) {
+            return Some(node);
+        }
         match names.get(name) {
             Some((_, Some(node))) => Some(*node),
             Some((def, None)) => {

@@ -30,6 +30,9 @@ struct Settings {
     /// Memory limit, e.g. 4GB; operators that can spill do so past it.
     #[arg(long, value_parser = parse_memory)]
     memory_limit: Option<u64>,
+    /// Write what the run did (rows per sink, data-quality summary, seconds) as JSON.
+    #[arg(long)]
+    metrics: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +98,7 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
         }
     };
     let opts = settings.options();
+    let settings_for_run = settings.clone();
     let result = runtime.block_on(async {
         match command {
             Command::Run(_) => run::run(&pipeline, &opts).await.map(|report| {
@@ -105,6 +109,13 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
                     }
                 }
                 eprintln!("{}: done in {:.2}s", pipeline.name, report.seconds);
+                report
+            }).and_then(|report| match &settings_for_run.metrics {
+                Some(path) => {
+                    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Usage(e.to_string()))?;
+                    std::fs::write(path, json).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+                }
+                None => Ok(()),
             }),
             Command::Explain(_) => run::explain(&pipeline, &opts).await.map(|text| print!("{text}")),
         }
@@ -115,6 +126,7 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(match e {
                 Error::Usage(_) | Error::Param { .. } => 2,
+                Error::Expectation(_) => 3,
                 _ => 1,
             })
         }

@@ -29,10 +29,13 @@ pub enum Error {
     Sink { sink: String, message: String },
     #[error("{0}")]
     Usage(String),
+    /// An `expect` rule with `on_fail = "fail"` tripped (exit code 3).
+    #[error("{0}")]
+    Expectation(String),
 }
 
 impl Error {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
     }
 

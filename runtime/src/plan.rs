@@ -88,6 +88,50 @@ pub enum Op {
     /// datafusion-proto logical plan whose table scans name the inputs.
     /// `query` is the spec's text, kept for `explain` and for readers of the generated code.
     Sql { inputs: Vec<String>, query: String, plan: Vec<u8> },
+    /// Data-quality rules. The node `NAME` is the rows that pass every `drop`
+    /// and `quarantine` rule; `NAME.quarantine` (`output: Quarantined`) is the
+    /// rows that broke a `quarantine` rule, with `_failed_rules`.
+    Expect { input: String, rules: Vec<Rule>, output: ExpectOutput },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectOutput {
+    Passed,
+    Quarantined,
+}
+
+/// One `expect` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub on_fail: OnFail,
+    pub kind: RuleKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFail {
+    /// Counted and reported; the row stays.
+    Warn,
+    /// The row is left out.
+    Drop,
+    /// The row is left out and goes to `NAME.quarantine`.
+    Quarantine,
+    /// The run stops (exit 3) before any sink writes.
+    Fail,
+}
+
+/// What a rule checks. Row rules written in the spec as `not_null`,
+/// `accepted_values`, `range` or `regex` arrive here as `Check` expressions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleKind {
+    /// A row passes when the expression is true (false and null fail).
+    Check(Expr),
+    /// A row fails when another row has the same keys.
+    Unique(Vec<String>),
+    /// A row fails when its keys (all non-null) are not found in `node`'s `columns`.
+    ExistsIn { node: String, keys: Vec<String>, columns: Vec<String> },
+    /// The whole input: its row count must be within bounds.
+    RowCount { min: Option<u64>, max: Option<u64> },
 }
 
 /// One window function call: `function` from the registry, a window function or
@@ -176,6 +220,12 @@ impl Op {
             | Op::Coalesce { input, .. } => vec![input.as_str()],
             Op::Join { left, right, .. } => vec![left.as_str(), right.as_str()],
             Op::Union { inputs, .. } | Op::Sql { inputs, .. } => inputs.iter().map(String::as_str).collect(),
+            Op::Expect { input, rules, .. } => std::iter::once(input.as_str())
+                .chain(rules.iter().filter_map(|r| match &r.kind {
+                    RuleKind::ExistsIn { node, .. } => Some(node.as_str()),
+                    _ => None,
+                }))
+                .collect(),
         }
     }
 }
@@ -202,6 +252,7 @@ impl Op {
             Op::Repartition { .. } => "repartition",
             Op::Coalesce { .. } => "coalesce",
             Op::Sql { .. } => "sql",
+            Op::Expect { .. } => "expect",
         }
     }
 }

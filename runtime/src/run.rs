@@ -23,13 +23,31 @@ pub struct RunOptions {
 }
 
 /// What a run did, per sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub sinks: Vec<SinkReport>,
+    /// One entry per `expect` node.
+    pub quality: Vec<QualityReport>,
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone)]
+/// An `expect` node's summary: rows checked and failures per rule.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QualityReport {
+    pub node: String,
+    pub rows: u64,
+    pub rules: Vec<RuleReport>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleReport {
+    pub rule: String,
+    pub on_fail: String,
+    /// Rows that broke the rule (for `row_count`: 1 when the count is out of bounds).
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SinkReport {
     pub name: String,
     pub path: String,
@@ -90,6 +108,9 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     let prepared = prepare(pipeline, &values, session_opts.spill_dir.as_deref())?;
     let plans = node_plans_reading(pipeline, &ctx, &values, &prepared.read_from).await?;
 
+    // Data-quality rules are evaluated before any sink writes: a `fail` rule stops the run.
+    let quality = check_quality(pipeline, &ctx, &plans).await?;
+
     // Decide every sink's fate before executing anything.
     let mut work = Vec::new();
     let mut reports = Vec::new();
@@ -144,7 +165,55 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     for (sink, _, path) in work {
         reports.push(SinkReport { name: sink.name.clone(), path, rows: rows.get(&sink.name).copied() });
     }
-    Ok(Report { sinks: reports, seconds: started.elapsed().as_secs_f64() })
+    Ok(Report { sinks: reports, quality, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Evaluates every `expect` node's rules (one aggregate pass each), prints the
+/// summary, and fails with [`Error::Expectation`] when a `fail` rule tripped.
+async fn check_quality(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMap<String, LogicalPlan>) -> Result<Vec<QualityReport>> {
+    use crate::plan::{ExpectOutput, OnFail, RuleKind};
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Int64Type;
+    let mut reports = Vec::new();
+    let mut tripped = Vec::new();
+    for node in &pipeline.nodes {
+        let Op::Expect { input, rules, output: ExpectOutput::Passed } = &node.op else { continue };
+        let inputs = node.op.inputs();
+        let others: Vec<LogicalPlan> = inputs[1..].iter().map(|n| plans[*n].clone()).collect();
+        let plan = transforms::expect::summary_plan(plans[input].clone(), rules, &others).map_err(|e| Error::in_node(&node.name, e))?;
+        let batches = DataFrame::new(ctx.state(), plan).collect().await.map_err(|e| Error::in_node(&node.name, e))?;
+        let batch = batches.into_iter().find(|b| b.num_rows() > 0).ok_or_else(|| Error::in_node(&node.name, "no summary row"))?;
+        let value = |name: &str| -> u64 {
+            batch.column_by_name(name).filter(|c| !c.is_null(0)).map_or(0, |c| {
+                datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Int64)
+                    .map_or(0, |a| a.as_primitive::<Int64Type>().value(0).max(0) as u64)
+            })
+        };
+        let rows = value("rows");
+        let mut report = QualityReport { node: node.name.clone(), rows, rules: Vec::new() };
+        for (i, rule) in rules.iter().enumerate() {
+            let failed = match &rule.kind {
+                RuleKind::RowCount { min, max } => u64::from(min.is_some_and(|m| rows < m) || max.is_some_and(|m| rows > m)),
+                _ => value(&format!("failed_{i}")),
+            };
+            let on_fail = format!("{:?}", rule.on_fail).to_lowercase();
+            let what = match &rule.kind {
+                RuleKind::RowCount { min, max } if failed > 0 => format!("{rows} rows, expected {}..{}", min.map_or(String::new(), |m| m.to_string()), max.map_or(String::new(), |m| m.to_string())),
+                RuleKind::RowCount { .. } => format!("{rows} rows"),
+                _ => format!("{failed} of {rows} rows failed"),
+            };
+            eprintln!("expect `{}`: rule `{}` ({on_fail}): {what}", node.name, rule.name);
+            if rule.on_fail == OnFail::Fail && failed > 0 {
+                tripped.push(format!("expect `{}`: rule `{}` (on_fail = \"fail\"): {what}", node.name, rule.name));
+            }
+            report.rules.push(RuleReport { rule: rule.name.clone(), on_fail, failed });
+        }
+        reports.push(report);
+    }
+    if !tripped.is_empty() {
+        return Err(Error::Expectation(format!("{}; nothing was written", tripped.join("; "))));
+    }
+    Ok(reports)
 }
 
 /// What must happen before planning: CSV sources that tolerate bad rows are

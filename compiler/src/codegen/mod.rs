@@ -10,7 +10,7 @@ mod values;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kiln::plan::{JoinOn, JoinStrategy, Keep, Node, OnError, Op, Pipeline, Sink, SinkFormat, Source, SourceFormat, WriteMode};
+use kiln::plan::{ExpectOutput, JoinOn, JoinStrategy, Keep, Node, OnError, Op, Rule, RuleKind, Pipeline, Sink, SinkFormat, Source, SourceFormat, WriteMode};
 use proc_macro2::TokenStream;
 use quote::quote;
 
@@ -116,6 +116,34 @@ fn option(t: Option<TokenStream>) -> TokenStream {
         Some(t) => quote!(Some(#t)),
         None => quote!(None),
     }
+}
+
+fn rule(r: &Rule) -> Result<TokenStream, Unsupported> {
+    let name = &r.name;
+    let on_fail = syn::Ident::new(&format!("{:?}", r.on_fail), proc_macro2::Span::call_site());
+    let opt = |v: Option<u64>| match v {
+        Some(v) => quote!(Some(#v)),
+        None => quote!(None),
+    };
+    let kind = match &r.kind {
+        RuleKind::Check(e) => {
+            let e = expr::expr(e)?;
+            quote!(RuleKind::Check(#e))
+        }
+        RuleKind::Unique(keys) => {
+            let keys = strings(keys);
+            quote!(RuleKind::Unique(#keys))
+        }
+        RuleKind::ExistsIn { node, keys, columns } => {
+            let (keys, columns) = (strings(keys), strings(columns));
+            quote!(RuleKind::ExistsIn { node: #node.into(), keys: #keys, columns: #columns })
+        }
+        RuleKind::RowCount { min, max } => {
+            let (min, max) = (opt(*min), opt(*max));
+            quote!(RuleKind::RowCount { min: #min, max: #max })
+        }
+    };
+    Ok(quote!(Rule { name: #name.into(), on_fail: OnFail::#on_fail, kind: #kind }))
 }
 
 fn exprs(items: &[datafusion::logical_expr::Expr]) -> Result<TokenStream, Unsupported> {
@@ -239,6 +267,14 @@ fn node(n: &Node) -> Result<TokenStream, Unsupported> {
             quote!(Op::Repartition { input: #input.into(), partitions: #partitions, by: #by })
         }
         Op::Coalesce { input, partitions } => quote!(Op::Coalesce { input: #input.into(), partitions: #partitions }),
+        Op::Expect { input, rules, output } => {
+            let rules = rules.iter().map(rule).collect::<Result<Vec<_>, _>>()?;
+            let output = match output {
+                ExpectOutput::Passed => quote!(ExpectOutput::Passed),
+                ExpectOutput::Quarantined => quote!(ExpectOutput::Quarantined),
+            };
+            quote!(Op::Expect { input: #input.into(), rules: Vec::from([#(#rules),*]), output: #output })
+        }
         Op::Sql { inputs, query, plan } => {
             let inputs = strings(inputs);
             let bytes = proc_macro2::Literal::byte_string(plan);

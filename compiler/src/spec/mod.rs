@@ -18,7 +18,7 @@ use toml::de::{DeTable, DeValue};
 pub use pipeline::{ParamDecl, PipelineDecl, RuntimeDecl};
 pub use sink::SinkDecl;
 pub use source::{SourceDecl, SourceFormat};
-pub use transform::{TransformBody, TransformDecl};
+pub use transform::{RuleDecl, RuleDeclKind, TransformBody, TransformDecl};
 
 use crate::diag::{Diagnostic, Diags};
 use reader::Table;
@@ -124,7 +124,7 @@ pub fn parse(text: &str) -> (Spec, Vec<Diagnostic>) {
 }
 
 /// The entries of a table of named tables (`[sources.NAME]`), names validated.
-fn each_table<'a, 'i>(t: &Table<'a, 'i>, d: &mut Diags, kind: &str) -> Vec<(Sp<String>, Table<'a, 'i>)> {
+pub(super) fn each_table<'a, 'i>(t: &Table<'a, 'i>, d: &mut Diags, kind: &str) -> Vec<(Sp<String>, Table<'a, 'i>)> {
     let mut out = Vec::new();
     for (k, v) in t.table.iter() {
         let name = Sp::new(k.get_ref().to_string(), k.span());

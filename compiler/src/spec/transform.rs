@@ -44,13 +44,40 @@ pub enum TransformBody {
     Repartition { partitions: Sp<i64>, by: Vec<Sp<String>> },
     Coalesce { partitions: Sp<i64> },
     Sql { query: Sp<String> },
+    Expect { rules: Vec<RuleDecl> },
 }
+
+/// `rules.NAME = { KIND = ..., on_fail = "..." }`.
+#[derive(Debug, Clone)]
+pub struct RuleDecl {
+    pub name: Sp<String>,
+    /// Checked: warn, drop, quarantine or fail.
+    pub on_fail: Option<Sp<String>>,
+    pub kind: RuleDeclKind,
+    /// The rule's table (for errors about the rule as a whole).
+    pub span: std::ops::Range<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RuleDeclKind {
+    Check(Sp<String>),
+    NotNull(Vec<Sp<String>>),
+    Unique(Vec<Sp<String>>),
+    AcceptedValues { column: Sp<String>, values: Vec<Sp<Literal>> },
+    Range { column: Sp<String>, min: Option<Sp<Literal>>, max: Option<Sp<Literal>> },
+    Regex { column: Sp<String>, pattern: Sp<String> },
+    RowCount { min: Option<Sp<i64>>, max: Option<Sp<i64>> },
+    ExistsIn { node: Sp<String>, keys: Vec<Sp<String>>, columns: Option<Vec<Sp<String>>> },
+}
+
+pub const RULE_KINDS: &[&str] = &["check", "not_null", "unique", "accepted_values", "range", "regex", "row_count", "exists_in"];
+pub const ON_FAIL: &[&str] = &["warn", "drop", "quarantine", "fail"];
 
 const TYPES: &[&str] = &[
     "filter", "select", "with_columns", "drop", "rename", "cast", "fill_null", "dedupe", "aggregate", "window", "join",
-    "union", "sort", "limit", "repartition", "coalesce", "sql",
+    "union", "sort", "limit", "repartition", "coalesce", "sql", "expect",
 ];
-const LATER_TYPES: &[&str] = &["expect", "predict"];
+const LATER_TYPES: &[&str] = &["predict"];
 pub const JOIN_HOWS: &[&str] = &["inner", "left", "right", "full", "semi", "anti", "cross"];
 pub const JOIN_STRATEGIES: &[&str] = &["auto", "broadcast", "shuffle", "salted"];
 
@@ -182,11 +209,117 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Transf
         }
         "coalesce" => count(t, "partitions", 1, d).map(|partitions| TransformBody::Coalesce { partitions }),
         "sql" => t.req_str("query", d, Some("query = \"SELECT ... FROM input_name\"")).map(|query| TransformBody::Sql { query }),
+        "expect" => match t.table("rules", d) {
+            Some(rules) => {
+                let rules: Vec<RuleDecl> = super::each_table(&rules, d, "rule").into_iter().filter_map(|(name, rt)| rule(name, &rt, d)).collect();
+                Some(TransformBody::Expect { rules })
+            }
+            None => {
+                t.req_str("rules", d, Some("rules.positive = { check = \"amount > 0\", on_fail = \"drop\" }"));
+                None
+            }
+        },
         _ => None,
     };
     t.unsupported(&["checkpoint"], d);
     t.finish(d);
-    Some(TransformDecl { name, kind, inputs: inputs?, body: body? })
+    let mut inputs = inputs?;
+    let body = body?;
+    // Nodes that rules look keys up in are inputs too (dependency order, planning).
+    if let TransformBody::Expect { rules } = &body {
+        for r in rules {
+            if let RuleDeclKind::ExistsIn { node, .. } = &r.kind {
+                if !inputs.iter().any(|i| i.value == node.value) {
+                    inputs.push(node.clone());
+                }
+            }
+        }
+    }
+    Some(TransformDecl { name, kind, inputs, body })
+}
+
+fn rule(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<RuleDecl> {
+    let on_fail = t.str("on_fail", d).filter(|o| one_of(o, ON_FAIL, "`on_fail`", d));
+    let present: Vec<&str> = RULE_KINDS.iter().copied().filter(|k| t.table.contains_key(*k)).collect();
+    if present.len() != 1 {
+        let msg = if present.is_empty() { "says what to check with none of".to_string() } else { format!("gives {} kinds of check of", present.len()) };
+        d.push(
+            Diagnostic::error("kiln::bad-rule", name.span.clone(), format!("rule `{}` {msg}: {}", name.value, RULE_KINDS.join(", ")))
+                .label("one kind of check per rule")
+                .help("e.g. rules.positive = { check = \"amount > 0\", on_fail = \"drop\" }"),
+        );
+        for k in RULE_KINDS {
+            let _ = t.get(k);
+        }
+        let _ = (t.get("column"), t.get("keys"), t.get("columns"));
+        t.finish(d);
+        return None;
+    }
+    let column = |d: &mut Diags| t.req_str("column", d, Some("the column this rule checks"));
+    let literals = |key: &'static str, d: &mut Diags| -> Vec<Sp<Literal>> {
+        match t.get(key).map(|v| (v, v.get_ref())) {
+            Some((_, toml::de::DeValue::Array(items))) => items.iter().filter_map(|i| super::reader::literal(i, &t.what, key, d)).collect(),
+            Some((v, _)) => {
+                d.push(Diagnostic::error("kiln::wrong-value-type", v.span(), format!("{}: `{key}` must be a list of values", t.what)).label("expected [ ... ]"));
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    };
+    let kind = match present[0] {
+        "check" => t.str("check", d).map(RuleDeclKind::Check),
+        "not_null" => t.str_list("not_null", d).map(|l| RuleDeclKind::NotNull(l.value)),
+        "unique" => t.str_list("unique", d).map(|l| RuleDeclKind::Unique(l.value)),
+        "accepted_values" => {
+            let values = literals("accepted_values", d);
+            column(d).map(|column| RuleDeclKind::AcceptedValues { column, values })
+        }
+        "range" => {
+            let bounds = t.table("range", d);
+            let (min, max) = match &bounds {
+                Some(b) => {
+                    let lit = |k: &'static str, d: &mut Diags| b.get(k).and_then(|v| super::reader::literal(v, &b.what, k, d));
+                    let (min, max) = (lit("min", d), lit("max", d));
+                    b.finish(d);
+                    (min, max)
+                }
+                None => (None, None),
+            };
+            if bounds.is_some() && min.is_none() && max.is_none() {
+                d.push(Diagnostic::error("kiln::bad-rule", name.span.clone(), format!("rule `{}`: a range needs `min` or `max`", name.value)).label("no bounds").help("range = { min = 0, max = 100 }"));
+            }
+            column(d).map(|column| RuleDeclKind::Range { column, min, max })
+        }
+        "regex" => {
+            let pattern = t.str("regex", d);
+            match (column(d), pattern) {
+                (Some(column), Some(pattern)) => Some(RuleDeclKind::Regex { column, pattern }),
+                _ => None,
+            }
+        }
+        "row_count" => match t.table("row_count", d) {
+            Some(b) => {
+                let (min, max) = (b.int("min", d), b.int("max", d));
+                b.finish(d);
+                Some(RuleDeclKind::RowCount { min, max })
+            }
+            None => None,
+        },
+        _ => {
+            let node = t.str("exists_in", d);
+            let keys = t.str_list("keys", d).map(|k| k.value);
+            let columns = t.str_list("columns", d).map(|c| c.value);
+            if keys.is_none() {
+                t.req_str("keys", d, Some("keys = [\"customer_id\"]: the columns whose values must exist in the other node"));
+            }
+            match (node, keys) {
+                (Some(node), Some(keys)) => Some(RuleDeclKind::ExistsIn { node, keys, columns }),
+                _ => None,
+            }
+        }
+    };
+    t.finish(d);
+    Some(RuleDecl { name, on_fail, kind: kind?, span: t.span.clone() })
 }
 
 /// A required integer of at least `min`.

@@ -420,6 +420,7 @@ pub(super) fn transform(t: &TransformDecl, inputs: &[LogicalPlan], checker: &Exp
             Op::Repartition { input: inp, partitions: partitions.value as usize, by }
         }
         TransformBody::Coalesce { partitions } => Op::Coalesce { input: inp, partitions: partitions.value as usize },
+        TransformBody::Expect { rules } => super::expect::lower(t, inputs, rules, checker, d)?,
         TransformBody::Sql { query } => {
             let tables: Vec<(String, SchemaRef)> =
                 t.inputs.iter().zip(inputs).map(|(i, p)| (i.value.clone(), Arc::new(p.schema().as_arrow().clone()))).collect();

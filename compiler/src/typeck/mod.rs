@@ -6,6 +6,7 @@
 //! sources with the pinned schemas, which gives the schema the next node sees.
 //! A node whose input failed is skipped, so one mistake is reported once.
 
+mod expect;
 mod expr;
 mod join;
 mod lower;
@@ -69,8 +70,22 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
         };
         match lowered {
             Some((n, plan)) => {
+                // An `expect` node comes with its quarantine, `NAME.quarantine`.
+                let quarantine = match &n.op {
+                    kiln::plan::Op::Expect { input, rules, .. } => {
+                        let op = kiln::plan::Op::Expect { input: input.clone(), rules: rules.clone(), output: kiln::plan::ExpectOutput::Quarantined };
+                        let name = format!("{}.quarantine", n.name);
+                        let inputs: Vec<LogicalPlan> = op.inputs().iter().filter_map(|i| plans.get(*i).cloned()).collect();
+                        kiln::transforms::build(&name, &op, &inputs).ok().map(|p| (kiln::plan::Node { name, op }, p))
+                    }
+                    _ => None,
+                };
                 plans.insert(n.name.clone(), plan);
                 nodes.push(n);
+                if let Some((q, plan)) = quarantine {
+                    plans.insert(q.name.clone(), plan);
+                    nodes.push(q);
+                }
             }
             None => explain(&mut d, before, &name.span, &format!("`{}`", name.value)),
         }

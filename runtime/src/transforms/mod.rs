@@ -5,6 +5,7 @@
 //! what was type-checked is exactly what runs.
 
 mod dedupe;
+pub mod expect;
 mod join;
 pub mod sql;
 mod window;
@@ -19,7 +20,7 @@ use crate::{Error, Result};
 /// The plan of transform `name` (`op`) over its input plans, in `op.inputs()` order.
 pub fn build(name: &str, op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
     build_unaliased(op, inputs)
-        .and_then(|plan| Ok(LogicalPlanBuilder::from(plan).alias(name)?.build()?))
+        .and_then(|plan| Ok(LogicalPlanBuilder::from(plan).alias(datafusion::common::TableReference::bare(name))?.build()?))
         .map_err(|e| match e {
             Error::Node { .. } => e,
             e => Error::in_node(name, e),
@@ -136,6 +137,7 @@ fn build_unaliased(op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
         }
         Op::Coalesce { partitions, .. } => input()?.repartition(Partitioning::RoundRobinBatch(*partitions))?.build()?,
         Op::Sql { plan, inputs: names, .. } => sql::build(plan, names, inputs)?,
+        Op::Expect { rules, output, .. } => expect::build(nth(0)?, rules, &inputs[1..], *output)?,
     };
     Ok(plan)
 }
