@@ -48,6 +48,11 @@ enum Command {
         #[arg(long = "param")]
         params: Vec<String>,
     },
+    /// Run the specs' [[tests]] in-process, without a cargo build; exit 1 if any fails.
+    Test {
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+    },
     /// Write a starter spec NAME.toml.
     New { name: String },
 }
@@ -86,6 +91,7 @@ pub fn main() -> ExitCode {
         }
         Command::Explain { spec, params } => explain(&spec, &params),
         Command::New { name } => new(&name),
+        Command::Test { specs } => test(&specs),
     }
 }
 
@@ -148,6 +154,39 @@ fn build(spec: &Path, release: bool, workspace: Option<&Path>) -> Result<PathBuf
     let dir = ws.write_crate(pipeline, &shown).map_err(fail)?;
     eprintln!("generated {}", dir.display());
     ws.cargo_build(&pipeline.name, release).map_err(fail)
+}
+
+/// Runs every spec's tests with the same plan construction the binary uses.
+fn test(specs: &[PathBuf]) -> ExitCode {
+    let start_dir = std::env::current_dir().ok();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let mut all_passed = true;
+    for spec in specs {
+        if let Some(dir) = &start_dir {
+            let _ = std::env::set_current_dir(dir);
+        }
+        let checked = match load(spec) {
+            Ok(c) => c,
+            Err(c) => return c,
+        };
+        let pipeline = match report(&checked) {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        if pipeline.tests.is_empty() {
+            println!("{}: no [[tests]]", spec.display());
+            continue;
+        }
+        println!("{}:", spec.display());
+        // Fixture paths are relative to the spec's directory.
+        if let Err(e) = std::env::set_current_dir(spec_dir(spec)) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        let outcomes = runtime.block_on(kiln::testing::run_all(pipeline));
+        all_passed &= kiln::testing::report(&outcomes, &mut std::io::stdout());
+    }
+    if all_passed { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 fn explain(spec: &Path, params: &[String]) -> ExitCode {

@@ -1,4 +1,4 @@
-//! The command line of every generated binary: `NAME run | explain | --version`.
+//! The command line of every generated binary: `NAME run | explain | test | --version`.
 
 use std::process::ExitCode;
 
@@ -41,6 +41,8 @@ enum Command {
     Run(Settings),
     /// Print each sink's logical and physical plan.
     Explain(Settings),
+    /// Run the spec's [[tests]] (exit 1 when one fails).
+    Test(Settings),
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -84,7 +86,7 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
         return ExitCode::from(2);
     };
     let settings = match &command {
-        Command::Run(s) | Command::Explain(s) => s.clone(),
+        Command::Run(s) | Command::Explain(s) | Command::Test(s) => s.clone(),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = settings.threads {
@@ -118,10 +120,12 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
                 None => Ok(()),
             }),
             Command::Explain(_) => run::explain(&pipeline, &opts).await.map(|text| print!("{text}")),
+            Command::Test(_) => crate::testing::run_and_report(&pipeline).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::TestsFailed(_)) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(match e {

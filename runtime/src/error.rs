@@ -32,6 +32,8 @@ pub enum Error {
     /// An `expect` rule with `on_fail = "fail"` tripped (exit code 3).
     #[error("{0}")]
     Expectation(String),
+    #[error("{0} test(s) failed")]
+    TestsFailed(usize),
 }
 
 impl Error {

@@ -19,6 +19,7 @@ pub mod run;
 pub mod session;
 pub mod sinks;
 pub mod sources;
+pub mod testing;
 pub mod transforms;
 
 pub use error::{Error, Result};

@@ -20,6 +20,34 @@ pub struct Pipeline {
     /// Sources and transforms, every node after all of its inputs.
     pub nodes: Vec<Node>,
     pub sinks: Vec<Sink>,
+    /// `[[tests]]`, run by `kiln test` and `NAME test`.
+    pub tests: Vec<TestCase>,
+}
+
+/// One `[[tests]]` entry: sources replaced by test data, expectations on nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestCase {
+    pub name: String,
+    /// Source name → its rows in this test. Sources not listed are empty.
+    pub inputs: Vec<(String, TestData)>,
+    pub expect: Vec<TestExpect>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestData {
+    /// One `ScalarValue` per column of the node's schema.
+    Rows(Vec<Vec<ScalarValue>>),
+    /// A fixture file (csv with header, json lines, or parquet, by extension).
+    File(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestExpect {
+    pub node: String,
+    pub rows: Option<TestData>,
+    pub count: Option<u64>,
+    /// Rows must come in the given order.
+    pub ordered: bool,
 }
 
 /// A `[params.NAME]` entry. Its value is chosen at run time:

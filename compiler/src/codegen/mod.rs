@@ -10,7 +10,7 @@ mod values;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kiln::plan::{ExpectOutput, JoinOn, JoinStrategy, Keep, Node, OnError, Op, Rule, RuleKind, Pipeline, Sink, SinkFormat, Source, SourceFormat, WriteMode};
+use kiln::plan::{ExpectOutput, JoinOn, JoinStrategy, Keep, Node, OnError, Op, Pipeline, Rule, RuleKind, Sink, SinkFormat, Source, SourceFormat, TestCase, TestData, WriteMode};
 use proc_macro2::TokenStream;
 use quote::quote;
 
@@ -98,6 +98,7 @@ fn pipeline(p: &Pipeline) -> Result<TokenStream, Unsupported> {
     };
     let nodes = p.nodes.iter().map(node).collect::<Result<Vec<_>, _>>()?;
     let sinks = p.sinks.iter().map(sink).collect::<Vec<_>>();
+    let tests = p.tests.iter().map(test).collect::<Result<Vec<_>, _>>()?;
     Ok(quote! {
         Pipeline {
             name: #name.into(),
@@ -107,6 +108,40 @@ fn pipeline(p: &Pipeline) -> Result<TokenStream, Unsupported> {
             runtime: #runtime,
             nodes: Vec::from([#(#nodes),*]),
             sinks: Vec::from([#(#sinks),*]),
+            tests: Vec::from([#(#tests),*]),
+        }
+    })
+}
+
+fn test(t: &TestCase) -> Result<TokenStream, Unsupported> {
+    let name = &t.name;
+    let inputs = t
+        .inputs
+        .iter()
+        .map(|(n, d)| test_data(d).map(|d| quote!((#n.into(), #d))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let expect = t
+        .expect
+        .iter()
+        .map(|e| {
+            let (node, ordered) = (&e.node, e.ordered);
+            let rows = option(e.rows.as_ref().map(test_data).transpose()?);
+            let count = option(e.count.map(|c| quote!(#c)));
+            Ok(quote!(TestExpect { node: #node.into(), rows: #rows, count: #count, ordered: #ordered }))
+        })
+        .collect::<Result<Vec<_>, Unsupported>>()?;
+    Ok(quote!(TestCase { name: #name.into(), inputs: Vec::from([#(#inputs),*]), expect: Vec::from([#(#expect),*]) }))
+}
+
+fn test_data(d: &TestData) -> Result<TokenStream, Unsupported> {
+    Ok(match d {
+        TestData::File(path) => quote!(TestData::File(#path.into())),
+        TestData::Rows(rows) => {
+            let rows = rows
+                .iter()
+                .map(|row| row.iter().map(values::scalar).collect::<Result<Vec<_>, _>>().map(|cells| quote!(Vec::from([#(#cells),*]))))
+                .collect::<Result<Vec<_>, _>>()?;
+            quote!(TestData::Rows(Vec::from([#(#rows),*])))
         }
     })
 }

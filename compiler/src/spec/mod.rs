@@ -8,6 +8,7 @@ mod pipeline;
 mod reader;
 mod sink;
 mod source;
+pub mod tests;
 mod transform;
 pub mod types;
 
@@ -66,6 +67,7 @@ pub struct Spec {
     pub sources: Vec<SourceDecl>,
     pub transforms: Vec<TransformDecl>,
     pub sinks: Vec<SinkDecl>,
+    pub tests: Vec<tests::TestDecl>,
     /// Sources and transforms whose declaration had errors: their names exist
     /// (so readers get no second error), but they are not planned.
     pub broken: Vec<Sp<String>>,
@@ -118,7 +120,10 @@ pub fn parse(text: &str) -> (Spec, Vec<Diagnostic>) {
     if let Some(t) = root_table.table("sinks", &mut d) {
         spec.sinks = each_table(&t, &mut d, "sink").into_iter().filter_map(|(name, t)| sink::parse(name, &t, &mut d)).collect();
     }
-    root_table.unsupported(&["models", "tests"], &mut d);
+    if let Some(v) = root_table.get("tests") {
+        spec.tests = tests::parse(v.get_ref(), v.span(), &mut d);
+    }
+    root_table.unsupported(&["models"], &mut d);
     root_table.finish(&mut d);
     (spec, d.0)
 }

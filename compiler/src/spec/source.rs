@@ -83,34 +83,12 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
             decl.partitions = partitions(t, d);
         }
         SourceFormat::Inline => {
-            match t.get("rows") {
-                Some(v) => match v.get_ref() {
-                    DeValue::Array(items) => {
-                        for item in items {
-                            match item.get_ref() {
-                                DeValue::Table(row) => {
-                                    let cells = row
-                                        .iter()
-                                        .filter_map(|(k, v)| {
-                                            literal(v, &t.what, k.get_ref(), d).map(|l| (Sp::new(k.get_ref().to_string(), k.span()), l))
-                                        })
-                                        .collect();
-                                    decl.rows.push(Sp::new(cells, item.span()));
-                                }
-                                _ => d.push(
-                                    Diagnostic::error("kiln::wrong-value-type", item.span(), format!("{}: each row must be a table", t.what))
-                                        .label("write rows as { column = value, ... }"),
-                                ),
-                            }
-                        }
-                    }
-                    _ => d.push(
-                        Diagnostic::error("kiln::wrong-value-type", v.span(), format!("{}: `rows` must be an array of tables", t.what))
-                            .label("expected rows = [ { ... }, ... ]"),
-                    ),
-                },
+            match rows(t, d) {
+                Some(r) => decl.rows = r,
                 None => {
-                    t.req_str("rows", d, Some("rows = [ { id = 1, name = \"a\" } ]"));
+                    if t.get("rows").is_none() {
+                        t.req_str("rows", d, Some("rows = [ { id = 1, name = \"a\" } ]"));
+                    }
                 }
             }
         }
@@ -174,4 +152,35 @@ fn single_byte(v: Option<Sp<String>>, key: &str, d: &mut Diags) -> Option<Sp<Str
         return None;
     }
     Some(Sp::new(text.to_string(), v.span))
+}
+
+/// Inline rows: `rows = [ { column = value, ... }, ... ]`; `None` when absent
+/// (errors in present rows are reported).
+pub(crate) fn rows(t: &Table, d: &mut Diags) -> Option<Vec<Sp<Vec<(Sp<String>, Sp<Literal>)>>>> {
+    let v = t.get("rows")?;
+    let mut out = Vec::new();
+    match v.get_ref() {
+        DeValue::Array(items) => {
+            for item in items {
+                match item.get_ref() {
+                    DeValue::Table(row) => {
+                        let cells = row
+                            .iter()
+                            .filter_map(|(k, v)| literal(v, &t.what, k.get_ref(), d).map(|l| (Sp::new(k.get_ref().to_string(), k.span()), l)))
+                            .collect();
+                        out.push(Sp::new(cells, item.span()));
+                    }
+                    _ => d.push(
+                        Diagnostic::error("kiln::wrong-value-type", item.span(), format!("{}: each row must be a table", t.what))
+                            .label("write rows as { column = value, ... }"),
+                    ),
+                }
+            }
+        }
+        _ => d.push(
+            Diagnostic::error("kiln::wrong-value-type", v.span(), format!("{}: `rows` must be an array of tables", t.what))
+                .label("expected rows = [ { ... }, ... ]"),
+        ),
+    }
+    Some(out)
 }

@@ -10,6 +10,7 @@ mod expect;
 mod expr;
 mod join;
 mod lower;
+mod tests;
 mod window;
 
 use std::collections::HashMap;
@@ -100,6 +101,7 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
             None => explain(&mut d, before, &s.name.span, &format!("sink `{}`", s.name.value)),
         }
     }
+    let tests = tests::lower(spec, &nodes, &plans, &mut d);
     if d.has_errors() || sinks.len() != spec.sinks.len() {
         // A sink whose input failed is covered by that input's error.
         return (None, d.0);
@@ -112,6 +114,7 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
         runtime: lower_runtime(spec),
         nodes,
         sinks,
+        tests,
     };
     (Some(pipeline), d.0)
 }
