@@ -90,3 +90,36 @@ fn quality_matches_duckdb() {
 fn etl_matches_duckdb() {
     check_job("etl");
 }
+
+/// `NAME test` runs the spec's [[tests]] inside the binary; `--metrics` writes
+/// the run's figures, the data-quality summary included.
+#[test]
+fn the_binary_runs_its_tests_and_writes_metrics() {
+    let binary = build_job("specs/quality.toml");
+    let out = Command::new(&binary).arg("test").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
+
+    let root = repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("metrics.json");
+    let status = Command::new(&binary)
+        .args(["run", "--param"])
+        .arg(format!("data={}", root.join("specs/data").display()))
+        .arg("--param")
+        .arg(format!("output={}", dir.path().join("out").display()))
+        .arg("--metrics")
+        .arg(&metrics)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    let quality = &json["quality"][0];
+    assert_eq!(quality["node"], "checked");
+    assert_eq!(quality["rows"], 1000);
+    let has_customer = quality["rules"].as_array().unwrap().iter().find(|r| r["rule"] == "has_customer").unwrap();
+    // specs/data/transactions.parquet has 9 rows without a customer (tests/fixtures/guide/quality/null_counts.csv).
+    assert_eq!(has_customer["failed"], 9);
+    assert_eq!(json["sinks"].as_array().unwrap().len(), 3);
+}

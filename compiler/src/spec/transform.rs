@@ -242,9 +242,9 @@ fn rule(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<RuleDecl> {
     let on_fail = t.str("on_fail", d).filter(|o| one_of(o, ON_FAIL, "`on_fail`", d));
     let present: Vec<&str> = RULE_KINDS.iter().copied().filter(|k| t.table.contains_key(*k)).collect();
     if present.len() != 1 {
-        let msg = if present.is_empty() { "says what to check with none of".to_string() } else { format!("gives {} kinds of check of", present.len()) };
+        let msg = if present.is_empty() { "says nothing to check".to_string() } else { format!("has {} kinds of check ({})", present.len(), present.join(", ")) };
         d.push(
-            Diagnostic::error("kiln::bad-rule", name.span.clone(), format!("rule `{}` {msg}: {}", name.value, RULE_KINDS.join(", ")))
+            Diagnostic::error("kiln::bad-rule", name.span.clone(), format!("rule `{}` {msg}; give exactly one of: {}", name.value, RULE_KINDS.join(", ")))
                 .label("one kind of check per rule")
                 .help("e.g. rules.positive = { check = \"amount > 0\", on_fail = \"drop\" }"),
         );
