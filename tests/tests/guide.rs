@@ -121,5 +121,5 @@ fn the_binary_runs_its_tests_and_writes_metrics() {
     let has_customer = quality["rules"].as_array().unwrap().iter().find(|r| r["rule"] == "has_customer").unwrap();
     // specs/data/transactions.parquet has 9 rows without a customer (tests/fixtures/guide/quality/null_counts.csv).
     assert_eq!(has_customer["failed"], 9);
-    assert_eq!(json["sinks"].as_array().unwrap().len(), 3);
+    assert_eq!(json["sinks"].as_array().unwrap().len(), 2);
 }
