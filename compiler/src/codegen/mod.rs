@@ -133,15 +133,21 @@ fn test(t: &TestCase) -> Result<TokenStream, Unsupported> {
     Ok(quote!(TestCase { name: #name.into(), inputs: Vec::from([#(#inputs),*]), expect: Vec::from([#(#expect),*]) }))
 }
 
+/// Rows of values: `Vec::from([Vec::from([...]), ...])`.
+fn rows_tokens(rows: &[Vec<datafusion::common::ScalarValue>]) -> Result<TokenStream, Unsupported> {
+    let rows = rows
+        .iter()
+        .map(|row| row.iter().map(values::scalar).collect::<Result<Vec<_>, _>>().map(|cells| quote!(Vec::from([#(#cells),*]))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(quote!(Vec::from([#(#rows),*])))
+}
+
 fn test_data(d: &TestData) -> Result<TokenStream, Unsupported> {
     Ok(match d {
         TestData::File(path) => quote!(TestData::File(#path.into())),
         TestData::Rows(rows) => {
-            let rows = rows
-                .iter()
-                .map(|row| row.iter().map(values::scalar).collect::<Result<Vec<_>, _>>().map(|cells| quote!(Vec::from([#(#cells),*]))))
-                .collect::<Result<Vec<_>, _>>()?;
-            quote!(TestData::Rows(Vec::from([#(#rows),*])))
+            let rows = rows_tokens(rows)?;
+            quote!(TestData::Rows(#rows))
         }
     })
 }
@@ -346,11 +352,8 @@ fn source(s: &Source) -> Result<TokenStream, Unsupported> {
         SourceFormat::Json => quote!(SourceFormat::Json),
         SourceFormat::Avro => quote!(SourceFormat::Avro),
         SourceFormat::Inline(rows) => {
-            let rows = rows
-                .iter()
-                .map(|row| row.iter().map(values::scalar).collect::<Result<Vec<_>, _>>().map(|cells| quote!(Vec::from([#(#cells),*]))))
-                .collect::<Result<Vec<_>, _>>()?;
-            quote!(SourceFormat::Inline(Vec::from([#(#rows),*])))
+            let rows = rows_tokens(rows)?;
+            quote!(SourceFormat::Inline(#rows))
         }
     };
     let path = &s.path;
