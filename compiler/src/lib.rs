@@ -5,6 +5,7 @@
 //! resolve          Spec               → resolve::Graph (names, inputs, cycles, order)
 //! schemas::read    Spec + disk        → Parquet footer schemas (the only IO)
 //! typeck           Spec + Graph + …   → kiln::plan::Pipeline (expressions checked by DataFusion)
+//! hint_warnings    Pipeline + disk    → join hints that the data's size makes look wrong (kiln::strategy)
 //! codegen          Pipeline           → the files of a job crate
 //! ```
 //!
@@ -87,6 +88,9 @@ pub fn check_text(path: &Path, text: &str, base: &Path) -> Checked {
     let input = typeck::Input { spec: &spec, graph: &graph, file_schemas: &file_schemas, text, spec_hash: spec_hash(text) };
     let (pipeline, typeck_diags) = typeck::typeck(&input);
     diagnostics.extend(typeck_diags);
+    if let Some(p) = &pipeline {
+        diagnostics.extend(hint_warnings(&spec, p, base));
+    }
     // Whatever the code generator cannot express yet is a check error too.
     if let Some(p) = &pipeline {
         let info = codegen::CrateInfo { spec_path: "", runtime_path: "" };
@@ -100,6 +104,30 @@ pub fn check_text(path: &Path, text: &str, base: &Path) -> Checked {
     diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
     let failed = diagnostics.iter().any(Diagnostic::is_error);
     Checked { file, pipeline: if failed { None } else { pipeline }, diagnostics }
+}
+
+/// Join hints that look wrong for the spec's default data, as warnings at the
+/// join's `strategy` (the binary decides `auto` joins from the data it reads).
+fn hint_warnings(spec: &spec::Spec, pipeline: &kiln::plan::Pipeline, base: &Path) -> Vec<Diagnostic> {
+    let Ok(values) = kiln::params::resolve(&pipeline.params, &[], |_| None) else { return Vec::new() };
+    let estimates = kiln::stats::estimate(pipeline, &values, base);
+    let choices = kiln::strategy::choose(pipeline, &estimates, None);
+    choices
+        .warnings
+        .into_iter()
+        .filter_map(|(node, message)| {
+            let t = spec.transforms.iter().find(|t| t.name.value == node)?;
+            let span = match &t.body {
+                spec::TransformBody::Join { strategy: Some(s), .. } => s.span.clone(),
+                _ => t.name.span.clone(),
+            };
+            Some(
+                Diagnostic::warning("kiln::suspicious-hint", span, message)
+                    .label("on the spec's default data")
+                    .help("every partition holds a copy of a broadcast side; strategy = \"shuffle\" (or \"auto\") may suit better"),
+            )
+        })
+        .collect()
 }
 
 /// Reads and checks a spec file.

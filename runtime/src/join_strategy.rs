@@ -37,6 +37,9 @@ pub enum Hint {
     Broadcast,
     /// Both sides are hash-partitioned on the join keys.
     Shuffle,
+    /// Both sides sorted on the keys and merged: spills instead of holding a
+    /// hash table in memory.
+    SortMerge,
 }
 
 impl fmt::Display for Hint {
@@ -44,6 +47,7 @@ impl fmt::Display for Hint {
         f.write_str(match self {
             Hint::Broadcast => "broadcast",
             Hint::Shuffle => "shuffle",
+            Hint::SortMerge => "sort_merge",
         })
     }
 }
@@ -185,9 +189,12 @@ impl PhysicalOptimizerRule for JoinStrategyRule {
                 let (left, right) = (find(join.left()), find(join.right()));
                 let Some(hint) = left.or(right) else { return Ok(Transformed::no(node)) };
                 let children = vec![strip(join.left())?, strip(join.right())?];
+                if hint == Hint::SortMerge {
+                    return sort_merge(join, children).map(Transformed::yes);
+                }
                 let mode = match hint {
                     Hint::Broadcast => PartitionMode::CollectLeft,
-                    Hint::Shuffle => PartitionMode::Partitioned,
+                    Hint::Shuffle | Hint::SortMerge => PartitionMode::Partitioned,
                 };
                 let join = join.builder().with_new_children(children)?.with_partition_mode(mode).build()?;
                 // The broadcast side must be the build (left) side.
@@ -211,6 +218,34 @@ impl PhysicalOptimizerRule for JoinStrategyRule {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// The same join as a sort-merge join (DataFusion adds the sorts and the
+/// partitioning it needs), with the hash join's embedded projection kept.
+fn sort_merge(join: &HashJoinExec, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::physical_plan::joins::SortMergeJoinExec;
+    let [left, right]: [Arc<dyn ExecutionPlan>; 2] = children.try_into().map_err(|_| datafusion::error::DataFusionError::Internal("a join has two inputs".into()))?;
+    let options = vec![SortOptions::default(); join.on().len()];
+    let smj: Arc<dyn ExecutionPlan> =
+        Arc::new(SortMergeJoinExec::try_new(left, right, join.on().to_vec(), join.filter().cloned(), *join.join_type(), options, join.null_equality())?);
+    if !join.contains_projection() {
+        return Ok(smj);
+    }
+    let schema = join.schema();
+    let full = smj.schema();
+    let exprs: Vec<datafusion::physical_plan::projection::ProjectionExpr> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let i = full.index_of(f.name())?;
+            Ok(datafusion::physical_plan::projection::ProjectionExpr {
+                expr: Arc::new(datafusion::physical_expr::expressions::Column::new(f.name(), i)),
+                alias: f.name().clone(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Arc::new(ProjectionExec::try_new(exprs, smj)?))
 }
 
 /// The hint directly below a join input (projections may sit in between).

@@ -19,6 +19,8 @@ pub mod run;
 pub mod session;
 pub mod sinks;
 pub mod sources;
+pub mod stats;
+pub mod strategy;
 pub mod testing;
 pub mod transforms;
 

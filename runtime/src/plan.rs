@@ -69,6 +69,8 @@ pub struct RuntimeOptions {
     /// Bytes; operators that can spill do so past it.
     pub memory_limit: Option<u64>,
     pub spill_dir: Option<String>,
+    /// Bytes: an `auto` join broadcasts a side under this (default 10 MB).
+    pub broadcast_threshold: Option<u64>,
 }
 
 /// One source or transform. Its output is visible to later nodes under `name`.
@@ -219,6 +221,8 @@ pub enum JoinStrategy {
     Broadcast { side: Side },
     /// Both sides hash-partitioned on the keys.
     Shuffle,
+    /// Both sides sorted and merged; spills when memory runs short.
+    SortMerge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,6 +318,14 @@ pub struct Source {
     pub schema: SchemaRef,
     /// Hive-style partition columns (`year=2024/` directories), in directory order.
     pub partitions: Vec<(String, DataType)>,
+    /// The spec's `rows`/`size` hints, which beat what the files say.
+    pub hints: SizeHints,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SizeHints {
+    pub rows: Option<u64>,
+    pub bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -68,6 +68,12 @@ pub async fn node_plans(
     node_plans_reading(pipeline, ctx, values, &HashMap::new()).await
 }
 
+/// Size estimates of this run's data and the join strategies they lead to.
+pub fn choices(pipeline: &Pipeline, values: &Values) -> crate::strategy::Choices {
+    let estimates = crate::stats::estimate(pipeline, values, std::path::Path::new(""));
+    crate::strategy::choose(pipeline, &estimates, None)
+}
+
 /// [`node_plans`], with some sources read from other paths (source name → path).
 pub async fn node_plans_reading(
     pipeline: &Pipeline,
@@ -75,9 +81,19 @@ pub async fn node_plans_reading(
     values: &Values,
     read_from: &HashMap<String, String>,
 ) -> Result<HashMap<String, LogicalPlan>> {
+    let choices = choices(pipeline, values);
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     for node in &pipeline.nodes {
-        let plan = match &node.op {
+        // `auto` joins get the strategy chosen from the data this run reads.
+        let chosen;
+        let op = match (&node.op, choices.strategies.get(&node.name)) {
+            (Op::Join { left, right, how, on, strategy: crate::plan::JoinStrategy::Auto }, Some(s)) => {
+                chosen = Op::Join { left: left.clone(), right: right.clone(), how: *how, on: on.clone(), strategy: *s };
+                &chosen
+            }
+            (op, _) => op,
+        };
+        let plan = match op {
             Op::Source(source) => sources::scan(ctx, &node.name, source, values, read_from.get(&node.name).map(String::as_str))
                 .await
                 .map_err(|e| Error::in_node(&node.name, e))?,
@@ -298,6 +314,7 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
     let values = params::resolve(&pipeline.params, &opts.params, env)?;
     let ctx = session::context(&opts.session.clone().over(&pipeline.runtime))?;
     let plans = node_plans(pipeline, &ctx, &values).await?;
+    let choices = choices(pipeline, &values);
     let mut out = String::new();
     let _ = writeln!(out, "== nodes ==");
     for node in &pipeline.nodes {
@@ -308,8 +325,9 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
             }
             Op::Join { how, strategy, .. } => {
                 let strategy = match strategy {
-                    crate::plan::JoinStrategy::Auto => "auto (DataFusion decides from statistics)".to_string(),
+                    crate::plan::JoinStrategy::Auto => "auto".to_string(),
                     crate::plan::JoinStrategy::Shuffle => "shuffle".to_string(),
+                    crate::plan::JoinStrategy::SortMerge => "sort-merge".to_string(),
                     crate::plan::JoinStrategy::Broadcast { side } => format!("broadcast of the {side:?} side").to_lowercase(),
                 };
                 format!("join <- {} ({}, strategy {strategy})", node.op.inputs().join(", "), how.name())
@@ -319,6 +337,9 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
         let columns: Vec<String> =
             plans[&node.name].schema().fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
         let _ = writeln!(out, "{}: {kind}\n    ({})", node.name, columns.join(", "));
+        for (_, note) in choices.notes.iter().filter(|(n, _)| *n == node.name) {
+            let _ = writeln!(out, "    {note}");
+        }
     }
     for sink in &pipeline.sinks {
         let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());

@@ -71,9 +71,9 @@ fn with_inputs(pipeline: &Pipeline, test: &TestCase) -> Pipeline {
         let Op::Source(source) = &mut node.op else { continue };
         let data = test.inputs.iter().find(|(n, _)| *n == node.name).map(|(_, d)| d);
         *source = match data {
-            None => Source { format: SourceFormat::Inline(Vec::new()), path: String::new(), schema: source.schema.clone(), partitions: Vec::new() },
-            Some(TestData::Rows(rows)) => Source { format: SourceFormat::Inline(rows.clone()), path: String::new(), schema: source.schema.clone(), partitions: Vec::new() },
-            Some(TestData::File(path)) => Source { format: fixture_format(path), path: path.clone(), schema: source.schema.clone(), partitions: Vec::new() },
+            None => Source { format: SourceFormat::Inline(Vec::new()), path: String::new(), schema: source.schema.clone(), partitions: Vec::new(), hints: Default::default() },
+            Some(TestData::Rows(rows)) => Source { format: SourceFormat::Inline(rows.clone()), path: String::new(), schema: source.schema.clone(), partitions: Vec::new(), hints: Default::default() },
+            Some(TestData::File(path)) => Source { format: fixture_format(path), path: path.clone(), schema: source.schema.clone(), partitions: Vec::new(), hints: Default::default() },
         };
     }
     p
@@ -123,7 +123,7 @@ async fn run_one(pipeline: &Pipeline, test: &TestCase) -> Result<Vec<String>> {
 /// A fixture's rows, read with the node's schema.
 async fn read_fixture(ctx: &SessionContext, path: &str, plan: &datafusion::logical_expr::LogicalPlan) -> Result<Vec<Vec<ScalarValue>>> {
     let schema = std::sync::Arc::new(plan.schema().as_arrow().clone());
-    let source = Source { format: fixture_format(path), path: path.to_string(), schema, partitions: Vec::new() };
+    let source = Source { format: fixture_format(path), path: path.to_string(), schema, partitions: Vec::new(), hints: Default::default() };
     let plan = crate::sources::scan(ctx, "fixture", &source, &Default::default(), None).await?;
     let batches = DataFrame::new(ctx.state(), plan).collect().await?;
     Ok(rows_of(&batches))

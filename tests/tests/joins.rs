@@ -175,3 +175,51 @@ fn hints_do_not_change_results() {
         }
     }
 }
+
+#[test]
+fn sort_merge_joins_give_the_same_rows() {
+    for how in ["inner", "left", "right", "full", "semi", "anti"] {
+        let mut p = join(&format!("left = \"orders\"\nright = \"customers\"\non = [\"cust\"]\nhow = \"{how}\""));
+        let plain = sorted(node_rows(&p, "x", &[]));
+        for node in &mut p.nodes {
+            if let kiln::plan::Op::Join { strategy, .. } = &mut node.op {
+                *strategy = kiln::plan::JoinStrategy::SortMerge;
+            }
+        }
+        assert_eq!(sorted(node_rows(&p, "x", &[])), plain, "{how}");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let plan = rt.block_on(kiln::run::explain(&p, &Default::default())).unwrap();
+        assert!(plan.contains("SortMergeJoin"), "{plan}");
+    }
+}
+
+#[test]
+fn auto_joins_are_decided_from_the_data_and_explained() {
+    // customers.parquet (100k rows, ~3.4 MB) is under the default 10 MB threshold: broadcast.
+    let spec = |extra: &str| {
+        format!(
+            "[pipeline]\nname = \"a\"\n{extra}\n[sources.orders]\nformat = \"parquet\"\npath = \"specs/data/orders_skewed.parquet\"\n[sources.customers]\nformat = \"parquet\"\npath = \"specs/data/customers.parquet\"\n[transforms.x]\ntype = \"join\"\nleft = \"orders\"\nright = \"customers\"\non = [\"customer_id\"]\nhow = \"right\"\n{{STRATEGY}}\n[sinks.out]\ninput = \"x\"\nformat = \"console\"\n"
+        )
+    };
+    let p = pipeline(&spec("").replace("{STRATEGY}", ""));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cwd_relative = rt.block_on(async {
+        let root = kiln_tests::repo_root();
+        let values = kiln::params::resolve(&p.params, &[], |_| None).unwrap();
+        let estimates = kiln::stats::estimate(&p, &values, &root);
+        kiln::strategy::choose(&p, &estimates, None)
+    });
+    // A right join keeps every right row: only the left (orders, 1k rows) may be broadcast.
+    assert_eq!(cwd_relative.strategies["x"], kiln::plan::JoinStrategy::Broadcast { side: kiln::plan::Side::Left });
+    let notes: Vec<&str> = cwd_relative.notes.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(notes.iter().any(|n| n.starts_with("estimate: ~100 k rows, ~3.2 MB (Parquet footers of 1 file(s))")), "{notes:?}");
+    assert!(notes.iter().any(|n| n.starts_with("join strategy: broadcast `orders`")), "{notes:?}");
+
+    // A broadcast hint on a side far over the threshold is a warning at check time.
+    let text = spec("[runtime]\nbroadcast_threshold = \"100KB\"").replace("{STRATEGY}", "strategy = \"broadcast\"").replace("how = \"right\"", "how = \"right\"");
+    let text = text.replace("left = \"orders\"\nright = \"customers\"", "left = \"customers\"\nright = \"orders\"");
+    let checked = kiln_compiler::check_text(std::path::Path::new("a.toml"), &text, &kiln_tests::repo_root());
+    assert!(!checked.has_errors(), "{}", checked.render(false));
+    let shown = checked.render(false);
+    assert!(shown.contains("warning[kiln::suspicious-hint]") && shown.contains("broadcasting `customers`, estimated at ~100 k rows"), "{shown}");
+}

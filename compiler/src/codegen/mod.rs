@@ -94,7 +94,8 @@ fn pipeline(p: &Pipeline) -> Result<TokenStream, Unsupported> {
         let bs = option(r.batch_size.map(|v| quote!(#v)));
         let ml = option(r.memory_limit.map(|v| quote!(#v)));
         let sd = option(r.spill_dir.as_ref().map(|v| quote!(#v.into())));
-        quote!(RuntimeOptions { target_partitions: #tp, batch_size: #bs, memory_limit: #ml, spill_dir: #sd })
+        let bt = option(r.broadcast_threshold.map(|v| quote!(#v)));
+        quote!(RuntimeOptions { target_partitions: #tp, batch_size: #bs, memory_limit: #ml, spill_dir: #sd, broadcast_threshold: #bt })
     };
     let nodes = p.nodes.iter().map(node).collect::<Result<Vec<_>, _>>()?;
     let sinks = p.sinks.iter().map(sink).collect::<Vec<_>>();
@@ -287,6 +288,7 @@ fn node(n: &Node) -> Result<TokenStream, Unsupported> {
             let strategy = match strategy {
                 JoinStrategy::Auto => quote!(JoinStrategy::Auto),
                 JoinStrategy::Shuffle => quote!(JoinStrategy::Shuffle),
+                JoinStrategy::SortMerge => quote!(JoinStrategy::SortMerge),
                 JoinStrategy::Broadcast { side } => {
                     let side = syn::Ident::new(&format!("{side:?}"), proc_macro2::Span::call_site());
                     quote!(JoinStrategy::Broadcast { side: Side::#side })
@@ -362,7 +364,12 @@ fn source(s: &Source) -> Result<TokenStream, Unsupported> {
         .iter()
         .map(|(n, t)| values::data_type(t).map(|t| quote!((#n.into(), #t))))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(quote!(Source { format: #format, path: #path.into(), schema: schema(Vec::from([#(#fields),*])), partitions: Vec::from([#(#partitions),*]) }))
+    let hints = {
+        let rows = option(s.hints.rows.map(|v| quote!(#v)));
+        let bytes = option(s.hints.bytes.map(|v| quote!(#v)));
+        quote!(SizeHints { rows: #rows, bytes: #bytes })
+    };
+    Ok(quote!(Source { format: #format, path: #path.into(), schema: schema(Vec::from([#(#fields),*])), partitions: Vec::from([#(#partitions),*]), hints: #hints }))
 }
 
 fn sink(s: &Sink) -> TokenStream {

@@ -32,6 +32,9 @@ pub struct SourceDecl {
     pub on_error: Option<Sp<String>>,
     /// csv with on_error = "quarantine": where the bad lines go.
     pub quarantine: Option<Sp<String>>,
+    /// Statistics hints for the join planner (file sources): rows, and bytes as written (`size = "2GB"`).
+    pub rows_hint: Option<Sp<i64>>,
+    pub size_hint: Option<Sp<String>>,
     /// Hive partition columns → type name (`string` when given as a list).
     pub partitions: Vec<(Sp<String>, Sp<String>)>,
     /// Inline rows: column → literal, in the order written.
@@ -75,6 +78,8 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
         on_error: None,
         quarantine: None,
         partitions: Vec::new(),
+        rows_hint: None,
+        size_hint: None,
         rows: Vec::new(),
     };
     match format {
@@ -117,10 +122,15 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
     if matches!(format, SourceFormat::Csv | SourceFormat::Json) {
         decl.infer_schema = t.bool("infer_schema", d);
     }
-    t.unsupported(&["size"], d);
     if format != SourceFormat::Inline {
-        // `rows` is a statistics hint for file sources (used by the join planner, issue 4).
-        t.unsupported(&["rows"], d);
+        // Statistics hints for the join planner, when metadata cannot be read at compile time.
+        decl.rows_hint = t.int("rows", d);
+        decl.size_hint = t.str("size", d);
+        if let Some(s) = &decl.size_hint {
+            if kiln::session::parse_size(&s.value).is_none() {
+                d.push(Diagnostic::error("kiln::bad-value", s.span.clone(), format!("{}: `size` must be a size such as 512MB or 2GB", t.what)).label("not a size"));
+            }
+        }
     }
     t.finish(d);
     Some(decl)

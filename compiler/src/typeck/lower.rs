@@ -99,7 +99,11 @@ pub(super) fn source(s: &SourceDecl, files: &FileSchemas, d: &mut Diags) -> Opti
         }
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
-    let source = Source { format, path: s.path.as_ref().map(|p| p.value.clone()).unwrap_or_default(), schema, partitions };
+    let hints = kiln::plan::SizeHints {
+        rows: s.rows_hint.as_ref().map(|r| r.value.max(0) as u64),
+        bytes: s.size_hint.as_ref().and_then(|b| kiln::session::parse_size(&b.value)),
+    };
+    let source = Source { format, path: s.path.as_ref().map(|p| p.value.clone()).unwrap_or_default(), schema, partitions, hints };
     let plan = kiln::sources::empty(&s.name.value, &source).ok()?;
     Some((Node { name: s.name.value.clone(), op: Op::Source(source) }, plan))
 }

@@ -126,6 +126,7 @@ fn lower_runtime(spec: &Spec) -> RuntimeOptions {
         batch_size: r.batch_size.as_ref().map(|v| v.value as usize),
         memory_limit: r.memory_limit.as_ref().and_then(|v| kiln::session::parse_size(&v.value)),
         spill_dir: r.spill_dir.as_ref().map(|v| v.value.clone()),
+        broadcast_threshold: r.broadcast_threshold.as_ref().and_then(|v| kiln::session::parse_size(&v.value)),
     }
 }
 

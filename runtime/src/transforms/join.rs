@@ -16,6 +16,7 @@ pub(super) fn build(left: LogicalPlan, right: LogicalPlan, how: JoinHow, on: &Jo
         JoinStrategy::Broadcast { side: Side::Left } => (hint(left, Hint::Broadcast), right),
         JoinStrategy::Broadcast { side: Side::Right } => (left, hint(right, Hint::Broadcast)),
         JoinStrategy::Shuffle => (left, hint(right, Hint::Shuffle)),
+        JoinStrategy::SortMerge => (left, hint(right, Hint::SortMerge)),
     };
     let join_type = match how {
         JoinHow::Inner | JoinHow::Cross => JoinType::Inner,
