@@ -105,7 +105,8 @@ pub enum Op {
         frame: Option<WindowFrame>,
         columns: Vec<(String, WindowCall)>,
     },
-    Join { left: String, right: String, how: JoinHow, on: JoinOn, strategy: JoinStrategy },
+    /// `salt` is set when the spec declares it (`strategy = "salted"`, or hot keys).
+    Join { left: String, right: String, how: JoinHow, on: JoinOn, strategy: JoinStrategy, salt: Option<Salt> },
     /// `by_name`: columns matched by name (missing ones are null), else by position.
     Union { inputs: Vec<String>, by_name: bool, distinct: bool },
     Sort { input: String, order_by: Vec<SortExpr> },
@@ -223,6 +224,23 @@ pub enum JoinStrategy {
     Shuffle,
     /// Both sides sorted and merged; spills when memory runs short.
     SortMerge,
+    /// Hot keys of the left (big) side spread over `Salt::buckets` (see [`Salt`]).
+    Salted,
+}
+
+/// Salting for skewed keys: left rows whose key is hot get a salt in
+/// `0..buckets`, and only the right rows with those keys are replicated
+/// `buckets` times; every other key joins unsalted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Salt {
+    /// `None`: twice the session's target partitions.
+    pub buckets: Option<usize>,
+    /// Declared hot keys (values of the single join key).
+    pub hot_keys: Vec<ScalarValue>,
+    /// Count the left side's keys in a pre-pass at run time; keys holding at
+    /// least `threshold` of its rows are hot (added to the declared ones).
+    pub detect: bool,
+    pub threshold: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

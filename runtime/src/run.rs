@@ -68,6 +68,48 @@ pub async fn node_plans(
     node_plans_reading(pipeline, ctx, values, &HashMap::new()).await
 }
 
+/// The left side's join-key values holding at least `threshold` of its rows:
+/// (value, rows, total rows), most frequent first. One aggregate pass.
+async fn detect_hot_keys(ctx: &SessionContext, left: LogicalPlan, on: &crate::plan::JoinOn, threshold: f64) -> Result<Vec<(datafusion::common::ScalarValue, u64, u64)>> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::logical_expr::{Expr, lit};
+    let key = match on {
+        crate::plan::JoinOn::Using(keys) if keys.len() == 1 => {
+            let (q, f) = left.schema().qualified_field_with_unqualified_name(&keys[0])?;
+            Expr::Column(datafusion::common::Column::new(q.cloned(), f.name()))
+        }
+        crate::plan::JoinOn::Keys { left: l, .. } if l.len() == 1 => l[0].clone(),
+        _ => return Err(Error::Usage("salting needs a join on one key".into())),
+    };
+    let counts = DataFrame::new(ctx.state(), left)
+        .aggregate(vec![key.alias("__kiln_key")], vec![count(lit(1)).alias("__kiln_rows")])?
+        .cache()
+        .await?;
+    let total_batches = counts.clone().aggregate(vec![], vec![datafusion::functions_aggregate::expr_fn::sum(crate::expr::col("__kiln_rows")).alias("t")])?.collect().await?;
+    let total = total_batches
+        .iter()
+        .find(|b| b.num_rows() > 0 && !b.column(0).is_null(0))
+        .map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0).max(0) as u64);
+    let min_rows = (threshold * total as f64).ceil().max(1.0) as i64;
+    let top = counts
+        .filter(crate::expr::col("__kiln_key").is_not_null().and(crate::expr::col("__kiln_rows").gt_eq(lit(min_rows))))?
+        .sort(vec![crate::expr::col("__kiln_rows").sort(false, false)])?
+        .limit(0, Some(64))?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    for b in &top {
+        for i in 0..b.num_rows() {
+            let key = datafusion::common::ScalarValue::try_from_array(b.column(0), i)?;
+            let rows = b.column(1).as_primitive::<Int64Type>().value(i).max(0) as u64;
+            out.push((key, rows, total));
+        }
+    }
+    Ok(out)
+}
+
 /// Size estimates of this run's data and the join strategies they lead to.
 pub fn choices(pipeline: &Pipeline, values: &Values) -> crate::strategy::Choices {
     let estimates = crate::stats::estimate(pipeline, values, std::path::Path::new(""));
@@ -87,11 +129,38 @@ pub async fn node_plans_reading(
         // `auto` joins get the strategy chosen from the data this run reads.
         let chosen;
         let op = match (&node.op, choices.strategies.get(&node.name)) {
-            (Op::Join { left, right, how, on, strategy: crate::plan::JoinStrategy::Auto }, Some(s)) => {
-                chosen = Op::Join { left: left.clone(), right: right.clone(), how: *how, on: on.clone(), strategy: *s };
+            (Op::Join { left, right, how, on, strategy: crate::plan::JoinStrategy::Auto, salt }, Some(s)) => {
+                chosen = Op::Join { left: left.clone(), right: right.clone(), how: *how, on: on.clone(), strategy: *s, salt: salt.clone() };
                 &chosen
             }
             (op, _) => op,
+        };
+        // Salted joins: default buckets from the session, hot keys counted if asked.
+        let salted;
+        let op = match op {
+            Op::Join { left, salt: Some(salt), strategy: crate::plan::JoinStrategy::Salted, on, .. } => {
+                let mut salt = salt.clone();
+                salt.buckets = Some(salt.buckets.unwrap_or(2 * ctx.state().config().target_partitions()));
+                if salt.detect {
+                    let left_plan = plans.get(left).cloned().ok_or_else(|| Error::in_node(&node.name, "left input not planned"))?;
+                    let found = detect_hot_keys(ctx, left_plan, on, salt.threshold).await.map_err(|e| Error::in_node(&node.name, e))?;
+                    for (key, rows, total) in &found {
+                        eprintln!("join `{}`: hot key {key} holds {rows} of {total} rows ({:.1}%): salted", node.name, *rows as f64 * 100.0 / (*total).max(1) as f64);
+                    }
+                    for (key, _, _) in found {
+                        if !salt.hot_keys.contains(&key) {
+                            salt.hot_keys.push(key);
+                        }
+                    }
+                }
+                let mut op = op.clone();
+                if let Op::Join { salt: s, .. } = &mut op {
+                    *s = Some(salt);
+                }
+                salted = op;
+                &salted
+            }
+            op => op,
         };
         let plan = match op {
             Op::Source(source) => sources::scan(ctx, &node.name, source, values, read_from.get(&node.name).map(String::as_str))
@@ -328,6 +397,7 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
                     crate::plan::JoinStrategy::Auto => "auto".to_string(),
                     crate::plan::JoinStrategy::Shuffle => "shuffle".to_string(),
                     crate::plan::JoinStrategy::SortMerge => "sort-merge".to_string(),
+                    crate::plan::JoinStrategy::Salted => "salted".to_string(),
                     crate::plan::JoinStrategy::Broadcast { side } => format!("broadcast of the {side:?} side").to_lowercase(),
                 };
                 format!("join <- {} ({}, strategy {strategy})", node.op.inputs().join(", "), how.name())

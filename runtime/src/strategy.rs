@@ -43,7 +43,13 @@ pub fn choose(pipeline: &Pipeline, estimates: &HashMap<String, (Estimate, String
             let text = if e.rows.is_nan() { format!("estimate: {from}") } else if from.is_empty() { format!("estimate: {e}") } else { format!("estimate: {e} ({from})") };
             out.notes.push((node.name.clone(), text));
         }
-        let Op::Join { left, right, how, strategy, .. } = &node.op else { continue };
+        let Op::Join { left, right, how, strategy, salt, .. } = &node.op else { continue };
+        // Declared or detected hot keys make an `auto` join salted.
+        if *strategy == JoinStrategy::Auto && salt.as_ref().is_some_and(|s| !s.hot_keys.is_empty() || s.detect) {
+            out.strategies.insert(node.name.clone(), JoinStrategy::Salted);
+            out.notes.push((node.name.clone(), "join strategy: salted: hot keys are declared or detected".into()));
+            continue;
+        }
         let known = |n: &str| estimates.get(n).map(|(e, _)| *e).filter(|e| !e.bytes.is_nan());
         let (le, re) = (known(left), known(right));
         let allowed: &[Side] = match how {
@@ -94,6 +100,7 @@ pub fn choose(pipeline: &Pipeline, estimates: &HashMap<String, (Estimate, String
             }
             JoinStrategy::Shuffle => (*strategy, "shuffle (hint)".into()),
             JoinStrategy::SortMerge => (*strategy, "sort-merge (hint)".into()),
+            JoinStrategy::Salted => (*strategy, "salted: hot keys of the left side spread over buckets, the rest unsalted (hint)".into()),
         };
         out.strategies.insert(node.name.clone(), chosen);
         out.notes.push((node.name.clone(), format!("join strategy: {reason}")));
@@ -121,7 +128,7 @@ mod tests {
             nodes: vec![
                 source("big"),
                 source("small"),
-                Node { name: "j".into(), op: Op::Join { left: "big".into(), right: "small".into(), how, on: JoinOn::Using(vec!["k".into()]), strategy } },
+                Node { name: "j".into(), op: Op::Join { left: "big".into(), right: "small".into(), how, on: JoinOn::Using(vec!["k".into()]), strategy, salt: None } },
             ],
             sinks: vec![],
             tests: vec![],

@@ -223,3 +223,33 @@ fn auto_joins_are_decided_from_the_data_and_explained() {
     let shown = checked.render(false);
     assert!(shown.contains("warning[kiln::suspicious-hint]") && shown.contains("broadcasting `customers`, estimated at ~100 k rows"), "{shown}");
 }
+
+/// Salting only moves hot-key rows around: every join type it supports gives
+/// the unsalted rows, with NULL keys, hot keys missing on the right, and keys
+/// missing everywhere.
+#[test]
+fn salted_joins_equal_unsalted_ones() {
+    for how in ["inner", "left", "semi", "anti"] {
+        let on = format!("left = \"orders\"\nright = \"customers\"\non = [\"cust\"]\nhow = \"{how}\"");
+        let plain = rows(&on);
+        for salt in [
+            "strategy = \"salted\"\nsalt = { buckets = 3, hot_keys = [\"a\", \"c\", \"zz\"] }",
+            "salt = { hot_keys = [\"a\"] }",
+            "strategy = \"salted\"\nsalt = { buckets = 4, detect = true, threshold = 0.3 }",
+        ] {
+            assert_eq!(rows(&format!("{on}\n{salt}")), plain, "{how} with {salt}");
+        }
+        let keys = format!("left = \"orders\"\nright = \"accounts\"\non = [\"orders.cust = accounts.id\"]\nhow = \"{how}\"");
+        assert_eq!(rows(&format!("{keys}\nstrategy = \"salted\"\nsalt = {{ buckets = 2, hot_keys = [\"a\", \"b\"] }}")), rows(&keys), "{how} on a condition");
+    }
+}
+
+#[test]
+fn salted_plans_split_hot_and_cold_keys() {
+    let p = join("left = \"orders\"\nright = \"customers\"\non = [\"cust\"]\nstrategy = \"salted\"\nsalt = { buckets = 3, hot_keys = [\"a\"] }");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let plan = rt.block_on(kiln::run::explain(&p, &Default::default())).unwrap();
+    assert!(plan.contains("Union"), "{plan}");
+    assert!(plan.contains("__kiln_salt"), "{plan}");
+    assert!(plan.contains("join strategy: salted"), "{plan}");
+}

@@ -271,7 +271,7 @@ fn node(n: &Node) -> Result<TokenStream, Unsupported> {
                 .collect::<Result<Vec<_>, Unsupported>>()?;
             quote!(Op::Window { input: #input.into(), partition_by: #partition, order_by: Vec::from([#(#order),*]), frame: #frame, columns: Vec::from([#(#cols),*]) })
         }
-        Op::Join { left, right, how, on, strategy } => {
+        Op::Join { left, right, how, on, strategy, salt } => {
             let how = syn::Ident::new(&format!("{how:?}"), proc_macro2::Span::call_site());
             let on = match on {
                 JoinOn::Using(keys) => {
@@ -289,12 +289,22 @@ fn node(n: &Node) -> Result<TokenStream, Unsupported> {
                 JoinStrategy::Auto => quote!(JoinStrategy::Auto),
                 JoinStrategy::Shuffle => quote!(JoinStrategy::Shuffle),
                 JoinStrategy::SortMerge => quote!(JoinStrategy::SortMerge),
+                JoinStrategy::Salted => quote!(JoinStrategy::Salted),
                 JoinStrategy::Broadcast { side } => {
                     let side = syn::Ident::new(&format!("{side:?}"), proc_macro2::Span::call_site());
                     quote!(JoinStrategy::Broadcast { side: Side::#side })
                 }
             };
-            quote!(Op::Join { left: #left.into(), right: #right.into(), how: JoinHow::#how, on: #on, strategy: #strategy })
+            let salt = match salt {
+                None => quote!(None),
+                Some(s) => {
+                    let buckets = option(s.buckets.map(|b| quote!(#b)));
+                    let keys = s.hot_keys.iter().map(values::scalar).collect::<Result<Vec<_>, _>>()?;
+                    let (detect, threshold) = (s.detect, proc_macro2::Literal::f64_suffixed(s.threshold));
+                    quote!(Some(Salt { buckets: #buckets, hot_keys: Vec::from([#(#keys),*]), detect: #detect, threshold: #threshold }))
+                }
+            };
+            quote!(Op::Join { left: #left.into(), right: #right.into(), how: JoinHow::#how, on: #on, strategy: #strategy, salt: #salt })
         }
         Op::Union { inputs, by_name, distinct } => {
             let inputs = strings(inputs);

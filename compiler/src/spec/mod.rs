@@ -19,7 +19,7 @@ use toml::de::{DeTable, DeValue};
 pub use pipeline::{ParamDecl, PipelineDecl, RuntimeDecl};
 pub use sink::SinkDecl;
 pub use source::{SourceDecl, SourceFormat};
-pub use transform::{RuleDecl, RuleDeclKind, TransformBody, TransformDecl};
+pub use transform::{RuleDecl, RuleDeclKind, SaltDecl, TransformBody, TransformDecl};
 
 use crate::diag::{Diagnostic, Diags};
 use reader::Table;

@@ -37,7 +37,7 @@ pub enum TransformBody {
     Aggregate { group_by: Vec<Sp<String>>, aggregates: Pairs, having: Option<Sp<String>> },
     Window { partition_by: Vec<Sp<String>>, order_by: Vec<Sp<String>>, frame: Option<Sp<String>>, columns: Pairs },
     /// `how` and `strategy` already checked against their allowed values.
-    Join { how: Sp<String>, on: Vec<Sp<String>>, strategy: Option<Sp<String>> },
+    Join { how: Sp<String>, on: Vec<Sp<String>>, strategy: Option<Sp<String>>, salt: Option<SaltDecl> },
     Union { by_name: bool, distinct: bool },
     Sort { order_by: Vec<Sp<String>> },
     Limit { n: Sp<i64> },
@@ -45,6 +45,16 @@ pub enum TransformBody {
     Coalesce { partitions: Sp<i64> },
     Sql { query: Sp<String> },
     Expect { rules: Vec<RuleDecl> },
+}
+
+/// `salt = { buckets = 16, hot_keys = [...], detect = true, threshold = 0.1 }`.
+#[derive(Debug, Clone)]
+pub struct SaltDecl {
+    pub span: std::ops::Range<usize>,
+    pub buckets: Option<Sp<i64>>,
+    pub hot_keys: Vec<Sp<Literal>>,
+    pub detect: Option<Sp<bool>>,
+    pub threshold: Option<Sp<Literal>>,
 }
 
 /// `rules.NAME = { KIND = ..., on_fail = "..." }`.
@@ -166,13 +176,6 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Transf
             let how_ok = one_of(&how, JOIN_HOWS, "join type", d);
             let strategy = t.str("strategy", d);
             let strategy_ok = strategy.as_ref().is_none_or(|s| one_of(s, JOIN_STRATEGIES, "join strategy", d));
-            if let Some(s) = strategy.as_ref().filter(|s| s.as_str() == "salted") {
-                d.push(
-                    Diagnostic::error("kiln::unsupported", s.span.clone(), format!("{}: strategy = \"salted\" is not supported by this version of kiln yet", t.what))
-                        .label("not supported yet")
-                        .help("use \"shuffle\" or \"broadcast\" for now"),
-                );
-            }
             let on = t.str_list("on", d);
             let on = match (how.as_str(), on) {
                 ("cross", Some(list)) => {
@@ -190,9 +193,26 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Transf
                     None
                 }
             };
-            t.unsupported(&["salt"], d);
+            let salt = t.table("salt", d).map(|st| {
+                let buckets = st.int("buckets", d);
+                if let Some(b) = buckets.as_ref().filter(|b| b.value < 1) {
+                    d.push(Diagnostic::error("kiln::bad-value", b.span.clone(), format!("{}: `salt.buckets` must be at least 1", t.what)).label("no bucket to spread hot keys over"));
+                }
+                let hot_keys = match st.get("hot_keys").map(|v| (v, v.get_ref())) {
+                    Some((_, toml::de::DeValue::Array(items))) => items.iter().filter_map(|i| super::reader::literal(i, &st.what, "hot_keys", d)).collect(),
+                    Some((v, _)) => {
+                        d.push(Diagnostic::error("kiln::wrong-value-type", v.span(), format!("{}: `hot_keys` must be a list of key values", st.what)).label("expected [ ... ]"));
+                        Vec::new()
+                    }
+                    None => Vec::new(),
+                };
+                let detect = st.bool("detect", d);
+                let threshold = st.get("threshold").and_then(|v| super::reader::literal(v, &st.what, "threshold", d));
+                st.finish(d);
+                SaltDecl { span: st.span.clone(), buckets, hot_keys, detect, threshold }
+            });
             match (how_ok && strategy_ok, on) {
-                (true, Some(on)) => Some(TransformBody::Join { how, on, strategy }),
+                (true, Some(on)) => Some(TransformBody::Join { how, on, strategy, salt }),
                 _ => None,
             }
         }

@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
-use kiln::plan::{JoinHow, JoinOn, JoinStrategy, Op, Side};
+use kiln::plan::{JoinHow, JoinOn, JoinStrategy, Op, Salt, Side};
 
 use super::expr::ExprChecker;
 use super::lower::schema_names;
 use crate::diag::{Diagnostic, Diags, did_you_mean};
-use crate::spec::{Sp, TransformDecl};
+use crate::spec::{SaltDecl, Sp, TransformDecl};
 
 pub(super) fn lower(
     t: &TransformDecl,
@@ -20,6 +20,7 @@ pub(super) fn lower(
     how: &Sp<String>,
     on: &[Sp<String>],
     strategy: Option<&Sp<String>>,
+    salt: Option<&SaltDecl>,
     checker: &ExprChecker,
     d: &mut Diags,
 ) -> Option<Op> {
@@ -129,7 +130,13 @@ pub(super) fn lower(
         // The side that need not keep unmatched rows: the right one, unless the join keeps the right's rows.
         Some("broadcast") => JoinStrategy::Broadcast { side: if how_v == JoinHow::Right { Side::Left } else { Side::Right } },
         Some("shuffle") => JoinStrategy::Shuffle,
+        Some("salted") => JoinStrategy::Salted,
         _ => JoinStrategy::Auto,
+    };
+    let salt_v = match (salt, strategy_v) {
+        (None, JoinStrategy::Salted) => Some(Salt { buckets: None, hot_keys: Vec::new(), detect: true, threshold: DEFAULT_HOT_SHARE }),
+        (None, _) => None,
+        (Some(s), _) => Some(lower_salt(s, how_v, &on_v, left, d)?),
     };
     // Output names: each must be unique.
     let output: Vec<(&String, &Sp<String>)> = match (&on_v, how_v) {
@@ -161,5 +168,55 @@ pub(super) fn lower(
     if d.0.len() > before {
         return None;
     }
-    Some(Op::Join { left: ln.value.clone(), right: rn.value.clone(), how: how_v, on: on_v, strategy: strategy_v })
+    Some(Op::Join { left: ln.value.clone(), right: rn.value.clone(), how: how_v, on: on_v, strategy: strategy_v, salt: salt_v })
+}
+
+/// A key holding this share of the left side's rows is hot, unless `salt.threshold` says otherwise.
+const DEFAULT_HOT_SHARE: f64 = 0.1;
+
+fn lower_salt(s: &SaltDecl, how: JoinHow, on: &JoinOn, left: &LogicalPlan, d: &mut Diags) -> Option<Salt> {
+    let before = d.0.len();
+    if !matches!(how, JoinHow::Inner | JoinHow::Left | JoinHow::Semi | JoinHow::Anti) {
+        d.push(
+            Diagnostic::error("kiln::bad-strategy", s.span.clone(), format!("salting is for inner, left, semi and anti joins, not {} joins", how.name()))
+                .label("the right side's unmatched rows would be repeated per salt")
+                .help("put the skewed side on the left and use one of those join types"),
+        );
+    }
+    let key_type = match on {
+        JoinOn::Using(keys) if keys.len() == 1 => left.schema().field_with_unqualified_name(&keys[0]).ok().map(|f| f.data_type().clone()),
+        JoinOn::Keys { left: l, right: r, .. } if l.len() == 1 && r.len() == 1 => {
+            use datafusion::logical_expr::ExprSchemable;
+            let both = left.schema();
+            l[0].get_type(both).ok()
+        }
+        _ => {
+            d.push(Diagnostic::error("kiln::bad-strategy", s.span.clone(), "salting needs a join on exactly one key").label("several keys (or none) here"));
+            None
+        }
+    };
+    let mut hot_keys = Vec::new();
+    if let Some(dt) = &key_type {
+        for k in &s.hot_keys {
+            match super::literal_value(&k.value, dt) {
+                Ok(v) => hot_keys.push(v),
+                Err(msg) => d.push(Diagnostic::error("kiln::type-mismatch", k.span.clone(), format!("hot key: {msg}")).label("not a value of the join key's type")),
+            }
+        }
+    }
+    let threshold = match &s.threshold {
+        None => DEFAULT_HOT_SHARE,
+        Some(t) => match t.value {
+            crate::spec::Literal::Float(x) if x > 0.0 && x <= 1.0 => x,
+            _ => {
+                d.push(Diagnostic::error("kiln::bad-value", t.span.clone(), "`threshold` is a share of rows between 0 and 1").label("e.g. 0.1 for 10%"));
+                DEFAULT_HOT_SHARE
+            }
+        },
+    };
+    let detect = s.detect.as_ref().map_or(s.hot_keys.is_empty(), |b| b.value);
+    if d.0.len() > before {
+        return None;
+    }
+    Some(Salt { buckets: s.buckets.as_ref().map(|b| b.value.max(1) as usize), hot_keys, detect, threshold })
 }

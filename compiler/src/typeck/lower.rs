@@ -398,7 +398,7 @@ pub(super) fn transform(t: &TransformDecl, inputs: &[LogicalPlan], checker: &Exp
         TransformBody::Window { partition_by, order_by, frame, columns: items } => {
             super::window::lower(t, input, partition_by, order_by, frame.as_ref(), items, checker, d)?
         }
-        TransformBody::Join { how, on, strategy } => super::join::lower(t, inputs, how, on, strategy.as_ref(), checker, d)?,
+        TransformBody::Join { how, on, strategy, salt } => super::join::lower(t, inputs, how, on, strategy.as_ref(), salt.as_ref(), checker, d)?,
         TransformBody::Union { by_name, distinct } => {
             if !by_name {
                 let n = input.schema().fields().len();

@@ -112,7 +112,7 @@ fn build_unaliased(op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
         Op::Window { partition_by, order_by, frame, columns, .. } => {
             window::build(input()?.build()?, partition_by, order_by, frame.as_ref(), columns)?
         }
-        Op::Join { how, on, strategy, .. } => join::build(nth(0)?, nth(1)?, *how, on, *strategy)?,
+        Op::Join { how, on, strategy, salt, .. } => join::build(nth(0)?, nth(1)?, *how, on, *strategy, salt.as_ref())?,
         Op::Union { by_name, distinct, .. } => {
             let mut builder = LogicalPlanBuilder::from(nth(0)?);
             for plan in &inputs[1..] {
