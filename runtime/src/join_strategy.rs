@@ -8,7 +8,8 @@
 //! the marker:
 //! - broadcast: `CollectLeft` with the hinted side as the build side, collected
 //!   once and shared by all partitions;
-//! - shuffle: `Partitioned`, both sides hash-partitioned on the keys.
+//! - shuffle: `Partitioned`, both sides hash-partitioned on the keys, the
+//!   hinted side (the right) building the hash tables.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -197,8 +198,10 @@ impl PhysicalOptimizerRule for JoinStrategyRule {
                     Hint::Shuffle | Hint::SortMerge => PartitionMode::Partitioned,
                 };
                 let join = join.builder().with_new_children(children)?.with_partition_mode(mode).build()?;
-                // The broadcast side must be the build (left) side.
-                let swap = hint == Hint::Broadcast && left.is_none();
+                // The hinted side is the build (left) side: the one broadcast, or
+                // for a shuffle the one hashed into the table (the right, small side
+                // by convention, as in Spark's `big.join(small)`).
+                let swap = left.is_none();
                 Ok(Transformed::yes(if swap { join.swap_inputs(mode)? } else { Arc::new(join) }))
             })?
             .data;

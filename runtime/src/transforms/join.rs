@@ -141,7 +141,10 @@ fn salted(left: LogicalPlan, right: LogicalPlan, how: JoinHow, on: &JoinOn, salt
         },
         JoinOn::None => return Err(Error::Usage("salting needs a join on one key".into())),
     };
-    let hot_joined = plain(hot_left, hot_right, &hot_on)?;
+    // The replicated hot rows of the right side are few (hot keys x buckets):
+    // they are the build side, collected once, and the hot left rows are probed
+    // where they are read instead of being shuffled onto one partition.
+    let hot_joined = build(hot_left, hot_right, how, &hot_on, JoinStrategy::Broadcast { side: Side::Right }, None)?;
     // Back to the unsalted join's columns, in its order.
     let columns: Vec<Expr> = cold
         .schema()
