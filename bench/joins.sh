@@ -44,7 +44,7 @@ time_it() { # job variant cmd...
 }
 for job in skew_join broadcast_join; do
   case $job in
-    skew_join) variants="skew_join_salted:salted skew_join_shuffle:shuffle skew_join:auto" ;;
+    skew_join) variants="skew_join_salted_declared:salted-declared skew_join_salted:salted-detect skew_join_shuffle:shuffle skew_join:auto" ;;
     broadcast_join) variants="broadcast_join:broadcast broadcast_join_shuffle:shuffle" ;;
   esac
   for v in $variants; do
