@@ -33,6 +33,10 @@ struct Settings {
     /// Write what the run did (rows per sink, data-quality summary, seconds) as JSON.
     #[arg(long)]
     metrics: Option<std::path::PathBuf>,
+    /// Before running, count every join's keys: partition sizes (max/median) and top keys per
+    /// side, and a warning when one key holds more than 20% of a side.
+    #[arg(long)]
+    skew_report: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +68,7 @@ impl Settings {
                 ..SessionOptions::default()
             },
             params: self.params.clone(),
+            skew_report: self.skew_report,
         }
     }
 }

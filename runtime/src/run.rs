@@ -20,6 +20,9 @@ pub struct RunOptions {
     pub session: SessionOptions,
     /// `--param NAME=VALUE` pairs.
     pub params: Vec<(String, String)>,
+    /// `--skew-report`: count every join's keys before running (one aggregate
+    /// pass per join side) and report partition sizes and top keys.
+    pub skew_report: bool,
 }
 
 /// What a run did, per sink.
@@ -66,6 +69,92 @@ pub async fn node_plans(
     values: &Values,
 ) -> Result<HashMap<String, LogicalPlan>> {
     node_plans_reading(pipeline, ctx, values, &HashMap::new()).await
+}
+
+/// A key holding more than this share of a join side's rows is reported as skew.
+pub const SKEW_WARN_SHARE: f64 = 0.2;
+
+/// Per join side: rows, the partition sizes a hash partitioning on the key
+/// into `target_partitions` would give (max / median), and the top keys; a
+/// warning suggesting `strategy = "salted"` when one key holds more than
+/// [`SKEW_WARN_SHARE`] of a side.
+async fn skew_report(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMap<String, LogicalPlan>) -> Result<()> {
+    use std::hash::{Hash, Hasher};
+    let partitions = ctx.state().config().target_partitions().max(1);
+    for node in &pipeline.nodes {
+        let Op::Join { left, right, on, strategy, .. } = &node.op else { continue };
+        let sides: Vec<(&String, crate::plan::JoinOn)> = match on {
+            crate::plan::JoinOn::Using(keys) if keys.len() == 1 => vec![(left, on.clone()), (right, on.clone())],
+            crate::plan::JoinOn::Keys { left: l, right: r, .. } if l.len() == 1 => vec![
+                (left, on.clone()),
+                (right, crate::plan::JoinOn::Keys { left: r.clone(), right: l.clone(), filter: None }),
+            ],
+            _ => continue,
+        };
+        for (side, side_on) in sides {
+            let counts = key_counts(ctx, plans[side.as_str()].clone(), &side_on).await.map_err(|e| Error::in_node(&node.name, e))?;
+            let total: u64 = counts.iter().map(|(_, n)| n).sum();
+            let mut sizes = vec![0u64; partitions];
+            for (key, n) in &counts {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                key.hash(&mut h);
+                sizes[(h.finish() % partitions as u64) as usize] += n;
+            }
+            sizes.sort_unstable();
+            let (max, median) = (sizes[partitions - 1], sizes[(partitions - 1) / 2]);
+            let mut top = counts.clone();
+            top.sort_by(|a, b| b.1.cmp(&a.1));
+            let shown: Vec<String> = top.iter().take(3).map(|(k, n)| format!("{k} {:.1}%", *n as f64 * 100.0 / total.max(1) as f64)).collect();
+            eprintln!(
+                "skew: join `{}`, side `{side}`: {total} rows; {partitions} hash partitions: max {max}, median {median}; top keys: {}",
+                node.name,
+                shown.join(", ")
+            );
+            if let Some((k, n)) = top.first() {
+                let share = *n as f64 / total.max(1) as f64;
+                if share > SKEW_WARN_SHARE && *strategy != crate::plan::JoinStrategy::Salted {
+                    let k = match k {
+                        datafusion::common::ScalarValue::Utf8(Some(s)) | datafusion::common::ScalarValue::Utf8View(Some(s)) | datafusion::common::ScalarValue::LargeUtf8(Some(s)) => format!("{s:?}"),
+                        k => k.to_string(),
+                    };
+                    eprintln!(
+                        "warning: join `{}`: key {k} holds {:.0}% of `{side}`'s rows; consider strategy = \"salted\" with salt = {{ hot_keys = [{k}] }}",
+                        node.name,
+                        share * 100.0
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows per non-null join-key value of one side (one aggregate pass).
+async fn key_counts(ctx: &SessionContext, side: LogicalPlan, on: &crate::plan::JoinOn) -> Result<Vec<(datafusion::common::ScalarValue, u64)>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::logical_expr::{Expr, lit};
+    let key = match on {
+        crate::plan::JoinOn::Using(keys) if keys.len() == 1 => {
+            let (q, f) = side.schema().qualified_field_with_unqualified_name(&keys[0])?;
+            Expr::Column(datafusion::common::Column::new(q.cloned(), f.name()))
+        }
+        crate::plan::JoinOn::Keys { left: l, .. } if l.len() == 1 => l[0].clone(),
+        _ => return Err(Error::Usage("a key count needs a join on one key".into())),
+    };
+    let batches = DataFrame::new(ctx.state(), side)
+        .aggregate(vec![key.alias("__kiln_key")], vec![count(lit(1)).alias("__kiln_rows")])?
+        .filter(crate::expr::col("__kiln_key").is_not_null())?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        for i in 0..b.num_rows() {
+            out.push((datafusion::common::ScalarValue::try_from_array(b.column(0), i)?, b.column(1).as_primitive::<Int64Type>().value(i).max(0) as u64));
+        }
+    }
+    Ok(out)
 }
 
 /// The left side's join-key values holding at least `threshold` of its rows:
@@ -193,6 +282,9 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     let prepared = prepare(pipeline, &values, session_opts.spill_dir.as_deref())?;
     let plans = node_plans_reading(pipeline, &ctx, &values, &prepared.read_from).await?;
 
+    if opts.skew_report {
+        skew_report(pipeline, &ctx, &plans).await?;
+    }
     // Data-quality rules are evaluated before any sink writes: a `fail` rule stops the run.
     let quality = check_quality(pipeline, &ctx, &plans).await?;
 

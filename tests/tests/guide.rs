@@ -123,3 +123,30 @@ fn the_binary_runs_its_tests_and_writes_metrics() {
     assert_eq!(has_customer["failed"], 9);
     assert_eq!(json["sinks"].as_array().unwrap().len(), 2);
 }
+
+/// `--skew-report` counts each join side's keys before the run: partition sizes,
+/// top keys, and a warning that suggests salting when one key dominates.
+#[test]
+fn skew_report_names_the_hot_key() {
+    let binary = build_job("specs/skew_join.toml");
+    let root = repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(&binary)
+        .args(["run", "--skew-report", "--param"])
+        .arg(format!("data={}", root.join("specs/data").display()))
+        .arg("--param")
+        .arg(format!("output={}", dir.path().display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // specs/data/orders_skewed.parquet: 1000 orders, 885 of them WHALE's (gen_data.py draws 90%).
+    assert!(stderr.contains("skew: join `orders_customers`, side `orders`: 1000 rows;"), "{stderr}");
+    assert!(stderr.contains("top keys: WHALE 88.5%"), "{stderr}");
+    assert!(
+        stderr.contains("warning: join `orders_customers`: key \"WHALE\" holds 88% of `orders`'s rows; consider strategy = \"salted\" with salt = { hot_keys = [\"WHALE\"] }"),
+        "{stderr}"
+    );
+    // Unique customer ids: no warning for that side.
+    assert!(!stderr.contains("of `customers`'s rows"), "{stderr}");
+}
