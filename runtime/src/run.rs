@@ -305,17 +305,24 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
         work.push((sink, target, path));
     }
 
+    // Sinks run concurrently: a small sink's work fills the gaps of a big one's
+    // (its single-threaded phases: the end of a sort, the last file's write).
+    let results = futures::future::join_all(work.iter().map(|(sink, target, _)| {
+        let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());
+        sinks::stage(df, sink, target)
+    }))
+    .await;
     let mut staged: Vec<Staged> = Vec::new();
-    for (sink, target, _) in &work {
-        let plan = plans[&sink.input].clone();
-        let df = DataFrame::new(ctx.state(), plan);
-        match sinks::stage(df, sink, target).await {
+    let mut failed = None;
+    for r in results {
+        match r {
             Ok(s) => staged.push(s),
-            Err(e) => {
-                staged.into_iter().for_each(Staged::abort);
-                return Err(locate_bad_row(pipeline, &values, e));
-            }
+            Err(e) => failed = failed.or(Some(e)),
         }
+    }
+    if let Some(e) = failed {
+        staged.into_iter().for_each(Staged::abort);
+        return Err(locate_bad_row(pipeline, &values, e));
     }
     // Quarantined rows are committed with the sinks: all or nothing.
     for (source, target, bad) in &prepared.quarantines {
