@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
@@ -131,7 +131,7 @@ fn file_estimate(path: &Path, format: &SourceFormat, row_width: f64) -> Option<(
         SourceFormat::Avro => "avro",
         SourceFormat::Inline(_) => return None,
     };
-    let files = files_under(path, ext);
+    let files = crate::sources::files_under(path, Some(ext));
     if files.is_empty() {
         return None;
     }
@@ -154,25 +154,6 @@ fn file_estimate(path: &Path, format: &SourceFormat, row_width: f64) -> Option<(
     Some((Estimate { rows, bytes: rows * row_width }, format!("{} of {} file(s), rows from line lengths", bytes(total), files.len())))
 }
 
-fn files_under(path: &Path, ext: &str) -> Vec<PathBuf> {
-    if path.is_file() {
-        return vec![path.to_path_buf()];
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == ext) {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {

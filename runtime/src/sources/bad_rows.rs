@@ -75,27 +75,9 @@ fn names(schema: &SchemaRef) -> String {
     schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// The files a source path names: the file, or the files under a directory (sorted).
+/// The files a source path names (see [`super::files_under`]).
 pub(super) fn files(path: &str) -> Vec<PathBuf> {
-    let p = Path::new(path);
-    if p.is_file() {
-        return vec![p.to_path_buf()];
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
+    super::files_under(Path::new(path), None)
 }
 
 #[cfg(test)]

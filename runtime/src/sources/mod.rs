@@ -56,3 +56,29 @@ fn listing_extension<'a>(path: &str, default: &'a str) -> &'a str {
     let is_dir = path.ends_with('/') || std::path::Path::new(path).is_dir();
     if is_dir { default } else { "" }
 }
+
+/// The files a source path names: the file itself, or the files under a
+/// directory (partition directories included; hidden files such as staging
+/// leftovers skipped), sorted; only those ending in `.ext` when given.
+pub fn files_under(path: &std::path::Path, ext: Option<&str>) -> Vec<std::path::PathBuf> {
+    if path.is_file() {
+        return vec![path.to_path_buf()];
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && ext.is_none_or(|ext| p.extension().is_some_and(|x| x == ext))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
