@@ -92,8 +92,7 @@ async fn skew_report(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMap<
             _ => continue,
         };
         for (side, side_on) in sides {
-            let counts = key_counts(ctx, plans[side.as_str()].clone(), &side_on).await.map_err(|e| Error::in_node(&node.name, e))?;
-            let total: u64 = counts.iter().map(|(_, n)| n).sum();
+            let (counts, total) = key_counts(ctx, plans[side.as_str()].clone(), &side_on).await.map_err(|e| Error::in_node(&node.name, e))?;
             let mut sizes = vec![0u64; partitions];
             for (key, n) in &counts {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -129,8 +128,9 @@ async fn skew_report(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMap<
     Ok(())
 }
 
-/// Rows per non-null join-key value of one side (one aggregate pass).
-async fn key_counts(ctx: &SessionContext, side: LogicalPlan, on: &crate::plan::JoinOn) -> Result<Vec<(datafusion::common::ScalarValue, u64)>> {
+/// Rows per non-null join-key value of one side, and the side's rows (NULL keys
+/// included); one aggregate pass.
+async fn key_counts(ctx: &SessionContext, side: LogicalPlan, on: &crate::plan::JoinOn) -> Result<(Vec<(datafusion::common::ScalarValue, u64)>, u64)> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::Int64Type;
     use datafusion::functions_aggregate::expr_fn::count;
@@ -145,58 +145,31 @@ async fn key_counts(ctx: &SessionContext, side: LogicalPlan, on: &crate::plan::J
     };
     let batches = DataFrame::new(ctx.state(), side)
         .aggregate(vec![key.alias("__kiln_key")], vec![count(lit(1)).alias("__kiln_rows")])?
-        .filter(crate::expr::col("__kiln_key").is_not_null())?
         .collect()
         .await?;
-    let mut out = Vec::new();
+    let (mut out, mut total) = (Vec::new(), 0u64);
     for b in &batches {
         for i in 0..b.num_rows() {
-            out.push((datafusion::common::ScalarValue::try_from_array(b.column(0), i)?, b.column(1).as_primitive::<Int64Type>().value(i).max(0) as u64));
+            let key = datafusion::common::ScalarValue::try_from_array(b.column(0), i)?;
+            let rows = b.column(1).as_primitive::<Int64Type>().value(i).max(0) as u64;
+            total += rows;
+            if !key.is_null() {
+                out.push((key, rows));
+            }
         }
     }
-    Ok(out)
+    Ok((out, total))
 }
 
 /// The left side's join-key values holding at least `threshold` of its rows:
 /// (value, rows, total rows), most frequent first. One aggregate pass.
 async fn detect_hot_keys(ctx: &SessionContext, left: LogicalPlan, on: &crate::plan::JoinOn, threshold: f64) -> Result<Vec<(datafusion::common::ScalarValue, u64, u64)>> {
-    use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::datatypes::Int64Type;
-    use datafusion::functions_aggregate::expr_fn::count;
-    use datafusion::logical_expr::{Expr, lit};
-    let key = match on {
-        crate::plan::JoinOn::Using(keys) if keys.len() == 1 => {
-            let (q, f) = left.schema().qualified_field_with_unqualified_name(&keys[0])?;
-            Expr::Column(datafusion::common::Column::new(q.cloned(), f.name()))
-        }
-        crate::plan::JoinOn::Keys { left: l, .. } if l.len() == 1 => l[0].clone(),
-        _ => return Err(Error::Usage("salting needs a join on one key".into())),
-    };
-    let counts = DataFrame::new(ctx.state(), left)
-        .aggregate(vec![key.alias("__kiln_key")], vec![count(lit(1)).alias("__kiln_rows")])?
-        .cache()
-        .await?;
-    let total_batches = counts.clone().aggregate(vec![], vec![datafusion::functions_aggregate::expr_fn::sum(crate::expr::col("__kiln_rows")).alias("t")])?.collect().await?;
-    let total = total_batches
-        .iter()
-        .find(|b| b.num_rows() > 0 && !b.column(0).is_null(0))
-        .map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0).max(0) as u64);
-    let min_rows = (threshold * total as f64).ceil().max(1.0) as i64;
-    let top = counts
-        .filter(crate::expr::col("__kiln_key").is_not_null().and(crate::expr::col("__kiln_rows").gt_eq(lit(min_rows))))?
-        .sort(vec![crate::expr::col("__kiln_rows").sort(false, false)])?
-        .limit(0, Some(64))?
-        .collect()
-        .await?;
-    let mut out = Vec::new();
-    for b in &top {
-        for i in 0..b.num_rows() {
-            let key = datafusion::common::ScalarValue::try_from_array(b.column(0), i)?;
-            let rows = b.column(1).as_primitive::<Int64Type>().value(i).max(0) as u64;
-            out.push((key, rows, total));
-        }
-    }
-    Ok(out)
+    let (counts, total) = key_counts(ctx, left, on).await?;
+    let min_rows = (threshold * total as f64).ceil().max(1.0) as u64;
+    let mut hot: Vec<(datafusion::common::ScalarValue, u64, u64)> =
+        counts.into_iter().filter(|(_, n)| *n >= min_rows).map(|(k, n)| (k, n, total)).collect();
+    hot.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok(hot)
 }
 
 /// Size estimates of this run's data and the join strategies they lead to.
