@@ -65,6 +65,16 @@ pub struct JoinHint {
     hint: Hint,
 }
 
+impl JoinHint {
+    pub fn new(input: LogicalPlan, hint: Hint) -> Self {
+        JoinHint { input, hint }
+    }
+
+    pub fn hint(&self) -> Hint {
+        self.hint
+    }
+}
+
 impl UserDefinedLogicalNodeCore for JoinHint {
     fn name(&self) -> &str {
         "JoinHint"
