@@ -43,10 +43,7 @@ pub(super) fn parse(v: &toml::de::DeValue, span: std::ops::Range<usize>, d: &mut
             continue;
         };
         let t = Table::new(table, item.span(), "test");
-        let Some(name) = t.req_str("name", d, Some("name = \"drops non-positive amounts\"")) else {
-            let _ = (t.get("inputs"), t.get("expect"));
-            continue;
-        };
+        let Some(name) = t.req_str("name", d, Some("name = \"drops non-positive amounts\"")) else { continue };
         let t = Table::new(table, item.span(), format!("test \"{}\"", name.value));
         let _ = t.get("name");
         let mut test = TestDecl { name, inputs: Vec::new(), expect: Vec::new() };
