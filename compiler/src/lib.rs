@@ -3,7 +3,8 @@
 //! ```text
 //! spec::parse      TOML text          → spec::Spec (spans on every value)
 //! resolve          Spec               → resolve::Graph (names, inputs, cycles, order)
-//! schemas::read    Spec + disk        → Parquet footer schemas (the only IO)
+//! schemas::read    Spec + disk        → Parquet footer schemas (the only IO, with models::read)
+//! models::read     Spec + disk        → safetensors headers of [models.NAME]
 //! typeck           Spec + Graph + …   → kiln::plan::Pipeline (expressions checked by DataFusion)
 //! hint_warnings    Pipeline + disk    → join hints that the data's size makes look wrong (kiln::strategy)
 //! codegen          Pipeline           → the files of a job crate
@@ -40,6 +41,7 @@ pub mod cli;
 pub mod codegen;
 pub mod diag;
 pub mod job;
+pub mod models;
 pub mod resolve;
 pub mod schemas;
 pub mod spec;
@@ -85,7 +87,8 @@ pub fn check_text(path: &Path, text: &str, base: &Path) -> Checked {
     let (graph, resolve_diags) = resolve::resolve(&spec);
     diagnostics.extend(resolve_diags);
     let file_schemas = schemas::read(&spec, base);
-    let input = typeck::Input { spec: &spec, graph: &graph, file_schemas: &file_schemas, text, spec_hash: spec_hash(text) };
+    let model_files = models::read(&spec, base);
+    let input = typeck::Input { spec: &spec, graph: &graph, file_schemas: &file_schemas, model_files: &model_files, text, spec_hash: spec_hash(text) };
     let (pipeline, typeck_diags) = typeck::typeck(&input);
     diagnostics.extend(typeck_diags);
     if let Some(p) = &pipeline {

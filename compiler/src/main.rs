@@ -1,3 +1,4 @@
 fn main() -> std::process::ExitCode {
+    kiln::models::init_threads();
     kiln_compiler::cli::main()
 }

@@ -36,7 +36,8 @@ pub fn read(spec: &Spec, base: &Path) -> FileSchemas {
     out
 }
 
-fn substitute_defaults(spec: &Spec, text: &str) -> String {
+/// `text` with every `${params.X}` replaced by the param's default.
+pub fn substitute_defaults(spec: &Spec, text: &str) -> String {
     let mut out = text.to_string();
     for p in &spec.params {
         if let Some(default) = &p.default {

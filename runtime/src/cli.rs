@@ -75,6 +75,7 @@ impl Settings {
 
 /// The whole `main` of a generated binary.
 pub fn main(pipeline: Pipeline) -> ExitCode {
+    crate::models::init_threads();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

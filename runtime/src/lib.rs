@@ -14,6 +14,7 @@ pub mod expr;
 pub mod first_per_key;
 pub mod functions;
 pub mod join_strategy;
+pub mod models;
 pub mod params;
 pub mod plan;
 pub mod run;

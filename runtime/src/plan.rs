@@ -123,6 +123,79 @@ pub enum Op {
     /// and `quarantine` rule; `NAME.quarantine` (`output: Quarantined`) is the
     /// rows that broke a `quarantine` rule, with `_failed_rules`.
     Expect { input: String, rules: Vec<Rule>, output: ExpectOutput },
+    /// Model inference: the input plus `output` (a score), or for a model with
+    /// several outputs `output` (the class, argmax) and `output_probability`.
+    Predict { input: String, model: Model, features: Features, output: String, batch_size: usize },
+}
+
+/// `[models.NAME]`: a model read from a safetensors file, checked at compile time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Model {
+    pub name: String,
+    /// The safetensors file (relative to the working directory at run time).
+    pub path: String,
+    pub architecture: Architecture,
+    pub device: ModelDevice,
+    /// Features the model takes and values it returns per row (from the weights' shapes).
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Architecture {
+    /// `weight` (outputs × inputs) and `bias` (outputs): x·Wᵀ + b.
+    Linear,
+    /// A linear layer then sigmoid (one output) or softmax (several).
+    Logistic,
+    /// `layers = [16, 32, 1]`: tensors `layers.{i}.weight` / `layers.{i}.bias`,
+    /// `activation` between layers, `output_activation` after the last.
+    Mlp { layers: Vec<usize>, activation: Activation, output_activation: Activation },
+    /// A Rust type marked `#[kiln::model]`, registered by the generated binary.
+    Custom(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Activation {
+    Identity,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Gelu,
+    Softmax,
+}
+
+impl Activation {
+    pub const NAMES: &[&str] = &["identity", "relu", "sigmoid", "tanh", "gelu", "softmax"];
+
+    pub fn from_name(name: &str) -> Option<Activation> {
+        Some(match name {
+            "identity" | "none" | "linear" => Activation::Identity,
+            "relu" => Activation::Relu,
+            "sigmoid" => Activation::Sigmoid,
+            "tanh" => Activation::Tanh,
+            "gelu" => Activation::Gelu,
+            "softmax" => Activation::Softmax,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelDevice {
+    Cpu,
+    /// The first CUDA device (a binary built with the `cuda` feature).
+    Cuda,
+    /// CUDA when the binary has it and a device answers, else the CPU.
+    Auto,
+}
+
+/// What a `predict` node feeds the model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Features {
+    /// One numeric column per feature, in the model's input order.
+    Columns(Vec<String>),
+    /// One `list<float32>` (or fixed-size list) column holding every feature.
+    List(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +340,8 @@ impl Op {
             | Op::Sort { input, .. }
             | Op::Limit { input, .. }
             | Op::Repartition { input, .. }
-            | Op::Coalesce { input, .. } => vec![input.as_str()],
+            | Op::Coalesce { input, .. }
+            | Op::Predict { input, .. } => vec![input.as_str()],
             Op::Join { left, right, .. } => vec![left.as_str(), right.as_str()],
             Op::Union { inputs, .. } | Op::Sql { inputs, .. } => inputs.iter().map(String::as_str).collect(),
             Op::Expect { input, rules, .. } => std::iter::once(input.as_str())
@@ -303,6 +377,7 @@ impl Op {
             Op::Coalesce { .. } => "coalesce",
             Op::Sql { .. } => "sql",
             Op::Expect { .. } => "expect",
+            Op::Predict { .. } => "predict",
         }
     }
 }

@@ -224,6 +224,19 @@ pub async fn node_plans_reading(
             }
             op => op,
         };
+        // A model's path may name parameters; the model is loaded by the first batch.
+        let predict;
+        let op = match op {
+            Op::Predict { model, .. } if model.path.contains("${") => {
+                let mut op = op.clone();
+                if let Op::Predict { model, .. } = &mut op {
+                    model.path = interpolate(&model.path, values, env).map_err(|e| Error::in_node(&node.name, e))?;
+                }
+                predict = op;
+                &predict
+            }
+            op => op,
+        };
         let plan = match op {
             Op::Source(source) => sources::scan(ctx, &node.name, source, values, read_from.get(&node.name).map(String::as_str))
                 .await

@@ -10,7 +10,7 @@ mod values;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kiln::plan::{ExpectOutput, JoinOn, JoinStrategy, Keep, Node, OnError, Op, Pipeline, Rule, RuleKind, Sink, SinkFormat, Source, SourceFormat, TestCase, TestData, WriteMode};
+use kiln::plan::{Activation, Architecture, Features, Model, ExpectOutput, JoinOn, JoinStrategy, Keep, Node, OnError, Op, Pipeline, Rule, RuleKind, Sink, SinkFormat, Source, SourceFormat, TestCase, TestData, WriteMode};
 use proc_macro2::TokenStream;
 use quote::quote;
 
@@ -42,10 +42,17 @@ pub fn generate(pipeline: &Pipeline, info: &CrateInfo) -> Result<CrateFiles, Uns
         .replace("{{package}}", &package_name(&pipeline.name))
         .replace("{{binary}}", &pipeline.name)
         .replace("{{runtime_path}}", info.runtime_path)
+        // A model that asks for CUDA needs the runtime's `cuda` feature (and the CUDA
+        // toolkit to build); every other job links the one default feature set.
+        .replace("{{features}}", if uses_cuda(pipeline) { ", features = [\"cuda\"]" } else { "" })
         .replace("{{kiln_version}}", kiln::KILN_VERSION);
     files.insert(PathBuf::from("Cargo.toml"), cargo);
     files.insert(PathBuf::from("src/main.rs"), main_rs(pipeline, info)?);
     Ok(files)
+}
+
+fn uses_cuda(p: &Pipeline) -> bool {
+    p.nodes.iter().any(|n| matches!(&n.op, Op::Predict { model, .. } if model.device == kiln::plan::ModelDevice::Cuda))
 }
 
 /// The formatted `src/main.rs`.
@@ -328,6 +335,17 @@ fn node(n: &Node) -> Result<TokenStream, Unsupported> {
             };
             quote!(Op::Expect { input: #input.into(), rules: Vec::from([#(#rules),*]), output: #output })
         }
+        Op::Predict { input, model, features, output, batch_size } => {
+            let model = model_tokens(model);
+            let features = match features {
+                Features::Columns(cols) => {
+                    let cols = strings(cols);
+                    quote!(Features::Columns(#cols))
+                }
+                Features::List(c) => quote!(Features::List(#c.into())),
+            };
+            quote!(Op::Predict { input: #input.into(), model: #model, features: #features, output: #output.into(), batch_size: #batch_size })
+        }
         Op::Sql { inputs, query, plan } => {
             let inputs = strings(inputs);
             let bytes = proc_macro2::Literal::byte_string(plan);
@@ -335,6 +353,32 @@ fn node(n: &Node) -> Result<TokenStream, Unsupported> {
         }
     };
     Ok(quote!(Node { name: #name.into(), op: #op }))
+}
+
+fn model_tokens(m: &Model) -> TokenStream {
+    let act = |a: &Activation| {
+        let v = proc_macro2::Ident::new(&format!("{a:?}"), proc_macro2::Span::call_site());
+        quote!(Activation::#v)
+    };
+    let architecture = match &m.architecture {
+        Architecture::Linear => quote!(Architecture::Linear),
+        Architecture::Logistic => quote!(Architecture::Logistic),
+        Architecture::Mlp { layers, activation, output_activation } => {
+            let (a, o) = (act(activation), act(output_activation));
+            quote!(Architecture::Mlp { layers: Vec::from([#(#layers),*]), activation: #a, output_activation: #o })
+        }
+        Architecture::Custom(name) => quote!(Architecture::Custom(#name.into())),
+    };
+    let device = proc_macro2::Ident::new(&format!("{:?}", m.device), proc_macro2::Span::call_site());
+    let (name, path, inputs, outputs) = (&m.name, &m.path, m.inputs, m.outputs);
+    quote!(Model {
+        name: #name.into(),
+        path: #path.into(),
+        architecture: #architecture,
+        device: ModelDevice::#device,
+        inputs: #inputs,
+        outputs: #outputs,
+    })
 }
 
 fn source(s: &Source) -> Result<TokenStream, Unsupported> {

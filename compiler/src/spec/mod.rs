@@ -4,6 +4,7 @@
 //! names, enumerations); cross-table checks live in [`crate::resolve`] and
 //! [`crate::typeck`]. Parsing never stops at the first problem.
 
+pub mod model;
 mod pipeline;
 mod reader;
 mod sink;
@@ -16,6 +17,7 @@ use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
 
+pub use model::ModelDecl;
 pub use pipeline::{ParamDecl, PipelineDecl, RuntimeDecl};
 pub use sink::SinkDecl;
 pub use source::{SourceDecl, SourceFormat};
@@ -67,6 +69,7 @@ pub struct Spec {
     pub sources: Vec<SourceDecl>,
     pub transforms: Vec<TransformDecl>,
     pub sinks: Vec<SinkDecl>,
+    pub models: Vec<ModelDecl>,
     pub tests: Vec<tests::TestDecl>,
     /// Sources and transforms whose declaration had errors: their names exist
     /// (so readers get no second error), but they are not planned.
@@ -123,7 +126,9 @@ pub fn parse(text: &str) -> (Spec, Vec<Diagnostic>) {
     if let Some(v) = root_table.get("tests") {
         spec.tests = tests::parse(v.get_ref(), v.span(), &mut d);
     }
-    root_table.unsupported(&["models"], &mut d);
+    if let Some(t) = root_table.table("models", &mut d) {
+        spec.models = each_table(&t, &mut d, "model").into_iter().filter_map(|(name, t)| model::parse(name, &t, &mut d)).collect();
+    }
     root_table.finish(&mut d);
     (spec, d.0)
 }

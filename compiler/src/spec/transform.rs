@@ -45,6 +45,8 @@ pub enum TransformBody {
     Coalesce { partitions: Sp<i64> },
     Sql { query: Sp<String> },
     Expect { rules: Vec<RuleDecl> },
+    /// `features` is a list of columns, or (a single string) one list column.
+    Predict { model: Sp<String>, features: Sp<Vec<Sp<String>>>, list: bool, output: Sp<String>, batch_size: Option<Sp<i64>> },
 }
 
 /// `salt = { buckets = 16, hot_keys = [...], detect = true, threshold = 0.1 }`.
@@ -85,21 +87,13 @@ pub const ON_FAIL: &[&str] = &["warn", "drop", "quarantine", "fail"];
 
 const TYPES: &[&str] = &[
     "filter", "select", "with_columns", "drop", "rename", "cast", "fill_null", "dedupe", "aggregate", "window", "join",
-    "union", "sort", "limit", "repartition", "coalesce", "sql", "expect",
+    "union", "sort", "limit", "repartition", "coalesce", "sql", "expect", "predict",
 ];
-const LATER_TYPES: &[&str] = &["predict"];
 pub const JOIN_HOWS: &[&str] = &["inner", "left", "right", "full", "semi", "anti", "cross"];
 pub const JOIN_STRATEGIES: &[&str] = &["auto", "broadcast", "shuffle", "salted"];
 
 pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<TransformDecl> {
     let kind = t.req_str("type", d, Some(&format!("one of: {}", TYPES.join(", "))))?;
-    if LATER_TYPES.contains(&kind.as_str()) {
-        d.push(
-            Diagnostic::error("kiln::unsupported", kind.span.clone(), format!("transform type `{}` is not supported by this version of kiln yet", kind.value))
-                .label("not supported yet"),
-        );
-        return None;
-    }
     if !one_of(&kind, TYPES, "transform type", d) {
         return None;
     }
@@ -239,6 +233,33 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Transf
                 None
             }
         },
+        "predict" => {
+            let model = t.req_str("model", d, Some("the name of a [models.NAME] table"));
+            let list = t.table.get("features").is_some_and(|v| matches!(v.get_ref(), toml::de::DeValue::String(_)));
+            let features = match t.str_list("features", d) {
+                Some(f) if f.value.is_empty() => {
+                    d.push(Diagnostic::error("kiln::bad-value", f.span, format!("{}: `features` is empty", t.what)).label("name the feature columns, in the model's input order"));
+                    None
+                }
+                Some(f) => Some(f),
+                None => {
+                    t.req_str("features", d, Some("features = [\"age\", \"income\"], or one list<float32> column: features = \"embedding\""));
+                    None
+                }
+            };
+            let output = t.str("output", d).unwrap_or_else(|| Sp::new("prediction".to_string(), kind.span.clone()));
+            let batch_size = t.int("batch_size", d).filter(|b| {
+                let ok = b.value >= 1;
+                if !ok {
+                    d.push(Diagnostic::error("kiln::bad-value", b.span.clone(), format!("{}: `batch_size` must be at least 1", t.what)).label("rows per model call"));
+                }
+                ok
+            });
+            match (model, features) {
+                (Some(model), Some(features)) => Some(TransformBody::Predict { model, features, list, output, batch_size }),
+                _ => None,
+            }
+        }
         _ => None,
     };
     t.unsupported(&["checkpoint"], d);

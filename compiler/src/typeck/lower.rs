@@ -225,7 +225,13 @@ fn inline_rows(s: &SourceDecl, schema: &SchemaRef, d: &mut Diags) -> Option<Vec<
 
 // ---------------------------------------------------------------- transforms
 
-pub(super) fn transform(t: &TransformDecl, inputs: &[LogicalPlan], checker: &ExprChecker, d: &mut Diags) -> Option<(Node, LogicalPlan)> {
+pub(super) fn transform(
+    t: &TransformDecl,
+    inputs: &[LogicalPlan],
+    checker: &ExprChecker,
+    models: &std::collections::HashMap<String, Option<kiln::plan::Model>>,
+    d: &mut Diags,
+) -> Option<(Node, LogicalPlan)> {
     let name = t.name.value.clone();
     let input = &inputs[0];
     let inp = t.input().value.clone();
@@ -397,6 +403,9 @@ pub(super) fn transform(t: &TransformDecl, inputs: &[LogicalPlan], checker: &Exp
         }
         TransformBody::Window { partition_by, order_by, frame, columns: items } => {
             super::window::lower(t, input, partition_by, order_by, frame.as_ref(), items, checker, d)?
+        }
+        TransformBody::Predict { model, features, list, output, batch_size } => {
+            super::predict::lower(t, input, model, features, *list, output, batch_size.as_ref(), models, d)?
         }
         TransformBody::Join { how, on, strategy, salt } => super::join::lower(t, inputs, how, on, strategy.as_ref(), salt.as_ref(), checker, d)?,
         TransformBody::Union { by_name, distinct } => {

@@ -10,6 +10,7 @@ mod expect;
 mod expr;
 mod join;
 mod lower;
+mod predict;
 mod tests;
 mod window;
 
@@ -32,6 +33,7 @@ pub struct Input<'a> {
     pub spec: &'a Spec,
     pub graph: &'a Graph,
     pub file_schemas: &'a FileSchemas,
+    pub model_files: &'a crate::models::ModelFiles,
     /// The spec's text (to point inside expression strings).
     pub text: &'a str,
     /// Hex SHA-256 of the spec's text.
@@ -46,6 +48,7 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
     let types: HashMap<String, DataType> = params.iter().map(|p| (p.name.clone(), p.data_type.clone())).collect();
     let checker = ExprChecker::new(input.text, types);
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
+    let models = predict::lower_models(&spec.models, input.model_files, &mut d);
     let mut nodes = Vec::new();
     // A lowering that fails must say why; an unexplained failure becomes an
     // internal error rather than a pipeline that silently lacks a node.
@@ -66,7 +69,13 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
                 let Some(input_plans) = t.inputs.iter().map(|i| plans.get(i.as_str()).cloned()).collect::<Option<Vec<_>>>() else {
                     continue;
                 };
-                (lower::transform(t, &input_plans, &checker, &mut d), &t.name)
+                // So was a model that failed.
+                if let crate::spec::TransformBody::Predict { model, .. } = &t.body {
+                    if matches!(models.get(model.as_str()), Some(None)) {
+                        continue;
+                    }
+                }
+                (lower::transform(t, &input_plans, &checker, &models, &mut d), &t.name)
             }
         };
         match lowered {

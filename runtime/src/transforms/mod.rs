@@ -138,8 +138,34 @@ fn build_unaliased(op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
         Op::Coalesce { partitions, .. } => input()?.repartition(Partitioning::RoundRobinBatch(*partitions))?.build()?,
         Op::Sql { plan, inputs: names, .. } => sql::build(plan, names, inputs)?,
         Op::Expect { rules, output, .. } => expect::build(nth(0)?, rules, &inputs[1..], *output)?,
+        Op::Predict { model, features, output, batch_size, .. } => predict(input()?, model, features, output, *batch_size)?,
     };
     Ok(plan)
+}
+
+/// The input plus the model's output: `output` (a score), or for several
+/// outputs `output` (the class) and `output_probability`.
+fn predict(input: LogicalPlanBuilder, model: &crate::plan::Model, features: &crate::plan::Features, output: &str, batch_size: usize) -> Result<LogicalPlan> {
+    use crate::plan::Features;
+    use datafusion::arrow::datatypes::DataType;
+    let udf = datafusion::logical_expr::ScalarUDF::new_from_impl(crate::models::predict::Predict::new(model.clone(), features, batch_size));
+    let args: Vec<Expr> = match features {
+        Features::Columns(cols) => cols.iter().map(|c| cast(crate::expr::col(c), DataType::Float32)).collect(),
+        Features::List(c) => vec![crate::expr::col(c)],
+    };
+    let call = udf.call(args);
+    let mut exprs: Vec<Expr> = column_exprs(input.schema()).into_iter().map(|(_, e)| e).collect();
+    if model.outputs == 1 {
+        exprs.push(call.alias(output));
+        return Ok(input.project(exprs)?.build()?);
+    }
+    const TMP: &str = "__kiln_prediction";
+    let plan = input.project(exprs.iter().cloned().chain([call.alias(TMP)]))?.build()?;
+    let get = |field: &str| datafusion::functions::core::expr_fn::get_field(crate::expr::col(TMP), field);
+    let mut exprs: Vec<Expr> = column_exprs(plan.schema()).into_iter().filter(|(c, _)| c.name != TMP).map(|(_, e)| e).collect();
+    exprs.push(get("class").alias(output));
+    exprs.push(get("probability").alias(format!("{output}_probability")));
+    Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
 }
 
 /// Every column of `schema` as (column, expression).
