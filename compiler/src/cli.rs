@@ -151,7 +151,7 @@ fn build(spec: &Path, release: bool, workspace: Option<&Path>) -> Result<PathBuf
     };
     let ws = job::locate(workspace).map_err(fail)?;
     let shown = spec.display().to_string();
-    let dir = ws.write_crate(pipeline, &shown).map_err(fail)?;
+    let dir = ws.write_crate(pipeline, &shown, &checked.rust).map_err(fail)?;
     eprintln!("generated {}", dir.display());
     ws.cargo_build(&pipeline.name, release).map_err(fail)
 }
@@ -175,6 +175,20 @@ fn test(specs: &[PathBuf]) -> ExitCode {
         };
         if pipeline.tests.is_empty() {
             println!("{}: no [[tests]]", spec.display());
+            continue;
+        }
+        // #[kiln::udf] bodies exist only in the job binary: build it and run its tests.
+        if checked.rust.iter().any(|f| !f.udfs.is_empty() || !f.models.is_empty()) {
+            if let Some(dir) = &start_dir {
+                let _ = std::env::set_current_dir(dir);
+            }
+            let binary = match build(spec, false, None) {
+                Ok(b) => b,
+                Err(c) => return c,
+            };
+            println!("{}: (its #[kiln::udf]s run in {})", spec.display(), binary.display());
+            let status = std::process::Command::new(&binary).arg("test").current_dir(spec_dir(spec)).status();
+            all_passed &= status.is_ok_and(|s| s.success());
             continue;
         }
         println!("{}:", spec.display());

@@ -38,6 +38,41 @@ pub fn locate(explicit: Option<&Path>) -> Result<Workspace, String> {
     })
 }
 
+/// The `udfs` files as modules of the crate whose sources are in `src`.
+fn rust_modules(rust: &[crate::udfs::RustFile], src: &Path) -> Result<Vec<codegen::RustModule>, String> {
+    let mut out: Vec<codegen::RustModule> = Vec::new();
+    for f in rust {
+        let full = f.full.canonicalize().map_err(|e| format!("cannot read {}: {e}", f.full.display()))?;
+        let stem: String = full.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default().chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+        let mut module = format!("udf_{stem}");
+        while out.iter().any(|m| m.module == module) {
+            module.push('_');
+        }
+        out.push(codegen::RustModule {
+            module,
+            path: relative(src, &full).display().to_string(),
+            udfs: f.udfs.iter().map(|u| u.name.clone()).collect(),
+            models: f.models.iter().map(|m| m.name.clone()).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// `to` as a path relative to the directory `from` (which may not exist yet).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to_c: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to_c).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to_c[common..] {
+        out.push(c.as_os_str());
+    }
+    out
+}
+
 impl Workspace {
     pub fn crate_dir(&self, pipeline: &str) -> PathBuf {
         self.root.join("generated").join(pipeline)
@@ -45,9 +80,10 @@ impl Workspace {
 
     /// Writes the job crate; files whose content is unchanged are not touched,
     /// so cargo does not rebuild them.
-    pub fn write_crate(&self, pipeline: &Pipeline, spec_path: &str) -> Result<PathBuf, String> {
+    pub fn write_crate(&self, pipeline: &Pipeline, spec_path: &str, rust: &[crate::udfs::RustFile]) -> Result<PathBuf, String> {
         let dir = self.crate_dir(&pipeline.name);
-        let info = CrateInfo { spec_path, runtime_path: "../../runtime" };
+        let modules = rust_modules(rust, &dir.join("src"))?;
+        let info = CrateInfo { spec_path, runtime_path: "../../runtime", rust: &modules };
         let files = codegen::generate(pipeline, &info).map_err(|u| format!("kiln cannot generate code for {} yet", u.0))?;
         for (rel, content) in files {
             let path = dir.join(rel);

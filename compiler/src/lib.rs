@@ -5,6 +5,7 @@
 //! resolve          Spec               → resolve::Graph (names, inputs, cycles, order)
 //! schemas::read    Spec + disk        → Parquet footer schemas (the only IO, with models::read)
 //! models::read     Spec + disk        → safetensors headers of [models.NAME]
+//! udfs::read       Spec + disk        → #[kiln::udf] signatures and #[kiln::model] types (syn)
 //! typeck           Spec + Graph + …   → kiln::plan::Pipeline (expressions checked by DataFusion)
 //! hint_warnings    Pipeline + disk    → join hints that the data's size makes look wrong (kiln::strategy)
 //! codegen          Pipeline           → the files of a job crate
@@ -32,7 +33,7 @@
 //! assert!(checked.diagnostics.is_empty());
 //! let pipeline = checked.pipeline.unwrap();
 //! assert_eq!(pipeline.nodes.len(), 2);
-//! let info = kiln_compiler::codegen::CrateInfo { spec_path: "demo.toml", runtime_path: "../../runtime" };
+//! let info = kiln_compiler::codegen::CrateInfo { spec_path: "demo.toml", runtime_path: "../../runtime", rust: &[] };
 //! let files = kiln_compiler::codegen::generate(&pipeline, &info).unwrap();
 //! assert!(files[std::path::Path::new("src/main.rs")].contains(r#"col("age").gt_eq(lit(18i64))"#));
 //! ```
@@ -46,6 +47,7 @@ pub mod resolve;
 pub mod schemas;
 pub mod spec;
 pub mod typeck;
+pub mod udfs;
 
 use std::path::Path;
 
@@ -61,6 +63,8 @@ pub struct Checked {
     /// Present when there is no error (warnings may remain).
     pub pipeline: Option<Pipeline>,
     pub diagnostics: Vec<Diagnostic>,
+    /// The spec's `udfs` files (the generated crate includes and registers them).
+    pub rust: Vec<udfs::RustFile>,
 }
 
 impl Checked {
@@ -88,7 +92,9 @@ pub fn check_text(path: &Path, text: &str, base: &Path) -> Checked {
     diagnostics.extend(resolve_diags);
     let file_schemas = schemas::read(&spec, base);
     let model_files = models::read(&spec, base);
-    let input = typeck::Input { spec: &spec, graph: &graph, file_schemas: &file_schemas, model_files: &model_files, text, spec_hash: spec_hash(text) };
+    let (rust, rust_diags) = udfs::read(&spec, base);
+    diagnostics.extend(rust_diags);
+    let input = typeck::Input { spec: &spec, graph: &graph, file_schemas: &file_schemas, model_files: &model_files, rust: &rust, text, spec_hash: spec_hash(text) };
     let (pipeline, typeck_diags) = typeck::typeck(&input);
     diagnostics.extend(typeck_diags);
     if let Some(p) = &pipeline {
@@ -96,7 +102,7 @@ pub fn check_text(path: &Path, text: &str, base: &Path) -> Checked {
     }
     // Whatever the code generator cannot express yet is a check error too.
     if let Some(p) = &pipeline {
-        let info = codegen::CrateInfo { spec_path: "", runtime_path: "" };
+        let info = codegen::CrateInfo { spec_path: "", runtime_path: "", rust: &[] };
         if let Err(codegen::Unsupported(what)) = codegen::generate(p, &info) {
             diagnostics.push(
                 Diagnostic::error("kiln::unsupported", spec.pipeline.name.span.clone(), format!("kiln cannot generate code for {what} yet"))
@@ -106,7 +112,7 @@ pub fn check_text(path: &Path, text: &str, base: &Path) -> Checked {
     }
     diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
     let failed = diagnostics.iter().any(Diagnostic::is_error);
-    Checked { file, pipeline: if failed { None } else { pipeline }, diagnostics }
+    Checked { file, pipeline: if failed { None } else { pipeline }, diagnostics, rust }
 }
 
 /// Join hints that look wrong for the spec's default data, as warnings at the

@@ -25,10 +25,16 @@ pub mod stats;
 pub mod strategy;
 pub mod testing;
 pub mod transforms;
+pub mod udfs;
 
 pub use error::{Error, Result};
-/// Kiln's procedural macros (`#[kiln::udf]`, `include_pipeline!`) as they land.
-pub use kiln_macros;
+/// `#[kiln::udf]` (a Rust function as a vectorized SQL function) and
+/// `#[kiln::model]` (a candle model written in Rust).
+pub use kiln_macros::{model, udf};
+/// candle, for `#[kiln::model]` types.
+pub use candle_core as candle;
+/// chrono, for `#[kiln::udf]` parameters of type `NaiveDate`.
+pub use chrono;
 
 /// Re-exports for generated code and for users of the Rust API.
 pub mod prelude {

@@ -4,6 +4,7 @@
     python3 specs/models/make_models.py
 
 customer_score.safetensors: an MLP 5 -> 8 -> 1 (relu, sigmoid) for specs/inference.toml.
+customer_linear.safetensors: `weight` [1, 5] and `bias` [1], for the #[kiln::model] tests.
 Tensors follow Kiln's mlp layout: layers.{i}.weight [out, in], layers.{i}.bias [out].
 The safetensors format is written by hand (8-byte header length, JSON header, raw
 little-endian data) so that numpy is the only dependency.
@@ -46,3 +47,7 @@ def mlp(layers, seed):
 if __name__ == "__main__":
     save(os.path.join(HERE, "customer_score.safetensors"), mlp([5, 8, 1], seed=7))
     print("wrote specs/models/customer_score.safetensors")
+    # A plain 5 -> 1 affine layer (weight, bias) for the #[kiln::model] tests.
+    linear = mlp([5, 1], seed=11)
+    save(os.path.join(HERE, "customer_linear.safetensors"), {"weight": linear["layers.0.weight"], "bias": linear["layers.0.bias"]})
+    print("wrote specs/models/customer_linear.safetensors")

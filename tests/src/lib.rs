@@ -24,7 +24,7 @@ pub fn build_job(spec: &str) -> PathBuf {
     assert!(!checked.has_errors(), "{}", checked.render(false));
     let pipeline = checked.pipeline.unwrap();
     let ws = kiln_compiler::job::locate(Some(&root)).unwrap();
-    ws.write_crate(&pipeline, spec).unwrap();
+    ws.write_crate(&pipeline, spec, &checked.rust).unwrap();
     ws.cargo_build(&pipeline.name, false).unwrap()
 }
 

@@ -8,7 +8,7 @@ fn generated(spec: &str) -> std::collections::BTreeMap<std::path::PathBuf, Strin
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(spec);
     let checked = kiln_compiler::check_file(&path).unwrap();
     assert!(!checked.has_errors(), "{}", checked.render(false));
-    let info = CrateInfo { spec_path: spec, runtime_path: "../../runtime" };
+    let info = CrateInfo { spec_path: spec, runtime_path: "../../runtime", rust: &[] };
     generate(checked.pipeline.as_ref().unwrap(), &info).unwrap()
 }
 

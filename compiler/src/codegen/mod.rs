@@ -27,6 +27,19 @@ pub struct CrateInfo<'a> {
     pub spec_path: &'a str,
     /// Path from the crate's directory to the runtime crate.
     pub runtime_path: &'a str,
+    /// The spec's `udfs` files, included as modules of the crate.
+    pub rust: &'a [RustModule],
+}
+
+/// A `udfs` file as a module of the job crate.
+#[derive(Debug, Clone)]
+pub struct RustModule {
+    pub module: String,
+    /// `#[path]` of the module: the file, from the crate's `src/`.
+    pub path: String,
+    /// `#[kiln::udf]` functions and `#[kiln::model]` types it declares.
+    pub udfs: Vec<String>,
+    pub models: Vec<String>,
 }
 
 const CARGO_TEMPLATE: &str = include_str!("../../../templates/job/Cargo.toml");
@@ -58,10 +71,40 @@ fn uses_cuda(p: &Pipeline) -> bool {
 /// The formatted `src/main.rs`.
 pub fn main_rs(p: &Pipeline, info: &CrateInfo) -> Result<String, Unsupported> {
     let body = pipeline(p)?;
+    let modules = info.rust.iter().map(|m| {
+        let (module, path) = (proc_macro2::Ident::new(&m.module, proc_macro2::Span::call_site()), &m.path);
+        quote!(#[path = #path] mod #module;)
+    });
+    let udfs = info.rust.iter().flat_map(|m| {
+        let module = proc_macro2::Ident::new(&m.module, proc_macro2::Span::call_site());
+        m.udfs.iter().map(move |u| {
+            let f = proc_macro2::Ident::new(&format!("{u}_udf"), proc_macro2::Span::call_site());
+            quote!(#module::#f())
+        })
+    });
+    let models = info.rust.iter().flat_map(|m| {
+        let module = proc_macro2::Ident::new(&m.module, proc_macro2::Span::call_site());
+        m.models.iter().map(move |t| {
+            let ty = proc_macro2::Ident::new(t, proc_macro2::Span::call_site());
+            quote!(kiln::models::register::<#module::#ty>(#t);)
+        })
+    });
+    let register = if info.rust.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            // The spec's #[kiln::udf] functions and #[kiln::model] types, known before anything is planned.
+            kiln::functions::register_udfs([#(#udfs),*]);
+            #(#models)*
+        }
+    };
     let file = quote! {
         use kiln::prelude::*;
 
+        #(#modules)*
+
         fn main() -> std::process::ExitCode {
+            #register
             match pipeline() {
                 Ok(pipeline) => kiln::cli::main(pipeline),
                 Err(e) => {

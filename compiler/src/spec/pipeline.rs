@@ -8,6 +8,8 @@ use crate::diag::{Diagnostic, Diags};
 pub struct PipelineDecl {
     pub name: Sp<String>,
     pub description: String,
+    /// Rust files holding `#[kiln::udf]` functions and `#[kiln::model]` types.
+    pub udfs: Vec<Sp<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,7 +43,8 @@ pub(super) fn parse_pipeline(t: &Table, d: &mut Diags) -> PipelineDecl {
         decl.name = name;
     }
     decl.description = t.str("description", d).map(|s| s.value).unwrap_or_default();
-    t.unsupported(&["udfs", "mode"], d);
+    decl.udfs = t.str_list("udfs", d).map(|l| l.value).unwrap_or_default();
+    t.unsupported(&["mode"], d);
     t.finish(d);
     decl
 }

@@ -25,15 +25,22 @@ pub struct ExprChecker<'a> {
     params: HashMap<String, DataType>,
     /// The spec text, to map positions inside expression strings.
     text: &'a str,
+    /// `#[kiln::udf]`s: (name, signature, file:line), for messages about their calls.
+    udfs: Vec<(String, String, String)>,
 }
 
 impl<'a> ExprChecker<'a> {
-    pub fn new(text: &'a str, params: HashMap<String, DataType>) -> Self {
+    pub fn new(text: &'a str, params: HashMap<String, DataType>, rust: &[crate::udfs::RustFile]) -> Self {
+        use datafusion::execution::FunctionRegistry;
         let mut config = kiln::session::config(&Default::default());
         config.options_mut().sql_parser.collect_spans = true;
         let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
         kiln::functions::install(&mut state);
-        ExprChecker { state, params, text }
+        for stub in crate::udfs::stubs(rust) {
+            let _ = state.register_udf(stub);
+        }
+        let udfs = rust.iter().flat_map(|f| &f.udfs).map(|u| (u.name.clone(), u.text.clone(), u.place.clone())).collect();
+        ExprChecker { state, params, text, udfs }
     }
 
     /// Parses `text` against `schema`. Columns come out unqualified; params
@@ -250,11 +257,17 @@ impl<'a> ExprChecker<'a> {
             return d.note(format!("the input's columns: {}", columns.join(", ")));
         }
         let (message, help) = humanize(&clean_message(err));
-        let d = Diagnostic::error("kiln::invalid-expression", span, message).label(format!("in `{}`", text.value));
-        match help {
-            Some(h) => d.help(h),
-            None => d,
+        let mut d = Diagnostic::error("kiln::invalid-expression", span, message.clone()).label(format!("in `{}`", text.value));
+        if let Some(h) = help {
+            d = d.help(h);
         }
+        // A call of a #[kiln::udf] that does not fit: show its Rust signature.
+        for (name, sig, place) in &self.udfs {
+            if [format!("'{name}'"), format!("`{name}`"), format!("{name}(")].iter().any(|n| message.contains(n.as_str())) {
+                d = d.note(format!("`{name}` is a #[kiln::udf] ({place}): {sig}"));
+            }
+        }
+        d
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Input<'a> {
     pub graph: &'a Graph,
     pub file_schemas: &'a FileSchemas,
     pub model_files: &'a crate::models::ModelFiles,
+    /// The `udfs` files' functions and model types.
+    pub rust: &'a [crate::udfs::RustFile],
     /// The spec's text (to point inside expression strings).
     pub text: &'a str,
     /// Hex SHA-256 of the spec's text.
@@ -46,9 +48,9 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
     let spec = input.spec;
     let params = lower_params(spec, &mut d);
     let types: HashMap<String, DataType> = params.iter().map(|p| (p.name.clone(), p.data_type.clone())).collect();
-    let checker = ExprChecker::new(input.text, types);
+    let checker = ExprChecker::new(input.text, types, input.rust);
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
-    let models = predict::lower_models(&spec.models, input.model_files, &mut d);
+    let models = predict::lower_models(&spec.models, input.model_files, input.rust, &mut d);
     let mut nodes = Vec::new();
     // A lowering that fails must say why; an unexplained failure becomes an
     // internal error rather than a pipeline that silently lacks a node.

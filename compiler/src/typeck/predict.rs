@@ -10,6 +10,7 @@ use kiln::plan::{Activation, Architecture, Features, Model, ModelDevice, Op};
 use super::lower::{require_column, schema_names};
 use crate::diag::{Diagnostic, Diags, did_you_mean};
 use crate::models::ModelFiles;
+use crate::udfs::RustFile;
 use crate::spec::types::display;
 use crate::spec::{ModelDecl, Sp, TransformDecl};
 
@@ -17,11 +18,12 @@ use crate::spec::{ModelDecl, Sp, TransformDecl};
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
 
 /// Every model, by name: `None` when its declaration or file is wrong (reported here).
-pub(super) fn lower_models(models: &[ModelDecl], files: &ModelFiles, d: &mut Diags) -> HashMap<String, Option<Model>> {
-    models.iter().map(|m| (m.name.value.clone(), lower_model(m, files, d))).collect()
+pub(super) fn lower_models(models: &[ModelDecl], files: &ModelFiles, rust: &[RustFile], d: &mut Diags) -> HashMap<String, Option<Model>> {
+    models.iter().map(|m| (m.name.value.clone(), lower_model(m, files, rust, d))).collect()
 }
 
-fn lower_model(m: &ModelDecl, files: &ModelFiles, d: &mut Diags) -> Option<Model> {
+fn lower_model(m: &ModelDecl, files: &ModelFiles, rust: &[RustFile], d: &mut Diags) -> Option<Model> {
+    let custom = rust.iter().flat_map(|f| &f.models).find(|s| s.name == m.architecture.value);
     let act = |a: &Option<Sp<String>>, default: Activation| a.as_ref().and_then(|a| Activation::from_name(&a.value)).unwrap_or(default);
     let architecture = match m.architecture.as_str() {
         "linear" => Architecture::Linear,
@@ -31,6 +33,7 @@ fn lower_model(m: &ModelDecl, files: &ModelFiles, d: &mut Diags) -> Option<Model
             activation: act(&m.activation, Activation::Relu),
             output_activation: act(&m.output_activation, Activation::Identity),
         },
+        _ if custom.is_some() => Architecture::Custom(m.architecture.value.clone()),
         other => {
             let mut diag = Diagnostic::error("kiln::unknown-model-type", m.architecture.span.clone(), format!("model `{}`: unknown architecture `{other}`", m.name.value))
                 .label("not a built-in architecture, nor a #[kiln::model] type of this pipeline's `udfs`")
@@ -59,6 +62,19 @@ fn lower_model(m: &ModelDecl, files: &ModelFiles, d: &mut Diags) -> Option<Model
         }
         None => return None,
     };
+    if let Some(sig) = custom {
+        let missing: Vec<&String> = sig.tensors.iter().filter(|t| !found.contains_key(*t)).collect();
+        if !missing.is_empty() {
+            let listing: Vec<String> = found.keys().cloned().collect();
+            d.push(
+                Diagnostic::error("kiln::model-shape", m.path.span.clone(), format!("model `{}`: {} lacks tensors that `{}` ({}) reads", m.name.value, m.path.value, sig.name, sig.place))
+                    .label(format!("missing: {}", missing.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")))
+                    .note(format!("the file holds: {}", listing.join(", "))),
+            );
+            return None;
+        }
+        return Some(Model { name: m.name.value.clone(), path: m.path.value.clone(), architecture, device, inputs: sig.inputs, outputs: sig.outputs });
+    }
     let (inputs, outputs) = match kiln::models::shape_of(&architecture, found) {
         Ok(shape) => shape,
         Err(problems) => {

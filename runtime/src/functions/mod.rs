@@ -7,26 +7,46 @@
 
 mod to_date;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::ScalarUDF;
 
-/// Kiln's own scalar functions (added by later issues: `#[kiln::udf]`s).
+static USER_UDFS: RwLock<Vec<Arc<ScalarUDF>>> = RwLock::new(Vec::new());
+static REGISTRY: RwLock<Option<Arc<SessionState>>> = RwLock::new(None);
+
+/// Makes functions (`#[kiln::udf]`s) known to the registry and to every
+/// session created afterwards. Generated binaries call it first thing in `main`.
+pub fn register_udfs(udfs: impl IntoIterator<Item = Arc<ScalarUDF>>) {
+    let mut user = USER_UDFS.write().unwrap_or_else(|e| e.into_inner());
+    for udf in udfs {
+        user.retain(|u| u.name() != udf.name());
+        user.push(udf);
+    }
+    // The next `registry()` call rebuilds it with them.
+    *REGISTRY.write().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// Kiln's own scalar functions: the registered `#[kiln::udf]`s.
 pub fn kiln_udfs() -> Vec<Arc<ScalarUDF>> {
-    Vec::new()
+    USER_UDFS.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// A session state holding DataFusion's built-in functions plus Kiln's.
 /// It is only a registry: nothing is executed through it.
-pub fn registry() -> &'static SessionState {
-    static REGISTRY: OnceLock<SessionState> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        let mut state = SessionStateBuilder::new().with_default_features().build();
-        install(&mut state);
-        state
-    })
+pub fn registry() -> Arc<SessionState> {
+    if let Some(r) = REGISTRY.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return r.clone();
+    }
+    let mut guard = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
+    guard
+        .get_or_insert_with(|| {
+            let mut state = SessionStateBuilder::new().with_default_features().build();
+            install(&mut state);
+            Arc::new(state)
+        })
+        .clone()
 }
 
 /// Registers Kiln's functions on a session state, and Kiln's faster

@@ -1,32 +1,48 @@
 //! Models written in Rust: a struct of candle tensors marked `#[kiln::model]`.
 //!
 //! ```ignore
+//! use kiln::candle::{Result, Tensor};
+//!
 //! #[kiln::model(inputs = 4, outputs = 1)]
 //! pub struct Scorer {
 //!     weight: Tensor, // read from the safetensors tensor named `weight`
 //!     bias: Tensor,
 //! }
-//! impl Scorer {
-//!     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> { ... } // rows × inputs → rows (× outputs)
+//!
+//! impl kiln::models::Forward for Scorer {
+//!     // rows × inputs → rows (or rows × outputs)
+//!     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+//!         x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?.tanh()
+//!     }
 //! }
 //! ```
 //!
-//! The macro implements [`CustomModel`] (each field is taken from the file by
+//! The macro implements [`FromTensors`] (each field is taken from the file by
 //! its name); the generated binary registers the type under its name, and
-//! `[models.NAME] architecture = "Scorer"` uses it.
+//! `[models.NAME] architecture = "Scorer"` uses it. `kiln check` reads the
+//! struct with syn: the file must hold every field's tensor, and `inputs` is
+//! checked against the `predict` node's features.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, RwLock};
 
 use candle_core::{DType, Tensor};
 
-/// A model type a spec can name as its `architecture`.
-pub trait CustomModel: Send + Sync + Sized + 'static {
+/// Building a model from a file's tensors: what `#[kiln::model]` implements.
+pub trait FromTensors: Sized {
     /// Builds the model from the file's tensors (all converted to f32).
     fn from_tensors(tensors: &mut HashMap<String, Tensor>) -> candle_core::Result<Self>;
+}
+
+/// Running a model: what the author of a `#[kiln::model]` type implements.
+pub trait Forward {
     /// rows × inputs → rows, or rows × outputs.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor>;
 }
+
+/// A model type a spec can name as its `architecture`.
+pub trait CustomModel: FromTensors + Forward + Send + Sync + 'static {}
+impl<M: FromTensors + Forward + Send + Sync + 'static> CustomModel for M {}
 
 /// Takes tensor `name` out of a file's tensors as f32 (for `#[kiln::model]`).
 pub fn take(tensors: &mut HashMap<String, Tensor>, name: &str) -> candle_core::Result<Tensor> {
@@ -43,7 +59,7 @@ pub trait DynModel: Send + Sync {
 
 impl<M: CustomModel> DynModel for M {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        CustomModel::forward(self, x)
+        Forward::forward(self, x)
     }
 }
 

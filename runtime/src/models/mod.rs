@@ -12,6 +12,8 @@
 pub mod custom;
 pub mod predict;
 
+pub use custom::{CustomModel, Forward, FromTensors, register};
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
