@@ -29,8 +29,8 @@ pub fn locate(explicit: Option<&Path>) -> Result<Workspace, String> {
         .no_deps()
         .exec()
         .map_err(|e| format!("cannot read the Kiln workspace at {}: {e}", root.display()))?;
-    if !metadata.packages.iter().any(|p| p.name.as_str() == "kiln") {
-        return Err(format!("{} is not a Kiln workspace (no `kiln` runtime package)", manifest.display()));
+    if !metadata.packages.iter().any(|p| p.name.as_str() == "kiln-runtime") {
+        return Err(format!("{} is not a Kiln workspace (no `kiln-runtime` package)", manifest.display()));
     }
     Ok(Workspace {
         root: metadata.workspace_root.into_std_path_buf(),
@@ -38,8 +38,9 @@ pub fn locate(explicit: Option<&Path>) -> Result<Workspace, String> {
     })
 }
 
-/// The `udfs` files as modules of the crate whose sources are in `src`.
-fn rust_modules(rust: &[crate::udfs::RustFile], src: &Path) -> Result<Vec<codegen::RustModule>, String> {
+/// The `udfs` files as modules of a crate whose sources are in `src` (paths
+/// relative to it), or anywhere (`None`: absolute paths).
+pub fn rust_modules(rust: &[crate::udfs::RustFile], src: Option<&Path>) -> Result<Vec<codegen::RustModule>, String> {
     let mut out: Vec<codegen::RustModule> = Vec::new();
     for f in rust {
         let full = f.full.canonicalize().map_err(|e| format!("cannot read {}: {e}", f.full.display()))?;
@@ -50,7 +51,7 @@ fn rust_modules(rust: &[crate::udfs::RustFile], src: &Path) -> Result<Vec<codege
         }
         out.push(codegen::RustModule {
             module,
-            path: relative(src, &full).display().to_string(),
+            path: src.map_or_else(|| full.clone(), |src| relative(src, &full)).display().to_string(),
             udfs: f.udfs.iter().map(|u| u.name.clone()).collect(),
             models: f.models.iter().map(|m| m.name.clone()).collect(),
         });
@@ -82,7 +83,7 @@ impl Workspace {
     /// so cargo does not rebuild them.
     pub fn write_crate(&self, pipeline: &Pipeline, spec_path: &str, rust: &[crate::udfs::RustFile]) -> Result<PathBuf, String> {
         let dir = self.crate_dir(&pipeline.name);
-        let modules = rust_modules(rust, &dir.join("src"))?;
+        let modules = rust_modules(rust, Some(&dir.join("src")))?;
         let info = CrateInfo { spec_path, runtime_path: "../../runtime", rust: &modules };
         let files = codegen::generate(pipeline, &info).map_err(|u| format!("kiln cannot generate code for {} yet", u.0))?;
         for (rel, content) in files {

@@ -41,6 +41,7 @@
 pub mod cli;
 pub mod codegen;
 pub mod diag;
+pub mod embed;
 pub mod job;
 pub mod models;
 pub mod resolve;
@@ -54,6 +55,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use diag::{Diagnostic, SourceFile};
+pub use embed::Build;
 use kiln::plan::Pipeline;
 
 /// The outcome of checking one spec.

@@ -62,10 +62,12 @@ fn udf_impl(f: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
                 if !matches!(&*t.pat, Pat::Ident(_)) {
                     return Err(Error::new(t.pat.span(), "name each #[kiln::udf] parameter (no patterns)"));
                 }
+                check_type(&t.ty, "parameter")?;
                 types.push(strip_lifetimes((*t.ty).clone()));
             }
         }
     }
+    check_type(ret, "result")?;
     let ret = strip_lifetimes((**ret).clone());
     let name = &sig.ident;
     let sql_name = name.to_string();
@@ -107,6 +109,38 @@ fn udf_impl(f: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             )
         }
     })
+}
+
+/// The types Arrow columns map to (kept in step with `kiln::udfs` and the
+/// compiler's `udfs::sql_type`): a clear error here beats a trait-bound error.
+fn check_type(ty: &syn::Type, what: &str) -> syn::Result<()> {
+    fn ok(ty: &syn::Type, option_allowed: bool) -> bool {
+        match ty {
+            syn::Type::Reference(r) => matches!(&*r.elem, syn::Type::Path(p) if p.path.is_ident("str")),
+            syn::Type::Path(p) => {
+                let Some(last) = p.path.segments.last() else { return false };
+                let name = last.ident.to_string();
+                if name == "Option" {
+                    return option_allowed
+                        && matches!(&last.arguments, syn::PathArguments::AngleBracketed(a)
+                            if matches!(a.args.first(), Some(syn::GenericArgument::Type(t)) if ok(t, false)));
+                }
+                matches!(last.arguments, syn::PathArguments::None)
+                    && ["i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64", "bool", "String", "NaiveDate"].contains(&name.as_str())
+            }
+            _ => false,
+        }
+    }
+    if ok(ty, true) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ty.span(),
+        format!(
+            "`{}` cannot be a #[kiln::udf] {what}: use i8..i64, u8..u64, f32, f64, bool, &str, String, NaiveDate, or an Option of one of them",
+            quote!(#ty).to_string().replace(' ', "")
+        ),
+    ))
 }
 
 /// `&'a str` → `&str`: the generated code lets the compiler infer lifetimes.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
+use kiln_runtime as kiln;
 use datafusion::arrow::datatypes::Float64Type;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::*;

@@ -45,6 +45,15 @@ pub mod prelude {
     pub use datafusion::logical_expr::{Expr, Operator, SortExpr, WindowFrame, WindowFrameBound, WindowFrameUnits};
 }
 
+/// Includes a pipeline that a build script compiled with `kiln_compiler::Build`:
+/// `kiln::include_generated!("etl");` defines the module `etl`.
+#[macro_export]
+macro_rules! include_generated {
+    ($name:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/kiln/", $name, ".rs"));
+    };
+}
+
 /// The version of Kiln this runtime belongs to (shown by `NAME --version`).
 pub const KILN_VERSION: &str = env!("CARGO_PKG_VERSION");
 

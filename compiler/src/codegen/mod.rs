@@ -68,28 +68,28 @@ fn uses_cuda(p: &Pipeline) -> bool {
     p.nodes.iter().any(|n| matches!(&n.op, Op::Predict { model, .. } if model.device == kiln::plan::ModelDevice::Cuda))
 }
 
-/// The formatted `src/main.rs`.
-pub fn main_rs(p: &Pipeline, info: &CrateInfo) -> Result<String, Unsupported> {
-    let body = pipeline(p)?;
-    let modules = info.rust.iter().map(|m| {
+/// The `udfs` files as modules, and the statements that register their
+/// functions and model types (empty when there are none).
+fn rust_items(rust: &[RustModule]) -> (TokenStream, TokenStream) {
+    let modules = rust.iter().map(|m| {
         let (module, path) = (proc_macro2::Ident::new(&m.module, proc_macro2::Span::call_site()), &m.path);
         quote!(#[path = #path] mod #module;)
     });
-    let udfs = info.rust.iter().flat_map(|m| {
+    let udfs = rust.iter().flat_map(|m| {
         let module = proc_macro2::Ident::new(&m.module, proc_macro2::Span::call_site());
         m.udfs.iter().map(move |u| {
             let f = proc_macro2::Ident::new(&format!("{u}_udf"), proc_macro2::Span::call_site());
             quote!(#module::#f())
         })
     });
-    let models = info.rust.iter().flat_map(|m| {
+    let models = rust.iter().flat_map(|m| {
         let module = proc_macro2::Ident::new(&m.module, proc_macro2::Span::call_site());
         m.models.iter().map(move |t| {
             let ty = proc_macro2::Ident::new(t, proc_macro2::Span::call_site());
             quote!(kiln::models::register::<#module::#ty>(#t);)
         })
     });
-    let register = if info.rust.is_empty() {
+    let register = if rust.is_empty() {
         quote!()
     } else {
         quote! {
@@ -98,10 +98,68 @@ pub fn main_rs(p: &Pipeline, info: &CrateInfo) -> Result<String, Unsupported> {
             #(#models)*
         }
     };
+    (quote!(#(#modules)*), register)
+}
+
+/// A pipeline as a Rust module `NAME` for code that embeds it
+/// (`kiln::include_pipeline!`, `kiln_compiler::Build`): `pipeline()`,
+/// `register()`, `build(ctx, params)` and `run(params)`. `rust` paths are absolute.
+pub fn embed(p: &Pipeline, spec_path: &str, rust: &[RustModule]) -> Result<TokenStream, Unsupported> {
+    let body = pipeline(p)?;
+    let (modules, register) = rust_items(rust);
+    let module = proc_macro2::Ident::new(&p.name, proc_macro2::Span::call_site());
+    let doc = format!(" The pipeline of {spec_path} (spec sha256:{}), checked when this crate was built.", p.spec_hash);
+    Ok(quote! {
+        #[doc = #doc]
+        pub mod #module {
+            use ::kiln::prelude::*;
+            use ::kiln as kiln;
+
+            #modules
+
+            /// Makes the spec's `#[kiln::udf]`s and `#[kiln::model]`s known (done by `pipeline()`).
+            pub fn register() {
+                #register
+            }
+
+            /// The pipeline as plain data.
+            pub fn pipeline() -> kiln::Result<Pipeline> {
+                register();
+                Ok(#body)
+            }
+
+            fn owned(params: &[(&str, &str)]) -> Vec<(String, String)> {
+                params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            }
+
+            /// Every node's logical plan on `ctx` (make it with `kiln::session::context`), parameters bound:
+            /// `params` beat each param's `env` variable, which beats its default.
+            pub async fn build(
+                ctx: &kiln::datafusion::prelude::SessionContext,
+                params: &[(&str, &str)],
+            ) -> kiln::Result<std::collections::HashMap<String, kiln::datafusion::logical_expr::LogicalPlan>> {
+                let p = pipeline()?;
+                let values = kiln::params::resolve(&p.params, &owned(params), |name| std::env::var(name).ok())?;
+                kiln::run::node_plans(&p, ctx, &values).await
+            }
+
+            /// Runs the pipeline as `NAME run` does: every sink written, all or none.
+            pub async fn run(params: &[(&str, &str)]) -> kiln::Result<kiln::run::Report> {
+                let p = pipeline()?;
+                kiln::run::run(&p, &kiln::run::RunOptions { params: owned(params), ..Default::default() }).await
+            }
+        }
+    })
+}
+
+/// The formatted `src/main.rs`.
+pub fn main_rs(p: &Pipeline, info: &CrateInfo) -> Result<String, Unsupported> {
+    let body = pipeline(p)?;
+    let (modules, register) = rust_items(info.rust);
     let file = quote! {
         use kiln::prelude::*;
 
-        #(#modules)*
+        #modules
 
         fn main() -> std::process::ExitCode {
             #register
