@@ -19,7 +19,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 struct Settings {
     /// Set a parameter: --param NAME=VALUE (repeatable; beats the param's env variable and default).
     #[arg(long = "param", value_parser = parse_param)]
@@ -39,10 +39,65 @@ struct Settings {
     skew_report: bool,
 }
 
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    settings: Settings,
+    /// Run on an in-process Ballista scheduler and executor (as a cluster would).
+    #[arg(long)]
+    standalone: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct SubmitArgs {
+    #[command(flatten)]
+    settings: Settings,
+    /// The scheduler, HOST:PORT.
+    #[arg(long)]
+    scheduler: String,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct SchedulerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:50050")]
+    bind: std::net::SocketAddr,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ExecutorArgs {
+    /// The scheduler, HOST:PORT.
+    #[arg(long)]
+    scheduler: String,
+    /// Address for task results (Arrow Flight); the gRPC port is the next one unless --grpc-port.
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    bind: std::net::SocketAddr,
+    #[arg(long)]
+    grpc_port: Option<u16>,
+    /// Host name or IP the scheduler and other executors reach this one at (default: the bind address).
+    #[arg(long)]
+    external_host: Option<String>,
+    /// Tasks run at once (default: the machine's cores).
+    #[arg(long)]
+    slots: Option<usize>,
+    /// Memory for task execution, e.g. 4GB; operators that can spill do so past it.
+    #[arg(long, value_parser = parse_memory)]
+    memory_limit: Option<u64>,
+    /// Directory for shuffle files (default: a temporary directory).
+    #[arg(long)]
+    work_dir: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the pipeline.
-    Run(Settings),
+    Run(RunArgs),
+    /// Run the pipeline on a Ballista cluster (this binary is the client).
+    Submit(SubmitArgs),
+    /// Be a Ballista scheduler for this pipeline's jobs.
+    Scheduler(SchedulerArgs),
+    /// Be a Ballista executor (this binary holds the pipeline's functions and models).
+    Executor(ExecutorArgs),
     /// Print each sink's logical and physical plan.
     Explain(Settings),
     /// Run the spec's [[tests]] (exit 1 when one fails).
@@ -69,6 +124,7 @@ impl Settings {
             },
             params: self.params.clone(),
             skew_report: self.skew_report,
+            cluster: None,
         }
     }
 }
@@ -92,7 +148,10 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
         return ExitCode::from(2);
     };
     let settings = match &command {
-        Command::Run(s) | Command::Explain(s) | Command::Test(s) => s.clone(),
+        Command::Run(r) => r.settings.clone(),
+        Command::Submit(s) => s.settings.clone(),
+        Command::Explain(s) | Command::Test(s) => s.clone(),
+        Command::Scheduler(_) | Command::Executor(_) => Settings::default(),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = settings.threads {
@@ -105,11 +164,30 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let opts = settings.options();
+    let mut opts = settings.options();
+    opts.cluster = match &command {
+        Command::Run(r) if r.standalone => Some(crate::cluster::Cluster::Standalone),
+        Command::Submit(s) => Some(crate::cluster::Cluster::Remote(s.scheduler.clone())),
+        _ => None,
+    };
     let settings_for_run = settings.clone();
     let result = runtime.block_on(async {
         match command {
-            Command::Run(_) => run::run(&pipeline, &opts).await.map(|report| {
+            Command::Scheduler(a) => crate::cluster::scheduler(&pipeline, a.bind).await,
+            Command::Executor(a) => {
+                let external = a.external_host.clone();
+                let opts = crate::cluster::ExecutorOptions {
+                    scheduler: a.scheduler,
+                    bind: a.bind,
+                    grpc_port: a.grpc_port,
+                    external_host: external,
+                    slots: a.slots,
+                    memory_limit: a.memory_limit,
+                    work_dir: a.work_dir,
+                };
+                crate::cluster::executor(&pipeline, &opts).await
+            }
+            Command::Run(_) | Command::Submit(_) => run::run(&pipeline, &opts).await.map(|report| {
                 for s in &report.sinks {
                     match s.rows {
                         Some(rows) => eprintln!("sink `{}`: {rows} rows -> {}", s.name, s.path),

@@ -8,6 +8,7 @@
 //! sources) to type-check a spec, so the compiler and the binary cannot disagree.
 
 pub mod cli;
+pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod expr;

@@ -23,6 +23,8 @@ pub struct RunOptions {
     /// `--skew-report`: count every join's keys before running (one aggregate
     /// pass per join side) and report partition sizes and top keys.
     pub skew_report: bool,
+    /// Run on Ballista (`run --standalone`, `submit --scheduler`) instead of in-process.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// What a run did, per sink.
@@ -264,9 +266,17 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     let started = Instant::now();
     let values = params::resolve(&pipeline.params, &opts.params, env)?;
     let session_opts = opts.session.clone().over(&pipeline.runtime);
-    let ctx = session::context(&session_opts)?;
+    let ctx = match &opts.cluster {
+        None => session::context(&session_opts)?,
+        Some(cluster) => crate::cluster::context(pipeline, cluster, &session_opts).await?,
+    };
     let prepared = prepare(pipeline, &values, session_opts.spill_dir.as_deref())?;
-    let plans = node_plans_reading(pipeline, &ctx, &values, &prepared.read_from).await?;
+    let mut plans = node_plans_reading(pipeline, &ctx, &values, &prepared.read_from).await?;
+    if opts.cluster.is_some() {
+        for plan in plans.values_mut() {
+            *plan = crate::cluster::without_hints(plan.clone())?;
+        }
+    }
 
     if opts.skew_report {
         skew_report(pipeline, &ctx, &plans).await?;

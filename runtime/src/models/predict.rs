@@ -19,8 +19,11 @@ use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl,
 
 use crate::plan::{Features, Model};
 
-/// `kiln_predict_MODEL(features…)`: a score per row, or `{class, probability}`
-/// for a model with several outputs.
+/// `kiln_predict_MODEL(path, features…)`: a score per row, or `{class,
+/// probability}` for a model with several outputs. The model file's path is
+/// the first argument (a literal of the plan, parameters already bound), so a
+/// plan shipped to Ballista executors names the file the client chose; the
+/// architecture and shapes are the binary's own.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Predict {
     name: String,
@@ -42,7 +45,7 @@ impl Predict {
             model,
             list,
             batch_size: batch_size.max(1),
-            signature: Signature::any(args, Volatility::Immutable),
+            signature: Signature::any(args + 1, Volatility::Immutable),
         }
     }
 
@@ -71,8 +74,15 @@ impl ScalarUDFImpl for Predict {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let model = super::load(&self.model).map_err(DataFusionError::Execution)?;
+        let (path, features) = match args.args.split_first() {
+            Some((ColumnarValue::Scalar(p), rest)) => match p.try_as_str() {
+                Some(Some(path)) => (path.to_string(), rest),
+                _ => return exec_err!("{}: the model path is not a string", self.name),
+            },
+            _ => return exec_err!("{}: the first argument is the model's path", self.name),
+        };
+        let arrays = ColumnarValue::values_to_arrays(features)?;
+        let model = super::load(&Model { path, ..self.model.clone() }).map_err(DataFusionError::Execution)?;
         let k = model.inputs;
         let err = |e: candle_core::Error| DataFusionError::Execution(format!("model `{}`: {e}", self.model.name));
         let mut nulls: Option<NullBuffer> = None;

@@ -149,10 +149,11 @@ fn predict(input: LogicalPlanBuilder, model: &crate::plan::Model, features: &cra
     use crate::plan::Features;
     use datafusion::arrow::datatypes::DataType;
     let udf = datafusion::logical_expr::ScalarUDF::new_from_impl(crate::models::predict::Predict::new(model.clone(), features, batch_size));
-    let args: Vec<Expr> = match features {
-        Features::Columns(cols) => cols.iter().map(|c| cast(crate::expr::col(c), DataType::Float32)).collect(),
-        Features::List(c) => vec![crate::expr::col(c)],
-    };
+    let mut args: Vec<Expr> = vec![lit(model.path.clone())];
+    match features {
+        Features::Columns(cols) => args.extend(cols.iter().map(|c| cast(crate::expr::col(c), DataType::Float32))),
+        Features::List(c) => args.push(crate::expr::col(c)),
+    }
     let call = udf.call(args);
     let mut exprs: Vec<Expr> = column_exprs(input.schema()).into_iter().map(|(_, e)| e).collect();
     if model.outputs == 1 {

@@ -1,0 +1,174 @@
+//! Distributed runs on Apache DataFusion Ballista: every generated binary is
+//! also a scheduler, an executor and a client (`NAME scheduler | executor |
+//! submit`, `NAME run --standalone`).
+//!
+//! Ballista's own scheduler and executor libraries do the work; Kiln installs
+//! the pipeline's functions in the three places a function must be known
+//! (the client plans with it, the scheduler decodes the logical plan, each
+//! executor decodes its tasks): Kiln's registered `#[kiln::udf]`s and one
+//! `kiln_predict_MODEL` per `predict` node. Because the executor is the same
+//! binary, it has them all.
+//!
+//! What differs from a local run: join strategy hints and Kiln's physical
+//! operators (first-per-key) are not shipped — Ballista's planner chooses on the
+//! scheduler, and the results are the same. Sinks are written by the client's
+//! job into a staging path and committed only when every job succeeded, as in
+//! a local run; with executors on other machines the paths must be shared
+//! storage (an object store or a shared file system).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::plan::{Op, Pipeline};
+use crate::session::SessionOptions;
+use crate::{Error, Result};
+
+/// Where a run's plans execute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cluster {
+    /// An in-process Ballista scheduler and executor.
+    Standalone,
+    /// A running scheduler, `host:port`.
+    Remote(String),
+}
+
+/// The scalar functions plans of `pipeline` may call beyond DataFusion's.
+pub fn functions(pipeline: &Pipeline) -> Vec<Arc<ScalarUDF>> {
+    let mut out = crate::functions::kiln_udfs();
+    for node in &pipeline.nodes {
+        if let Op::Predict { model, features, batch_size, .. } = &node.op {
+            out.push(Arc::new(ScalarUDF::new_from_impl(crate::models::predict::Predict::new(model.clone(), features, *batch_size))));
+        }
+    }
+    out
+}
+
+fn ballista_err(e: impl std::fmt::Display) -> Error {
+    Error::Usage(format!("ballista: {e}"))
+}
+
+/// A client session: Kiln's settings and functions, Ballista's configuration.
+fn state(pipeline: &Pipeline, opts: &SessionOptions) -> Result<SessionState> {
+    let mut config: SessionConfig = crate::session::config(opts).upgrade_for_ballista();
+    if let Some(n) = opts.target_partitions.or(opts.threads) {
+        config = config.with_ballista_standalone_parallelism(n.max(1));
+    }
+    let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+    register(&mut state, pipeline)?;
+    Ok(state)
+}
+
+fn register(state: &mut SessionState, pipeline: &Pipeline) -> Result<()> {
+    use datafusion::execution::FunctionRegistry;
+    for f in functions(pipeline) {
+        state.register_udf(f)?;
+    }
+    Ok(())
+}
+
+/// A session whose queries run on `cluster`.
+pub async fn context(pipeline: &Pipeline, cluster: &Cluster, opts: &SessionOptions) -> Result<SessionContext> {
+    let state = state(pipeline, opts)?;
+    let ctx = match cluster {
+        Cluster::Standalone => SessionContext::standalone_with_state(state).await?,
+        Cluster::Remote(addr) => SessionContext::remote_with_state(&format!("df://{addr}"), state).await?,
+    };
+    // Making the state a Ballista client resets its function list.
+    for f in functions(pipeline) {
+        ctx.register_udf((*f).clone());
+    }
+    Ok(ctx)
+}
+
+/// `plan` without Kiln's join hints (logical nodes only a local session plans).
+pub fn without_hints(plan: LogicalPlan) -> Result<LogicalPlan> {
+    Ok(plan
+        .transform_up(|node| match &node {
+            LogicalPlan::Extension(e) if e.node.as_any().downcast_ref::<crate::join_strategy::JoinHint>().is_some() => {
+                Ok(Transformed::yes(e.node.inputs()[0].clone()))
+            }
+            _ => Ok(Transformed::no(node)),
+        })?
+        .data)
+}
+
+/// Runs a Ballista scheduler on `bind` until the process is stopped.
+pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
+    use ballista_scheduler::cluster::BallistaCluster;
+    use ballista_scheduler::config::SchedulerConfig;
+    let funcs = functions(pipeline);
+    let session_builder: ballista_scheduler::scheduler_server::SessionBuilder = Arc::new(move |config: SessionConfig| {
+        use datafusion::execution::FunctionRegistry;
+        let mut state = ballista_core::utils::default_session_builder(config)?;
+        for f in &funcs {
+            state.register_udf(f.clone())?;
+        }
+        Ok(state)
+    });
+    let config = SchedulerConfig {
+        bind_host: bind.ip().to_string(),
+        external_host: bind.ip().to_string(),
+        bind_port: bind.port(),
+        override_session_builder: Some(session_builder),
+        ..Default::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config).await.map_err(ballista_err)?;
+    eprintln!("{}: scheduler listening on {bind}", pipeline.name);
+    ballista_scheduler::scheduler_process::start_server(cluster, bind, Arc::new(config)).await.map_err(ballista_err)
+}
+
+/// An executor's settings (`NAME executor`).
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The scheduler, `host:port`.
+    pub scheduler: String,
+    /// Where the executor serves task results (Arrow Flight).
+    pub bind: SocketAddr,
+    /// Its gRPC port (default: the flight port + 1).
+    pub grpc_port: Option<u16>,
+    /// The host others reach it at (default: the bind address).
+    pub external_host: Option<String>,
+    /// Concurrent tasks (default: the cores).
+    pub slots: Option<usize>,
+    pub memory_limit: Option<u64>,
+    pub work_dir: Option<String>,
+}
+
+/// Runs a Ballista executor until the process is stopped.
+pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()> {
+    use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+    let (host, port) = opts
+        .scheduler
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| Error::Usage(format!("--scheduler: expected HOST:PORT, got `{}`", opts.scheduler)))?;
+    let mut registry = ballista_core::registry::BallistaFunctionRegistry::default();
+    for f in functions(pipeline) {
+        registry.scalar_functions.insert(f.name().to_string(), f);
+    }
+    let slots = opts.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let mut config = ExecutorProcessConfig {
+        bind_host: opts.bind.ip().to_string(),
+        external_host: Some(opts.external_host.clone().unwrap_or_else(|| opts.bind.ip().to_string())),
+        port: opts.bind.port(),
+        grpc_port: opts.grpc_port.unwrap_or(opts.bind.port() + 1),
+        scheduler_host: host,
+        scheduler_port: port,
+        vcores: slots,
+        work_dir: opts.work_dir.clone(),
+        override_function_registry: Some(Arc::new(registry)),
+        ..Default::default()
+    };
+    if let Some(limit) = opts.memory_limit {
+        config.memory_pool_size = Some(limit);
+    }
+    eprintln!("{}: executor on {} ({slots} slots), scheduler {}", pipeline.name, opts.bind, opts.scheduler);
+    start_executor_process(Arc::new(config)).await.map_err(ballista_err)
+}

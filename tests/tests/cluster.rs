@@ -1,0 +1,116 @@
+//! Distributed runs (issue 6): for every spec in specs/, a Ballista scheduler and
+//! two executors — the job binary itself, as separate processes on 127.0.0.1 with
+//! free ports — run the pipeline submitted by a third process, and every output
+//! equals the local run's (rows as a multiset, doubles within 1e-9 relative:
+//! sums may add in another order). Also `run --standalone`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_tests::{Row, build_job, read_parquet_rows, repo_root, sorted};
+
+/// Processes killed when the test ends, however it ends.
+struct Cluster(Vec<Child>);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Two free consecutive ports (an executor's flight and gRPC ports).
+fn free_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A scheduler and two one-slot executors of `binary`; returns the scheduler's address.
+fn start(binary: &Path) -> (Cluster, String) {
+    let sched = free_port();
+    let quiet = || Stdio::null();
+    let mut procs = Cluster(vec![Command::new(binary).args(["scheduler", "--bind", &format!("127.0.0.1:{sched}")]).stderr(quiet()).spawn().unwrap()]);
+    wait_for_port(sched);
+    for _ in 0..2 {
+        let port = free_pair();
+        let child = Command::new(binary)
+            .args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "1"])
+            .stderr(quiet())
+            .spawn()
+            .unwrap();
+        procs.0.push(child);
+        wait_for_port(port + 1);
+    }
+    (procs, format!("127.0.0.1:{sched}"))
+}
+
+/// Every Parquet output under `dir`, by path relative to it (a sink's directory or file).
+fn outputs(dir: &Path) -> Vec<(PathBuf, Vec<Row>)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        found.push((p.strip_prefix(dir).unwrap().to_path_buf(), sorted(read_parquet_rows(&p))));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+fn params(spec: &str, out: &Path) -> Vec<String> {
+    let root = repo_root();
+    let mut p = vec![format!("output={}", out.display())];
+    match spec {
+        "etl" => p.push(format!("input={}", root.join("specs/data/transactions.csv").display())),
+        _ => p.push(format!("data={}", root.join("specs/data").display())),
+    }
+    if spec == "inference" {
+        p.push(format!("models={}", root.join("specs/models").display()));
+    }
+    p.into_iter().flat_map(|p| ["--param".to_string(), p]).collect()
+}
+
+fn run(binary: &Path, args: &[&str], spec: &str, out: &Path) {
+    let output = Command::new(binary).args(args).args(params(spec, out)).output().unwrap();
+    assert!(output.status.success(), "{spec} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn every_spec_runs_on_a_cluster_with_the_local_result() {
+    for spec in ["etl", "broadcast_join", "skew_join", "windows", "quality", "inference", "risk"] {
+        let binary = build_job(&format!("specs/{spec}.toml"));
+        let local = tempfile::tempdir().unwrap();
+        run(&binary, &["run"], spec, local.path());
+        let expected = outputs(local.path());
+        assert!(!expected.is_empty(), "{spec} wrote nothing locally");
+
+        let (_cluster, scheduler) = start(&binary);
+        let remote = tempfile::tempdir().unwrap();
+        run(&binary, &["submit", "--scheduler", &scheduler], spec, remote.path());
+        assert_eq!(outputs(remote.path()), expected, "{spec}: cluster output differs from the local run's");
+
+        if spec == "broadcast_join" {
+            let standalone = tempfile::tempdir().unwrap();
+            run(&binary, &["run", "--standalone"], spec, standalone.path());
+            assert_eq!(outputs(standalone.path()), expected, "{spec}: standalone output differs");
+        }
+    }
+}
