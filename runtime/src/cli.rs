@@ -132,6 +132,9 @@ impl Settings {
 /// The whole `main` of a generated binary.
 pub fn main(pipeline: Pipeline) -> ExitCode {
     crate::models::init_threads();
+    // Ballista and DataFusion log through `log`/`tracing`: warnings by default, KILN_LOG=info (or any filter) for more.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

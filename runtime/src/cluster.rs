@@ -57,6 +57,9 @@ fn ballista_err(e: impl std::fmt::Display) -> Error {
 /// A client session: Kiln's settings and functions, Ballista's configuration.
 fn state(pipeline: &Pipeline, opts: &SessionOptions) -> Result<SessionState> {
     let mut config: SessionConfig = crate::session::config(opts).upgrade_for_ballista();
+    // Ballista 55's adaptive planner loses track of a stage it resubmits after an
+    // executor dies (the job never finishes); the static planner reruns it.
+    config = config.set_bool(ballista_core::config::BALLISTA_ADAPTIVE_PLANNER_ENABLED, false);
     if let Some(n) = opts.target_partitions.or(opts.threads) {
         config = config.with_ballista_standalone_parallelism(n.max(1));
     }
@@ -99,6 +102,9 @@ pub fn without_hints(plan: LogicalPlan) -> Result<LogicalPlan> {
         .data)
 }
 
+/// Seconds without a heartbeat after which the scheduler drops an executor.
+pub const EXECUTOR_TIMEOUT_S: u64 = 15;
+
 /// Runs a Ballista scheduler on `bind` until the process is stopped.
 pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
@@ -117,6 +123,10 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
         external_host: bind.ip().to_string(),
         bind_port: bind.port(),
         override_session_builder: Some(session_builder),
+        // An executor that stops heart-beating for 15 s is lost and its tasks run
+        // elsewhere (Ballista's defaults wait 3 minutes; a killed executor hung jobs).
+        executor_timeout_seconds: EXECUTOR_TIMEOUT_S,
+        expire_dead_executor_interval_seconds: 5,
         ..Default::default()
     };
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(ballista_err)?;
@@ -164,6 +174,7 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
         vcores: slots,
         work_dir: opts.work_dir.clone(),
         override_function_registry: Some(Arc::new(registry)),
+        executor_heartbeat_interval_seconds: 3,
         ..Default::default()
     };
     if let Some(limit) = opts.memory_limit {

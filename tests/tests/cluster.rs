@@ -114,3 +114,86 @@ fn every_spec_runs_on_a_cluster_with_the_local_result() {
         }
     }
 }
+
+/// `rows` transactions in the etl spec's CSV layout (deterministic), and optionally one bad row.
+fn write_transactions(path: &Path, rows: usize, bad_row_at: Option<usize>) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(f, "transaction_id,customer_id,amount,date,category").unwrap();
+    for i in 0..rows {
+        if Some(i) == bad_row_at {
+            writeln!(f, "T{i:010},C{:06},not-a-number,2024-01-01,A", i % 5000).unwrap();
+            continue;
+        }
+        let amount = ((i * 7919) % 100_000) as f64 / 100.0 - 50.0;
+        let category = ["A", "B", "C", "D", "E"][i % 5];
+        // Every 50th id repeats the previous one, so the dedupe has work to do.
+        let id = if i % 50 == 0 && i > 0 { i - 1 } else { i };
+        writeln!(f, "T{id:010},C{:06},{amount},2024-{:02}-{:02},{category}", (i * 31) % 50_000, 1 + i % 12, 1 + i % 28).unwrap();
+    }
+}
+
+/// SIGKILL one of two executors while the job runs: the scheduler notices the lost
+/// executor (no heartbeat for 15 s), reruns its tasks on the other one, and the job
+/// completes with the local run's output.
+#[test]
+fn a_killed_executor_is_survived() {
+    let binary = build_job("specs/etl.toml");
+    let data = tempfile::tempdir().unwrap();
+    let csv = data.path().join("transactions.csv");
+    write_transactions(&csv, 1_500_000, None);
+    let args = |out: &Path| vec!["--param".to_string(), format!("input={}", csv.display()), "--param".to_string(), format!("output={}", out.display())];
+    let local = tempfile::tempdir().unwrap();
+    let status = Command::new(&binary).arg("run").args(args(local.path())).status().unwrap();
+    assert!(status.success());
+
+    let (mut cluster, scheduler) = start(&binary);
+    let remote = tempfile::tempdir().unwrap();
+    let mut client = Command::new(&binary).args(["submit", "--scheduler", &scheduler]).args(args(remote.path())).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let victim = cluster.0.last_mut().unwrap();
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = client.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(240), "the job neither finished nor failed");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(client.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(outputs(remote.path()), outputs(local.path()));
+}
+
+/// A job that fails on the executors (a bad CSV row) reports the file and line,
+/// and the previous output stays as it was.
+#[test]
+fn a_failed_cluster_job_leaves_the_previous_output() {
+    let binary = build_job("specs/etl.toml");
+    let data = tempfile::tempdir().unwrap();
+    let good = data.path().join("good.csv");
+    let bad = data.path().join("bad.csv");
+    write_transactions(&good, 2_000, None);
+    write_transactions(&bad, 2_000, Some(1_234));
+    let out = tempfile::tempdir().unwrap();
+    let (_cluster, scheduler) = start(&binary);
+    let submit = |input: &Path| {
+        Command::new(&binary)
+            .args(["submit", "--scheduler", &scheduler, "--param"])
+            .arg(format!("input={}", input.display()))
+            .arg("--param")
+            .arg(format!("output={}", out.path().display()))
+            .output()
+            .unwrap()
+    };
+    assert!(submit(&good).status.success());
+    let before = kiln_tests::snapshot_tree(out.path());
+    let failed = submit(&bad);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bad.csv:1236"), "names the file and line (header is line 1): {stderr}");
+    assert_eq!(kiln_tests::snapshot_tree(out.path()), before, "the previous output is untouched");
+}

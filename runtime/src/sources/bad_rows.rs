@@ -67,7 +67,8 @@ pub(super) fn parse_error(error: &str) -> Option<(String, usize, String)> {
     let rest = &rest[rest.find("for column ")? + "for column ".len()..];
     let column: usize = rest.split_whitespace().next()?.parse().ok()?;
     let row = &rest[rest.find("Row data: '")? + "Row data: '".len()..];
-    let row = row.strip_suffix('\'').unwrap_or(row);
+    // The row ends at `]'`; more text may follow (Ballista wraps task errors in their Debug form).
+    let row = row.find("]'").map_or(row.strip_suffix('\'').unwrap_or(row), |end| &row[..=end]);
     Some((value.to_string(), column, row.to_string()))
 }
 
@@ -101,5 +102,10 @@ mod tests {
         let found = locate("Csv error: incorrect number of fields for line 1, expected 2 got 1", dir.path().to_str().unwrap(), &schema, &CsvOptions::default()).unwrap();
         assert_eq!(found.line, 3);
         assert!(locate("some other error", file.to_str().unwrap(), &schema, &CsvOptions::default()).is_none());
+
+        // As a Ballista task error reports it: the message inside a Debug-printed error.
+        std::fs::write(&file, "id,amount\na,1.5\nb,x\n").unwrap();
+        let err = "Job failed due to stage 1 failed: DataFusionError(Shared(ArrowError(ParseError(\"Error while parsing value 'x' as type 'Float64' for column 1 at line 2. Row data: '[b,x]'\"), Some(\"\"))))";
+        assert_eq!(locate(err, file.to_str().unwrap(), &schema, &CsvOptions::default()).unwrap().line, 3);
     }
 }
