@@ -55,6 +55,16 @@ enum Command {
     },
     /// Write a starter spec NAME.toml.
     New { name: String },
+    /// Write Kubernetes manifests (scheduler, executors, a submit Job) and a Dockerfile.
+    Deploy {
+        spec: PathBuf,
+        /// Directory to write them to.
+        #[arg(long)]
+        k8s: PathBuf,
+        /// Container image of the binary (default: NAME:latest).
+        #[arg(long)]
+        image: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -91,7 +101,50 @@ pub fn main() -> ExitCode {
         }
         Command::Explain { spec, params } => explain(&spec, &params),
         Command::New { name } => new(&name),
+        Command::Deploy { spec, k8s, image } => deploy(&spec, &k8s, image.as_deref()),
         Command::Test { specs } => test(&specs),
+    }
+}
+
+fn deploy(spec: &Path, dir: &Path, image: Option<&str>) -> ExitCode {
+    let checked = match load(spec) {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
+    let pipeline = match report(&checked) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let (parsed, _) = crate::spec::parse(&checked.file.text);
+    let sizing = crate::deploy::Sizing::from_spec(&parsed);
+    let image = image.map_or_else(|| format!("{}:latest", pipeline.name.replace('_', "-")), str::to_string);
+    // The submit Job passes every parameter that has an environment variable, at its default.
+    let env: Vec<(String, String)> = pipeline
+        .params
+        .iter()
+        .filter_map(|p| Some((p.env.clone()?, p.default.as_ref().map(|d| d.to_string()).unwrap_or_default())))
+        .collect();
+    let files = crate::deploy::k8s(&pipeline.name, &image, &sizing, &env);
+    match crate::deploy::write(dir, &files) {
+        Ok(paths) => {
+            for p in paths {
+                println!("{}", p.display());
+            }
+            eprintln!(
+                "{} executor(s) x {} cores, {} MB each (--memory-limit {} MB); build the image (see {}), then kubectl apply -f {}",
+                sizing.executors,
+                sizing.cores,
+                sizing.memory_bytes >> 20,
+                sizing.memory_limit() >> 20,
+                dir.join("Dockerfile").display(),
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

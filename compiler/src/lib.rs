@@ -40,6 +40,7 @@
 
 pub mod cli;
 pub mod codegen;
+pub mod deploy;
 pub mod diag;
 pub mod embed;
 pub mod job;

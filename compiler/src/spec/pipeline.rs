@@ -29,6 +29,10 @@ pub struct RuntimeDecl {
     pub memory_limit: Option<Sp<String>>,
     pub spill_dir: Option<Sp<String>>,
     pub broadcast_threshold: Option<Sp<String>>,
+    /// Cluster sizing for `kiln deploy`: executor replicas, cores (= task slots) and memory each.
+    pub executors: Option<Sp<i64>>,
+    pub executor_cores: Option<Sp<i64>>,
+    pub executor_memory: Option<Sp<String>>,
 }
 
 pub(super) fn parse_pipeline(t: &Table, d: &mut Diags) -> PipelineDecl {
@@ -84,7 +88,11 @@ pub(super) fn parse_runtime(t: &Table, d: &mut Diags) -> RuntimeDecl {
     let bs = t.int("batch_size", d);
     let ml = t.str("memory_limit", d);
     let bt = t.str("broadcast_threshold", d);
+    let (ex, ec, em) = (t.int("executors", d), t.int("executor_cores", d), t.str("executor_memory", d));
     let decl = RuntimeDecl {
+        executors: positive(ex, "executors", d),
+        executor_cores: positive(ec, "executor_cores", d),
+        executor_memory: size(em, "executor_memory", d),
         target_partitions: positive(tp, "target_partitions", d),
         batch_size: positive(bs, "batch_size", d),
         memory_limit: size(ml, "memory_limit", d),

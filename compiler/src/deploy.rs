@@ -1,0 +1,162 @@
+//! `kiln deploy SPEC --k8s DIR`: Kubernetes manifests and a Dockerfile for a
+//! pipeline's binary, which is its own Ballista scheduler, executors and client.
+//!
+//! Sizing comes from the spec's `[runtime]`: `executors` (replicas, default 2),
+//! `executor_cores` (default 4; each executor runs that many tasks at once:
+//! `--slots`) and `executor_memory` (default "8GB": the container's request and
+//! limit; `--memory-limit` gets 80% of it, the rest is for Arrow buffers outside
+//! DataFusion's memory pool, network buffers and the binary). Manifests are JSON,
+//! which is YAML too: `kubectl apply -f DIR` reads them.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::spec::Spec;
+
+pub const SCHEDULER_PORT: u16 = 50050;
+pub const EXECUTOR_PORT: u16 = 50051;
+
+/// What the manifests are made from.
+#[derive(Debug, Clone)]
+pub struct Sizing {
+    pub executors: u64,
+    pub cores: u64,
+    pub memory_bytes: u64,
+}
+
+impl Sizing {
+    pub fn from_spec(spec: &Spec) -> Sizing {
+        let r = &spec.runtime;
+        Sizing {
+            executors: r.executors.as_ref().map_or(2, |v| v.value as u64),
+            cores: r.executor_cores.as_ref().map_or(4, |v| v.value as u64),
+            memory_bytes: r.executor_memory.as_ref().and_then(|v| kiln::session::parse_size(&v.value)).unwrap_or(8 << 30),
+        }
+    }
+
+    /// What `--memory-limit` gets: 80% of the container's memory.
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_bytes / 5 * 4
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{}Mi", bytes / (1 << 20))
+}
+
+/// The files to write, by name.
+pub fn k8s(name: &str, image: &str, sizing: &Sizing, env: &[(String, String)]) -> Vec<(String, String)> {
+    let app = |role: &str| json!({ "app.kubernetes.io/name": name, "app.kubernetes.io/component": role });
+    let service = format!("{}-scheduler", name.replace('_', "-"));
+    let dns = name.replace('_', "-");
+    let scheduler_addr = format!("{service}:{SCHEDULER_PORT}");
+    let env_list: Vec<Value> = env.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect();
+    let container = |role: &str, args: Vec<String>, extra: Value| {
+        let mut c = json!({ "name": role, "image": image, "args": args });
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        c
+    };
+    let scheduler = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": format!("{dns}-scheduler"), "labels": app("scheduler") },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": app("scheduler") },
+            "template": {
+                "metadata": { "labels": app("scheduler") },
+                "spec": { "containers": [container("scheduler", vec!["scheduler".into(), "--bind".into(), format!("0.0.0.0:{SCHEDULER_PORT}")],
+                    json!({ "ports": [{ "containerPort": SCHEDULER_PORT, "name": "grpc" }] }))] }
+            }
+        }
+    });
+    let svc = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": service, "labels": app("scheduler") },
+        "spec": { "selector": app("scheduler"), "ports": [{ "name": "grpc", "port": SCHEDULER_PORT, "targetPort": SCHEDULER_PORT }] }
+    });
+    let resources = json!({
+        "requests": { "cpu": sizing.cores.to_string(), "memory": mib(sizing.memory_bytes) },
+        "limits": { "cpu": sizing.cores.to_string(), "memory": mib(sizing.memory_bytes) }
+    });
+    let executor_args = vec![
+        "executor".to_string(),
+        "--scheduler".into(),
+        scheduler_addr.clone(),
+        "--bind".into(),
+        format!("0.0.0.0:{EXECUTOR_PORT}"),
+        "--external-host".into(),
+        "$(POD_IP)".into(),
+        "--slots".into(),
+        sizing.cores.to_string(),
+        "--memory-limit".into(),
+        mib(sizing.memory_limit()).replace("Mi", "MB"),
+    ];
+    let executor = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": format!("{dns}-executor"), "labels": app("executor") },
+        "spec": {
+            "replicas": sizing.executors,
+            "selector": { "matchLabels": app("executor") },
+            "template": {
+                "metadata": { "labels": app("executor") },
+                "spec": { "containers": [container("executor", executor_args, json!({
+                    "env": [{ "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }],
+                    "ports": [{ "containerPort": EXECUTOR_PORT, "name": "flight" }, { "containerPort": EXECUTOR_PORT + 1, "name": "grpc" }],
+                    "resources": resources
+                }))] }
+            }
+        }
+    });
+    let job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": { "name": format!("{dns}-submit"), "labels": app("submit") },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": { "labels": app("submit") },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [container("submit", vec!["submit".into(), "--scheduler".into(), scheduler_addr], json!({ "env": env_list }))]
+                }
+            }
+        }
+    });
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+    let dockerfile = format!(
+        "# The {name} pipeline's binary: Ballista scheduler, executor and client in one.\n\
+         # 1. kiln build SPEC --release        (prints the binary's path; copy it next to this file)\n\
+         # 2. docker build -t {image} .\n\
+         # The base image needs a glibc at least as new as the build machine's.\n\
+         FROM debian:trixie-slim\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*\n\
+         COPY {name} /usr/local/bin/{name}\n\
+         ENTRYPOINT [\"/usr/local/bin/{name}\"]\n"
+    );
+    vec![
+        ("Dockerfile".into(), dockerfile),
+        ("scheduler-deployment.yaml".into(), pretty(&scheduler)),
+        ("scheduler-service.yaml".into(), pretty(&svc)),
+        ("executor-deployment.yaml".into(), pretty(&executor)),
+        ("submit-job.yaml".into(), pretty(&job)),
+    ]
+}
+
+/// Writes the files into `dir`; returns their paths.
+pub fn write(dir: &Path, files: &[(String, String)]) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    files
+        .iter()
+        .map(|(name, text)| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+            Ok(p)
+        })
+        .collect()
+}

@@ -1,0 +1,79 @@
+//! `kiln deploy SPEC --k8s DIR`: the manifests parse, and the fields that matter
+//! (replicas, resources, slots, memory limit, the scheduler's address, ports,
+//! parameters) come from the spec.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn deploy_writes_manifests_sized_by_the_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("scoring_job.toml");
+    std::fs::write(
+        &spec,
+        r#"[pipeline]
+name = "scoring_job"
+
+[params.output]
+default = "s3://bucket/out"
+env = "SCORING_OUTPUT"
+
+[runtime]
+executors = 3
+executor_cores = 5
+executor_memory = "10GB"
+
+[sources.people]
+format = "inline"
+rows = [ { name = "ada" } ]
+
+[sinks.out]
+input = "people"
+format = "parquet"
+path = "${params.output}"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("k8s");
+    let status = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["deploy", spec.to_str().unwrap(), "--k8s", out.to_str().unwrap(), "--image", "registry.example/scoring:1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = |f: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap() };
+
+    let sched = read("scheduler-deployment.yaml");
+    assert_eq!(sched["kind"], "Deployment");
+    let c = &sched["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "registry.example/scoring:1");
+    assert_eq!(c["args"], serde_json::json!(["scheduler", "--bind", "0.0.0.0:50050"]));
+
+    let svc = read("scheduler-service.yaml");
+    assert_eq!((svc["kind"].as_str(), svc["metadata"]["name"].as_str()), (Some("Service"), Some("scoring-job-scheduler")));
+    assert_eq!(svc["spec"]["ports"][0]["port"], 50050);
+    assert_eq!(svc["spec"]["selector"], sched["spec"]["template"]["metadata"]["labels"]);
+
+    let ex = read("executor-deployment.yaml");
+    assert_eq!(ex["spec"]["replicas"], 3);
+    let c = &ex["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let arg = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+    assert_eq!(args[0], "executor");
+    assert_eq!(arg("--scheduler"), "scoring-job-scheduler:50050");
+    assert_eq!(arg("--slots"), "5");
+    assert_eq!(arg("--memory-limit"), "8192MB", "80% of 10 GB");
+    assert_eq!(arg("--external-host"), "$(POD_IP)");
+    assert_eq!(c["resources"]["limits"]["cpu"], "5");
+    assert_eq!(c["resources"]["limits"]["memory"], "10240Mi");
+    assert_eq!(c["resources"]["requests"], c["resources"]["limits"]);
+
+    let job = read("submit-job.yaml");
+    assert_eq!(job["kind"], "Job");
+    let c = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["args"], serde_json::json!(["submit", "--scheduler", "scoring-job-scheduler:50050"]));
+    assert_eq!(c["env"], serde_json::json!([{ "name": "SCORING_OUTPUT", "value": "s3://bucket/out" }]));
+
+    let docker = std::fs::read_to_string(out.join("Dockerfile")).unwrap();
+    assert!(docker.contains("COPY scoring_job /usr/local/bin/scoring_job") && docker.contains("ENTRYPOINT [\"/usr/local/bin/scoring_job\"]"), "{docker}");
+}
