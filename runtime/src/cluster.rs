@@ -9,9 +9,10 @@
 //! `kiln_predict_MODEL` per `predict` node. Because the executor is the same
 //! binary, it has them all.
 //!
-//! What differs from a local run: join strategy hints and Kiln's physical
-//! operators (first-per-key) are not shipped — Ballista's planner chooses on the
-//! scheduler, and the results are the same. Sinks are written by the client's
+//! What differs from a local run: join strategy hints are not shipped —
+//! Ballista's planner chooses on the scheduler (sides under `broadcast_threshold`
+//! are broadcast, as `auto` does locally); Kiln's physical operators
+//! (first-per-key) are, through [`crate::codec::KilnPhysicalCodec`]. Sinks are written by the client's
 //! job into a staging path and committed only when every job succeeded, as in
 //! a local run; with executors on other machines the paths must be shared
 //! storage (an object store or a shared file system).
@@ -56,14 +57,23 @@ fn ballista_err(e: impl std::fmt::Display) -> Error {
 
 /// A client session: Kiln's settings and functions, Ballista's configuration.
 fn state(pipeline: &Pipeline, opts: &SessionOptions) -> Result<SessionState> {
-    let mut config: SessionConfig = crate::session::config(opts).upgrade_for_ballista();
+    let mut config: SessionConfig = crate::session::config(opts)
+        .upgrade_for_ballista()
+        .with_ballista_physical_extension_codec(Arc::new(crate::codec::KilnPhysicalCodec::default()));
+    // Broadcast (CollectLeft) joins for sides under Kiln's threshold, as a local run's `auto` does.
+    config.options_mut().optimizer.hash_join_single_partition_threshold = pipeline.runtime.broadcast_threshold.unwrap_or(crate::strategy::DEFAULT_BROADCAST_THRESHOLD) as usize;
     // Ballista 55's adaptive planner loses track of a stage it resubmits after an
     // executor dies (the job never finishes); the static planner reruns it.
     config = config.set_bool(ballista_core::config::BALLISTA_ADAPTIVE_PLANNER_ENABLED, false);
     if let Some(n) = opts.target_partitions.or(opts.threads) {
         config = config.with_ballista_standalone_parallelism(n.max(1));
     }
-    let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+    // The in-process scheduler of `--standalone` plans with this state: Kiln's physical rules.
+    let mut state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rules(crate::join_strategy::physical_rules())
+        .build();
     register(&mut state, pipeline)?;
     Ok(state)
 }
@@ -112,7 +122,9 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
     let funcs = functions(pipeline);
     let session_builder: ballista_scheduler::scheduler_server::SessionBuilder = Arc::new(move |config: SessionConfig| {
         use datafusion::execution::FunctionRegistry;
-        let mut state = ballista_core::utils::default_session_builder(config)?;
+        let state = ballista_core::utils::default_session_builder(config)?;
+        // Kiln's physical operators (first-per-key), shipped by KilnPhysicalCodec.
+        let mut state = SessionStateBuilder::new_from_existing(state).with_physical_optimizer_rules(crate::join_strategy::physical_rules()).build();
         for f in &funcs {
             state.register_udf(f.clone())?;
         }
@@ -123,6 +135,7 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
         external_host: bind.ip().to_string(),
         bind_port: bind.port(),
         override_session_builder: Some(session_builder),
+        override_physical_codec: Some(Arc::new(crate::codec::KilnPhysicalCodec::default())),
         // An executor that stops heart-beating for 15 s is lost and its tasks run
         // elsewhere (Ballista's defaults wait 3 minutes; a killed executor hung jobs).
         executor_timeout_seconds: EXECUTOR_TIMEOUT_S,
@@ -174,6 +187,7 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
         vcores: slots,
         work_dir: opts.work_dir.clone(),
         override_function_registry: Some(Arc::new(registry)),
+        override_physical_codec: Some(Arc::new(crate::codec::KilnPhysicalCodec::default())),
         executor_heartbeat_interval_seconds: 3,
         ..Default::default()
     };

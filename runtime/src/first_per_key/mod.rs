@@ -60,7 +60,12 @@ pub struct FirstPerKeyExec {
 }
 
 impl FirstPerKeyExec {
-    fn new(input: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>, order: Option<Vec<PhysicalSortExpr>>) -> Self {
+    /// Keys and (hashed mode) order, for serializing the node.
+    pub(crate) fn parts(&self) -> (&[Arc<dyn PhysicalExpr>], Option<&[PhysicalSortExpr]>) {
+        (&self.keys, self.order.as_deref())
+    }
+
+    pub(crate) fn new(input: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>, order: Option<Vec<PhysicalSortExpr>>) -> Self {
         let properties = order.as_ref().map(|_| {
             Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(input.schema()),
