@@ -4,26 +4,8 @@
 # same transactions.parquet, release binaries, alternating, median of RUNS. Outputs must agree.
 #
 #   bench/udf.sh [--rows 10000000] [--runs 3]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-SHARED=${SHARED_BENCH:-$(pwd)/../shared/bench}
-ROWS=10000000; RUNS=3
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rows) ROWS=$2; shift 2 ;;
-    --runs) RUNS=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kiln/target}
-BENCH_ROOT=${BENCH_ROOT:-/tmp/benchdata}
-PY=${BENCH_VENV:-/tmp/benchvenv}/bin/python
-[ -x "$PY" ] || { echo "run bench/run.sh once first (it creates the venv)" >&2; exit 2; }
+source "$(dirname "$0")/common.sh"
 [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
-cargo build -q -p kiln-compiler
-KILN=$CARGO_TARGET_DIR/debug/kiln
-data=$BENCH_ROOT/rows_$ROWS
-[ -f "$data/_GENERATED" ] || "$PY" "$SHARED/gen_data.py" --rows "$ROWS" --out "$data"
 out=$BENCH_ROOT/out/udf_$ROWS
 UDF=$("$KILN" build specs/risk.toml --release | tail -n 1)
 CASE=$("$KILN" build bench/specs/risk_case.toml --release | tail -n 1)

@@ -107,14 +107,14 @@ pub fn main() -> ExitCode {
 }
 
 fn deploy(spec: &Path, dir: &Path, image: Option<&str>) -> ExitCode {
-    let checked = match load(spec) {
-        Ok(c) => c,
-        Err(c) => return c,
-    };
-    let pipeline = match report(&checked) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
+    match write_manifests(spec, dir, image) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>) -> Result<ExitCode, ExitCode> {
+    let checked = load(spec)?;
+    let pipeline = report(&checked)?;
     let (parsed, _) = crate::spec::parse(&checked.file.text);
     let sizing = crate::deploy::Sizing::from_spec(&parsed);
     let image = image.map_or_else(|| format!("{}:latest", pipeline.name.replace('_', "-")), str::to_string);
@@ -139,11 +139,11 @@ fn deploy(spec: &Path, dir: &Path, image: Option<&str>) -> ExitCode {
                 dir.join("Dockerfile").display(),
                 dir.display()
             );
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            Err(ExitCode::from(1))
         }
     }
 }

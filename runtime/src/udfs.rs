@@ -156,37 +156,27 @@ impl<'a> Arg<'a> for String {
     }
 }
 
-impl Ret for String {
-    type Builder = StringBuilder;
-    fn data_type() -> DataType {
-        DataType::Utf8
-    }
-    fn builder(rows: usize) -> Self::Builder {
-        StringBuilder::with_capacity(rows, rows * 8)
-    }
-    fn push(builder: &mut Self::Builder, value: Self) {
-        builder.append_value(value)
-    }
-    fn push_null(builder: &mut Self::Builder) {
-        builder.append_null()
-    }
+macro_rules! string_ret {
+    ($($t:ty),*) => {$(
+        impl Ret for $t {
+            type Builder = StringBuilder;
+            fn data_type() -> DataType {
+                DataType::Utf8
+            }
+            fn builder(rows: usize) -> Self::Builder {
+                StringBuilder::with_capacity(rows, rows * 8)
+            }
+            fn push(builder: &mut Self::Builder, value: Self) {
+                builder.append_value(value)
+            }
+            fn push_null(builder: &mut Self::Builder) {
+                builder.append_null()
+            }
+        }
+    )*};
 }
 
-impl Ret for &'static str {
-    type Builder = StringBuilder;
-    fn data_type() -> DataType {
-        DataType::Utf8
-    }
-    fn builder(rows: usize) -> Self::Builder {
-        StringBuilder::with_capacity(rows, rows * 8)
-    }
-    fn push(builder: &mut Self::Builder, value: Self) {
-        builder.append_value(value)
-    }
-    fn push_null(builder: &mut Self::Builder) {
-        builder.append_null()
-    }
-}
+string_ret!(String, &'static str);
 
 const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
