@@ -69,6 +69,8 @@ fn a_bad_spec_in_include_pipeline_fails_the_build_at_its_line() {
     )
     .unwrap();
     let output = cargo().args(["build", "-p", "kiln-compile-fail-include"]).output().unwrap();
+    // A crate that cannot build would break `cargo build --workspace` for whoever comes next.
+    std::fs::remove_dir_all(&dir).unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the build must fail");
     assert!(stderr.contains("kiln: bad.toml does not check"), "{stderr}");
