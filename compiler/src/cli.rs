@@ -118,11 +118,12 @@ fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>) -> Result<ExitC
     let (parsed, _) = crate::spec::parse(&checked.file.text);
     let sizing = crate::deploy::Sizing::from_spec(&parsed);
     let image = image.map_or_else(|| format!("{}:latest", pipeline.name.replace('_', "-")), str::to_string);
-    // The submit Job passes every parameter that has an environment variable, at its default.
+    // The submit Job passes every parameter that has an environment variable and a default,
+    // at its default (a parameter without one must be set when the Job is applied).
     let env: Vec<(String, String)> = pipeline
         .params
         .iter()
-        .filter_map(|p| Some((p.env.clone()?, p.default.as_ref().map(|d| d.to_string()).unwrap_or_default())))
+        .filter_map(|p| Some((p.env.clone()?, p.default.as_ref()?.to_string())))
         .collect();
     let files = crate::deploy::k8s(&pipeline.name, &image, &sizing, &env);
     match crate::deploy::write(dir, &files) {

@@ -6,7 +6,7 @@
 //! the pipeline's functions in the three places a function must be known
 //! (the client plans with it, the scheduler decodes the logical plan, each
 //! executor decodes its tasks): Kiln's registered `#[kiln::udf]`s and one
-//! `kiln_predict_MODEL` per `predict` node. Because the executor is the same
+//! `kiln_predict_NODE` per `predict` node. Because the executor is the same
 //! binary, it has them all.
 //!
 //! What differs from a local run: join strategy hints are not shipped —
@@ -45,7 +45,7 @@ pub fn functions(pipeline: &Pipeline) -> Vec<Arc<ScalarUDF>> {
     let mut out = crate::functions::kiln_udfs();
     for node in &pipeline.nodes {
         if let Op::Predict { model, features, batch_size, .. } = &node.op {
-            out.push(Arc::new(ScalarUDF::new_from_impl(crate::models::predict::Predict::new(model.clone(), features, *batch_size))));
+            out.push(Arc::new(ScalarUDF::new_from_impl(crate::models::predict::Predict::new(&node.name, model.clone(), features, *batch_size))));
         }
     }
     out
@@ -181,7 +181,10 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
         bind_host: opts.bind.ip().to_string(),
         external_host: Some(opts.external_host.clone().unwrap_or_else(|| opts.bind.ip().to_string())),
         port: opts.bind.port(),
-        grpc_port: opts.grpc_port.unwrap_or(opts.bind.port() + 1),
+        grpc_port: match opts.grpc_port {
+            Some(p) => p,
+            None => opts.bind.port().checked_add(1).ok_or_else(|| Error::Usage("--bind: no port after 65535 for gRPC; pass --grpc-port".into()))?,
+        },
         scheduler_host: host,
         scheduler_port: port,
         vcores: slots,

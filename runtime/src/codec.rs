@@ -99,19 +99,25 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
         let n_keys = take(&mut rest)?.len();
         let keys = (0..n_keys).map(|_| expr(take(&mut rest)?)).collect::<Result<Vec<_>>>()?;
         let order = match take(&mut rest)? {
-            [] => None,
-            [n] => Some(
-                (0..*n)
-                    .map(|_| {
-                        let e = expr(take(&mut rest)?)?;
-                        let opts = take(&mut rest)?;
-                        let options = datafusion::arrow::compute::SortOptions { descending: opts.first() == Some(&1), nulls_first: opts.get(1) == Some(&1) };
-                        Ok(PhysicalSortExpr { expr: e, options })
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-            ),
+            [0] => None,
+            [1] => {
+                let n = take(&mut rest)?.len();
+                Some(
+                    (0..n)
+                        .map(|_| {
+                            let e = expr(take(&mut rest)?)?;
+                            let opts = take(&mut rest)?;
+                            let options = datafusion::arrow::compute::SortOptions { descending: opts.first() == Some(&1), nulls_first: opts.get(1) == Some(&1) };
+                            Ok(PhysicalSortExpr { expr: e, options })
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            }
             _ => return exec_err!("bad first-per-key order"),
         };
+        if !rest.is_empty() {
+            return exec_err!("trailing bytes after a first-per-key node");
+        }
         Ok(Arc::new(crate::first_per_key::FirstPerKeyExec::new(input.clone(), keys, order)))
     }
 
@@ -132,14 +138,13 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
         for k in keys {
             put(buf, &converter.physical_expr_to_proto(k, self)?.encode_to_vec());
         }
-        match order {
-            None => put(buf, &[]),
-            Some(order) => {
-                put(buf, &[order.len() as u8]);
-                for s in order {
-                    put(buf, &converter.physical_expr_to_proto(&s.expr, self)?.encode_to_vec());
-                    put(buf, &[u8::from(s.options.descending), u8::from(s.options.nulls_first)]);
-                }
+        put(buf, &[u8::from(order.is_some())]);
+        if let Some(order) = order {
+            // The count as a run of that many bytes, like the keys'.
+            put(buf, &vec![0u8; order.len()]);
+            for s in order {
+                put(buf, &converter.physical_expr_to_proto(&s.expr, self)?.encode_to_vec());
+                put(buf, &[u8::from(s.options.descending), u8::from(s.options.nulls_first)]);
             }
         }
         Ok(())

@@ -189,7 +189,8 @@ impl<'a> Arg<'a> for NaiveDate {
         downcast::<Date32Type>(array)
     }
     fn get(column: &Self::Column, i: usize) -> Option<Self> {
-        if column.is_null(i) { None } else { NaiveDate::from_num_days_from_ce_opt(column.value(i) + EPOCH_DAYS_FROM_CE) }
+        // Dates beyond chrono's range (±262,000 years) read as null.
+        if column.is_null(i) { None } else { NaiveDate::from_num_days_from_ce_opt(column.value(i).checked_add(EPOCH_DAYS_FROM_CE)?) }
     }
 }
 

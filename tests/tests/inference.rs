@@ -112,20 +112,23 @@ fn several_outputs_give_class_and_probability() {
             ("bias", Tensor::new(&[0f32, 0., 0.], &dev).unwrap()),
         ],
     );
-    let model = format!("[models.cls]\npath = \"{path}\"\narchitecture = \"logistic\"\n");
     let data = "[sources.x]\nformat = \"inline\"\nrows = [ { id = 1, a = 2.0, b = 1.0 }, { id = 2, a = 0.0, b = 3.0 }, { id = 3, a = -5.0, b = -5.0 } ]\n";
-    let p = pipeline(&spec(&model, data, "input = \"x\"\nmodel = \"cls\"\nfeatures = [\"a\", \"b\"]\noutput = \"label\""));
-    let rows = by_id(node_rows(&p, "scored", &[]));
-    let softmax_max = |l: [f64; 3]| {
-        let m = l.iter().cloned().fold(f64::MIN, f64::max);
-        1.0 / l.iter().map(|x| (x - m).exp()).sum::<f64>()
-    };
-    // logits (a, b, -a-b): (2, 1, -3) → 0; (0, 3, -3) → 1; (-5, -5, 10) → 2.
-    let want = [(0, softmax_max([2., 1., -3.])), (1, softmax_max([0., 3., -3.])), (2, softmax_max([-5., -5., 10.]))];
-    for (r, (class, prob)) in rows.iter().zip(want) {
-        assert_eq!(r["label"], Cell::Int(class));
-        let Cell::Float(p) = r["label_probability"] else { panic!("{r:?}") };
-        assert!((p - prob).abs() < 1e-6, "{p} vs {prob}");
+    // logistic ends in softmax; linear gives raw scores, whose softmax is the probability.
+    for arch in ["logistic", "linear"] {
+        let model = format!("[models.cls]\npath = \"{path}\"\narchitecture = \"{arch}\"\n");
+        let p = pipeline(&spec(&model, data, "input = \"x\"\nmodel = \"cls\"\nfeatures = [\"a\", \"b\"]\noutput = \"label\""));
+        let rows = by_id(node_rows(&p, "scored", &[]));
+        let softmax_max = |l: [f64; 3]| {
+            let m = l.iter().cloned().fold(f64::MIN, f64::max);
+            1.0 / l.iter().map(|x| (x - m).exp()).sum::<f64>()
+        };
+        // logits (a, b, -a-b): (2, 1, -3) → 0; (0, 3, -3) → 1; (-5, -5, 10) → 2.
+        let want = [(0, softmax_max([2., 1., -3.])), (1, softmax_max([0., 3., -3.])), (2, softmax_max([-5., -5., 10.]))];
+        for (r, (class, prob)) in rows.iter().zip(want) {
+            assert_eq!(r["label"], Cell::Int(class));
+            let Cell::Float(p) = r["label_probability"] else { panic!("{r:?}") };
+            assert!((p - prob).abs() < 1e-6, "{arch}: {p} vs {prob}");
+        }
     }
 }
 

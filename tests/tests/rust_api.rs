@@ -29,6 +29,8 @@ fn udfs_and_a_rust_model_run_in_the_binary() {
     assert_eq!(col("big"), [s("true"), s("false"), Cell::Null]);
     // NaiveDate in and out (leap day, year end).
     assert_eq!(col("tomorrow"), [s("2024-02-29"), s("2025-01-01"), Cell::Null]);
+    // A function named `rows` (a name the generated loop uses too) is still the user's.
+    assert_eq!(col("hundred"), [Cell::Int(1100), Cell::Int(1000), Cell::Null]);
     // Option<f32> result: None is null.
     assert_eq!(col("halved"), [Cell::Float(1.5), Cell::Null, Cell::Float(0.5)]);
 

@@ -103,6 +103,11 @@ pub fn shape_of(arch: &Architecture, found: &BTreeMap<String, TensorInfo>) -> Re
             }
         }
     }
+    for (name, t) in found {
+        if t.shape.contains(&0) && expected(arch).iter().any(|(n, _)| n == name) {
+            problems.push(format!("tensor `{name}` has an empty dimension {:?}", t.shape));
+        }
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -170,6 +175,18 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// Whether the outputs already are probabilities (a softmax or sigmoid last).
+    pub fn outputs_are_probabilities(&self) -> bool {
+        matches!(&self.kind, Kind::Layers { output: Activation::Softmax | Activation::Sigmoid, .. })
+    }
+}
+
+/// Softmax over the outputs (dimension 0) of each row of an outputs × rows tensor.
+pub(crate) fn softmax_outputs(x: &Tensor) -> candle_core::Result<Tensor> {
+    activate(x, Activation::Softmax)
+}
+
 /// `act(x)` for outputs × rows; softmax runs over the outputs of each row.
 fn activate(x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
     match act {
@@ -211,7 +228,11 @@ pub fn init_threads() {
     }
 }
 
-static CACHE: LazyLock<Mutex<HashMap<Model, Arc<Loaded>>>> = LazyLock::new(Default::default);
+/// A model and the identity of its file (length, modification time): a file
+/// replaced under a long-running executor is read again.
+type CacheKey = (Model, u64, Option<std::time::SystemTime>);
+
+static CACHE: LazyLock<Mutex<HashMap<CacheKey, Arc<Loaded>>>> = LazyLock::new(Default::default);
 static LOADS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
 
 /// How many times this process has read the model file at `path` (tests check
@@ -222,13 +243,17 @@ pub fn loads(path: &str) -> usize {
 
 /// The model, loaded on first use and shared by every later caller.
 pub fn load(model: &Model) -> Result<Arc<Loaded>, String> {
+    let meta = std::fs::metadata(&model.path).map_err(|e| format!("model `{}`: cannot open {}: {e}", model.name, model.path))?;
+    let key = (model.clone(), meta.len(), meta.modified().ok());
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(m) = cache.get(model) {
+    if let Some(m) = cache.get(&key) {
         return Ok(m.clone());
     }
     let loaded = Arc::new(read(model).map_err(|e| format!("model `{}` ({}): {e}", model.name, model.path))?);
     *LOADS.lock().unwrap_or_else(|e| e.into_inner()).entry(model.path.clone()).or_default() += 1;
-    cache.insert(model.clone(), loaded.clone());
+    // An older version of the same model is not used again.
+    cache.retain(|(m, _, _), _| m != model);
+    cache.insert(key, loaded.clone());
     Ok(loaded)
 }
 
@@ -304,6 +329,10 @@ mod tests {
         let mlp = Architecture::Mlp { layers: vec![3, 2], activation: Activation::Relu, output_activation: Activation::Identity };
         let err = shape_of(&mlp, &found).unwrap_err();
         assert!(err[0].contains("`layers.0.weight` [2, 3] is missing"), "{err:?}");
+        // No outputs at all is not a model.
+        let empty = write(dir.path(), &[("weight", Tensor::zeros((0, 3), DType::F32, &Device::Cpu).unwrap()), ("bias", Tensor::zeros(0, DType::F32, &Device::Cpu).unwrap())]);
+        let err = shape_of(&Architecture::Linear, &tensors(&empty).unwrap()).unwrap_err();
+        assert!(err.iter().any(|e| e.contains("empty dimension")), "{err:?}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl,
 
 use crate::plan::{Features, Model};
 
-/// `kiln_predict_MODEL(path, features…)`: a score per row, or `{class,
+/// `kiln_predict_NODE(path, features…)`: a score per row, or `{class,
 /// probability}` for a model with several outputs. The model file's path is
 /// the first argument (a literal of the plan, parameters already bound), so a
 /// plan shipped to Ballista executors names the file the client chose; the
@@ -35,13 +35,15 @@ pub struct Predict {
 }
 
 impl Predict {
-    pub fn new(model: Model, features: &Features, batch_size: usize) -> Self {
+    /// The function of `predict` node `node` (its name: one per node, so that
+    /// nodes sharing a model with other features or batch sizes stay apart).
+    pub fn new(node: &str, model: Model, features: &Features, batch_size: usize) -> Self {
         let (list, args) = match features {
             Features::Columns(c) => (false, c.len()),
             Features::List(_) => (true, 1),
         };
         Predict {
-            name: format!("kiln_predict_{}", model.name),
+            name: format!("kiln_predict_{node}"),
             model,
             list,
             batch_size: batch_size.max(1),
@@ -81,7 +83,7 @@ impl ScalarUDFImpl for Predict {
             },
             _ => return exec_err!("{}: the first argument is the model's path", self.name),
         };
-        let arrays = ColumnarValue::values_to_arrays(features)?;
+        let arrays = features.iter().map(|v| v.to_array(rows)).collect::<Result<Vec<_>>>()?;
         let model = super::load(&Model { path, ..self.model.clone() }).map_err(DataFusionError::Execution)?;
         let k = model.inputs;
         let err = |e: candle_core::Error| DataFusionError::Execution(format!("model `{}`: {e}", self.model.name));
@@ -108,7 +110,10 @@ impl ScalarUDFImpl for Predict {
                 scores.extend(y.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err)?);
             } else {
                 classes.extend(y.argmax(0).and_then(|t| t.to_vec1::<u32>()).map_err(err)?.into_iter().map(|c| c as i32));
-                probs.extend(y.max(0).and_then(|t| t.to_vec1::<f32>()).map_err(err)?);
+                // The class's probability: the model's own when its last activation gives
+                // probabilities (softmax, sigmoid), else the softmax of its outputs.
+                let p = if model.outputs_are_probabilities() { y } else { super::softmax_outputs(&y).map_err(err)? };
+                probs.extend(p.max(0).and_then(|t| t.to_vec1::<f32>()).map_err(err)?);
             }
             start += len;
         }

@@ -19,7 +19,7 @@ use crate::{Error, Result};
 
 /// The plan of transform `name` (`op`) over its input plans, in `op.inputs()` order.
 pub fn build(name: &str, op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
-    build_unaliased(op, inputs)
+    build_unaliased(name, op, inputs)
         .and_then(|plan| Ok(LogicalPlanBuilder::from(plan).alias(datafusion::common::TableReference::bare(name))?.build()?))
         .map_err(|e| match e {
             Error::Node { .. } => e,
@@ -27,7 +27,7 @@ pub fn build(name: &str, op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan>
         })
 }
 
-fn build_unaliased(op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
+fn build_unaliased(name: &str, op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
     let nth = |i: usize| -> Result<LogicalPlan> {
         inputs.get(i).cloned().ok_or_else(|| Error::Usage(format!("transform without input plan {i}")))
     };
@@ -138,17 +138,17 @@ fn build_unaliased(op: &Op, inputs: &[LogicalPlan]) -> Result<LogicalPlan> {
         Op::Coalesce { partitions, .. } => input()?.repartition(Partitioning::RoundRobinBatch(*partitions))?.build()?,
         Op::Sql { plan, inputs: names, .. } => sql::build(plan, names, inputs)?,
         Op::Expect { rules, output, .. } => expect::build(nth(0)?, rules, &inputs[1..], *output)?,
-        Op::Predict { model, features, output, batch_size, .. } => predict(input()?, model, features, output, *batch_size)?,
+        Op::Predict { model, features, output, batch_size, .. } => predict(name, input()?, model, features, output, *batch_size)?,
     };
     Ok(plan)
 }
 
 /// The input plus the model's output: `output` (a score), or for several
 /// outputs `output` (the class) and `output_probability`.
-fn predict(input: LogicalPlanBuilder, model: &crate::plan::Model, features: &crate::plan::Features, output: &str, batch_size: usize) -> Result<LogicalPlan> {
+fn predict(node: &str, input: LogicalPlanBuilder, model: &crate::plan::Model, features: &crate::plan::Features, output: &str, batch_size: usize) -> Result<LogicalPlan> {
     use crate::plan::Features;
     use datafusion::arrow::datatypes::DataType;
-    let udf = datafusion::logical_expr::ScalarUDF::new_from_impl(crate::models::predict::Predict::new(model.clone(), features, batch_size));
+    let udf = datafusion::logical_expr::ScalarUDF::new_from_impl(crate::models::predict::Predict::new(node, model.clone(), features, batch_size));
     let mut args: Vec<Expr> = vec![lit(model.path.clone())];
     match features {
         Features::Columns(cols) => args.extend(cols.iter().map(|c| cast(crate::expr::col(c), DataType::Float32))),
