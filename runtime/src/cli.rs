@@ -49,6 +49,15 @@ struct RunArgs {
 }
 
 #[derive(clap::Args, Debug, Clone)]
+struct ExplainArgs {
+    #[command(flatten)]
+    settings: Settings,
+    /// Also run every sink's plan (writing nothing) and show each operator's metrics: rows, time, memory.
+    #[arg(long)]
+    analyze: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
 struct SubmitArgs {
     #[command(flatten)]
     settings: Settings,
@@ -99,7 +108,7 @@ enum Command {
     /// Be a Ballista executor (this binary holds the pipeline's functions and models).
     Executor(ExecutorArgs),
     /// Print each sink's logical and physical plan.
-    Explain(Settings),
+    Explain(ExplainArgs),
     /// Run the spec's [[tests]] (exit 1 when one fails).
     Test(Settings),
 }
@@ -125,6 +134,7 @@ impl Settings {
             params: self.params.clone(),
             skew_report: self.skew_report,
             cluster: None,
+            analyze: false,
         }
     }
 }
@@ -153,7 +163,8 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
     let settings = match &command {
         Command::Run(r) => r.settings.clone(),
         Command::Submit(s) => s.settings.clone(),
-        Command::Explain(s) | Command::Test(s) => s.clone(),
+        Command::Explain(e) => e.settings.clone(),
+        Command::Test(s) => s.clone(),
         Command::Scheduler(_) | Command::Executor(_) => Settings::default(),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -173,6 +184,7 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
         Command::Submit(s) => Some(crate::cluster::Cluster::Remote(s.scheduler.clone())),
         _ => None,
     };
+    opts.analyze = matches!(&command, Command::Explain(e) if e.analyze);
     let settings_for_run = settings.clone();
     let result = runtime.block_on(async {
         match command {

@@ -154,7 +154,7 @@ impl ExecutionPlan for JoinHintExec {
     }
 }
 
-/// Plans [`JoinHint`] nodes.
+/// Plans [`JoinHint`] and [`crate::split::Split`] nodes.
 struct HintPlanner;
 
 #[async_trait]
@@ -165,9 +165,12 @@ impl ExtensionPlanner for HintPlanner {
         node: &dyn UserDefinedLogicalNode,
         _logical_inputs: &[&LogicalPlan],
         physical_inputs: &[Arc<dyn ExecutionPlan>],
-        _session: &dyn Session,
+        session: &dyn Session,
         _planning_ctx: &PhysicalPlanningContext,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        if let Some(s) = node.as_any().downcast_ref::<crate::split::Split>() {
+            return crate::split::plan(s, Arc::clone(&physical_inputs[0]), session).map(Some);
+        }
         let Some(h) = node.as_any().downcast_ref::<JoinHint>() else {
             return Ok(None);
         };
@@ -287,8 +290,8 @@ fn strip(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
 }
 
 /// DataFusion's physical optimizer rules with [`JoinStrategyRule`] right after
-/// `join_selection` and [`crate::first_per_key::FirstPerKeyRule`] right after
-/// `EnsureRequirements`.
+/// `join_selection`, [`crate::first_per_key::FirstPerKeyRule`] right after
+/// `EnsureRequirements`, and [`crate::split::ShareSplits`] at the end.
 pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     let at = rules.iter().position(|r| r.name() == "join_selection").map_or(0, |i| i + 1);
@@ -296,5 +299,7 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     // Needs the sort and partitioning that EnsureRequirements adds; before projections are pushed into filters.
     let at = rules.iter().position(|r| r.name() == "EnsureRequirements").map_or(rules.len(), |i| i + 1);
     rules.insert(at, Arc::new(crate::first_per_key::FirstPerKeyRule));
+    // Last: pairs halves of splits once nothing rewrites their inputs any more.
+    rules.push(Arc::new(crate::split::ShareSplits));
     rules
 }

@@ -22,6 +22,7 @@ pub mod run;
 pub mod session;
 pub mod sinks;
 pub mod sources;
+pub mod split;
 pub mod stats;
 pub mod strategy;
 pub mod testing;

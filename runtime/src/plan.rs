@@ -301,9 +301,11 @@ pub enum JoinStrategy {
     Salted,
 }
 
-/// Salting for skewed keys: left rows whose key is hot get a salt in
-/// `0..buckets`, and only the right rows with those keys are replicated
-/// `buckets` times; every other key joins unsalted.
+/// Salting for skewed keys: left rows whose key is hot are joined where they
+/// are read (spread over `buckets` partitions when the input has fewer than
+/// the session's target partitions) against the right rows with those keys,
+/// replicated to every partition; every other key joins unsalted. See
+/// `transforms::join::salted`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Salt {
     /// `None`: twice the session's target partitions.

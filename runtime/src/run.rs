@@ -25,6 +25,8 @@ pub struct RunOptions {
     pub skew_report: bool,
     /// Run on Ballista (`run --standalone`, `submit --scheduler`) instead of in-process.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// `explain --analyze`: execute each sink's plan (output discarded) and show operator metrics.
+    pub analyze: bool,
 }
 
 /// What a run did, per sink.
@@ -510,7 +512,18 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
         let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());
         let logical = df.clone().into_optimized_plan()?;
         let physical = df.create_physical_plan().await?;
-        let physical = datafusion::physical_plan::displayable(physical.as_ref()).indent(true).to_string();
+        let physical = if opts.analyze {
+            let started = Instant::now();
+            let mut stream = datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())?;
+            let mut rows = 0;
+            while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+                rows += batch?.num_rows();
+            }
+            let metrics = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(true);
+            format!("(analyzed: {rows} rows in {:.3}s, nothing written)\n{metrics}", started.elapsed().as_secs_f64())
+        } else {
+            datafusion::physical_plan::displayable(physical.as_ref()).indent(true).to_string()
+        };
         let path = interpolate(&sink.path, &values, env).unwrap_or_else(|_| sink.path.clone());
         let _ = writeln!(out, "== sink `{}` ({:?} {path}) <- `{}` ==", sink.name, sink.format, sink.input);
         let _ = writeln!(out, "-- logical plan --\n{}", logical.display_indent());
