@@ -173,7 +173,11 @@ impl ExecutionPlan for SplitExec {
                 let (predicate, keep) = (Arc::clone(&self.predicate), self.keep);
                 let input = self.input.execute(partition, context)?;
                 let schema = input.schema();
-                let rows = futures::StreamExt::map(input, move |batch| halves(&batch?, predicate.as_ref()).map(|(t, f)| if keep { t } else { f }));
+                let rows = futures::StreamExt::map(input, move |batch| {
+                    let batch = batch?;
+                    let mask = mask(&batch, predicate.as_ref())?;
+                    Ok(filter_record_batch(&batch, &if keep { mask } else { not(&mask)? })?)
+                });
                 Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rows)))
             }
         }
@@ -182,12 +186,17 @@ impl ExecutionPlan for SplitExec {
 
 /// A batch's rows where `predicate` is true, and the others.
 fn halves(batch: &RecordBatch, predicate: &dyn PhysicalExpr) -> Result<(RecordBatch, RecordBatch)> {
+    let mask = mask(batch, predicate)?;
+    Ok((filter_record_batch(batch, &mask)?, filter_record_batch(batch, &not(&mask)?)?))
+}
+
+/// Where `predicate` is true (NULL read as false).
+fn mask(batch: &RecordBatch, predicate: &dyn PhysicalExpr) -> Result<datafusion::arrow::array::BooleanArray> {
     let mask = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
-    let mask = match mask.as_boolean() {
+    Ok(match mask.as_boolean() {
         m if m.null_count() > 0 => prep_null_mask_filter(m),
         m => m.clone(),
-    };
-    Ok((filter_record_batch(batch, &mask)?, filter_record_batch(batch, &not(&mask)?)?))
+    })
 }
 
 type Sender = tokio::sync::mpsc::UnboundedSender<Result<RecordBatch>>;

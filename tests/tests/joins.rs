@@ -252,6 +252,11 @@ fn salted_plans_split_hot_and_cold_keys() {
     assert!(plan.contains("Union"), "{plan}");
     assert!(plan.contains("SplitExec: #") && plan.contains("input shared"), "{plan}");
     assert!(plan.contains("join strategy: salted"), "{plan}");
+    // `explain --analyze` runs the plan: orders 1 and 5 (hot `a`) and 2 (`b`) match a customer.
+    let opts = kiln::run::RunOptions { analyze: true, ..Default::default() };
+    let analyzed = rt.block_on(kiln::run::explain(&p, &opts)).unwrap();
+    assert!(analyzed.contains("(analyzed: 3 rows in "), "{analyzed}");
+    assert!(analyzed.contains("metrics=[output_rows="), "{analyzed}");
 }
 
 const SKEWED: &str = r#"

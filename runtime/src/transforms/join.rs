@@ -73,10 +73,11 @@ pub(super) fn build(left: LogicalPlan, right: LogicalPlan, how: JoinHow, on: &Jo
 
 /// Salting (SPEC.md §4.1): the join split in two by key. Rows whose key is not
 /// hot (NULL keys included) join as they would unsalted (shuffle). The left
-/// side's hot rows are dealt round robin over `buckets` partitions (a batch's
-/// partition is its salt) and joined there with the right side's hot rows,
-/// which every partition holds (replicated: built once and shared, as a
-/// broadcast; they are few). No hot row is hashed onto one partition, and each
+/// side's hot rows stay in the partitions they are read in (dealt round robin
+/// over `buckets` partitions when the input has fewer than the session's
+/// target partitions: a batch's partition is its salt) and are joined there
+/// with the right side's hot rows, which every partition holds (replicated:
+/// built once and shared, as a broadcast; they are few). No hot row is hashed onto one partition, and each
 /// meets every right row of its key exactly once, so the union is the unsalted
 /// join's result for inner, left, semi and anti joins. Each side is read once
 /// and its rows split between the two joins ([`crate::split`]).
