@@ -88,6 +88,8 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
     let lower = name.to_ascii_lowercase();
     candidates
         .into_iter()
+        // Suggesting the very name that was rejected helps nobody.
+        .filter(|c| *c != name)
         .map(|c| (strsim::jaro_winkler(&lower, &c.to_ascii_lowercase()), c))
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))

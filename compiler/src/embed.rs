@@ -11,7 +11,7 @@ use crate::codegen;
 
 /// The module `NAME` for the spec at `spec`, or the rendered diagnostics.
 pub fn module(spec: &Path) -> Result<(String, TokenStream), String> {
-    let checked = crate::check_file(spec).map_err(|e| format!("cannot read {}: {e}", spec.display()))?;
+    let checked = crate::check_file_here(spec).map_err(|e| format!("cannot read {}: {e}", spec.display()))?;
     if checked.has_errors() {
         return Err(checked.render(false));
     }
@@ -72,7 +72,7 @@ impl Build {
         for spec in &self.specs {
             println!("cargo:rerun-if-changed={}", spec.display());
             let (name, tokens) = module(spec)?;
-            let checked = crate::check_file(spec).map_err(|e| e.to_string())?;
+            let checked = crate::check_file_here(spec).map_err(|e| e.to_string())?;
             for f in &checked.rust {
                 println!("cargo:rerun-if-changed={}", f.full.display());
             }

@@ -89,6 +89,33 @@ pub fn spec_hash(text: &str) -> String {
 /// Runs every pass over a spec's text. `base` is the directory relative paths
 /// in the spec are read from (the spec's own directory).
 pub fn check_text(path: &Path, text: &str, base: &Path) -> Checked {
+    // The passes recurse over TOML values and expression trees: run them on a
+    // stack that deep (but bounded, see `typeck::MAX_DEPTH`) input cannot exhaust,
+    // and turn a panic into an error instead of aborting `kiln check`.
+    let outcome = std::thread::scope(|scope| {
+        std::thread::Builder::new().stack_size(CHECK_STACK).spawn_scoped(scope, || check_text_here(path, text, base)).map(|h| h.join())
+    });
+    match outcome {
+        Ok(Ok(checked)) => checked,
+        Ok(Err(panic)) => {
+            let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            internal_error(path, text, format!("internal error: kiln check panicked ({what}); please report it with the spec"))
+        }
+        Err(e) => internal_error(path, text, format!("internal error: cannot start the checker: {e}")),
+    }
+}
+
+/// Stack size of the thread `check_text` runs the passes on.
+const CHECK_STACK: usize = 256 << 20;
+
+fn internal_error(path: &Path, text: &str, message: String) -> Checked {
+    let file = SourceFile { path: path.to_path_buf(), text: text.to_string() };
+    Checked { file, pipeline: None, diagnostics: vec![Diagnostic::error("kiln::internal", 0..0, message).label("while checking this spec")], rust: Vec::new() }
+}
+
+/// [`check_text`] on the calling thread: for proc macros (`include_pipeline!`),
+/// whose proc_macro2 values (read from udf files) live on the compiler's thread.
+pub fn check_text_here(path: &Path, text: &str, base: &Path) -> Checked {
     let file = SourceFile { path: path.to_path_buf(), text: text.to_string() };
     let (spec, mut diagnostics) = spec::parse(text);
     let (graph, resolve_diags) = resolve::resolve(&spec);
@@ -147,4 +174,11 @@ pub fn check_file(path: &Path) -> std::io::Result<Checked> {
     let text = std::fs::read_to_string(path)?;
     let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     Ok(check_text(path, &text, base))
+}
+
+/// [`check_file`] on the calling thread (see [`check_text_here`]).
+pub fn check_file_here(path: &Path) -> std::io::Result<Checked> {
+    let text = std::fs::read_to_string(path)?;
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok(check_text_here(path, &text, base))
 }

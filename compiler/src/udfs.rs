@@ -91,18 +91,18 @@ fn read_file(entry: &Sp<String>, base: &Path, d: &mut Diags) -> Option<RustFile>
     for item in &file.items {
         match item {
             syn::Item::Fn(f) if has_attr(&f.attrs, "udf") => {
-                let place = format!("{}:{}", entry.value, line_of(&text, "fn", &f.sig.ident.to_string()));
+                let place = format!("{}:{}", entry.value, line_of(&text, "fn", &syn::ext::IdentExt::unraw(&f.sig.ident).to_string()));
                 match signature(&f.sig) {
                     Ok((params, returns)) => {
                         let sig = &f.sig;
                         let text = quote::quote!(#sig).to_string().replace(" (", "(").replace(" ,", ",").replace(" : ", ": ").replace("& ", "&").replace(" < ", "<").replace(" >", ">").replace("< ", "<");
-                        out.udfs.push(UdfSig { name: f.sig.ident.to_string(), params, returns, text, place });
+                        out.udfs.push(UdfSig { name: syn::ext::IdentExt::unraw(&f.sig.ident).to_string(), params, returns, text, place });
                     }
                     Err(why) => err(d, format!("{place}: `{}` cannot be a #[kiln::udf]", f.sig.ident), why),
                 }
             }
             syn::Item::Struct(s) if has_attr(&s.attrs, "model") => {
-                let place = format!("{}:{}", entry.value, line_of(&text, "struct", &s.ident.to_string()));
+                let place = format!("{}:{}", entry.value, line_of(&text, "struct", &syn::ext::IdentExt::unraw(&s.ident).to_string()));
                 let (mut inputs, mut outputs) = (0, 0);
                 if let Some(attr) = s.attrs.iter().find(|a| a.path().segments.last().is_some_and(|l| l.ident == "model")) {
                     let _ = attr.parse_nested_meta(|meta| {
@@ -125,7 +125,7 @@ fn read_file(entry: &Sp<String>, base: &Path, d: &mut Diags) -> Option<RustFile>
                     continue;
                 }
                 let tensors = s.fields.iter().filter_map(|f| f.ident.as_ref().map(|i| i.to_string())).collect();
-                out.models.push(ModelSig { name: s.ident.to_string(), tensors, inputs, outputs, place });
+                out.models.push(ModelSig { name: syn::ext::IdentExt::unraw(&s.ident).to_string(), tensors, inputs, outputs, place });
             }
             _ => {}
         }

@@ -70,7 +70,8 @@ fn udf_impl(f: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     check_type(ret, "result")?;
     let ret = strip_lifetimes((**ret).clone());
     let name = &sig.ident;
-    let sql_name = name.to_string();
+    // `r#match` is the SQL function `match`.
+    let sql_name = syn::ext::IdentExt::unraw(name).to_string();
     let udf_fn = format_ident!("{}_udf", name);
     let columns = types.iter().enumerate().map(|(i, ty)| {
         let c = format_ident!("__kiln_c{i}");

@@ -227,11 +227,16 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
         Err(Error::TestsFailed(_)) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(match e {
-                Error::Usage(_) | Error::Param { .. } => 2,
-                Error::Expectation(_) => 3,
-                _ => 1,
-            })
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The exit code SPEC §10 gives an error: 2 bad usage, 3 a tripped `fail` rule, 1 anything else.
+pub fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Usage(_) | Error::Param { .. } => 2,
+        Error::Expectation(_) => 3,
+        _ => 1,
     }
 }

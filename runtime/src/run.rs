@@ -177,9 +177,26 @@ async fn detect_hot_keys(ctx: &SessionContext, left: LogicalPlan, on: &crate::pl
 }
 
 /// Size estimates of this run's data and the join strategies they lead to.
-pub fn choices(pipeline: &Pipeline, values: &Values) -> crate::strategy::Choices {
+/// The plan of every node as a run makes it: schema drift checked and tolerant
+/// CSV sources cleaned first. The cleaned copies live as long as the [`Prepared`].
+pub async fn run_plans(pipeline: &Pipeline, ctx: &SessionContext, values: &Values) -> Result<(HashMap<String, LogicalPlan>, Prepared)> {
+    let prepared = prepare(pipeline, values, None)?;
+    let plans = node_plans_reading(pipeline, ctx, values, &prepared.read_from).await?;
+    Ok((plans, prepared))
+}
+
+/// `memory_limit` is the run's (the `--memory-limit` flag's, else the spec's).
+pub fn choices(pipeline: &Pipeline, values: &Values, memory_limit: Option<u64>) -> crate::strategy::Choices {
     let estimates = crate::stats::estimate(pipeline, values, std::path::Path::new(""));
-    crate::strategy::choose(pipeline, &estimates, None)
+    crate::strategy::choose(pipeline, &estimates, memory_limit)
+}
+
+/// The memory limit of a session's pool, if it has one.
+fn session_memory_limit(ctx: &SessionContext) -> Option<u64> {
+    match ctx.runtime_env().memory_pool.memory_limit() {
+        datafusion::execution::memory_pool::MemoryLimit::Finite(n) => Some(n as u64),
+        _ => None,
+    }
 }
 
 /// [`node_plans`], with some sources read from other paths (source name → path).
@@ -189,7 +206,7 @@ pub async fn node_plans_reading(
     values: &Values,
     read_from: &HashMap<String, String>,
 ) -> Result<HashMap<String, LogicalPlan>> {
-    let choices = choices(pipeline, values);
+    let choices = choices(pipeline, values, session_memory_limit(ctx));
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     for node in &pipeline.nodes {
         // `auto` joins get the strategy chosen from the data this run reads.
@@ -225,6 +242,15 @@ pub async fn node_plans_reading(
                 }
                 salted = op;
                 &salted
+            }
+            op => op,
+        };
+        // `repartition` with `by` alone: the session's target_partitions.
+        let repartition;
+        let op = match op {
+            Op::Repartition { input, partitions: 0, by } => {
+                repartition = Op::Repartition { input: input.clone(), partitions: ctx.state().config().target_partitions(), by: by.clone() };
+                &repartition
             }
             op => op,
         };
@@ -400,7 +426,7 @@ async fn check_quality(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMa
 
 /// What must happen before planning: CSV sources that tolerate bad rows are
 /// cleaned into a work directory (removed when this is dropped).
-struct Prepared {
+pub struct Prepared {
     /// Source name → the cleaned path to read instead.
     read_from: HashMap<String, String>,
     /// (source, quarantine target, bad rows).
@@ -425,6 +451,7 @@ fn prepare(pipeline: &Pipeline, values: &Values, spill_dir: Option<&str>) -> Res
         let Op::Source(source) = &node.op else { continue };
         if !matches!(source.format, SourceFormat::Inline(_)) {
             let path = interpolate(&source.path, values, env)?;
+            sources::must_exist(&path).map_err(|e| Error::in_node(&node.name, e))?;
             sources::drift::check(source, &path).map_err(|e| Error::in_node(&node.name, e))?;
         }
         let SourceFormat::Csv(opts) = &source.format else { continue };
@@ -463,11 +490,15 @@ fn locate_bad_row(pipeline: &Pipeline, values: &Values, err: Error) -> Error {
     let text = err.to_string();
     for node in &pipeline.nodes {
         if let Op::Source(source) = &node.op {
-            if let crate::plan::SourceFormat::Csv(opts) = &source.format {
-                let Ok(path) = interpolate(&source.path, values, env) else { continue };
-                if let Some(bad) = sources::bad_rows::locate(&text, &path, &source.schema, opts) {
-                    return Error::BadRow { source_name: node.name.clone(), file: bad.file, line: bad.line, message: bad.message };
-                }
+            let Ok(path) = interpolate(&source.path, values, env) else { continue };
+            let schema = std::sync::Arc::new(sources::files::file_schema(source));
+            let found = match &source.format {
+                crate::plan::SourceFormat::Csv(opts) => sources::bad_rows::locate(&text, &path, &source.schema, opts),
+                crate::plan::SourceFormat::Json => sources::bad_rows::locate_json(&text, &path, &schema),
+                _ => None,
+            };
+            if let Some(bad) = found {
+                return Error::BadRow { source_name: node.name.clone(), file: bad.file, line: bad.line, message: bad.message };
             }
         }
     }
@@ -480,7 +511,7 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
     let values = params::resolve(&pipeline.params, &opts.params, env)?;
     let ctx = session::context(&opts.session.clone().over(&pipeline.runtime))?;
     let plans = node_plans(pipeline, &ctx, &values).await?;
-    let choices = choices(pipeline, &values);
+    let choices = choices(pipeline, &values, session_memory_limit(&ctx));
     let mut out = String::new();
     let _ = writeln!(out, "== nodes ==");
     for node in &pipeline.nodes {

@@ -61,8 +61,15 @@ pub fn read_parquet_rows(path: &Path) -> Vec<Row> {
     rows
 }
 
-fn collect(path: &Path, partitions: &mut Vec<(String, String)>, rows: &mut Vec<Row>) {
-    if path.is_dir() {
+/// The data files of an output (a file, or a directory of part files with
+/// hive-style `k=v` directories), each with its partition values, in name
+/// order. Every file is listed: a stray one (a staging leftover) is the caller's to reject.
+pub fn part_files(path: &Path) -> Vec<(PathBuf, Vec<(String, String)>)> {
+    fn walk(path: &Path, partitions: &mut Vec<(String, String)>, out: &mut Vec<(PathBuf, Vec<(String, String)>)>) {
+        if !path.is_dir() {
+            out.push((path.to_path_buf(), partitions.clone()));
+            return;
+        }
         let mut entries: Vec<_> = std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
         entries.sort();
         for entry in entries {
@@ -70,12 +77,25 @@ fn collect(path: &Path, partitions: &mut Vec<(String, String)>, rows: &mut Vec<R
             if entry.is_dir() {
                 let (k, v) = name.split_once('=').unwrap_or_else(|| panic!("unexpected directory {}", entry.display()));
                 partitions.push((k.to_string(), v.to_string()));
-                collect(&entry, partitions, rows);
+                walk(&entry, partitions, out);
                 partitions.pop();
             } else {
-                assert!(name.ends_with(".parquet"), "stray file in output: {}", entry.display());
-                collect(&entry, partitions, rows);
+                walk(&entry, partitions, out);
             }
+        }
+    }
+    let mut out = Vec::new();
+    if path.exists() {
+        walk(path, &mut Vec::new(), &mut out);
+    }
+    out
+}
+
+fn collect(path: &Path, partitions: &mut Vec<(String, String)>, rows: &mut Vec<Row>) {
+    if path.is_dir() {
+        for (file, parts) in part_files(path) {
+            assert!(file.to_string_lossy().ends_with(".parquet"), "stray file in output: {}", file.display());
+            collect(&file, &mut parts.clone(), rows);
         }
         return;
     }

@@ -381,3 +381,50 @@ fn salted_joins_over_many_batches_read_each_side_once() {
         assert!(on_cluster == expected, "{how}: the cluster form differs");
     }
 }
+
+/// `--memory-limit` given to the binary (not only `[runtime] memory_limit`)
+/// reaches the join choice: a hash table of the smaller side that would not
+/// fit makes an `auto` join sort-merge.
+#[test]
+fn memory_limit_flag_reaches_the_join_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("t.csv");
+    std::fs::write(&csv, "k,a\n1,2\n").unwrap();
+    let p = kiln_tests::pipeline(&format!(
+        r#"
+[pipeline]
+name = "mem"
+
+[sources.big]
+format = "csv"
+path = "{csv}"
+schema = {{ k = "int64", a = "int64" }}
+size = "8GB"
+
+[sources.other]
+format = "csv"
+path = "{csv}"
+schema = {{ k = "int64", b = "int64" }}
+size = "2GB"
+
+[transforms.j]
+type = "join"
+left = "big"
+right = "other"
+on = ["k"]
+
+[sinks.out]
+input = "j"
+format = "console"
+"#,
+        csv = csv.display()
+    ));
+    let explain = |limit: Option<u64>| {
+        let opts = kiln::run::RunOptions { session: kiln::session::SessionOptions { memory_limit: limit, ..Default::default() }, ..Default::default() };
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(kiln::run::explain(&p, &opts)).unwrap()
+    };
+    let unlimited = explain(None);
+    assert!(!unlimited.contains("sort-merge"), "{unlimited}");
+    let limited = explain(Some(1 << 30));
+    assert!(limited.contains("sort-merge: a hash table of the smaller side"), "{limited}");
+}

@@ -4,7 +4,7 @@
 //! generic code), so it rebuilds in seconds; output is formatted with
 //! prettyplease and deterministic byte for byte.
 
-mod expr;
+pub(crate) mod expr;
 mod values;
 
 use std::collections::BTreeMap;
@@ -78,14 +78,14 @@ fn rust_items(rust: &[RustModule]) -> (TokenStream, TokenStream) {
     let udfs = rust.iter().flat_map(|m| {
         let module = proc_macro2::Ident::new(&m.module, proc_macro2::Span::call_site());
         m.udfs.iter().map(move |u| {
-            let f = proc_macro2::Ident::new(&format!("{u}_udf"), proc_macro2::Span::call_site());
+            let f = ident(&format!("{u}_udf"));
             quote!(#module::#f())
         })
     });
     let models = rust.iter().flat_map(|m| {
         let module = proc_macro2::Ident::new(&m.module, proc_macro2::Span::call_site());
         m.models.iter().map(move |t| {
-            let ty = proc_macro2::Ident::new(t, proc_macro2::Span::call_site());
+            let ty = ident(t);
             quote!(kiln::models::register::<#module::#ty>(#t);)
         })
     });
@@ -555,4 +555,13 @@ fn sink(s: &Sink) -> TokenStream {
         compression: #compression,
         single_file: #single_file,
     })
+}
+
+/// An identifier for a Rust name read from a udf file (unraw'd by `udfs`): raw
+/// (`r#match`) where the name is a keyword.
+fn ident(name: &str) -> proc_macro2::Ident {
+    match syn::parse_str::<proc_macro2::Ident>(name) {
+        Ok(i) => i,
+        Err(_) => proc_macro2::Ident::new_raw(name, proc_macro2::Span::call_site()),
+    }
 }

@@ -1,6 +1,6 @@
 //! Tokens for Arrow types and scalar values.
 
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
 use datafusion::common::ScalarValue;
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -46,6 +46,48 @@ pub fn data_type(dt: &DataType) -> Result<TokenStream, Unsupported> {
             let nullable = f.is_nullable();
             quote!(DataType::List(std::sync::Arc::new(field(#name, #inner, #nullable))))
         }
+        DataType::LargeList(f) => {
+            let inner = data_type(f.data_type())?;
+            let name = f.name();
+            let nullable = f.is_nullable();
+            quote!(DataType::LargeList(std::sync::Arc::new(field(#name, #inner, #nullable))))
+        }
+        DataType::FixedSizeList(f, n) => {
+            let inner = data_type(f.data_type())?;
+            let name = f.name();
+            let nullable = f.is_nullable();
+            quote!(DataType::FixedSizeList(std::sync::Arc::new(field(#name, #inner, #nullable)), #n))
+        }
+        DataType::Struct(fields) => {
+            let fields = fields
+                .iter()
+                .map(|f| {
+                    let (name, nullable, inner) = (f.name(), f.is_nullable(), data_type(f.data_type())?);
+                    Ok(quote!(field(#name, #inner, #nullable)))
+                })
+                .collect::<Result<Vec<_>, Unsupported>>()?;
+            quote!(DataType::Struct(Vec::from([#(#fields),*]).into()))
+        }
+        DataType::Time32(unit) => {
+            let unit = time_unit(unit);
+            quote!(DataType::Time32(#unit))
+        }
+        DataType::Time64(unit) => {
+            let unit = time_unit(unit);
+            quote!(DataType::Time64(#unit))
+        }
+        DataType::Duration(unit) => {
+            let unit = time_unit(unit);
+            quote!(DataType::Duration(#unit))
+        }
+        DataType::Interval(unit) => {
+            let unit = match unit {
+                IntervalUnit::YearMonth => quote!(YearMonth),
+                IntervalUnit::DayTime => quote!(DayTime),
+                IntervalUnit::MonthDayNano => quote!(MonthDayNano),
+            };
+            quote!(DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::#unit))
+        }
         other => return Err(Unsupported(format!("the type {other}"))),
     })
 }
@@ -88,12 +130,56 @@ pub fn scalar(v: &ScalarValue) -> Result<TokenStream, Unsupported> {
             Some(x) => quote!(ScalarValue::Decimal128(Some(#x), #p, #s)),
             None => quote!(ScalarValue::Decimal128(None, #p, #s)),
         },
-        ScalarValue::TimestampMicrosecond(x, None) => match x {
-            Some(x) => quote!(ScalarValue::TimestampMicrosecond(Some(#x), None)),
-            None => quote!(ScalarValue::TimestampMicrosecond(None, None)),
-        },
+        ScalarValue::Utf8View(x) => opt!(Utf8View, x.as_ref().map(|s| quote!(#s.to_string()))),
+        ScalarValue::LargeUtf8(x) => opt!(LargeUtf8, x.as_ref().map(|s| quote!(#s.to_string()))),
+        ScalarValue::Binary(x) => opt!(Binary, x.as_ref().map(|b| quote!(Vec::from([#(#b),*])))),
+        ScalarValue::LargeBinary(x) => opt!(LargeBinary, x.as_ref().map(|b| quote!(Vec::from([#(#b),*])))),
+        ScalarValue::BinaryView(x) => opt!(BinaryView, x.as_ref().map(|b| quote!(Vec::from([#(#b),*])))),
+        ScalarValue::Date64(x) => opt!(Date64, x),
+        ScalarValue::Time32Second(x) => opt!(Time32Second, x),
+        ScalarValue::Time32Millisecond(x) => opt!(Time32Millisecond, x),
+        ScalarValue::Time64Microsecond(x) => opt!(Time64Microsecond, x),
+        ScalarValue::Time64Nanosecond(x) => opt!(Time64Nanosecond, x),
+        ScalarValue::DurationSecond(x) => opt!(DurationSecond, x),
+        ScalarValue::DurationMillisecond(x) => opt!(DurationMillisecond, x),
+        ScalarValue::DurationMicrosecond(x) => opt!(DurationMicrosecond, x),
+        ScalarValue::DurationNanosecond(x) => opt!(DurationNanosecond, x),
+        ScalarValue::IntervalYearMonth(x) => opt!(IntervalYearMonth, x),
+        ScalarValue::IntervalDayTime(x) => opt!(
+            IntervalDayTime,
+            x.map(|v| {
+                let (days, ms) = (v.days, v.milliseconds);
+                quote!(datafusion::arrow::datatypes::IntervalDayTime::new(#days, #ms))
+            })
+        ),
+        ScalarValue::IntervalMonthDayNano(x) => opt!(
+            IntervalMonthDayNano,
+            x.map(|v| {
+                let (months, days, nanos) = (v.months, v.days, v.nanoseconds);
+                quote!(datafusion::arrow::datatypes::IntervalMonthDayNano::new(#months, #days, #nanos))
+            })
+        ),
+        ScalarValue::TimestampSecond(x, tz) => timestamp(quote!(TimestampSecond), x, tz),
+        ScalarValue::TimestampMillisecond(x, tz) => timestamp(quote!(TimestampMillisecond), x, tz),
+        ScalarValue::TimestampMicrosecond(x, tz) => timestamp(quote!(TimestampMicrosecond), x, tz),
+        ScalarValue::TimestampNanosecond(x, tz) => timestamp(quote!(TimestampNanosecond), x, tz),
         other => return Err(Unsupported(format!("the literal {other:?}"))),
     })
+}
+
+fn timestamp(variant: TokenStream, x: &Option<i64>, tz: &Option<std::sync::Arc<str>>) -> TokenStream {
+    let x = match x {
+        Some(x) => quote!(Some(#x)),
+        None => quote!(None),
+    };
+    let tz = match tz {
+        Some(tz) => {
+            let tz = tz.as_ref();
+            quote!(Some(#tz.into()))
+        }
+        None => quote!(None),
+    };
+    quote!(ScalarValue::#variant(#x, #tz))
 }
 
 fn float64(x: f64) -> TokenStream {

@@ -106,11 +106,12 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
         decl.on_error = t.str("on_error", d).filter(|o| one_of(o, &["fail", "skip", "quarantine"], "`on_error`", d));
         decl.quarantine = t.str("quarantine", d);
         match (decl.on_error.as_ref().map(|o| o.as_str()), &decl.quarantine) {
-            (Some("quarantine"), None) => d.push(
-                Diagnostic::error("kiln::missing-key", decl.on_error.as_ref().map_or(t.span.clone(), |o| o.span.clone()), format!("{}: on_error = \"quarantine\" needs a `quarantine` path", t.what))
-                    .label("where should the bad lines go?")
-                    .help("quarantine = \"out/bad_rows.csv\""),
-            ),
+            // SPEC §3 names no path: the bad lines go to `quarantine/SOURCE.csv` in the
+            // working directory unless `quarantine` says where.
+            (Some("quarantine"), None) => {
+                let at = decl.on_error.as_ref().map_or(t.span.clone(), |o| o.span.clone());
+                decl.quarantine = Some(Sp::new(format!("quarantine/{}.csv", decl.name.value), at));
+            }
             (Some("quarantine"), Some(_)) => {}
             (_, Some(q)) => d.push(
                 Diagnostic::error("kiln::conflict", q.span.clone(), format!("{}: `quarantine` is only used with on_error = \"quarantine\"", t.what))

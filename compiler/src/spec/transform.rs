@@ -189,6 +189,9 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Transf
             };
             let salt = t.table("salt", d).map(|st| {
                 let buckets = st.int("buckets", d);
+                if let Some(b) = buckets.as_ref().filter(|b| b.value > MAX_PARTITIONS) {
+                    d.push(Diagnostic::error("kiln::bad-value", b.span.clone(), format!("{}: `salt.buckets` must be at most {MAX_PARTITIONS}", t.what)).label("too large"));
+                }
                 if let Some(b) = buckets.as_ref().filter(|b| b.value < 1) {
                     d.push(Diagnostic::error("kiln::bad-value", b.span.clone(), format!("{}: `salt.buckets` must be at least 1", t.what)).label("no bucket to spread hot keys over"));
                 }
@@ -219,7 +222,12 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Transf
         "limit" => count(t, "n", 0, d).map(|n| TransformBody::Limit { n }),
         "repartition" => {
             let by = t.str_list("by", d).map(|b| b.value).unwrap_or_default();
-            count(t, "partitions", 1, d).map(|partitions| TransformBody::Repartition { partitions, by })
+            // `by` alone (PySpark's repartition("col")): the session's target_partitions, written 0.
+            if !by.is_empty() && !t.table.contains_key("partitions") {
+                Some(TransformBody::Repartition { partitions: Sp::new(0, t.span.clone()), by })
+            } else {
+                count(t, "partitions", 1, d).map(|partitions| TransformBody::Repartition { partitions, by })
+            }
         }
         "coalesce" => count(t, "partitions", 1, d).map(|partitions| TransformBody::Coalesce { partitions }),
         "sql" => t.req_str("query", d, Some("query = \"SELECT ... FROM input_name\"")).map(|query| TransformBody::Sql { query }),
@@ -364,6 +372,9 @@ fn rule(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<RuleDecl> {
 }
 
 /// A required integer of at least `min`.
+/// The most partitions a node may ask for (tokio and DataFusion allocate per partition).
+pub const MAX_PARTITIONS: i64 = 100_000;
+
 fn count(t: &Table, key: &'static str, min: i64, d: &mut Diags) -> Option<Sp<i64>> {
     let Some(n) = t.int(key, d) else {
         if !t.table.contains_key(key) {
@@ -373,6 +384,10 @@ fn count(t: &Table, key: &'static str, min: i64, d: &mut Diags) -> Option<Sp<i64
     };
     if n.value < min {
         d.push(Diagnostic::error("kiln::bad-value", n.span.clone(), format!("{}: `{key}` must be at least {min}", t.what)).label("too small"));
+        return None;
+    }
+    if key == "partitions" && n.value > MAX_PARTITIONS {
+        d.push(Diagnostic::error("kiln::bad-value", n.span.clone(), format!("{}: `{key}` must be at most {MAX_PARTITIONS}", t.what)).label("too large"));
         return None;
     }
     Some(n)

@@ -30,8 +30,15 @@ pub fn parse(text: &str) -> Result<ColumnType, String> {
     Ok(ColumnType { data_type: parse_data_type(body, &t[..body.len()])?, nullable })
 }
 
+/// How deeply `list<…>` may nest (Spark and Arrow have no limit; a spec that
+/// needs more than this is surely a mistake, and the parser recurses).
+const MAX_NESTING: usize = 32;
+
 fn parse_data_type(t: &str, original: &str) -> Result<DataType, String> {
     let (t, original) = (t.trim(), original.trim());
+    if t.matches('<').count() > MAX_NESTING {
+        return Err(format!("types may nest at most {MAX_NESTING} deep"));
+    }
     let simple = match t {
         "string" | "utf8" | "text" | "varchar" => Some(DataType::Utf8),
         "bool" | "boolean" => Some(DataType::Boolean),

@@ -35,7 +35,7 @@ pub(super) fn lower(t: &TransformDecl, inputs: &[LogicalPlan], rules: &[RuleDecl
                     Ok(datafusion::arrow::datatypes::DataType::Boolean) => RuleKind::Check(e),
                     Ok(other) => {
                         d.push(
-                            Diagnostic::error("kiln::not-a-condition", text.span.clone(), format!("`{}` is {}, not a condition", text.value, display(&other)))
+                            Diagnostic::error("kiln::not-a-condition", checker.span_of(text), format!("`{}` is {}, not a condition (bool)", text.value, display(&other)))
                                 .label("a rule's check must be true or false"),
                         );
                         continue;

@@ -18,6 +18,9 @@ use datafusion::logical_expr::{Expr, LogicalPlan, SortExpr};
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::spec::Sp;
 
+/// How deeply an expression may nest (operators plus parentheses).
+pub const MAX_DEPTH: usize = 400;
+
 /// Parses and checks expressions for one spec.
 pub struct ExprChecker<'a> {
     state: SessionState,
@@ -50,19 +53,54 @@ impl<'a> ExprChecker<'a> {
     }
 
     /// Plans a SQL query over `tables` (empty, with the given schemas).
+    /// Expressions nest at most [`MAX_DEPTH`] deep: planning, type checking and
+    /// code generation recurse over the tree, and a chain of thousands of `OR`s
+    /// is better written as `x IN (…)`.
+    fn check_size(&self, text: &Sp<String>) -> Result<(), Diagnostic> {
+        use datafusion::sql::sqlparser::dialect::GenericDialect;
+        use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+        let Ok(tokens) = Tokenizer::new(&GenericDialect {}, &text.value).tokenize() else { return Ok(()) };
+        let (mut depth, mut max_depth, mut operators) = (0usize, 0usize, 0usize);
+        for t in &tokens {
+            match t {
+                Token::LParen => {
+                    depth += 1;
+                    max_depth = max_depth.max(depth);
+                }
+                Token::RParen => depth = depth.saturating_sub(1),
+                Token::Word(w) if matches!(w.value.to_ascii_uppercase().as_str(), "AND" | "OR" | "NOT" | "WHEN") => operators += 1,
+                Token::Plus | Token::Minus | Token::Mul | Token::Div | Token::Mod | Token::StringConcat | Token::Eq | Token::Neq | Token::Lt | Token::Gt | Token::LtEq | Token::GtEq => operators += 1,
+                _ => {}
+            }
+        }
+        if max_depth + operators > MAX_DEPTH {
+            return Err(Diagnostic::error("kiln::too-deep", self.span_of(text), format!("this expression nests {} deep; kiln allows {MAX_DEPTH}", max_depth + operators))
+                .label("too many operators or parentheses")
+                .help("a long chain of `x = a OR x = b …` is `x IN (a, b, …)`; split long arithmetic over several with_columns entries"));
+        }
+        Ok(())
+    }
+
     pub fn plan_sql(&self, query: &Sp<String>, tables: &[(String, datafusion::arrow::datatypes::SchemaRef)]) -> Result<LogicalPlan, Diagnostic> {
+        self.check_size(query)?;
         use datafusion::datasource::empty::EmptyTable;
         use datafusion::prelude::SessionContext;
         let sql = self.substitute_params(query)?;
         let ctx = SessionContext::new_with_state(self.state.clone());
         let first = tables.first().map(|(_, s)| s.clone());
         for (name, schema) in tables {
+            // The state's catalog is shared by every query of the spec: each sees only its own inputs.
+            let _ = ctx.deregister_table(name.as_str());
             ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())))
                 .map_err(|e| Diagnostic::error("kiln::invalid-transform", query.span.clone(), format!("cannot expose `{name}` to the query: {e}")).label("here"))?;
         }
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| Diagnostic::error("kiln::internal", query.span.clone(), e.to_string()))?;
         let schema = first.and_then(|s| DFSchema::try_from(s.as_ref().clone()).ok()).unwrap_or_else(DFSchema::empty);
-        let plan = runtime.block_on(ctx.state().create_logical_plan(&sql)).map_err(|e| {
+        let planned = runtime.block_on(ctx.state().create_logical_plan(&sql));
+        for (name, _) in tables {
+            let _ = ctx.deregister_table(name.as_str());
+        }
+        let plan = planned.map_err(|e| {
             let d = self.diagnostic(&e, query, &schema, sql != query.value);
             match clean_message(&e).strip_prefix("table '").and_then(|t| t.split_once("' not found")) {
                 Some((table, _)) => {
@@ -81,6 +119,7 @@ impl<'a> ExprChecker<'a> {
 
     /// Like [`parse`](Self::parse), keeping the columns' qualifiers.
     pub fn parse_qualified(&self, text: &Sp<String>, schema: &DFSchema) -> Result<Expr, Diagnostic> {
+        self.check_size(text)?;
         let sql = self.substitute_params(text)?;
         let expr = self
             .state
@@ -99,8 +138,24 @@ impl<'a> ExprChecker<'a> {
             })
             .map(|t| t.data)
             .map_err(|e| self.diagnostic(&e, text, schema, true))?;
+        let expr = spark_semantics(expr, schema).map_err(|e| self.diagnostic(&e, text, schema, true))?;
         if let Some(d) = self.lint_comparisons(&expr, text, schema) {
             return Err(d);
+        }
+        // What type-checks must generate; what cannot is an error here, at the expression.
+        // (A window call is stored as its function and arguments: those are what generate.)
+        let generated: Vec<&Expr> = match &expr {
+            Expr::WindowFunction(w) => w.params.args.iter().collect(),
+            Expr::Alias(a) => match a.expr.as_ref() {
+                Expr::WindowFunction(w) => w.params.args.iter().collect(),
+                e => vec![e],
+            },
+            // Window calls inside an expression are rejected by the window lowering.
+            e if e.exists(|x| Ok(matches!(x, Expr::WindowFunction(_)))).unwrap_or(false) => vec![],
+            e => vec![e],
+        };
+        if let Some(crate::codegen::Unsupported(what)) = generated.into_iter().find_map(|e| crate::codegen::expr::expr(e).err()) {
+            return Err(Diagnostic::error("kiln::unsupported", self.span_of(text), format!("kiln cannot generate code for {what} yet")).label("in this expression"));
         }
         Ok(expr)
     }
@@ -124,7 +179,7 @@ impl<'a> ExprChecker<'a> {
                                 other => other.to_string(),
                             };
                             found = Some(
-                                Diagnostic::error("kiln::string-number-comparison", text.span.clone(), format!("the string `{shown}` is compared with a number ({ty})"))
+                                Diagnostic::error("kiln::string-number-comparison", self.span_of(text), format!("the string `{shown}` is compared with a number ({ty})"))
                                     .label(format!("string {op} {ty}"))
                                     .help(format!("cast the string side explicitly, e.g. CAST({shown} AS {}), so the comparison is numeric", sql_type(number_type)))
                                     .note("DataFusion would compare the two as strings, where '10' < '5'"),
@@ -174,6 +229,41 @@ impl<'a> ExprChecker<'a> {
         self.state.analyzer().execute_and_check(plan, self.state.config_options(), |_, _| {})
     }
 
+    /// The `${…}` references of a plain string (a path, a URL): `${params.NAME}`
+    /// must be declared, `${env.NAME}` is read at run time; anything else is an error.
+    pub fn check_references(&self, text: &Sp<String>) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        while let Some(start) = text.value[offset..].find("${").map(|s| s + offset) {
+            let Some(len) = text.value[start..].find('}') else {
+                out.push(
+                    Diagnostic::error("kiln::bad-reference", self.inner_span(text, start..text.value.len()), "unclosed `${`")
+                        .label("expected `${params.NAME}` or `${env.NAME}`"),
+                );
+                break;
+            };
+            let reference = &text.value[start + 2..start + len];
+            let span = self.inner_span(text, start..start + len + 1);
+            match reference.split_once('.') {
+                Some(("params", name)) if self.params.contains_key(name) => {}
+                Some(("env", name)) if !name.is_empty() => {}
+                Some(("params", name)) => {
+                    let d = Diagnostic::error("kiln::unknown-param", span, format!("unknown parameter `{name}`")).label("not declared in [params]");
+                    out.push(match did_you_mean(name, self.params.keys().map(String::as_str)) {
+                        Some(h) => d.help(h),
+                        None => d.help(format!("declare it:\n[params.{name}]\ndefault = ...")),
+                    });
+                }
+                _ => out.push(
+                    Diagnostic::error("kiln::bad-reference", span, format!("`${{{reference}}}` is not a reference"))
+                        .label("expected `${params.NAME}` or `${env.NAME}`"),
+                ),
+            }
+            offset = start + len + 1;
+        }
+        out
+    }
+
     fn substitute_params(&self, text: &Sp<String>) -> Result<String, Diagnostic> {
         let mut out = String::new();
         let mut rest = text.value.as_str();
@@ -216,6 +306,12 @@ impl<'a> ExprChecker<'a> {
         Ok(out)
     }
 
+    /// The span of an expression's text inside its quotes (the whole string's
+    /// span when it is written with escapes).
+    pub fn span_of(&self, text: &Sp<String>) -> Range<usize> {
+        self.inner_span(text, 0..text.value.len())
+    }
+
     /// The span of `range` (bytes of the expression text) in the spec, when the
     /// string is written without escapes; else the whole string's span.
     fn inner_span(&self, text: &Sp<String>, range: Range<usize>) -> Range<usize> {
@@ -242,16 +338,29 @@ impl<'a> ExprChecker<'a> {
                 };
                 match (start, end) {
                     (Some(a), Some(b)) if a < b => self.inner_span(text, a..b),
-                    _ => text.span.clone(),
+                    _ => self.span_of(text),
                 }
             }
-            _ => text.span.clone(),
+            _ => self.span_of(text),
         };
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         if let Some(SchemaError::FieldNotFound { field, .. }) = find_schema_error(err) {
+            let mut qualifiers: Vec<String> = schema.iter().filter_map(|(q, _)| q.map(|q| q.table().to_string())).collect();
+            qualifiers.dedup();
+            if let Some(q) = &field.relation {
+                // The name exists, the qualifier does not: never suggest the very name rejected.
+                if columns.contains(&field.name) || !qualifiers.iter().any(|x| x == q.table()) {
+                    let mut d = Diagnostic::error("kiln::unknown-column", span, format!("unknown column `{q}.{}`", field.name))
+                        .label(format!("no input here is called `{}`", q.table()));
+                    if !qualifiers.is_empty() {
+                        d = d.help(format!("qualify columns with {}", qualifiers.iter().map(|q| format!("`{q}`")).collect::<Vec<_>>().join(" or ")));
+                    }
+                    return d.note(format!("the input's columns: {}", columns.join(", ")));
+                }
+            }
             let mut d = Diagnostic::error("kiln::unknown-column", span, format!("unknown column `{}`", field.name))
                 .label("not a column of the input");
-            if let Some(h) = did_you_mean(&field.name, columns.iter().map(String::as_str)) {
+            if let Some(h) = did_you_mean(&field.name, columns.iter().map(String::as_str).filter(|c| *c != field.name)) {
                 d = d.help(h);
             }
             return d.note(format!("the input's columns: {}", columns.join(", ")));
@@ -269,6 +378,36 @@ impl<'a> ExprChecker<'a> {
         }
         d
     }
+}
+
+/// Where Spark and DataFusion give an operator different meanings, Spark's
+/// (SPEC §11): `/` of two integers is a fractional division (7 / 2 = 3.5, a
+/// double), a division or modulo by zero is NULL, and `concat` is NULL when
+/// any argument is NULL.
+fn spark_semantics(expr: Expr, schema: &DFSchema) -> Result<Expr, DataFusionError> {
+    use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator, cast};
+    Ok(expr
+        .transform_up(|e| {
+            Ok(match e {
+                Expr::BinaryExpr(BinaryExpr { left, op: op @ (Operator::Divide | Operator::Modulo), right }) => {
+                    let integers = left.get_type(schema).is_ok_and(|t| t.is_integer()) && right.get_type(schema).is_ok_and(|t| t.is_integer());
+                    let (left, right) = match (op, integers) {
+                        (Operator::Divide, true) => (cast(*left, DataType::Float64), cast(*right, DataType::Float64)),
+                        _ => (*left, *right),
+                    };
+                    // By zero: NULL, as Spark (DataFusion would fail the run).
+                    let zero = Expr::Literal(datafusion::common::ScalarValue::Int64(Some(0)), None);
+                    let right = datafusion::functions::expr_fn::nullif(right, zero);
+                    Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(Box::new(left), op, Box::new(right))))
+                }
+                Expr::ScalarFunction(f) if f.func.name() == "concat" && !f.args.is_empty() => {
+                    let any_null = f.args.iter().cloned().map(|a| a.is_null()).reduce(Expr::or).unwrap_or(Expr::Literal(datafusion::common::ScalarValue::Boolean(Some(false)), None));
+                    Transformed::yes(datafusion::logical_expr::when(any_null, Expr::Literal(datafusion::common::ScalarValue::Utf8(None), None)).otherwise(Expr::ScalarFunction(f))?)
+                }
+                e => Transformed::no(e),
+            })
+        })?
+        .data)
 }
 
 fn find_schema_error(err: &DataFusionError) -> Option<&SchemaError> {

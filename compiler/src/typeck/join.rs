@@ -58,7 +58,7 @@ pub(super) fn lower(
                     if let Some(h) = did_you_mean(&key.value, cols.iter().map(String::as_str)) {
                         diag = diag.help(h);
                     }
-                    d.push(diag.note(format!("`{}` has: {}", side.value, cols.join(", "))).note("to join columns of different names, write on = [\"left.x = right.y\"] with the node names"));
+                    d.push(diag.note(format!("`{}` has: {}", side.value, cols.join(", "))).note(format!("to join columns of different names, write on = [\"l.x = r.y\"] (or with the node names: \"{}.x = {}.y\")", ln.value, rn.value)));
                     ok = false;
                 }
             }
@@ -68,15 +68,17 @@ pub(super) fn lower(
         }
         JoinOn::Using(on.iter().map(|k| k.value.clone()).collect())
     } else {
-        let both = match left.schema().as_ref().clone().join(right.schema()) {
-            Ok(s) => s,
-            Err(e) => {
-                d.push(Diagnostic::error("kiln::invalid-transform", t.name.span.clone(), format!("cannot combine the inputs' schemas: {e}")).label("this join"));
-                return None;
-            }
-        };
         let (mut lkeys, mut rkeys, mut rest) = (Vec::new(), Vec::new(), Vec::new());
         for cond in on {
+            // Each side is named by its node name, or by `l`/`left` and `r`/`right` (SPEC §4).
+            let (lq, rq) = side_qualifiers(cond.as_str(), &ln.value, &rn.value);
+            let both = match qualified(left, &lq).and_then(|l| l.join(&qualified(right, &rq)?)) {
+                Ok(s) => s,
+                Err(e) => {
+                    d.push(Diagnostic::error("kiln::invalid-transform", t.name.span.clone(), format!("cannot combine the inputs' schemas: {e}")).label("this join"));
+                    return None;
+                }
+            };
             if is_name(cond.as_str()) {
                 d.push(
                     Diagnostic::error("kiln::bad-value", cond.span.clone(), "a join's `on` mixes column names and conditions")
@@ -86,6 +88,11 @@ pub(super) fn lower(
                 continue;
             }
             let Ok(e) = checker.parse_qualified(cond, &both).map_err(|e| d.push(e)) else { continue };
+            let Ok(e) = requalify(e, &[(&lq, &ln.value), (&rq, &rn.value)])
+                .map_err(|e| d.push(Diagnostic::error("kiln::internal", cond.span.clone(), e.to_string()).label("this condition")))
+            else {
+                continue;
+            };
             let side_of = |e: &Expr| -> Option<Side> {
                 let refs = e.column_refs();
                 let all = |name: &str| !refs.is_empty() && refs.iter().all(|c| c.relation.as_ref().is_some_and(|r| r.table() == name));
@@ -120,12 +127,13 @@ pub(super) fn lower(
     };
     let strategy_v = match strategy.map(|s| s.as_str()) {
         Some("broadcast") if how_v == JoinHow::Full => {
+            // A hint that cannot be obeyed is a warning (§4.1), and the join still runs.
             d.push(
-                Diagnostic::error("kiln::bad-strategy", strategy?.span.clone(), "a full join cannot broadcast either side")
+                Diagnostic::warning("kiln::bad-strategy", strategy?.span.clone(), "a full join cannot broadcast either side; it runs as a shuffle join")
                     .label("both sides keep their unmatched rows")
                     .help("use strategy = \"shuffle\" (or leave it to \"auto\")"),
             );
-            return None;
+            JoinStrategy::Shuffle
         }
         // The side that need not keep unmatched rows: the right one, unless the join keeps the right's rows.
         Some("broadcast") => JoinStrategy::Broadcast { side: if how_v == JoinHow::Right { Side::Left } else { Side::Right } },
@@ -133,11 +141,43 @@ pub(super) fn lower(
         Some("salted") => JoinStrategy::Salted,
         _ => JoinStrategy::Auto,
     };
+    // Salting replicates the other side's hot rows, which would repeat its unmatched
+    // rows in right and full joins: those run as shuffle joins (same rows), with a warning.
+    let strategy_v = match (strategy_v, how_v) {
+        (JoinStrategy::Salted, JoinHow::Right | JoinHow::Full) => {
+            let at = strategy.map_or(t.name.span.clone(), |s| s.span.clone());
+            d.push(
+                Diagnostic::warning("kiln::salt-ignored", at, format!("a {} join cannot be salted; it runs as a shuffle join", how_v.name()))
+                    .label("salting is for inner, left, semi and anti joins")
+                    .help("put the skewed side on the left of a left join to salt it"),
+            );
+            return finish(t, ln, rn, how_v, on_v, JoinStrategy::Shuffle, None, &lcols, &rcols, before, d);
+        }
+        (s, _) => s,
+    };
     let salt_v = match (salt, strategy_v) {
         (None, JoinStrategy::Salted) => Some(Salt { buckets: None, hot_keys: Vec::new(), detect: true, threshold: DEFAULT_HOT_SHARE }),
         (None, _) => None,
         (Some(s), _) => Some(lower_salt(s, how_v, &on_v, left, d)?),
     };
+    finish(t, ln, rn, how_v, on_v, strategy_v, salt_v, &lcols, &rcols, before, d)
+}
+
+/// The join node, once its output names are known to be unique.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    t: &TransformDecl,
+    ln: &Sp<String>,
+    rn: &Sp<String>,
+    how_v: JoinHow,
+    on_v: JoinOn,
+    strategy_v: JoinStrategy,
+    salt_v: Option<Salt>,
+    lcols: &[String],
+    rcols: &[String],
+    before: usize,
+    d: &mut Diags,
+) -> Option<Op> {
     // Output names: each must be unique.
     let output: Vec<(&String, &Sp<String>)> = match (&on_v, how_v) {
         (_, JoinHow::Semi | JoinHow::Anti) => vec![],
@@ -165,10 +205,52 @@ pub(super) fn lower(
             }
         }
     }
-    if d.0.len() > before {
+    if d.0.iter().skip(before).any(|x| x.is_error()) {
         return None;
     }
     Some(Op::Join { left: ln.value.clone(), right: rn.value.clone(), how: how_v, on: on_v, strategy: strategy_v, salt: salt_v })
+}
+
+/// The qualifiers a condition uses for the left and right side: the node
+/// names, unless it writes `l.`/`left.` or `r.`/`right.` and no node is named so.
+fn side_qualifiers(cond: &str, left: &str, right: &str) -> (String, String) {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, cond).tokenize().unwrap_or_default();
+    let tokens: Vec<&Token> = tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    let mut used = Vec::new();
+    for w in tokens.windows(2) {
+        if let (Token::Word(word), Token::Period) = (w[0], w[1]) {
+            used.push(word.value.clone());
+        }
+    }
+    let pick = |node: &str, aliases: [&str; 2]| -> String {
+        if used.iter().any(|q| q == node) {
+            return node.to_string();
+        }
+        aliases.iter().find(|a| used.iter().any(|q| q == *a) && **a != left && **a != right).map_or(node.to_string(), |a| a.to_string())
+    };
+    (pick(left, ["l", "left"]), pick(right, ["r", "right"]))
+}
+
+/// A plan's schema with every column qualified by `name`.
+fn qualified(plan: &LogicalPlan, name: &str) -> datafusion::common::Result<datafusion::common::DFSchema> {
+    datafusion::common::DFSchema::try_from_qualified_schema(name, plan.schema().inner())
+}
+
+/// Columns qualified by an alias (`l`) renamed to the node's name (`orders`).
+fn requalify(e: Expr, renames: &[(&String, &String)]) -> datafusion::common::Result<Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    e.transform(|e| {
+        Ok(match e {
+            Expr::Column(c) => match c.relation.as_ref().and_then(|r| renames.iter().find(|(from, _)| r.table() == from.as_str())) {
+                Some((_, to)) => Transformed::yes(Expr::Column(datafusion::common::Column::new(Some(to.as_str()), c.name))),
+                None => Transformed::no(Expr::Column(c)),
+            },
+            e => Transformed::no(e),
+        })
+    })
+    .map(|t| t.data)
 }
 
 /// A key holding this share of the left side's rows is hot, unless `salt.threshold` says otherwise.

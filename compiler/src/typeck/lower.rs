@@ -157,7 +157,8 @@ fn check_declared_against_file(s: &SourceDecl, declared: &SchemaRef, found: &Sch
                     .label("declared here")
                     .note(format!("the file has: {}", found.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "))),
             ),
-            Ok(f) if Some(f.data_type()) != want.as_ref() => d.push(
+            // List item names differ between writers (`item`, `element`): they are not the type.
+            Ok(f) if !want.as_ref().is_some_and(|w| w.equals_datatype(f.data_type())) => d.push(
                 Diagnostic::error("kiln::schema-mismatch", ty.span.clone(), format!("source `{}`: column `{}` is {} in the file", s.name.value, name.value, display(f.data_type())))
                     .label(format!("declared {}", ty.value)),
             ),
@@ -241,13 +242,23 @@ pub(super) fn transform(
     let op = match &t.body {
         TransformBody::Filter { predicate } => {
             let e = parse_checked(checker, predicate, input, d, |b, e| b.project(vec![e]))?;
-            require_boolean(&e, predicate, input, d)?;
+            require_boolean(&e, predicate, input, checker, d)?;
             Op::Filter { input: inp, predicate: e }
         }
         TransformBody::Select { columns: items } => {
             let mut exprs = Vec::new();
             let mut seen: HashSet<String> = HashSet::new();
             for item in items {
+                // `*` is every input column, in order (PySpark's select("*", …)).
+                if item.value.trim() == "*" {
+                    for c in schema_names(input.schema().inner()) {
+                        if !seen.insert(c.clone()) {
+                            d.push(duplicate_output(&c, &item.span));
+                        }
+                        exprs.push(Expr::Column(datafusion::common::Column::from_name(c)));
+                    }
+                    continue;
+                }
                 if let Some(e) = parse_checked(checker, item, input, d, |b, e| b.project(vec![e])) {
                     let out = e.schema_name().to_string();
                     let out = match &e {
@@ -374,27 +385,32 @@ pub(super) fn transform(
                     Expr::Alias(a) => *a.expr,
                     e => e,
                 };
-                if !matches!(e, Expr::AggregateFunction(_)) {
+                if datafusion::logical_expr::utils::find_aggregate_exprs([&e]).is_empty() {
                     d.push(
-                        Diagnostic::error("kiln::not-an-aggregate", text.span.clone(), format!("`{}` is not an aggregate function call", text.value))
-                            .label("each aggregate is one call such as sum(x), avg(x), count(*)")
-                            .help("compute expressions of aggregates in a following with_columns transform"),
+                        Diagnostic::error("kiln::not-an-aggregate", checker.span_of(text), format!("`{}` computes no aggregate", text.value))
+                            .label("expected an aggregate call such as sum(x), avg(x), count(*), or an expression of them")
+                            .help("group keys are output as they are; compute expressions of rows before the aggregate"),
                     );
                     continue;
                 }
                 let e = e.alias(&out.value);
-                let plan = LogicalPlanBuilder::from(input.clone()).aggregate(group.clone(), vec![e.clone()]).and_then(|b| b.build());
-                match plan.map_err(Into::into).and_then(|p| checker.analyze(p)) {
+                let one = Op::Aggregate { input: inp.clone(), group_by: group.clone(), aggregates: vec![e.clone()], having: None };
+                let plan = kiln::transforms::build(&name, &one, &[input.clone()]).map_err(|e| match e {
+                    kiln::Error::DataFusion(e) => e,
+                    kiln::Error::Node { message, .. } => datafusion::error::DataFusionError::Plan(message),
+                    e => datafusion::error::DataFusionError::Plan(e.to_string()),
+                });
+                match plan.and_then(|p| checker.analyze(p)) {
                     Ok(_) => aggs.push(e),
                     Err(err) => d.push(checker.diagnostic(&err, text, &schema, false)),
                 }
             }
             let mut op = Op::Aggregate { input: inp.clone(), group_by: group.clone(), aggregates: aggs.clone(), having: None };
             if let Some(h) = having {
-                if d.0.len() == before {
+                if !d.0.iter().skip(before).any(|x| x.is_error()) {
                     let agg_plan = kiln::transforms::build(&name, &op, &[input.clone()]).ok()?;
                     let e = parse_checked(checker, h, &agg_plan, d, |b, e| b.project(vec![e]));
-                    if let Some(e) = e.filter(|e| require_boolean(e, h, &agg_plan, d).is_some()) {
+                    if let Some(e) = e.filter(|e| require_boolean(e, h, &agg_plan, checker, d).is_some()) {
                         op = Op::Aggregate { input: inp, group_by: group, aggregates: aggs, having: Some(e) };
                     }
                 }
@@ -448,7 +464,7 @@ pub(super) fn transform(
             Op::Sql { inputs: t.inputs.iter().map(|i| i.value.clone()).collect(), query: query.value.clone(), plan: bytes }
         }
     };
-    if d.0.len() > before {
+    if d.0.iter().skip(before).any(|x| x.is_error()) {
         return None;
     }
     let plan = kiln::transforms::build(&name, &op, inputs).map_err(|e| e.to_string()).and_then(|p| checker.analyze(p).map_err(|e| clean_message(&e)));
@@ -483,13 +499,13 @@ fn parse_checked(
 }
 
 /// A predicate must be a condition.
-fn require_boolean(e: &Expr, text: &Sp<String>, input: &LogicalPlan, d: &mut Diags) -> Option<()> {
+fn require_boolean(e: &Expr, text: &Sp<String>, input: &LogicalPlan, checker: &ExprChecker, d: &mut Diags) -> Option<()> {
     use datafusion::logical_expr::ExprSchemable;
     match e.get_type(input.schema()) {
         Ok(DataType::Boolean) | Ok(DataType::Null) => Some(()),
         Ok(other) => {
             d.push(
-                Diagnostic::error("kiln::not-a-condition", text.span.clone(), format!("`{}` is {}, not a condition", text.value, display(&other)))
+                Diagnostic::error("kiln::not-a-condition", checker.span_of(text), format!("`{}` is {}, not a condition (bool)", text.value, display(&other)))
                     .label("expected a true/false expression")
                     .help("compare it with something, e.g. `amount > 0`"),
             );
@@ -539,7 +555,7 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<S
                 .label("the files would hold no columns"),
         );
     }
-    if d.0.len() > before {
+    if d.0.iter().skip(before).any(|x| x.is_error()) {
         return None;
     }
     let format = match s.format.as_str() {

@@ -49,6 +49,11 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
     let params = lower_params(spec, &mut d);
     let types: HashMap<String, DataType> = params.iter().map(|p| (p.name.clone(), p.data_type.clone())).collect();
     let checker = ExprChecker::new(input.text, types, input.rust);
+    for text in plain_strings(spec) {
+        for diag in checker.check_references(text) {
+            d.push(diag);
+        }
+    }
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     let models = predict::lower_models(&spec.models, input.model_files, input.rust, &mut d);
     let mut nodes = Vec::new();
@@ -128,6 +133,22 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
         tests,
     };
     (Some(pipeline), d.0)
+}
+
+/// The spec's strings that are not expressions but may hold `${…}`: paths and the like.
+fn plain_strings(spec: &Spec) -> Vec<&crate::spec::Sp<String>> {
+    let mut out = Vec::new();
+    for s in &spec.sources {
+        out.extend(s.path.iter().chain(&s.quarantine).chain(&s.null_value));
+    }
+    for s in &spec.sinks {
+        out.extend(s.path.iter());
+    }
+    for m in &spec.models {
+        out.push(&m.path);
+    }
+    out.extend(spec.runtime.spill_dir.iter());
+    out
 }
 
 fn lower_runtime(spec: &Spec) -> RuntimeOptions {

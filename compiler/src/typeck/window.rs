@@ -59,7 +59,7 @@ pub(super) fn lower(
             d.push(duplicate_output(&name.value, &name.span).note("a window's output is its input plus the new columns"));
             continue;
         }
-        let over = Sp::new(format!("{} OVER ({order_clause}{frame_text})", text.value), text.span.clone());
+        let over = Sp::new(format!("{} OVER ({order_clause}{frame_text})", text.value), checker.span_of(text));
         let e = match checker.parse(&over, schema) {
             Ok(e) => e,
             Err(diag) => {
@@ -69,14 +69,24 @@ pub(super) fn lower(
         };
         let Some(w) = window_function(&e) else {
             d.push(
-                Diagnostic::error("kiln::not-a-window-function", text.span.clone(), format!("`{}` is not one window function call", text.value))
+                Diagnostic::error("kiln::not-a-window-function", checker.span_of(text), format!("`{}` is not one window function call", text.value))
                     .label("expected e.g. row_number(), lag(x, 1), sum(x)")
                     .help("compute expressions of window results in a following with_columns transform"),
             );
             continue;
         };
         if w.params.filter.is_some() || w.params.null_treatment.is_some() {
-            d.push(Diagnostic::error("kiln::unsupported", text.span.clone(), "FILTER and IGNORE NULLS in window calls are not supported by this version of kiln yet").label("here"));
+            d.push(Diagnostic::error("kiln::unsupported", checker.span_of(text), "FILTER and IGNORE NULLS in window calls are not supported by this version of kiln yet").label("here"));
+            continue;
+        }
+        // Arguments DataFusion checks only when the window is planned (lag() without one, say):
+        // plan this column alone, so a mistake is reported at its own string.
+        let planned = datafusion::logical_expr::LogicalPlanBuilder::from(input.clone())
+            .window(vec![Expr::WindowFunction(Box::new(w.clone())).alias(name.value.as_str())])
+            .and_then(|b| b.build())
+            .and_then(|p| checker.analyze(p));
+        if let Err(e) = planned {
+            d.push(checker.diagnostic(&e, &over, schema, true));
             continue;
         }
         let (function, aggregate) = match &w.fun {

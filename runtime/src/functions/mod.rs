@@ -5,6 +5,7 @@
 //! it, and every session (local, and later Ballista scheduler and executors)
 //! installs the same set, so a name always means the same function.
 
+mod spark;
 mod to_date;
 
 use std::sync::{Arc, RwLock};
@@ -58,6 +59,7 @@ pub fn install(state: &mut SessionState) {
             let _ = state.register_udf(Arc::new(ScalarUDF::new_from_impl(to_date::ToDate::new(inner))));
         }
     }
+    spark::install(state);
     for udf in kiln_udfs() {
         // Registering returns the function it replaced, if any; there is none to keep.
         let _ = state.register_udf(udf);

@@ -88,7 +88,14 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Path) -> Result<Staged> 
     let result = match sink.format {
         SinkFormat::Parquet => {
             let mut opts = TableParquetOptions::default();
-            opts.global.compression = Some(sink.compression.clone().unwrap_or_else(|| "snappy".into()));
+            // Spark's names (`gzip`, `zstd`) carry no level; Parquet's writer wants one.
+            opts.global.compression = Some(match sink.compression.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None => "snappy".into(),
+                Some("gzip") => "gzip(6)".into(),
+                Some("zstd") => "zstd(3)".into(),
+                Some("brotli") => "brotli(1)".into(),
+                Some(c) => c.to_string(),
+            });
             df.write_parquet(&dest, options, Some(opts)).await
         }
         SinkFormat::Csv => {

@@ -20,6 +20,32 @@ pub struct BadRow {
     pub message: String,
 }
 
+/// Finds the line of a JSON source that `error` (an Arrow JSON decoding error's
+/// text, which names neither file nor line) complains about: each line of each
+/// file is decoded alone with the pinned schema until one fails.
+pub fn locate_json(error: &str, path: &str, schema: &SchemaRef) -> Option<BadRow> {
+    if !error.contains("Json error") {
+        return None;
+    }
+    for file in files(path) {
+        let text = std::fs::read_to_string(&file).ok()?;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let reader = datafusion::arrow::json::ReaderBuilder::new(schema.clone()).build(std::io::Cursor::new(line.as_bytes()));
+            let failed = match reader {
+                Err(e) => Some(e.to_string()),
+                Ok(mut r) => r.find_map(|b| b.err()).map(|e| e.to_string()),
+            };
+            if let Some(message) = failed {
+                return Some(BadRow { file, line: i as u64 + 1, message });
+            }
+        }
+    }
+    None
+}
+
 /// Finds the row that `error` (an Arrow CSV error's text) complains about in the
 /// files of one CSV source. `None` when the error is not a row error or the row
 /// is not found there.

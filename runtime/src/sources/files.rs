@@ -4,9 +4,10 @@
 //! opened (DataFusion's listing table does the pruning; `explain` shows the
 //! files that remain).
 
-use datafusion::arrow::datatypes::Schema;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{AvroReadOptions, CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::prelude::{AvroReadOptions, CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext, cast, ident, lit, when};
 
 use crate::plan::{CsvOptions, Source, SourceFormat};
 use crate::{Error, Result};
@@ -28,10 +29,31 @@ pub(super) async fn scan(ctx: &SessionContext, path: &str, source: &Source) -> R
     let partitions = source.partitions.clone();
     let read = |e: datafusion::error::DataFusionError| Error::Read { path: path.to_string(), message: e.to_string() };
     let df = match &source.format {
-        SourceFormat::Csv(opts) => {
-            let read_opts = csv_options(opts, &schema, path).table_partition_cols(partitions);
-            ctx.read_csv(path, read_opts).await.map_err(read)?
-        }
+        SourceFormat::Csv(opts) => match &opts.null_value {
+            None => ctx.read_csv(path, csv_options(opts, &schema, path).table_partition_cols(partitions)).await.map_err(read)?,
+            Some(marker) => {
+                // DataFusion's CSV reader applies `null_regex` only when inferring a schema
+                // (55.2), so columns are read as text and the marker turned into NULL here;
+                // an empty field is NULL too (as in Spark, and as the reader does without a marker).
+                let text = Schema::new(schema.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>());
+                let df = ctx.read_csv(path, csv_options(opts, &text, path).table_partition_cols(partitions)).await.map_err(read)?;
+                let columns: Vec<Expr> = df
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| match schema.field_with_name(f.name()) {
+                        Ok(target) => {
+                            let c = ident(f.name());
+                            let is_null = if target.data_type() == &DataType::Utf8 { c.clone().eq(lit(marker.as_str())) } else { c.clone().eq(lit(marker.as_str())).or(c.clone().eq(lit(""))) };
+                            let typed = if target.data_type() == &DataType::Utf8 { c } else { cast(c, target.data_type().clone()) };
+                            Ok(when(is_null, lit(ScalarValue::try_from(target.data_type())?)).otherwise(typed)?.alias(f.name()))
+                        }
+                        Err(_) => Ok(ident(f.name())),
+                    })
+                    .collect::<datafusion::error::Result<_>>()?;
+                df.select(columns).map_err(read)?
+            }
+        },
         SourceFormat::Parquet => {
             let opts = ParquetReadOptions::default()
                 .schema(&schema)

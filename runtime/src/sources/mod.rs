@@ -40,6 +40,24 @@ pub async fn scan(
     Ok(LogicalPlanBuilder::from(plan).alias(name)?.build()?)
 }
 
+/// A local path that names nothing fails the run (as Spark's "Path does not
+/// exist"), rather than reading no rows. A glob's fixed prefix must exist; an
+/// existing but empty directory is zero rows.
+pub fn must_exist(path: &str) -> Result<()> {
+    if path.contains("://") {
+        return Ok(());
+    }
+    let fixed = match path.find(['*', '?', '[']) {
+        Some(i) => path[..i].rsplit_once('/').map_or(".", |(dir, _)| if dir.is_empty() { "/" } else { dir }),
+        None => path,
+    };
+    if std::path::Path::new(fixed).exists() {
+        Ok(())
+    } else {
+        Err(crate::Error::Read { path: path.to_string(), message: "no such file or directory".into() })
+    }
+}
+
 /// An empty plan with the source's pinned schema: what `kiln check` plans against.
 pub fn empty(name: &str, source: &Source) -> Result<LogicalPlan> {
     let schema = datafusion::common::DFSchema::try_from(source.schema.as_ref().clone())?;

@@ -96,18 +96,22 @@ fn build_unaliased(name: &str, op: &Op, inputs: &[LogicalPlan]) -> Result<Logica
         }
         Op::Dedupe { keys, keep, order_by, .. } => dedupe::build(input()?.build()?, keys, *keep, order_by)?,
         Op::Aggregate { group_by, aggregates, having, .. } => {
-            let builder = input()?.aggregate(group_by.clone(), aggregates.clone())?;
+            // An entry may be an expression over aggregates (`sum(a) / count(*)`, as
+            // PySpark's agg(F.sum("a") / F.count("*"))): its calls are computed by the
+            // aggregate under internal names, the expression by the projection after it.
+            let (calls, outputs) = split_aggregates(aggregates)?;
+            let n_calls = calls.len();
+            let plan = input()?.aggregate(group_by.clone(), calls)?.build()?;
+            // Output columns are the group keys and the aggregates' names, unqualified.
+            let keys = plan.schema().fields().len().saturating_sub(n_calls);
+            let mut exprs: Vec<Expr> = column_exprs(plan.schema()).into_iter().take(keys).map(|(c, e)| e.alias(c.name)).collect();
+            exprs.extend(outputs);
+            let builder = LogicalPlanBuilder::from(plan).project(exprs)?;
             let builder = match having {
                 Some(predicate) => builder.filter(predicate.clone())?,
                 None => builder,
             };
-            // Output columns are the group keys and the aggregates' names, unqualified.
-            let plan = builder.build()?;
-            let exprs: Vec<Expr> = column_exprs(plan.schema())
-                .into_iter()
-                .map(|(c, e)| e.alias(c.name))
-                .collect();
-            LogicalPlanBuilder::from(plan).project(exprs)?.build()?
+            builder.build()?
         }
         Op::Window { partition_by, order_by, frame, columns, .. } => {
             window::build(input()?.build()?, partition_by, order_by, frame.as_ref(), columns)?
@@ -128,6 +132,8 @@ fn build_unaliased(name: &str, op: &Op, inputs: &[LogicalPlan]) -> Result<Logica
         Op::Sort { order_by, .. } => input()?.sort(order_by.clone())?.build()?,
         Op::Limit { n, .. } => input()?.limit(0, Some(*n))?.build()?,
         Op::Repartition { partitions, by, .. } => {
+            // 0: the session's target_partitions, set by the run (1 when only the schema matters).
+            let partitions = &(*partitions).max(1);
             let scheme = if by.is_empty() {
                 Partitioning::RoundRobinBatch(*partitions)
             } else {
@@ -170,6 +176,39 @@ fn predict(node: &str, input: LogicalPlanBuilder, model: &crate::plan::Model, fe
 }
 
 /// Every column of `schema` as (column, expression).
+/// An aggregate node's entries (each `expr AS name`) as the calls the aggregate
+/// computes and the expressions the projection after it outputs. A bare call
+/// keeps its name; calls inside an expression get internal names.
+fn split_aggregates(entries: &[Expr]) -> Result<(Vec<Expr>, Vec<Expr>)> {
+    use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+    let (mut calls, mut outputs) = (Vec::new(), Vec::new());
+    for entry in entries {
+        let (name, e) = match entry {
+            Expr::Alias(a) => (a.name.clone(), a.expr.as_ref().clone()),
+            e => (e.schema_name().to_string(), e.clone()),
+        };
+        if matches!(e, Expr::AggregateFunction(_)) {
+            calls.push(e.alias(&name));
+            outputs.push(Expr::Column(Column::from_name(&name)).alias(&name));
+            continue;
+        }
+        let rewritten = e
+            .transform_down(|e| {
+                Ok(match e {
+                    Expr::AggregateFunction(_) => {
+                        let internal = format!("__kiln_{name}_{}", calls.len());
+                        calls.push(e.alias(&internal));
+                        Transformed::new(Expr::Column(Column::from_name(internal)), true, TreeNodeRecursion::Jump)
+                    }
+                    e => Transformed::no(e),
+                })
+            })?
+            .data;
+        outputs.push(rewritten.alias(&name));
+    }
+    Ok((calls, outputs))
+}
+
 fn column_exprs(schema: &DFSchema) -> Vec<(Column, Expr)> {
     schema.columns().into_iter().map(|c| (c.clone(), Expr::Column(c))).collect()
 }

@@ -1,0 +1,1 @@
+SELECT *, a + b AS plus, a - b AS minus, a * b AS times, a % b AS modulo, -a AS neg, a + x AS mixed, x * 2 AS twice FROM read_csv('data/src_nums.csv', header=true, auto_detect=false, columns={'id':'BIGINT','a':'BIGINT','b':'BIGINT','x':'DOUBLE'})

@@ -1,0 +1,2 @@
+SELECT id, CAST(joined + INTERVAL '1 day' AS DATE) AS next_day, CAST(joined - INTERVAL '1 day' AS DATE) AS prev_day,
+  CAST(joined + INTERVAL '1 month' AS DATE) AS next_month, date_part('year', joined) AS yr, joined >= DATE '2024-01-01' AS recent FROM read_csv('data/src_people.csv', header=true, auto_detect=false, columns={'id':'BIGINT','name':'VARCHAR','age':'INTEGER','city':'VARCHAR','joined':'DATE','score':'DOUBLE','active':'BOOLEAN'})

@@ -1,0 +1,3 @@
+SELECT id, dec * 2 AS twice, dec + 0.01 AS plus_cent, dec > 0 AS positive
+FROM read_csv('data/src_floats.csv', header=true, auto_detect=false,
+  columns={'id':'BIGINT','f32':'FLOAT','f64':'DOUBLE','dbl':'DOUBLE','dec':'DECIMAL(10,2)'})

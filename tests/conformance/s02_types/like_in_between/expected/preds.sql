@@ -1,0 +1,2 @@
+SELECT id, name LIKE 'A%' AS a_start, name LIKE '_o%' AS o_second, name NOT LIKE '%e%' AS no_e,
+  name ILIKE 'a%' AS a_any_case, city IN ('Paris', 'Oslo') AS in_city, age NOT IN (0, 18) AS not_in_age, age BETWEEN 29 AND 45 AS mid FROM read_csv('data/src_people.csv', header=true, auto_detect=false, columns={'id':'BIGINT','name':'VARCHAR','age':'INTEGER','city':'VARCHAR','joined':'DATE','score':'DOUBLE','active':'BOOLEAN'})

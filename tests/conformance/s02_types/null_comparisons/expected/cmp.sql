@@ -1,0 +1,1 @@
+SELECT *, a = b AS eq, a > b AS gt, a IS NULL AS a_null, a > 0 AND b > 0 AS both, a > 0 OR b > 0 AS either FROM read_csv('data/src_nums.csv', header=true, auto_detect=false, columns={'id':'BIGINT','a':'BIGINT','b':'BIGINT','x':'DOUBLE'})

@@ -1,0 +1,1 @@
+SELECT id, name, age + 1 AS age1, score * 2 AS score2, NOT active AS inactive FROM read_csv('data/src_people.csv', header=true, auto_detect=false, columns={'id':'BIGINT','name':'VARCHAR','age':'INTEGER','city':'VARCHAR','joined':'DATE','score':'DOUBLE','active':'BOOLEAN'})

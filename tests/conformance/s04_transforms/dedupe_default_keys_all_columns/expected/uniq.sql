@@ -1,0 +1,1 @@
+SELECT DISTINCT * FROM 'data/tr_events.parquet'

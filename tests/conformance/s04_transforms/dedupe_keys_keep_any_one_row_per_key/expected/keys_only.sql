@@ -1,0 +1,1 @@
+SELECT DISTINCT k FROM 'data/tr_events.parquet'

@@ -1,0 +1,1 @@
+SELECT DISTINCT k, ts, v FROM 'data/tr_events.parquet'

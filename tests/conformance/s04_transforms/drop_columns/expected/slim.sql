@@ -1,0 +1,1 @@
+SELECT * EXCLUDE (ts, region, qty) FROM 'data/tr_orders.parquet'

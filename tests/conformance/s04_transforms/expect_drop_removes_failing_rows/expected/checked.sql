@@ -1,0 +1,1 @@
+SELECT * FROM 'data/tr_orders.parquet' WHERE amount IS NOT NULL AND amount >= 0

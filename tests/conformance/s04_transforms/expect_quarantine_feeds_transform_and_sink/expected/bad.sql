@@ -1,0 +1,1 @@
+SELECT *, ['non_negative'] AS _failed_rules FROM 'data/tr_orders.parquet' WHERE NOT (amount IS NOT NULL AND amount >= 0)

@@ -1,0 +1,1 @@
+SELECT * FROM 'data/tr_orders.parquet' o WHERE NOT EXISTS (SELECT 1 FROM 'data/tr_customers.parquet' c WHERE c.customer_id = o.customer_id)

@@ -1,0 +1,1 @@
+SELECT f.key, f.fid, d.dname FROM 'data/tr_facts.parquet' f JOIN 'data/tr_dims.parquet' d ON f.key = d.key

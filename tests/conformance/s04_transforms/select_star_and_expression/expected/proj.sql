@@ -1,0 +1,1 @@
+SELECT *, amount * 2 AS doubled FROM 'data/tr_orders.parquet'

@@ -1,0 +1,1 @@
+SELECT order_id, amount FROM 'data/tr_orders.parquet' WHERE status IN ('paid', 'refund')

@@ -1,0 +1,1 @@
+SELECT id, name FROM 'data/tr_union_a.parquet' UNION ALL SELECT id, name FROM 'data/tr_union_b.parquet'

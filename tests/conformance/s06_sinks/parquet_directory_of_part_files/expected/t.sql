@@ -1,0 +1,1 @@
+SELECT order_id, customer_id, amount, qty, status, ts FROM 'data/tr_orders.parquet'

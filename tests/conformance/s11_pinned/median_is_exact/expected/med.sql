@@ -1,0 +1,1 @@
+SELECT g, median(x) AS med FROM 'data/tr_nums.parquet' GROUP BY g

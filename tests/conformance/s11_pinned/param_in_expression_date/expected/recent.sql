@@ -1,0 +1,1 @@
+SELECT * FROM read_csv('data/src_people.csv', header=true, auto_detect=false, columns={'id':'BIGINT','name':'VARCHAR','age':'INTEGER','city':'VARCHAR','joined':'DATE','score':'DOUBLE','active':'BOOLEAN'}) WHERE joined >= DATE '2024-01-01'

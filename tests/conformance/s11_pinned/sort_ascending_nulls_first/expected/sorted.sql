@@ -1,0 +1,1 @@
+SELECT * FROM 'data/tr_orders.parquet' ORDER BY amount ASC NULLS FIRST, order_id
