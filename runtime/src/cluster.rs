@@ -103,7 +103,7 @@ pub async fn context(pipeline: &Pipeline, cluster: &Cluster, opts: &SessionOptio
 /// `plan` without Kiln's join hints, and with splits as plain filters (logical
 /// nodes only a local session plans).
 pub fn without_hints(plan: LogicalPlan) -> Result<LogicalPlan> {
-    let plan = crate::split::to_filters(plan)?;
+    let plan = crate::shared::unwrap(crate::split::to_filters(plan)?)?;
     Ok(plan
         .transform_up(|node| match &node {
             LogicalPlan::Extension(e) if e.node.as_any().downcast_ref::<crate::join_strategy::JoinHint>().is_some() => {

@@ -154,7 +154,7 @@ impl ExecutionPlan for JoinHintExec {
     }
 }
 
-/// Plans [`JoinHint`] and [`crate::split::Split`] nodes.
+/// Plans [`JoinHint`], [`crate::split::Split`] and [`crate::shared::Shared`] nodes.
 struct HintPlanner;
 
 #[async_trait]
@@ -170,6 +170,9 @@ impl ExtensionPlanner for HintPlanner {
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         if let Some(s) = node.as_any().downcast_ref::<crate::split::Split>() {
             return crate::split::plan(s, Arc::clone(&physical_inputs[0]), session).map(Some);
+        }
+        if let Some(s) = node.as_any().downcast_ref::<crate::shared::Shared>() {
+            return Ok(Some(crate::shared::plan(s, Arc::clone(&physical_inputs[0]))));
         }
         let Some(h) = node.as_any().downcast_ref::<JoinHint>() else {
             return Ok(None);

@@ -20,6 +20,7 @@ pub mod params;
 pub mod plan;
 pub mod run;
 pub mod session;
+pub mod shared;
 pub mod sinks;
 pub mod sources;
 pub mod split;

@@ -206,7 +206,60 @@ pub async fn node_plans_reading(
     values: &Values,
     read_from: &HashMap<String, String>,
 ) -> Result<HashMap<String, LogicalPlan>> {
+    planned(pipeline, ctx, values, read_from, None, &Default::default()).await
+}
+
+/// How many plans a run executes read each node: the nodes and sinks that name
+/// it as an input, and the `expect` summaries, counting only nodes whose
+/// results some sink or summary uses.
+fn readers<'a>(pipeline: &'a Pipeline, skipped: &std::collections::HashSet<String>) -> HashMap<&'a str, usize> {
+    use crate::plan::ExpectOutput;
+    let by_name: HashMap<&str, &Op> = pipeline.nodes.iter().map(|n| (n.name.as_str(), &n.op)).collect();
+    // Nodes some executed plan contains: ancestors of sinks and of expect summaries.
+    let mut live: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let sinks = || pipeline.sinks.iter().filter(|s| !skipped.contains(&s.name));
+    let mut stack: Vec<&str> = sinks().map(|s| s.input.as_str()).collect();
+    for n in &pipeline.nodes {
+        if let Op::Expect { output: ExpectOutput::Passed, .. } = &n.op {
+            stack.extend(n.op.inputs());
+        }
+    }
+    while let Some(n) = stack.pop() {
+        if live.insert(n) {
+            stack.extend(by_name.get(n).map(|op| op.inputs()).unwrap_or_default());
+        }
+    }
+    let mut out: HashMap<&str, usize> = HashMap::new();
+    for n in &pipeline.nodes {
+        if live.contains(n.name.as_str()) {
+            for i in n.op.inputs() {
+                *out.entry(i).or_default() += 1;
+            }
+        }
+        if let Op::Expect { output: ExpectOutput::Passed, .. } = &n.op {
+            for i in n.op.inputs() {
+                *out.entry(i).or_default() += 1;
+            }
+        }
+    }
+    for s in sinks() {
+        *out.entry(s.input.as_str()).or_default() += 1;
+    }
+    out
+}
+
+/// Plans every node; with `shared`, each node read by several plans is computed
+/// once for all of them ([`crate::shared`]), and the ids are pushed there.
+async fn planned(
+    pipeline: &Pipeline,
+    ctx: &SessionContext,
+    values: &Values,
+    read_from: &HashMap<String, String>,
+    mut shared: Option<&mut Vec<u64>>,
+    skipped: &std::collections::HashSet<String>,
+) -> Result<HashMap<String, LogicalPlan>> {
     let choices = choices(pipeline, values, session_memory_limit(ctx));
+    let readers = readers(pipeline, skipped);
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     for node in &pipeline.nodes {
         // `auto` joins get the strategy chosen from the data this run reads.
@@ -226,6 +279,8 @@ pub async fn node_plans_reading(
                 salt.buckets = Some(salt.buckets.unwrap_or(2 * ctx.state().config().target_partitions()));
                 if salt.detect {
                     let left_plan = plans.get(left).cloned().ok_or_else(|| Error::in_node(&node.name, "left input not planned"))?;
+                    // The count reads the side on its own, not as one of the shared node's readers.
+                    let left_plan = crate::shared::unwrap(left_plan)?;
                     let found = detect_hot_keys(ctx, left_plan, on, salt.threshold).await.map_err(|e| Error::in_node(&node.name, e))?;
                     for (key, rows, total) in &found {
                         eprintln!("join `{}`: hot key {key} holds {rows} of {total} rows ({:.1}%): salted", node.name, *rows as f64 * 100.0 / (*total).max(1) as f64);
@@ -280,6 +335,14 @@ pub async fn node_plans_reading(
                 transforms::build(&node.name, op, &inputs)?
             }
         };
+        let plan = match (&mut shared, readers.get(node.name.as_str())) {
+            (Some(ids), Some(&n)) if n > 1 => {
+                let (plan, id) = crate::shared::share(plan, &node.name, n);
+                ids.push(id);
+                plan
+            }
+            _ => plan,
+        };
         plans.insert(node.name.clone(), plan);
     }
     for plan in plans.values_mut() {
@@ -299,7 +362,35 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
         Some(cluster) => crate::cluster::context(pipeline, cluster, &session_opts).await?,
     };
     let prepared = prepare(pipeline, &values, session_opts.spill_dir.as_deref())?;
-    let mut plans = node_plans_reading(pipeline, &ctx, &values, &prepared.read_from).await?;
+    let mut shared_ids = Vec::new();
+    let share = if opts.cluster.is_none() && !opts.skew_report { Some(&mut shared_ids) } else { None };
+    // Sinks that will not run (`ignore` on an existing target) are no readers.
+    let mut skipped = std::collections::HashSet::new();
+    for sink in pipeline.sinks.iter().filter(|s| s.format != SinkFormat::Console) {
+        if sinks::precheck(sink, &PathBuf::from(interpolate(&sink.path, &values, env)?))? == sinks::Plan::Skip {
+            skipped.insert(sink.name.clone());
+        }
+    }
+    let plans = planned(pipeline, &ctx, &values, &prepared.read_from, share, &skipped).await;
+    let outcome = match plans {
+        Ok(plans) => run_planned(pipeline, opts, &ctx, &values, plans, &prepared, started).await,
+        Err(e) => Err(e),
+    };
+    crate::shared::release(&shared_ids);
+    outcome
+}
+
+/// [`run`] once every node is planned.
+async fn run_planned(
+    pipeline: &Pipeline,
+    opts: &RunOptions,
+    ctx: &SessionContext,
+    values: &Values,
+    mut plans: HashMap<String, LogicalPlan>,
+    prepared: &Prepared,
+    started: Instant,
+) -> Result<Report> {
+    let (ctx, values) = (ctx.clone(), values.clone());
     if opts.cluster.is_some() {
         for plan in plans.values_mut() {
             *plan = crate::cluster::without_hints(plan.clone())?;
@@ -309,9 +400,6 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     if opts.skew_report {
         skew_report(pipeline, &ctx, &plans).await?;
     }
-    // Data-quality rules are evaluated before any sink writes: a `fail` rule stops the run.
-    let quality = check_quality(pipeline, &ctx, &plans).await?;
-
     // Decide every sink's fate before executing anything.
     let mut work = Vec::new();
     let mut reports = Vec::new();
@@ -331,10 +419,15 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
 
     // Sinks run concurrently: a small sink's work fills the gaps of a big one's
     // (its single-threaded phases: the end of a sort, the last file's write).
-    let results = futures::future::join_all(work.iter().map(|(sink, target, _)| {
-        let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());
-        sinks::stage(df, sink, target)
-    }))
+    // Data-quality summaries run with them, reading shared nodes in step with the
+    // sinks; a tripped `fail` rule discards every staged sink, so nothing is written.
+    let (quality, results) = futures::future::join(
+        check_quality(pipeline, &ctx, &plans),
+        futures::future::join_all(work.iter().map(|(sink, target, _)| {
+            let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());
+            sinks::stage(df, sink, target)
+        })),
+    )
     .await;
     let mut staged: Vec<Staged> = Vec::new();
     let mut failed = None;
@@ -344,6 +437,13 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
             Err(e) => failed = failed.or(Some(e)),
         }
     }
+    let quality = match quality {
+        Ok(q) => q,
+        Err(e) => {
+            staged.into_iter().for_each(Staged::abort);
+            return Err(e);
+        }
+    };
     if let Some(e) = failed {
         staged.into_iter().for_each(Staged::abort);
         return Err(locate_bad_row(pipeline, &values, e));

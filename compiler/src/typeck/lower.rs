@@ -555,6 +555,18 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<S
                 .label("the files would hold no columns"),
         );
     }
+    // CSV holds flat values only: a list or struct column cannot be written (Spark refuses too).
+    if s.format.as_str() == "csv" {
+        for f in input.schema().fields() {
+            if f.data_type().is_nested() {
+                d.push(
+                    Diagnostic::error("kiln::unsupported-type", s.format.span.clone(), format!("sink `{}`: column `{}` is {}, which CSV cannot hold", s.name.value, f.name(), display(f.data_type())))
+                        .label("a CSV sink")
+                        .help(format!("write json or parquet, or drop the column (or turn it into a string, e.g. array_to_string({}, ','))", f.name())),
+                );
+            }
+        }
+    }
     if d.0.iter().skip(before).any(|x| x.is_error()) {
         return None;
     }
