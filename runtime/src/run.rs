@@ -363,7 +363,9 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     };
     let prepared = prepare(pipeline, &values, session_opts.spill_dir.as_deref())?;
     let mut shared_ids = Vec::new();
-    let share = if opts.cluster.is_none() && !opts.skew_report { Some(&mut shared_ids) } else { None };
+    // `KILN_SHARED_NODES=off` makes every reader compute shared nodes itself (for comparison).
+    let sharing = opts.cluster.is_none() && !opts.skew_report && std::env::var("KILN_SHARED_NODES").map_or(true, |v| v != "off");
+    let share = if sharing { Some(&mut shared_ids) } else { None };
     // Sinks that will not run (`ignore` on an existing target) are no readers.
     let mut skipped = std::collections::HashSet::new();
     for sink in pipeline.sinks.iter().filter(|s| s.format != SinkFormat::Console) {
