@@ -7,6 +7,7 @@
 //! sink atomically ([`sinks`]). `kiln check` builds the very same plans (over empty
 //! sources) to type-check a spec, so the compiler and the binary cannot disagree.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod cluster;
 pub mod codec;

@@ -71,6 +71,10 @@ pub struct RuntimeOptions {
     pub spill_dir: Option<String>,
     /// Bytes: an `auto` join broadcasts a side under this (default 10 MB).
     pub broadcast_threshold: Option<u64>,
+    /// Where the `checkpoints` nodes' results are kept between runs.
+    pub checkpoint_dir: Option<String>,
+    /// Transforms with `checkpoint = true`.
+    pub checkpoints: Vec<String>,
 }
 
 /// One source or transform. Its output is visible to later nodes under `name`.

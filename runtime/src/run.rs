@@ -206,7 +206,7 @@ pub async fn node_plans_reading(
     values: &Values,
     read_from: &HashMap<String, String>,
 ) -> Result<HashMap<String, LogicalPlan>> {
-    planned(pipeline, ctx, values, read_from, None, &Default::default()).await
+    planned(pipeline, ctx, values, read_from, None, &Default::default(), None).await
 }
 
 /// How many plans a run executes read each node: the nodes and sinks that name
@@ -257,6 +257,7 @@ async fn planned(
     read_from: &HashMap<String, String>,
     mut shared: Option<&mut Vec<u64>>,
     skipped: &std::collections::HashSet<String>,
+    checkpoint_dir: Option<&str>,
 ) -> Result<HashMap<String, LogicalPlan>> {
     let choices = choices(pipeline, values, session_memory_limit(ctx));
     let readers = readers(pipeline, skipped);
@@ -335,6 +336,14 @@ async fn planned(
                 transforms::build(&node.name, op, &inputs)?
             }
         };
+        // `checkpoint = true`: read back the stored result, or compute and store it now.
+        let plan = match checkpoint_dir {
+            Some(dir) if pipeline.runtime.checkpoints.contains(&node.name) => {
+                let bound = plan.with_param_values(values.to_param_values())?;
+                crate::checkpoint::apply(ctx, pipeline, &node.name, bound, values, &interpolate(dir, values, env)?).await?
+            }
+            _ => plan,
+        };
         let plan = match (&mut shared, readers.get(node.name.as_str())) {
             (Some(ids), Some(&n)) if n > 1 => {
                 let (plan, id) = crate::shared::share(plan, &node.name, n);
@@ -373,7 +382,9 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
             skipped.insert(sink.name.clone());
         }
     }
-    let plans = planned(pipeline, &ctx, &values, &prepared.read_from, share, &skipped).await;
+    // Checkpoints are written and read by this process: on a cluster, nodes are computed.
+    let checkpoints = if opts.cluster.is_none() { pipeline.runtime.checkpoint_dir.as_deref() } else { None };
+    let plans = planned(pipeline, &ctx, &values, &prepared.read_from, share, &skipped, checkpoints).await;
     let outcome = match plans {
         Ok(plans) => run_planned(pipeline, opts, &ctx, &values, plans, &prepared, started).await,
         Err(e) => Err(e),

@@ -203,7 +203,17 @@ fn pipeline(p: &Pipeline) -> Result<TokenStream, Unsupported> {
         let ml = option(r.memory_limit.map(|v| quote!(#v)));
         let sd = option(r.spill_dir.as_ref().map(|v| quote!(#v.into())));
         let bt = option(r.broadcast_threshold.map(|v| quote!(#v)));
-        quote!(RuntimeOptions { target_partitions: #tp, batch_size: #bs, memory_limit: #ml, spill_dir: #sd, broadcast_threshold: #bt })
+        let cd = option(r.checkpoint_dir.as_ref().map(|v| quote!(#v.into())));
+        let cps = r.checkpoints.iter().map(|c| quote!(#c.into()));
+        quote!(RuntimeOptions {
+            target_partitions: #tp,
+            batch_size: #bs,
+            memory_limit: #ml,
+            spill_dir: #sd,
+            broadcast_threshold: #bt,
+            checkpoint_dir: #cd,
+            checkpoints: Vec::from([#(#cps),*]),
+        })
     };
     let nodes = p.nodes.iter().map(node).collect::<Result<Vec<_>, _>>()?;
     let sinks = p.sinks.iter().map(sink).collect::<Vec<_>>();

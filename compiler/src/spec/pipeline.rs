@@ -29,6 +29,8 @@ pub struct RuntimeDecl {
     pub memory_limit: Option<Sp<String>>,
     pub spill_dir: Option<Sp<String>>,
     pub broadcast_threshold: Option<Sp<String>>,
+    /// Where `checkpoint = true` transforms keep their results.
+    pub checkpoint_dir: Option<Sp<String>>,
     /// Cluster sizing for `kiln deploy`: executor replicas, cores (= task slots) and memory each.
     pub executors: Option<Sp<i64>>,
     pub executor_cores: Option<Sp<i64>>,
@@ -98,8 +100,8 @@ pub(super) fn parse_runtime(t: &Table, d: &mut Diags) -> RuntimeDecl {
         memory_limit: size(ml, "memory_limit", d),
         spill_dir: t.str("spill_dir", d),
         broadcast_threshold: size(bt, "broadcast_threshold", d),
+        checkpoint_dir: t.str("checkpoint_dir", d),
     };
-    t.unsupported(&["checkpoint_dir"], d);
     t.finish(d);
     decl
 }

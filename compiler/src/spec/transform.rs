@@ -12,6 +12,9 @@ pub struct TransformDecl {
     /// The nodes read, in order: `input`, or `left` and `right`, or `inputs`.
     pub inputs: Vec<Sp<String>>,
     pub body: TransformBody,
+    /// `checkpoint = true`: the result is written to `[runtime] checkpoint_dir` and reused by
+    /// reruns while its inputs are unchanged.
+    pub checkpoint: Option<Sp<bool>>,
 }
 
 impl TransformDecl {
@@ -270,7 +273,7 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Transf
         }
         _ => None,
     };
-    t.unsupported(&["checkpoint"], d);
+    let checkpoint = t.bool("checkpoint", d);
     t.finish(d);
     let mut inputs = inputs?;
     let body = body?;
@@ -284,7 +287,7 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Transf
             }
         }
     }
-    Some(TransformDecl { name, kind, inputs, body })
+    Some(TransformDecl { name, kind, inputs, body, checkpoint })
 }
 
 fn rule(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<RuleDecl> {

@@ -49,6 +49,17 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
     let params = lower_params(spec, &mut d);
     let types: HashMap<String, DataType> = params.iter().map(|p| (p.name.clone(), p.data_type.clone())).collect();
     let checker = ExprChecker::new(input.text, types, input.rust);
+    if spec.runtime.checkpoint_dir.is_none() {
+        for t in &spec.transforms {
+            if let Some(c) = t.checkpoint.as_ref().filter(|c| c.value) {
+                d.push(
+                    Diagnostic::error("kiln::missing-key", c.span.clone(), format!("transform `{}`: checkpoint = true needs [runtime] checkpoint_dir", t.name.value))
+                        .label("where should the result be kept?")
+                        .help("[runtime]\ncheckpoint_dir = \"checkpoints\""),
+                );
+            }
+        }
+    }
     for text in plain_strings(spec) {
         for diag in checker.check_references(text) {
             d.push(diag);
@@ -148,6 +159,7 @@ fn plain_strings(spec: &Spec) -> Vec<&crate::spec::Sp<String>> {
         out.push(&m.path);
     }
     out.extend(spec.runtime.spill_dir.iter());
+    out.extend(spec.runtime.checkpoint_dir.iter());
     out
 }
 
@@ -159,6 +171,8 @@ fn lower_runtime(spec: &Spec) -> RuntimeOptions {
         memory_limit: r.memory_limit.as_ref().and_then(|v| kiln::session::parse_size(&v.value)),
         spill_dir: r.spill_dir.as_ref().map(|v| v.value.clone()),
         broadcast_threshold: r.broadcast_threshold.as_ref().and_then(|v| kiln::session::parse_size(&v.value)),
+        checkpoint_dir: r.checkpoint_dir.as_ref().map(|v| v.value.clone()),
+        checkpoints: spec.transforms.iter().filter(|t| t.checkpoint.as_ref().is_some_and(|c| c.value)).map(|t| t.name.value.clone()).collect(),
     }
 }
 
