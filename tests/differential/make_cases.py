@@ -209,6 +209,30 @@ class Gen:
         return f"{f}({a})", f"{f}({da})", na
 
 
+# Spark's scalar function names (rewritten by kiln check into DataFusion expressions), each with
+# the DuckDB expression that gives Spark's result.
+SPARK_FUNCTIONS = [
+    ("year(d)", "year(d)", ""),
+    ("month(d)", "month(d)", ""),
+    ("day(d)", "day(d)", ""),
+    ("dayofmonth(d)", "dayofmonth(d)", ""),
+    ("dayofweek(d)", "dayofweek(d) + 1", "Spark: 1 = Sunday; DuckDB: 0 = Sunday"),
+    ("dayofyear(d)", "dayofyear(d)", ""),
+    ("weekofyear(d)", "weekofyear(d)", ""),
+    ("quarter(d)", "quarter(d)", ""),
+    ("datediff(d, DATE '2020-01-01')", "datediff('day', DATE '2020-01-01', d)", "Spark: datediff(end, start)"),
+    ("datediff(DATE '2024-03-01', d)", "datediff('day', d, DATE '2024-03-01')", "Spark: datediff(end, start)"),
+    ("date_add(d, j)", "CAST(d + j::INTEGER AS DATE)", ""),
+    ("date_sub(d, 3)", "CAST(d - 3 AS DATE)", ""),
+    ("isnull(s)", "s IS NULL", ""),
+    ("isnotnull(x)", "x IS NOT NULL", ""),
+    ("lcase(s)", "lcase(s)", ""),
+    ("ucase(t)", "ucase(t)", ""),
+    ("pmod(i, j)", "((i % NULLIF(j, 0)) + j) % NULLIF(j, 0)", "Spark: pmod is the non-negative remainder, NULL by zero"),
+    ("pmod(-7, 3)", "((-7 % 3) + 3) % 3", ""),
+]
+
+
 def plain(v):
     if isinstance(v, (datetime.date, datetime.datetime)):
         return v.isoformat()
@@ -228,14 +252,18 @@ def main():
     con.execute(f"CREATE TABLE t AS SELECT * FROM read_parquet('{os.path.join(HERE, 'table.parquet')}')")
     out = []
     seen = set()
-    while len(out) < N_ROW:
+    for k, dk, note in SPARK_FUNCTIONS:
+        seen.add(k)
+        rows = con.execute(f"SELECT id, {dk} FROM t ORDER BY id").fetchall()
+        out.append({"kind": "row", "kiln": k, "duckdb": dk, "note": note, "rows": {str(r[0]): plain(r[1]) for r in rows}})
+    while len(out) < N_ROW + len(SPARK_FUNCTIONS):
         k, dk, note = gen.row_expr()
         if k in seen:
             continue
         seen.add(k)
         rows = con.execute(f"SELECT id, {dk} FROM t ORDER BY id").fetchall()
         out.append({"kind": "row", "kiln": k, "duckdb": dk, "note": note, "rows": {str(r[0]): plain(r[1]) for r in rows}})
-    while len(out) < N_ROW + N_AGG:
+    while len(out) < N_ROW + len(SPARK_FUNCTIONS) + N_AGG:
         k, dk, note = gen.agg_expr()
         if k in seen:
             continue

@@ -42,6 +42,9 @@ impl<'a> ExprChecker<'a> {
         for stub in crate::udfs::stubs(rust) {
             let _ = state.register_udf(stub);
         }
+        for stub in super::spark::stubs(|name| state.udf(name).is_ok()) {
+            let _ = state.register_udf(stub);
+        }
         let udfs = rust.iter().flat_map(|f| &f.udfs).map(|u| (u.name.clone(), u.text.clone(), u.place.clone())).collect();
         ExprChecker { state, params, text, udfs }
     }
@@ -100,6 +103,7 @@ impl<'a> ExprChecker<'a> {
         for (name, _) in tables {
             let _ = ctx.deregister_table(name.as_str());
         }
+        let planned = planned.and_then(super::spark::rewrite_plan);
         let plan = planned.map_err(|e| {
             let d = self.diagnostic(&e, query, &schema, sql != query.value);
             match clean_message(&e).strip_prefix("table '").and_then(|t| t.split_once("' not found")) {
@@ -125,6 +129,7 @@ impl<'a> ExprChecker<'a> {
             .state
             .create_logical_expr(&sql, schema)
             .map_err(|e| self.diagnostic(&e, text, schema, sql != text.value))?;
+        let expr = super::spark::rewrite(expr, schema).map_err(|e| self.diagnostic(&e, text, schema, true))?;
         let expr = expr
             .transform(|e| {
                 Ok(match e {

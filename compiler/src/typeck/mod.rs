@@ -11,6 +11,7 @@ mod expr;
 mod join;
 mod lower;
 mod predict;
+mod spark;
 mod tests;
 mod window;
 
