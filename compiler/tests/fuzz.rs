@@ -168,3 +168,18 @@ fn a_udf_with_a_raw_identifier_generates_code() {
     let files = kiln_compiler::codegen::generate(checked.pipeline.as_ref().unwrap(), &info).unwrap();
     assert!(files[Path::new("src/main.rs")].contains("match_udf"), "{}", files[Path::new("src/main.rs")]);
 }
+
+#[test]
+fn a_file_name_cannot_inject_code_into_the_generated_crate() {
+    let text = format!("{HEAD}\n[sinks.out]\ninput = \"t\"\nformat = \"console\"\n");
+    let checked = kiln_compiler::check_text(Path::new("x.toml"), &text, Path::new("."));
+    let pipeline = checked.pipeline.expect("a valid spec");
+    let evil = "specs/a\nfn injected() {}\n//.toml";
+    let info = kiln_compiler::codegen::CrateInfo { spec_path: evil, runtime_path: "../r\"untime\n[x]", rust: &[] };
+    let files = kiln_compiler::codegen::generate(&pipeline, &info).unwrap();
+    let main = &files[Path::new("src/main.rs")];
+    assert!(!main.contains("\nfn injected"), "{main}");
+    assert!(main.lines().next().unwrap().contains(r"specs/a\nfn injected() {}\n//.toml"), "{main}");
+    let cargo: toml::Table = files[Path::new("Cargo.toml")].parse().expect("Cargo.toml parses");
+    assert_eq!(cargo["dependencies"]["kiln"]["path"].as_str(), Some("../r\"untime\n[x]"));
+}

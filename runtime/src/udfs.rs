@@ -303,7 +303,16 @@ impl ScalarUDFImpl for RustUdf {
         Ok(self.returns.clone())
     }
 
+    /// A panic in the function's body fails the run with the function's name
+    /// (exit 1), instead of aborting the process with a backtrace.
     fn invoke_with_args(&self, args: datafusion::logical_expr::ScalarFunctionArgs) -> Result<ColumnarValue> {
-        (self.invoke)(&args.args, args.number_rows)
+        let (invoke, rows) = (self.invoke, args.number_rows);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| invoke(&args.args, rows))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                datafusion::common::exec_err!("#[kiln::udf] `{}` panicked on a batch of {rows} rows: {what}", self.name)
+            }
+        }
     }
 }

@@ -295,6 +295,10 @@ fn batches_json(batches: &[arrow::array::RecordBatch]) -> Vec<Value> {
 fn read_sink(sink: &kiln::plan::Sink, params: &[(String, String)], pipeline: &kiln::plan::Pipeline) -> Vec<Value> {
     let values = kiln::params::resolve(&pipeline.params, params, |k| std::env::var(k).ok()).unwrap();
     let path = kiln::params::interpolate(&sink.path, &values, |k| std::env::var(k).ok()).unwrap();
+    // SPEC §11: with single_file = true, `path` is the file.
+    if sink.single_file && Path::new(&path).exists() {
+        assert!(Path::new(&path).is_file(), "sink `{}` has single_file = true but {path} is a directory", sink.name);
+    }
     let mut rows = Vec::new();
     read_output(Path::new(&path), &mut rows);
     rows
@@ -316,6 +320,8 @@ fn read_output(path: &Path, rows: &mut Vec<Value>) {
         };
         for mut row in file_rows {
             for (k, v) in &partitions {
+                // SPEC §11: partition columns are not repeated inside the files.
+                assert!(row.get(k).is_none(), "{}: partition column `{k}` is repeated inside the file", file.display());
                 row.as_object_mut().unwrap().insert(k.clone(), Value::String(v.clone()));
             }
             rows.push(row);

@@ -52,3 +52,24 @@ fn udfs_and_a_rust_model_run_in_the_binary() {
         }
     }
 }
+
+/// A panic inside a `#[kiln::udf]` body is a run error naming the function
+/// (exit 1), not an abort with a backtrace; nothing is written.
+#[test]
+fn a_panicking_udf_fails_the_run_naming_it() {
+    fn boom(args: &[datafusion::logical_expr::ColumnarValue], _rows: usize) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
+        let _ = args;
+        panic!("negative input");
+    }
+    kiln::functions::register_udfs([kiln::udfs::RustUdf::new("boom", vec![datafusion::arrow::datatypes::DataType::Int64], datafusion::arrow::datatypes::DataType::Int64, boom)]);
+    let out = tempfile::tempdir().unwrap();
+    let p = kiln_tests::pipeline(&format!(
+        "[pipeline]\nname = \"p\"\n[sources.t]\nformat = \"inline\"\nrows = [ {{ x = 1 }} ]\n[transforms.y]\ntype = \"with_columns\"\ninput = \"t\"\ncolumns.z = \"boom(x)\"\n[sinks.out]\ninput = \"y\"\nformat = \"parquet\"\npath = \"{}/out\"\n",
+        out.path().display()
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let err = rt.block_on(kiln::run::run(&p, &Default::default())).unwrap_err();
+    assert!(err.to_string().contains("#[kiln::udf] `boom` panicked") && err.to_string().contains("negative input"), "{err}");
+    assert_eq!(kiln::cli::exit_code(&err), 1);
+    assert!(!out.path().join("out").exists());
+}
