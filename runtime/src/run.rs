@@ -375,10 +375,17 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     // `KILN_SHARED_NODES=off` makes every reader compute shared nodes itself (for comparison).
     let sharing = opts.cluster.is_none() && !opts.skew_report && std::env::var("KILN_SHARED_NODES").map_or(true, |v| v != "off");
     let share = if sharing { Some(&mut shared_ids) } else { None };
-    // Sinks that will not run (`ignore` on an existing target) are no readers.
+    // Every target is held for the whole run (a second run writing it fails at once);
+    // then leftovers of a killed run are cleaned up, an interrupted overwrite restored,
+    // and only then is `error_if_exists`/`ignore` decided, on the restored target.
+    let mut _locks = Vec::new();
     let mut skipped = std::collections::HashSet::new();
     for sink in pipeline.sinks.iter().filter(|s| s.format != SinkFormat::Console) {
-        if sinks::precheck(sink, &PathBuf::from(interpolate(&sink.path, &values, env)?))? == sinks::Plan::Skip {
+        let target = PathBuf::from(interpolate(&sink.path, &values, env)?);
+        _locks.push(sinks::lock(&sink.name, &target)?);
+        sinks::clean_stale_staging(&target);
+        // Sinks that will not run (`ignore` on an existing target) are no readers.
+        if sinks::precheck(sink, &target)? == sinks::Plan::Skip {
             skipped.insert(sink.name.clone());
         }
     }

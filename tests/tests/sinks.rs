@@ -122,3 +122,53 @@ partition_by = ["city"]
         sorted(vec![row(&[("name", s("ada")), ("city", s("london"))]), row(&[("name", s("bob")), ("city", s("__HIVE_DEFAULT_PARTITION__"))])])
     );
 }
+
+/// Two runs writing one target: the second fails at once, naming the target and
+/// the run holding it, and touches nothing; once the first is done, it runs.
+#[test]
+fn a_second_run_on_a_locked_target_fails_clearly_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out");
+    let p = kiln_tests::pipeline(&format!(
+        "[pipeline]\nname = \"p\"\n[sources.t]\nformat = \"inline\"\nrows = [ {{ x = 1 }} ]\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\npath = \"{}\"\n",
+        target.display()
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(kiln::run::run(&p, &Default::default())).unwrap();
+    let before = kiln_tests::snapshot_tree(&target);
+    // Another run holds the target (the lock it takes for its whole run).
+    let held = kiln::sinks::lock("out", &target).unwrap();
+    // A leftover of that live run's staging must survive the second run.
+    let staging = dir.path().join(".out.kiln-staging-live");
+    std::fs::create_dir_all(&staging).unwrap();
+    let err = rt.block_on(kiln::run::run(&p, &Default::default())).unwrap_err().to_string();
+    assert!(err.contains("another run is writing") && err.contains(&target.display().to_string()), "{err}");
+    assert_eq!(kiln_tests::snapshot_tree(&target), before);
+    assert!(staging.exists(), "the live run's staging was removed");
+    drop(held);
+    rt.block_on(kiln::run::run(&p, &Default::default())).unwrap();
+    assert!(!staging.exists(), "a dead run's staging is cleaned up");
+}
+
+/// A run killed between the two renames of an overwrite left the old output
+/// aside and no target: the next run puts it back *before* deciding
+/// `error_if_exists`, so it refuses to replace output it must not touch.
+#[test]
+fn an_interrupted_overwrite_is_restored_before_error_if_exists_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out");
+    let spec = |mode: &str| {
+        kiln_tests::pipeline(&format!(
+            "[pipeline]\nname = \"p\"\n[sources.t]\nformat = \"inline\"\nrows = [ {{ x = 1 }} ]\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\nmode = \"{mode}\"\npath = \"{}\"\n",
+            target.display()
+        ))
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(kiln::run::run(&spec("overwrite"), &Default::default())).unwrap();
+    let before = kiln_tests::snapshot_tree(&target);
+    // The state a kill between "move the old output aside" and "move the new one in" leaves.
+    std::fs::rename(&target, dir.path().join(".out.kiln-old-killed")).unwrap();
+    let err = rt.block_on(kiln::run::run(&spec("error_if_exists"), &Default::default())).unwrap_err();
+    assert!(matches!(err, kiln::Error::SinkExists { .. }), "{err}");
+    assert_eq!(kiln_tests::snapshot_tree(&target), before);
+}

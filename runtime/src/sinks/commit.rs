@@ -34,6 +34,29 @@ pub(super) fn staging_path(target: &Path) -> Result<PathBuf> {
 }
 
 /// Removes staging and set-aside paths that killed runs left beside `target`.
+/// Holds `target` for this run: an exclusive lock on `.NAME.kiln-lock` beside
+/// it, released when the returned file is dropped (or the process dies). A
+/// second run writing the same target fails at once with a clear message,
+/// before it reads or touches anything; staging left beside a target whose
+/// lock is free belongs to a run that is gone.
+pub fn lock(sink: &str, target: &Path) -> Result<std::fs::File> {
+    let (Some(name), Some(parent)) = (target.file_name(), target.parent()) else {
+        return Err(Error::Sink { sink: sink.to_string(), message: format!("{} is not a path to write", target.display()) });
+    };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    let path = parent.join(format!(".{}.kiln-lock", name.to_string_lossy()));
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Sink {
+            sink: sink.to_string(),
+            message: format!("another run is writing {} (it holds {}); wait for it to finish, or stop it", target.display(), path.display()),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+    }
+}
+
 pub fn clean_stale_staging(target: &Path) {
     let (Some(name), Some(parent)) = (target.file_name(), target.parent()) else { return };
     let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
