@@ -32,10 +32,10 @@ pub async fn apply(ctx: &SessionContext, pipeline: &Pipeline, name: &str, plan: 
     let fingerprint = fingerprint(pipeline, name, &plan, values, dir)?;
     let stored = std::fs::read_to_string(target.join(MARKER)).ok();
     if stored.as_deref() == Some(fingerprint.as_str()) {
-        eprintln!("checkpoint `{name}`: inputs unchanged, reading {}", target.display());
+        eprintln!("checkpoint `{name}`: inputs unchanged, reading {}", crate::redact::text(&target.display().to_string()));
     } else {
         write(ctx, &plan, &target, &fingerprint).await.map_err(|e| Error::in_node(name, e))?;
-        eprintln!("checkpoint `{name}`: written to {}", target.display());
+        eprintln!("checkpoint `{name}`: written to {}", crate::redact::text(&target.display().to_string()));
     }
     read(ctx, name, &plan, &target).await
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::redact;
 use crate::plan::Pipeline;
 use crate::run::{self, RunOptions};
 use crate::session::{SessionOptions, parse_size};
@@ -205,8 +206,8 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
             Command::Run(_) | Command::Submit(_) => run::run(&pipeline, &opts).await.map(|report| {
                 for s in &report.sinks {
                     match s.rows {
-                        Some(rows) => eprintln!("sink `{}`: {rows} rows -> {}", s.name, s.path),
-                        None => eprintln!("sink `{}`: skipped, {} exists (mode = \"ignore\")", s.name, s.path),
+                        Some(rows) => eprintln!("sink `{}`: {rows} rows -> {}", s.name, redact::text(&s.path)),
+                        None => eprintln!("sink `{}`: skipped, {} exists (mode = \"ignore\")", s.name, redact::text(&s.path)),
                     }
                 }
                 eprintln!("{}: done in {:.2}s", pipeline.name, report.seconds);
@@ -214,11 +215,11 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
             }).and_then(|report| match &settings_for_run.metrics {
                 Some(path) => {
                     let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Usage(e.to_string()))?;
-                    std::fs::write(path, json).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+                    std::fs::write(path, redact::text(&json)).map_err(|e| Error::io(format!("writing {}", path.display()), e))
                 }
                 None => Ok(()),
             }),
-            Command::Explain(_) => run::explain(&pipeline, &opts).await.map(|text| print!("{text}")),
+            Command::Explain(_) => run::explain(&pipeline, &opts).await.map(|text| print!("{}", redact::text(&text))),
             Command::Test(_) => crate::testing::run_and_report(&pipeline).await,
         }
     });
@@ -226,7 +227,7 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::TestsFailed(_)) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", redact::text(&e.to_string()));
             ExitCode::from(exit_code(&e))
         }
     }

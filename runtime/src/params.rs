@@ -32,15 +32,19 @@ pub fn resolve(
     }
     let mut values = BTreeMap::new();
     for p in params {
-        let given = overrides
-            .iter()
-            .rev()
-            .find(|(n, _)| n == &p.name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| p.env.as_deref().and_then(&env));
-        let value = match given {
-            Some(text) => ScalarValue::try_from_string(text.clone(), &p.data_type).map_err(|e| {
-                Error::Param { name: p.name.clone(), message: format!("`{text}` is not a {}: {e}", p.data_type) }
+        let flag = overrides.iter().rev().find(|(n, _)| n == &p.name).map(|(_, v)| v.clone());
+        let from_env = match (&flag, p.env.as_deref()) {
+            (None, Some(var)) => env(var).inspect(|v| crate::redact::remember(v, &format!("${{env.{var}}}"))),
+            _ => None,
+        };
+        let value = match flag.or(from_env.clone()) {
+            // A value read from the environment is never echoed (it may be a secret).
+            Some(text) => ScalarValue::try_from_string(text.clone(), &p.data_type).map_err(|e| Error::Param {
+                name: p.name.clone(),
+                message: match (&from_env, p.env.as_deref()) {
+                    (Some(_), Some(var)) => format!("the value of {var} is not a {}", p.data_type),
+                    _ => format!("`{text}` is not a {}: {e}", p.data_type),
+                },
             })?,
             None => p.default.clone().ok_or_else(|| Error::Param {
                 name: p.name.clone(),
@@ -86,9 +90,9 @@ pub fn interpolate(
                 Some(v) => v.to_string(),
                 None => return Err(Error::Usage(format!("unknown parameter `{name}` in `{text}`"))),
             },
-            Some(("env", name)) => env(name).ok_or_else(|| {
-                Error::Usage(format!("environment variable `{name}` is not set (used in `{text}`)"))
-            })?,
+            Some(("env", name)) => env(name)
+                .inspect(|v| crate::redact::remember(v, &format!("${{env.{name}}}")))
+                .ok_or_else(|| Error::Usage(format!("environment variable `{name}` is not set (used in `{text}`)")))?,
             _ => return Err(Error::Usage(format!("`${{{reference}}}` in `{text}` is neither params.X nor env.X"))),
         };
         out.push_str(&value);

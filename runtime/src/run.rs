@@ -483,7 +483,7 @@ async fn run_planned(
         s.commit()?;
     }
     for (source, target, bad) in &prepared.quarantines {
-        eprintln!("source `{source}`: {} bad row(s) quarantined -> {}", bad.len(), target.display());
+        eprintln!("source `{source}`: {} bad row(s) quarantined -> {}", bad.len(), crate::redact::text(&target.display().to_string()));
     }
     for (source, skipped) in &prepared.skipped {
         if *skipped > 0 {

@@ -1,0 +1,55 @@
+//! SPEC §10: "Values of `${env.X}` never appear in any output, log, metrics or
+//! report." A job whose paths and a parameter come from the environment runs,
+//! explains and fails with a sentinel value in those variables; the sentinel
+//! must appear in no output, no metrics file, and not in the binary.
+
+use std::process::Command;
+
+const SENTINEL: &str = "s3cr3t-sentinel-7f3a";
+
+#[test]
+fn environment_values_are_never_printed() {
+    let binary = kiln_tests::build_job("tests/fixtures/secrets/secrets.toml");
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join(SENTINEL);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("t.csv"), "a,g\n1,x\n200,y\n").unwrap();
+    let metrics = root.path().join("m.json");
+    let run = |args: &[&str], dir: &std::path::Path, limit: Option<&str>| {
+        let mut cmd = Command::new(&binary);
+        cmd.args(args).env("KILN_TEST_SECRET_DIR", dir).env_remove("KILN_TEST_SECRET_LIMIT");
+        if let Some(l) = limit {
+            cmd.env("KILN_TEST_SECRET_LIMIT", l);
+        }
+        let out = cmd.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+    let clean = |what: &str, text: &str| assert!(!text.contains(SENTINEL), "{what} shows the secret:\n{text}");
+
+    let (code, text) = run(&["run", "--metrics", metrics.to_str().unwrap()], &dir, Some("150"));
+    assert_eq!(code, Some(0), "{text}");
+    clean("run", &text);
+    assert!(text.contains("${env.KILN_TEST_SECRET_DIR}/out"), "the template is shown instead:\n{text}");
+    let json = std::fs::read_to_string(&metrics).unwrap();
+    clean("--metrics", &json);
+    assert_eq!(kiln_tests::read_parquet_rows(&dir.join("out")).len(), 1, "the env param (150) filtered the rows");
+
+    let (code, text) = run(&["explain"], &dir, Some("150"));
+    assert_eq!(code, Some(0), "{text}");
+    clean("explain", &text);
+
+    // A failing run: the input is missing under the secret location.
+    let (code, text) = run(&["run"], &dir.join("missing"), None);
+    assert_eq!(code, Some(1), "{text}");
+    clean("the error", &text);
+
+    // A bad parameter value from the environment is not echoed.
+    let (code, text) = run(&["run"], &dir, Some(&format!("not-a-number-{SENTINEL}")));
+    assert_eq!(code, Some(2), "{text}");
+    clean("the parameter error", &text);
+
+    // Nothing of the environment is baked into the binary.
+    let bytes = std::fs::read(&binary).unwrap();
+    assert!(!bytes.windows(SENTINEL.len()).any(|w| w == SENTINEL.as_bytes()));
+}
