@@ -170,3 +170,25 @@ fn schema_drift_fails_before_writing_naming_file_column_and_types() {
     assert!(err.contains("people.parquet/") && err.contains("`score` is Utf8") && err.contains("says Float64"), "{err}");
     assert_eq!(kiln_tests::snapshot_tree(&dir.path().join("copy")), before, "the previous output is untouched");
 }
+
+/// A directory source holding a symlink back to itself is read once per file,
+/// or fails naming the loop — it never hangs or aborts.
+#[test]
+fn a_symlink_cycle_in_a_directory_source_does_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("t.csv"), "a,g\n1,x\n2,y\n").unwrap();
+    std::os::unix::fs::symlink(&data, data.join("again")).unwrap();
+    let p = kiln_tests::pipeline(&format!(
+        "[pipeline]\nname = \"p\"\n[sources.t]\nformat = \"csv\"\npath = \"{}\"\nschema = {{ a = \"int64\", g = \"string\" }}\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\npath = \"{}\"\n",
+        data.display(),
+        dir.path().join("out").display()
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let outcome = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(60), kiln::run::run(&p, &Default::default())).await });
+    match outcome.expect("the run hung on a symlink cycle") {
+        Ok(report) => assert!(report.sinks[0].rows.is_some_and(|r| r >= 2), "{report:?}"),
+        Err(e) => assert!(e.to_string().contains("loop") || e.to_string().contains("again"), "{e}"),
+    }
+}

@@ -84,7 +84,12 @@ pub fn files_under(path: &std::path::Path, ext: Option<&str>) -> Vec<std::path::
     }
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
+    // A directory reached twice (a symlink cycle, or two links to one place) is listed once.
+    let mut seen = std::collections::HashSet::new();
     while let Some(dir) = stack.pop() {
+        if !seen.insert(dir.canonicalize().unwrap_or_else(|_| dir.clone())) {
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
             let p = e.path();
