@@ -379,10 +379,19 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     // then leftovers of a killed run are cleaned up, an interrupted overwrite restored,
     // and only then is `error_if_exists`/`ignore` decided, on the restored target.
     let mut _locks = Vec::new();
-    let mut skipped = std::collections::HashSet::new();
+    let mut targets = Vec::new();
     for sink in pipeline.sinks.iter().filter(|s| s.format != SinkFormat::Console) {
         let target = PathBuf::from(interpolate(&sink.path, &values, env)?);
         _locks.push(sinks::lock(&sink.name, &target)?);
+        targets.push((sink, target));
+    }
+    // A run killed after its commit point is completed first (see `sinks::journal`).
+    let journal = sinks::journal::path(&targets.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>());
+    if let Some(j) = &journal {
+        sinks::journal::recover(j)?;
+    }
+    let mut skipped = std::collections::HashSet::new();
+    for (sink, target) in targets {
         sinks::clean_stale_staging(&target);
         // Sinks that will not run (`ignore` on an existing target) are no readers.
         if sinks::precheck(sink, &target)? == sinks::Plan::Skip {
@@ -393,7 +402,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     let checkpoints = if opts.cluster.is_none() { pipeline.runtime.checkpoint_dir.as_deref() } else { None };
     let plans = planned(pipeline, &ctx, &values, &prepared.read_from, share, &skipped, checkpoints).await;
     let outcome = match plans {
-        Ok(plans) => run_planned(pipeline, opts, &ctx, &values, plans, &prepared, started).await,
+        Ok(plans) => run_planned(pipeline, opts, &ctx, &values, plans, &prepared, started, journal.as_deref()).await,
         Err(e) => Err(e),
     };
     crate::shared::release(&shared_ids);
@@ -409,6 +418,7 @@ async fn run_planned(
     mut plans: HashMap<String, LogicalPlan>,
     prepared: &Prepared,
     started: Instant,
+    journal: Option<&std::path::Path>,
 ) -> Result<Report> {
     let (ctx, values) = (ctx.clone(), values.clone());
     if opts.cluster.is_some() {
@@ -479,8 +489,24 @@ async fn run_planned(
         }
     }
     let rows: HashMap<String, u64> = staged.iter().map(|s| (s.sink.clone(), s.rows)).collect();
+    // Console sinks print; file sinks commit together, all-or-nothing across a crash.
+    let mut moves = Vec::new();
     for s in staged {
-        s.commit()?;
+        match s.into_move() {
+            Ok(m) => moves.push(m),
+            Err(console) => console.commit()?,
+        }
+    }
+    if !moves.is_empty() {
+        let fallback;
+        let journal = match journal {
+            Some(j) => j,
+            None => {
+                fallback = sinks::journal::path(&moves.iter().map(|(_, t, _)| t.clone()).collect::<Vec<_>>()).ok_or_else(|| Error::Usage("a sink path has no file name".into()))?;
+                &fallback
+            }
+        };
+        sinks::journal::commit_all(journal, &moves)?;
     }
     for (source, target, bad) in &prepared.quarantines {
         eprintln!("source `{source}`: {} bad row(s) quarantined -> {}", bad.len(), crate::redact::text(&target.display().to_string()));
@@ -504,12 +530,19 @@ async fn check_quality(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMa
     use datafusion::arrow::datatypes::Int64Type;
     let mut reports = Vec::new();
     let mut tripped = Vec::new();
-    for node in &pipeline.nodes {
-        let Op::Expect { input, rules, output: ExpectOutput::Passed } = &node.op else { continue };
+    // Every summary at once: each reads shared nodes in step with the sinks and the others.
+    let expects: Vec<&crate::plan::Node> = pipeline.nodes.iter().filter(|n| matches!(n.op, Op::Expect { output: ExpectOutput::Passed, .. })).collect();
+    let collected = futures::future::join_all(expects.iter().map(|node| async move {
+        let Op::Expect { input, rules, .. } = &node.op else { return Err(Error::in_node(&node.name, "not an expect node")) };
         let inputs = node.op.inputs();
         let others: Vec<LogicalPlan> = inputs[1..].iter().map(|n| plans[*n].clone()).collect();
         let plan = transforms::expect::summary_plan(plans[input].clone(), rules, &others).map_err(|e| Error::in_node(&node.name, e))?;
-        let batches = DataFrame::new(ctx.state(), plan).collect().await.map_err(|e| Error::in_node(&node.name, e))?;
+        DataFrame::new(ctx.state(), plan).collect().await.map_err(|e| Error::in_node(&node.name, e))
+    }))
+    .await;
+    for (node, batches) in expects.iter().zip(collected) {
+        let Op::Expect { rules, .. } = &node.op else { continue };
+        let batches = batches?;
         let batch = batches.into_iter().find(|b| b.num_rows() > 0).ok_or_else(|| Error::in_node(&node.name, "no summary row"))?;
         let value = |name: &str| -> u64 {
             batch.column_by_name(name).filter(|c| !c.is_null(0)).map_or(0, |c| {

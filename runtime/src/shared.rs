@@ -118,13 +118,20 @@ pub fn unwrap(plan: LogicalPlan) -> Result<LogicalPlan> {
 
 /// Plans a [`Shared`] node.
 pub(crate) fn plan(shared: &Shared, input: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
-    Arc::new(SharedExec { input, node: shared.node.clone(), id: shared.id, consumers: shared.consumers })
+    Arc::new(SharedExec { plan_text: shown(&input), input, node: shared.node.clone(), id: shared.id, consumers: shared.consumers })
+}
+
+/// The input's plan as text, taken when the plan is built (before execution
+/// changes what dynamic filters show): readers attach only to an identical input.
+fn shown(input: &Arc<dyn ExecutionPlan>) -> String {
+    datafusion::physical_plan::displayable(input.as_ref()).indent(true).to_string()
 }
 
 /// The physical node: one consumer's view of the shared input.
 #[derive(Debug)]
 pub struct SharedExec {
     input: Arc<dyn ExecutionPlan>,
+    plan_text: String,
     node: String,
     id: u64,
     consumers: usize,
@@ -145,12 +152,27 @@ impl ExecutionPlan for SharedExec {
         self.input.properties()
     }
 
+    /// `false`: a reader's sort must stay above the shared node (pushed below,
+    /// it would make that reader's input differ from the others').
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
+        vec![false]
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![&self.input]
+    }
+
+    /// The input's statistics pass through (join selection sees the shared node's size).
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<datafusion::physical_plan::statistics::ChildStats> {
+        vec![datafusion::physical_plan::statistics::ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<datafusion::common::Statistics>],
+        _args: &datafusion::physical_plan::statistics::StatisticsArgs,
+    ) -> Result<Arc<datafusion::common::Statistics>> {
+        Ok(Arc::clone(&input_stats[0]))
     }
 
     fn apply_expressions(
@@ -161,16 +183,19 @@ impl ExecutionPlan for SharedExec {
     }
 
     fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(SharedExec { input: children.swap_remove(0), node: self.node.clone(), id: self.id, consumers: self.consumers }))
+        let input = children.swap_remove(0);
+        Ok(Arc::new(SharedExec { plan_text: shown(&input), input, node: self.node.clone(), id: self.id, consumers: self.consumers }))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let schema = self.input.schema();
-        let plan_text = datafusion::physical_plan::displayable(self.input.as_ref()).indent(true).to_string();
-        let mut slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
         let key = (self.id, partition);
+        // The registry is only looked at and updated under its lock; the input is
+        // started by the producer task, outside it (a shared node inside another
+        // one reaches this lock again while the outer node starts its input).
+        let mut slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = slots.get_mut(&key) {
-            if slot.plan_text == plan_text {
+            if slot.plan_text == self.plan_text {
                 if let Some(queue) = slot.waiting.pop() {
                     let producer = Arc::clone(&slot.producer);
                     if slot.waiting.is_empty() {
@@ -180,17 +205,29 @@ impl ExecutionPlan for SharedExec {
                 }
             }
         }
-        // The first reader of this partition (or one that cannot attach): start the input.
-        let input = self.input.execute(partition, Arc::clone(&context))?;
-        *STARTS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).entry(self.id).or_default() += 1;
-        let queues: Vec<Arc<Queue>> = (0..self.consumers.max(1))
+        // The first reader of this partition registers the others' queues; one that
+        // cannot attach (planned differently, or one reader too many) computes alone.
+        let register = !slots.contains_key(&key);
+        let queues: Vec<Arc<Queue>> = (0..if register { self.consumers.max(1) } else { 1 })
             .map(|i| Queue::new(&context, &format!("SharedExec[{}#{partition}.{i}]", self.node)))
             .collect();
-        let producer = Arc::new(Producer(tokio::spawn(guarded(input, queues.clone()))));
+        *STARTS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).entry(self.id).or_default() += 1;
+        let (input, readers) = (Arc::clone(&self.input), queues.clone());
+        let producer = Arc::new(Producer(tokio::spawn(async move {
+            match input.execute(partition, context) {
+                Ok(stream) => guarded(stream, readers).await,
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for q in &readers {
+                        q.finish(Err(Arc::clone(&e)));
+                    }
+                }
+            }
+        })));
         let mut waiting = queues;
         let mine = waiting.remove(0);
-        if !waiting.is_empty() && !slots.contains_key(&key) {
-            slots.insert(key, Slot { plan_text, waiting, producer: Arc::clone(&producer) });
+        if register && !waiting.is_empty() {
+            slots.insert(key, Slot { plan_text: self.plan_text.clone(), waiting, producer: Arc::clone(&producer) });
         }
         Ok(stream(schema, mine, producer))
     }
@@ -223,7 +260,7 @@ impl Drop for Producer {
 }
 
 /// One reader's batches not yet taken: in memory while the pool grants it,
-/// then in a spill file (order kept: once spilling, later batches follow on disk).
+/// then in a spill file (the deque keeps memory and disk items in order).
 struct Queue {
     state: Mutex<QueueState>,
     ready: tokio::sync::Notify,
@@ -279,17 +316,20 @@ impl Queue {
     /// Whether `size` more bytes would not fit in memory (and the queue is not spilling already).
     fn full(&self, size: usize) -> bool {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        !self.closed.load(Ordering::Relaxed) && state.spill.is_none() && state.reservation.size() + size > self.cap
+        !self.closed.load(Ordering::Relaxed) && state.reservation.size() + size > self.cap
     }
 
     fn push(&self, batch: &RecordBatch) -> Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock: a reader that has gone has freed its memory for good.
         if self.closed.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let size = batch.get_array_memory_size();
         let room = state.reservation.size() + size <= self.cap;
-        if state.spill.is_none() && room && state.reservation.try_grow(size).is_ok() {
+        // Memory and disk items keep their order in the deque, so a queue that spilled
+        // once goes back to memory as soon as its reader catches up.
+        if room && state.reservation.try_grow(size).is_ok() {
             state.items.push_back(Item::Memory(batch.clone(), size));
         } else {
             if state.spill.is_none() {
@@ -394,8 +434,8 @@ fn stream(schema: SchemaRef, queue: Arc<Queue>, producer: Arc<Producer>) -> Send
     }
     impl Drop for Reader {
         fn drop(&mut self) {
-            self.queue.closed.store(true, Ordering::Relaxed);
             let mut state = self.queue.state.lock().unwrap_or_else(|e| e.into_inner());
+            self.queue.closed.store(true, Ordering::Relaxed);
             state.items.clear();
             state.reservation.free();
         }

@@ -228,8 +228,10 @@ SPARK_FUNCTIONS = [
     ("isnotnull(x)", "x IS NOT NULL", ""),
     ("lcase(s)", "lcase(s)", ""),
     ("ucase(t)", "ucase(t)", ""),
-    ("pmod(i, j)", "((i % NULLIF(j, 0)) + j) % NULLIF(j, 0)", "Spark: pmod is the non-negative remainder, NULL by zero"),
-    ("pmod(-7, 3)", "((-7 % 3) + 3) % 3", ""),
+    # Spark: r = a % b; (r + b) % b when r < 0, else r; NULL by zero.
+    ("pmod(i, j)", "CASE WHEN i % NULLIF(j, 0) < 0 THEN (i % NULLIF(j, 0) + j) % NULLIF(j, 0) ELSE i % NULLIF(j, 0) END", "Spark's pmod, NULL by zero"),
+    ("pmod(-7, 3)", "2", "Spark: pmod(-7, 3) = 2"),
+    ("pmod(7, -3)", "1", "Spark: pmod(7, -3) = 1"),
 ]
 
 

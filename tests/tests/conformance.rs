@@ -153,7 +153,15 @@ fn run_case(case: &Case, root: &Path) -> Result<(), String> {
         if !checked.has_errors() {
             return Err(format!("kiln check accepted the spec; expected an error containing {want:?}\n{rendered}"));
         }
-        if !rendered.contains(want) {
+        // The diagnostics' own words (message, label, help, notes), not the quoted
+        // spec lines around them, which hold the case's comments too.
+        let said: String = checked
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| format!("{} {} {} {} {}\n", d.code, d.message, d.label, d.help.clone().unwrap_or_default(), d.notes.join(" ")))
+            .collect();
+        if !said.contains(want) {
             return Err(format!("expected an error containing {want:?}, got:\n{rendered}"));
         }
         if let Some(at) = case.meta("expect-error-at") {
@@ -179,17 +187,20 @@ fn run_case(case: &Case, root: &Path) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let sinks: BTreeMap<&str, &kiln::plan::Sink> = pipeline.sinks.iter().map(|s| (s.name.as_str(), s)).collect();
     let expected_files = expected_files(&case.dir);
-    let wants_run = case.meta("expect-exit").is_some() || expected_files.iter().any(|(n, _)| sinks.contains_key(n.as_str()));
+    let wants_failure = case.meta("expect-exit").is_some() || case.meta("expect-run-error").is_some();
+    let wants_run = wants_failure || expected_files.iter().any(|(n, _)| sinks.contains_key(n.as_str()));
     if wants_run {
         let opts = kiln::run::RunOptions { params: params.clone(), ..Default::default() };
         let result = rt.block_on(kiln::run::run(&pipeline, &opts));
-        match (result, case.meta("expect-exit")) {
-            (Ok(_), None) => {}
-            (Ok(_), Some(code)) => return Err(format!("the run succeeded; expected exit code {code}")),
-            (Err(e), None) => return Err(format!("the run failed: {e}")),
-            (Err(e), Some(code)) => {
+        match (result, wants_failure) {
+            (Ok(_), false) => {}
+            (Ok(_), true) => return Err(format!("the run succeeded; expected it to fail (exit {})", case.meta("expect-exit").unwrap_or("≠ 0"))),
+            (Err(e), false) => return Err(format!("the run failed: {e}")),
+            (Err(e), true) => {
                 let got = kiln::cli::exit_code(&e);
-                if got.to_string() != code {
+                if let Some(code) = case.meta("expect-exit")
+                    && got.to_string() != code
+                {
                     return Err(format!("the run failed with exit code {got}, expected {code}: {e}"));
                 }
                 if let Some(want) = case.meta("expect-run-error")
@@ -204,6 +215,11 @@ fn run_case(case: &Case, root: &Path) -> Result<(), String> {
     if !pipeline.tests.is_empty() {
         let outcomes = rt.block_on(kiln::testing::run_all(&pipeline));
         let must_fail: Vec<&str> = case.metas("tests-fail").collect();
+        for name in &must_fail {
+            if !outcomes.iter().any(|o| o.name == *name) {
+                problems.push(format!("`tests-fail: {name}` names no [[tests]] entry"));
+            }
+        }
         let mut report = Vec::new();
         kiln::testing::report(&outcomes, &mut report);
         let report = String::from_utf8(report).unwrap();
@@ -414,12 +430,18 @@ fn same(a: &Value, b: &Value) -> bool {
             _ => close(x.as_f64().unwrap(), y.as_f64().unwrap()),
         },
         (Value::Number(x), Value::String(s)) | (Value::String(s), Value::Number(x)) => s.parse::<f64>().is_ok_and(|y| close(x.as_f64().unwrap(), y)),
-        (Value::String(x), Value::String(y)) => x == y || x.replace('T', " ") == y.replace('T', " "),
+        (Value::String(x), Value::String(y)) => x == y || (timestamp_like(x) && timestamp_like(y) && x.replacen('T', " ", 1) == y.replacen('T', " ", 1)),
         (Value::Bool(x), Value::String(s)) | (Value::String(s), Value::Bool(x)) => s == &x.to_string(),
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
         (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w))),
         _ => a == b,
     }
+}
+
+/// `YYYY-MM-DD?HH:…`: a timestamp two engines may write with `T` or a space.
+fn timestamp_like(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 16 && b[4] == b'-' && b[7] == b'-' && (b[10] == b'T' || b[10] == b' ') && b[13] == b':'
 }
 
 fn close(x: f64, y: f64) -> bool {

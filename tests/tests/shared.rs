@@ -144,3 +144,63 @@ fn a_node_read_by_many_is_computed_once() {
     assert_eq!(sinks, expected_sinks());
     assert_eq!(evaluated, ROWS, "x was computed {} times under the memory limit", evaluated as f64 / ROWS as f64);
 }
+
+/// A shared node inside another (source `t` read by `x` and `y`, `x` read by
+/// two sinks), on one partition: the inner node is started while the outer one
+/// starts its input — neither waits on the other.
+#[test]
+fn nested_shared_nodes_on_one_partition_do_not_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("t.csv");
+    std::fs::write(&data, "a,g\n1,p\n2,q\n3,r\n").unwrap();
+    let out = dir.path().join("out");
+    let p = kiln_tests::pipeline(&format!(
+        r#"
+[pipeline]
+name = "nested"
+
+[runtime]
+target_partitions = 1
+
+[sources.t]
+format = "csv"
+path = "{data}"
+schema = {{ a = "int64", g = "string" }}
+
+[transforms.x]
+type = "with_columns"
+input = "t"
+columns.b = "a * 10"
+
+[transforms.y]
+type = "filter"
+input = "t"
+predicate = "a > 1"
+
+[sinks.x1]
+input = "x"
+format = "csv"
+path = "{out}/x1"
+
+[sinks.x2]
+input = "x"
+format = "csv"
+path = "{out}/x2"
+
+[sinks.y1]
+input = "y"
+format = "csv"
+path = "{out}/y1"
+"#,
+        data = data.display(),
+        out = out.display()
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let report = rt
+        .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(60), kiln::run::run(&p, &Default::default())).await })
+        .expect("the run deadlocked")
+        .unwrap();
+    let mut rows: Vec<(String, Option<u64>)> = report.sinks.iter().map(|s| (s.name.clone(), s.rows)).collect();
+    rows.sort();
+    assert_eq!(rows, [("x1".to_string(), Some(3)), ("x2".to_string(), Some(3)), ("y1".to_string(), Some(2))]);
+}

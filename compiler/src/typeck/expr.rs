@@ -59,7 +59,7 @@ impl<'a> ExprChecker<'a> {
     /// Expressions nest at most [`MAX_DEPTH`] deep: planning, type checking and
     /// code generation recurse over the tree, and a chain of thousands of `OR`s
     /// is better written as `x IN (…)`.
-    fn check_size(&self, text: &Sp<String>) -> Result<(), Diagnostic> {
+    fn check_size(&self, text: &Sp<String>, limit: usize) -> Result<(), Diagnostic> {
         use datafusion::sql::sqlparser::dialect::GenericDialect;
         use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
         let Ok(tokens) = Tokenizer::new(&GenericDialect {}, &text.value).tokenize() else { return Ok(()) };
@@ -71,13 +71,13 @@ impl<'a> ExprChecker<'a> {
                     max_depth = max_depth.max(depth);
                 }
                 Token::RParen => depth = depth.saturating_sub(1),
-                Token::Word(w) if matches!(w.value.to_ascii_uppercase().as_str(), "AND" | "OR" | "NOT" | "WHEN") => operators += 1,
+                Token::Word(w) if matches!(w.value.to_ascii_uppercase().as_str(), "AND" | "OR" | "NOT") => operators += 1,
                 Token::Plus | Token::Minus | Token::Mul | Token::Div | Token::Mod | Token::StringConcat | Token::Eq | Token::Neq | Token::Lt | Token::Gt | Token::LtEq | Token::GtEq => operators += 1,
                 _ => {}
             }
         }
-        if max_depth + operators > MAX_DEPTH {
-            return Err(Diagnostic::error("kiln::too-deep", self.span_of(text), format!("this expression nests {} deep; kiln allows {MAX_DEPTH}", max_depth + operators))
+        if max_depth + operators > limit {
+            return Err(Diagnostic::error("kiln::too-deep", self.span_of(text), format!("this expression nests {} deep; kiln allows {limit}", max_depth + operators))
                 .label("too many operators or parentheses")
                 .help("a long chain of `x = a OR x = b …` is `x IN (a, b, …)`; split long arithmetic over several with_columns entries"));
         }
@@ -85,7 +85,8 @@ impl<'a> ExprChecker<'a> {
     }
 
     pub fn plan_sql(&self, query: &Sp<String>, tables: &[(String, datafusion::arrow::datatypes::SchemaRef)]) -> Result<LogicalPlan, Diagnostic> {
-        self.check_size(query)?;
+        // A query holds many expressions side by side: the bound is on the whole text.
+        self.check_size(query, 10 * MAX_DEPTH)?;
         use datafusion::datasource::empty::EmptyTable;
         use datafusion::prelude::SessionContext;
         let sql = self.substitute_params(query)?;
@@ -123,7 +124,7 @@ impl<'a> ExprChecker<'a> {
 
     /// Like [`parse`](Self::parse), keeping the columns' qualifiers.
     pub fn parse_qualified(&self, text: &Sp<String>, schema: &DFSchema) -> Result<Expr, Diagnostic> {
-        self.check_size(text)?;
+        self.check_size(text, MAX_DEPTH)?;
         let sql = self.substitute_params(text)?;
         let expr = self
             .state
@@ -389,7 +390,7 @@ impl<'a> ExprChecker<'a> {
 /// (SPEC §11): `/` of two integers is a fractional division (7 / 2 = 3.5, a
 /// double), a division or modulo by zero is NULL, and `concat` is NULL when
 /// any argument is NULL.
-fn spark_semantics(expr: Expr, schema: &DFSchema) -> Result<Expr, DataFusionError> {
+pub(super) fn spark_semantics(expr: Expr, schema: &DFSchema) -> Result<Expr, DataFusionError> {
     use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator, cast};
     Ok(expr
         .transform_up(|e| {

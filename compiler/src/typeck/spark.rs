@@ -60,8 +60,12 @@ impl ScalarUDFImpl for Stub {
     fn signature(&self) -> &Signature {
         &self.signature
     }
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(self.ret.clone())
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(match (self.name, args) {
+            ("pmod", [a, b]) if a.is_integer() && b.is_integer() => DataType::Int64,
+            ("pmod", _) => DataType::Float64,
+            _ => self.ret.clone(),
+        })
     }
     fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
         exec_err!("`{}` is rewritten by kiln check and never runs", self.name)
@@ -122,16 +126,21 @@ fn replacement(name: &str, mut args: Vec<Expr>, schema: &datafusion::common::DFS
         "lcase" => call("lower", args)?,
         "ucase" => call("upper", args)?,
         // The non-negative remainder.
+        // Spark: r = a % b; if r < 0 then (r + b) % b else r (so pmod(7, -3) = 1, pmod(-7, 3) = 2).
         "pmod" => {
             let (a, b) = (arg(&mut args), arg(&mut args));
-            let m = a % b.clone();
-            (m + b.clone()) % b
+            let r = a % b.clone();
+            datafusion::logical_expr::when(r.clone().lt(Expr::Literal(ScalarValue::Int64(Some(0)), None)), (r.clone() + b.clone()) % b).otherwise(r)?
         }
         "unix_timestamp" => call("to_unixtime", args)?,
+        // Spark: the number of top-level elements; -1 for NULL (spark.sql.legacy.sizeOfNull, the default).
         "size" => {
             let a = arg(&mut args);
             match a.get_type(schema)? {
-                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => cast(call("cardinality", vec![a])?, DataType::Int32),
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => {
+                    let length = call("coalesce", vec![cast(call("array_length", vec![a.clone()])?, DataType::Int32), Expr::Literal(ScalarValue::Int32(Some(0)), None)])?;
+                    datafusion::logical_expr::when(a.is_null(), Expr::Literal(ScalarValue::Int32(Some(-1)), None)).otherwise(length)?
+                }
                 other => return plan_err!("size() takes a list, not {other}"),
             }
         }
@@ -139,16 +148,21 @@ fn replacement(name: &str, mut args: Vec<Expr>, schema: &datafusion::common::DFS
     })
 }
 
-/// A planned `sql` query with every Spark-named call rewritten; projected and
-/// aggregated columns keep the names the query gave them.
+/// A planned `sql` query with Spark's meaning: every Spark-named call
+/// rewritten and Spark's operator semantics applied (as in expressions), in
+/// subqueries too; projected and aggregated columns keep the names the query
+/// gave them; every schema recomputed.
 pub fn rewrite_plan(plan: LogicalPlan) -> Result<LogicalPlan> {
     Ok(plan
-        .transform_up(|node| {
+        .transform_up_with_subqueries(|node| {
             let keep_names = matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_));
-            let schema = node.inputs().first().map(|i| Arc::clone(i.schema())).unwrap_or_else(|| Arc::new(datafusion::common::DFSchema::empty()));
+            let schema = match node.inputs().as_slice() {
+                [one] => Arc::clone(one.schema()),
+                _ => Arc::clone(node.schema()),
+            };
             let node = node.map_expressions(|e| {
                 let name = e.schema_name().to_string();
-                let new = rewrite(e.clone(), &schema)?;
+                let new = super::expr::spark_semantics(rewrite(e.clone(), &schema)?, &schema)?;
                 Ok(if new == e {
                     Transformed::no(e)
                 } else if keep_names && !matches!(new, Expr::Alias(_)) {
@@ -157,7 +171,8 @@ pub fn rewrite_plan(plan: LogicalPlan) -> Result<LogicalPlan> {
                     Transformed::yes(new)
                 })
             })?;
-            if node.transformed { Ok(Transformed::yes(node.data.recompute_schema()?)) } else { Ok(node) }
+            // A child's schema may have changed: every node's is recomputed.
+            Ok(Transformed::yes(node.data.recompute_schema()?))
         })?
         .data)
 }

@@ -97,13 +97,16 @@ impl AggregateUDFImpl for Variant {
         self.inner.is_nullable()
     }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        self.inner.accumulator(self.args(args))
+        let item = args.return_field.data_type().clone();
+        let inner = self.inner.accumulator(self.args(args))?;
+        Ok(if self.ignore_nulls { Box::new(EmptyNotNull { inner, item }) } else { inner })
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         self.inner.state_fields(StateFieldsArgs { is_distinct: args.is_distinct || self.distinct, ..args })
     }
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        self.inner.groups_accumulator_supported(self.args(args))
+        // collect_list/collect_set go through `accumulator` (their empty result is `[]`).
+        !self.ignore_nulls && self.inner.groups_accumulator_supported(self.args(args))
     }
     fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
         self.inner.create_groups_accumulator(self.args(args))
@@ -118,10 +121,43 @@ impl AggregateUDFImpl for Variant {
         ReversedUDAF::NotSupported
     }
     fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
-        self.inner.default_value(data_type)
+        match (self.ignore_nulls, data_type) {
+            (true, DataType::List(f)) => Ok(ScalarValue::List(ScalarValue::new_list_nullable(&[], f.data_type()))),
+            _ => self.inner.default_value(data_type),
+        }
     }
     fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
         self.inner.inner().set_monotonicity(data_type)
+    }
+}
+
+/// An accumulator whose NULL result is an empty list (Spark's collect_list of
+/// no non-null value is `[]`).
+#[derive(Debug)]
+struct EmptyNotNull {
+    inner: Box<dyn Accumulator>,
+    item: DataType,
+}
+
+impl Accumulator for EmptyNotNull {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.inner.update_batch(values)
+    }
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.inner.merge_batch(states)
+    }
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        self.inner.state()
+    }
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let v = self.inner.evaluate()?;
+        Ok(match (&self.item, v.is_null()) {
+            (DataType::List(f), true) => ScalarValue::List(ScalarValue::new_list_nullable(&[], f.data_type())),
+            _ => v,
+        })
+    }
+    fn size(&self) -> usize {
+        self.inner.size()
     }
 }
 

@@ -33,7 +33,6 @@ pub(super) fn staging_path(target: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Removes staging and set-aside paths that killed runs left beside `target`.
 /// Holds `target` for this run: an exclusive lock on `.NAME.kiln-lock` beside
 /// it, released when the returned file is dropped (or the process dies). A
 /// second run writing the same target fails at once with a clear message,
@@ -57,6 +56,7 @@ pub fn lock(sink: &str, target: &Path) -> Result<std::fs::File> {
     }
 }
 
+/// Removes staging and set-aside paths that killed runs left beside `target`.
 pub fn clean_stale_staging(target: &Path) {
     let (Some(name), Some(parent)) = (target.file_name(), target.parent()) else { return };
     let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };

@@ -8,6 +8,7 @@
 
 mod avro;
 mod commit;
+pub mod journal;
 
 use std::path::{Path, PathBuf};
 
@@ -172,6 +173,14 @@ impl Staged {
                 Ok(())
             }
             StagedKind::Files { staging, target } => commit::commit(&staging, &target, self.mode),
+        }
+    }
+
+    /// A file sink's move (staging, target, mode); a console sink is given back.
+    pub fn into_move(self) -> std::result::Result<(std::path::PathBuf, std::path::PathBuf, WriteMode), Staged> {
+        match self.kind {
+            StagedKind::Files { staging, target } => Ok((staging, target, self.mode)),
+            kind => Err(Staged { kind, ..self }),
         }
     }
 

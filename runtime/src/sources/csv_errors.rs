@@ -133,7 +133,8 @@ fn parse(bytes: &[u8], schema: &Schema, opts: &CsvOptions) -> std::result::Resul
         .with_delimiter(opts.delimiter)
         .with_quote(opts.quote);
     if let Some(text) = &opts.null_value {
-        let regex = regex::Regex::new(&format!("^{}$", regex::escape(text))).map_err(|e| e.to_string())?;
+        // As the read (`files.rs`): the marker or an empty field is NULL.
+        let regex = regex::Regex::new(&format!("^(?:{})?$", regex::escape(text))).map_err(|e| e.to_string())?;
         builder = builder.with_null_regex(regex);
     }
     let reader = builder.build(Cursor::new(bytes)).map_err(|e| e.to_string())?;
