@@ -13,9 +13,9 @@ use crate::plan::WriteMode;
 use crate::{Error, Result};
 
 const STAGING: &str = "kiln-staging";
-const OLD: &str = "kiln-old";
+pub(super) const OLD: &str = "kiln-old";
 
-fn sibling(target: &Path, tag: &str) -> Result<PathBuf> {
+pub(super) fn sibling(target: &Path, tag: &str) -> Result<PathBuf> {
     let name = target
         .file_name()
         .ok_or_else(|| Error::Usage(format!("sink path `{}` has no file name", target.display())))?;
@@ -34,25 +34,53 @@ pub(super) fn staging_path(target: &Path) -> Result<PathBuf> {
 }
 
 /// Holds `target` for this run: an exclusive lock on `.NAME.kiln-lock` beside
-/// it, released when the returned file is dropped (or the process dies). A
-/// second run writing the same target fails at once with a clear message,
-/// before it reads or touches anything; staging left beside a target whose
-/// lock is free belongs to a run that is gone.
-pub fn lock(sink: &str, target: &Path) -> Result<std::fs::File> {
+/// it, held until the returned guard is dropped (or the process dies), which
+/// also removes the file. A second run writing the same target fails at once
+/// with a clear message, before it reads or touches anything; staging left
+/// beside a target whose lock is free belongs to a run that is gone.
+pub fn lock(sink: &str, target: &Path) -> Result<TargetLock> {
+    use std::os::unix::fs::MetadataExt;
     let (Some(name), Some(parent)) = (target.file_name(), target.parent()) else {
         return Err(Error::Sink { sink: sink.to_string(), message: format!("{} is not a path to write", target.display()) });
     };
     let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
     std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
     let path = parent.join(format!(".{}.kiln-lock", name.to_string_lossy()));
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Sink {
-            sink: sink.to_string(),
-            message: format!("another run is writing {} (it holds {}); wait for it to finish, or stop it", target.display(), path.display()),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+    loop {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Sink {
+                    sink: sink.to_string(),
+                    message: format!("another run is writing {} (it holds {}); wait for it to finish, or stop it", target.display(), path.display()),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(format!("locking {}", path.display()), e)),
+        }
+        // The holder before us removes the file as it finishes: a lock on a removed
+        // file is no lock; take the one now at the path.
+        let same = match (file.metadata(), std::fs::metadata(&path)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if same {
+            return Ok(TargetLock { path, _file: file });
+        }
+    }
+}
+
+/// A target held by this run (see [`lock`]).
+#[derive(Debug)]
+pub struct TargetLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl Drop for TargetLock {
+    fn drop(&mut self) {
+        // Removed while still held; the lock goes with the file handle right after.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -81,7 +109,7 @@ pub(super) fn remove(path: &Path) {
     let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
 }
 
-fn rename(from: &Path, to: &Path) -> Result<()> {
+pub(super) fn rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to)
         .map_err(|e| Error::io(format!("moving {} to {}", from.display(), to.display()), e))
 }

@@ -4,21 +4,28 @@
 //!
 //! 1. every staged file and directory is fsynced (a power loss cannot lose
 //!    what is about to be committed);
-//! 2. the journal — each target with its staging path and mode — is written
-//!    to a temporary file, fsynced, and renamed to `.FIRST.kiln-journal` beside
-//!    the first target: **the commit point**;
-//! 3. each sink is moved into place (renames, then the parent directory fsynced);
-//! 4. the journal is removed.
+//! 2. the journal — per target: its staging path, where its old output goes
+//!    aside, whether it existed, and (append) the files to move in — is written
+//!    to a temporary file, fsynced and renamed to `.FIRST.kiln-journal` beside
+//!    the first target;
+//! 3. each sink is moved into place (overwrite: target aside, staging onto the
+//!    target; append: the staged part files into the target), each directory
+//!    fsynced;
+//! 4. the journal is marked done (rewritten and renamed again): **the commit
+//!    point**;
+//! 5. the old outputs are removed, then the journal.
 //!
-//! A run that starts while a journal exists (its targets locked) first rolls it
-//! forward: every entry whose staging path still exists is moved into place
-//! (an overwrite not yet renamed, or the part files of an append not yet
-//! moved). A crash before the commit point leaves no journal: the staged
-//! output is thrown away and the previous output restored (`clean_stale_staging`).
-//! Either way the targets hold the complete old or the complete new output.
+//! A run that starts while a journal exists (its targets locked) first settles
+//! it: marked done, the removal of old outputs is finished; not done, every
+//! move is undone — new outputs removed, old ones put back, appended files
+//! taken out — so the targets hold exactly what they held before the killed
+//! run. A scheduler's retry then writes its output once (an append is not
+//! doubled). A crash before step 2 leaves no journal; the next run removes the
+//! staging (`clean_stale_staging`).
 //!
-//! `KILN_FAULT=before-journal | after-journal | after-commit-N` makes the
-//! process abort at that point (fault-injection tests); it is read nowhere else.
+//! `KILN_FAULT=before-journal | after-journal | after-commit-N | after-done`
+//! makes the process abort at that point (fault-injection tests); it is read
+//! nowhere else.
 
 use std::path::{Path, PathBuf};
 
@@ -33,11 +40,19 @@ struct Entry {
     target: PathBuf,
     staging: PathBuf,
     append: bool,
+    /// Where an overwritten target's old output is moved aside.
+    old: PathBuf,
+    /// Whether the target existed before this run.
+    existed: bool,
+    /// Append: the staged files, relative to the staging directory.
+    files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Journal {
     entries: Vec<Entry>,
+    /// Every move is done: the run is committed.
+    done: bool,
 }
 
 /// Where the journal of a run writing `targets` lives: beside the first of them (in name order).
@@ -56,43 +71,129 @@ pub fn fault(point: &str) {
     }
 }
 
-/// Completes a commit a killed run had reached the commit point of.
+/// Settles the commit of a run that was killed during it (see the module docs).
 pub fn recover(journal: &Path) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(journal) else { return Ok(()) };
     let parsed: Journal = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: unreadable commit journal ({e}); remove it after checking its targets", journal.display())))?;
-    let mut done = 0;
-    for e in &parsed.entries {
-        if e.staging.exists() {
-            commit::commit(&e.staging, &e.target, if e.append { WriteMode::Append } else { WriteMode::Overwrite })?;
-            sync_parent(&e.target);
-            done += 1;
+    if parsed.done {
+        for e in &parsed.entries {
+            commit::remove(&e.old);
         }
+        eprintln!("finished the commit of an interrupted run ({} sink(s))", parsed.entries.len());
+    } else {
+        for e in parsed.entries.iter().rev() {
+            undo(e)?;
+            sync_parent(&e.target);
+        }
+        eprintln!("rolled back the commit of an interrupted run: {} sink(s) hold their previous output", parsed.entries.len());
     }
     std::fs::remove_file(journal).map_err(|err| Error::io(format!("removing {}", journal.display()), err))?;
     sync_parent(journal);
-    eprintln!("completed the commit of an interrupted run ({done} of {} sink(s) were still to move)", parsed.entries.len());
+    Ok(())
+}
+
+/// Puts one entry's target back as it was before the run.
+fn undo(e: &Entry) -> Result<()> {
+    if e.append {
+        for f in &e.files {
+            let (moved, staged) = (e.target.join(f), e.staging.join(f));
+            if moved.exists() && !staged.exists() {
+                commit::remove(&moved);
+            }
+        }
+        commit::remove(&e.staging);
+        return Ok(());
+    }
+    if e.old.exists() {
+        // Aside (and maybe replaced): the old output goes back.
+        if e.target.exists() {
+            commit::remove(&e.target);
+        }
+        commit::rename(&e.old, &e.target)?;
+    } else if !e.existed && !e.staging.exists() && e.target.exists() {
+        // A target this run created.
+        commit::remove(&e.target);
+    }
+    commit::remove(&e.staging);
     Ok(())
 }
 
 /// Commits `(staging, target, mode)` moves all-or-nothing across a crash.
 pub fn commit_all(journal: &Path, moves: &[(PathBuf, PathBuf, WriteMode)]) -> Result<()> {
-    for (staging, _, _) in moves {
+    let mut entries = Vec::new();
+    for (staging, target, mode) in moves {
         sync_tree(staging)?;
+        let append = *mode == WriteMode::Append && target.is_dir() && staging.is_dir();
+        if *mode == WriteMode::Append && target.exists() && !append {
+            return Err(Error::Usage(format!("cannot append to {}: it is a single file (append needs a directory of part files)", target.display())));
+        }
+        let files = if append { relative_files(staging, staging) } else { Vec::new() };
+        entries.push(Entry { target: target.clone(), staging: staging.clone(), append, old: commit::sibling(target, commit::OLD)?, existed: target.exists(), files });
     }
     fault("before-journal");
-    let parsed = Journal { entries: moves.iter().map(|(s, t, m)| Entry { target: t.clone(), staging: s.clone(), append: *m == WriteMode::Append }).collect() };
-    let text = serde_json::to_string_pretty(&parsed).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut record = Journal { entries, done: false };
+    write_journal(journal, &record)?;
+    fault("after-journal");
+    if let Err(e) = move_all(&record) {
+        // An error mid-way (a failed rename): undo what moved, now.
+        let _ = recover(journal);
+        return Err(e);
+    }
+    record.done = true;
+    write_journal(journal, &record)?;
+    fault("after-done");
+    for e in &record.entries {
+        commit::remove(&e.old);
+    }
+    std::fs::remove_file(journal).map_err(|e| Error::io(format!("removing {}", journal.display()), e))?;
+    sync_parent(journal);
+    Ok(())
+}
+
+fn move_all(record: &Journal) -> Result<()> {
+    for (n, e) in record.entries.iter().enumerate() {
+        if e.append {
+            for f in &e.files {
+                let dest = e.target.join(f);
+                if let Some(dir) = dest.parent() {
+                    std::fs::create_dir_all(dir).map_err(|err| Error::io(format!("creating {}", dir.display()), err))?;
+                }
+                commit::rename(&e.staging.join(f), &dest)?;
+            }
+            commit::remove(&e.staging);
+        } else {
+            if e.existed {
+                commit::rename(&e.target, &e.old)?;
+            }
+            commit::rename(&e.staging, &e.target)?;
+        }
+        sync_parent(&e.target);
+        fault(&format!("after-commit-{}", n + 1));
+    }
+    Ok(())
+}
+
+/// Files under `dir`, relative to `root`, in name order.
+fn relative_files(root: &Path, dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            out.extend(relative_files(root, &p));
+        } else if let Ok(rel) = p.strip_prefix(root) {
+            out.push(rel.to_path_buf());
+        }
+    }
+    out
+}
+
+fn write_journal(journal: &Path, record: &Journal) -> Result<()> {
+    let text = serde_json::to_string_pretty(record).map_err(|e| Error::Usage(e.to_string()))?;
     let tmp = journal.with_extension("kiln-journal-tmp");
     write_synced(&tmp, text.as_bytes())?;
     std::fs::rename(&tmp, journal).map_err(|e| Error::io(format!("writing {}", journal.display()), e))?;
-    sync_parent(journal);
-    fault("after-journal");
-    for (n, (staging, target, mode)) in moves.iter().enumerate() {
-        commit::commit(staging, target, *mode)?;
-        sync_parent(target);
-        fault(&format!("after-commit-{}", n + 1));
-    }
-    std::fs::remove_file(journal).map_err(|e| Error::io(format!("removing {}", journal.display()), e))?;
     sync_parent(journal);
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::expr::{call, col};
 use crate::plan::{Sink, SinkFormat, WriteMode};
 use crate::{Error, Result};
 
-pub use commit::{clean_stale_staging, lock};
+pub use commit::{TargetLock, clean_stale_staging, lock};
 
 /// Spark writes a null partition value as this directory name; so does Kiln.
 pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
