@@ -208,8 +208,10 @@ impl ExecutionPlan for SharedExec {
         // The first reader of this partition registers the others' queues; one that
         // cannot attach (planned differently, or one reader too many) computes alone.
         let register = !slots.contains_key(&key);
+        // All of this node's queues (every partition, every reader) share one budget.
+        let queues_of_node = self.consumers.max(1) * self.input.properties().partitioning.partition_count().max(1);
         let queues: Vec<Arc<Queue>> = (0..if register { self.consumers.max(1) } else { 1 })
-            .map(|i| Queue::new(&context, &format!("SharedExec[{}#{partition}.{i}]", self.node)))
+            .map(|i| Queue::new(&context, &format!("SharedExec[{}#{partition}.{i}]", self.node), queues_of_node))
             .collect();
         *STARTS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).entry(self.id).or_default() += 1;
         let (input, readers) = (Arc::clone(&self.input), queues.clone());
@@ -240,10 +242,13 @@ struct Slot {
     producer: Arc<Producer>,
 }
 
-/// What one reader's queue keeps in memory at most, even when the pool has no
-/// limit: a reader that lags further (one that runs after the others, such as
-/// a sink after an `expect` summary) reads the rest back from the spill file.
+/// What one reader's queue keeps in memory at most (less when the node's budget,
+/// divided among its queues, is smaller; 1 MB at least): a reader that lags
+/// further reads the rest back from the spill file.
 const MAX_QUEUE_BYTES: usize = 64 << 20;
+
+/// What all the queues of one shared node keep in memory at most, without a memory limit.
+const NODE_BUDGET: usize = 512 << 20;
 
 /// How long the producer waits for a full queue's reader to take a batch before spilling.
 const PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
@@ -295,14 +300,17 @@ struct Spill {
 }
 
 impl Queue {
-    fn new(context: &Arc<TaskContext>, name: &str) -> Arc<Queue> {
+    /// `share`: how many queues the node has in all (its budget is divided among them).
+    fn new(context: &Arc<TaskContext>, name: &str, share: usize) -> Arc<Queue> {
         let reservation = MemoryConsumer::new(name).with_can_spill(true).register(context.memory_pool());
-        // Under a memory limit, buffered rows leave the pool to the operators (a
-        // writer or a hash table cannot spill; a queue can): 1/32 of it each.
-        let cap = match context.memory_pool().memory_limit() {
-            datafusion::execution::memory_pool::MemoryLimit::Finite(n) => MAX_QUEUE_BYTES.min(n / 32),
-            _ => MAX_QUEUE_BYTES,
+        // Under a memory limit, buffered rows leave most of the pool to the operators
+        // (a writer or a hash table cannot spill; a queue can): a node's queues keep at
+        // most a quarter of it; without a limit, NODE_BUDGET.
+        let budget = match context.memory_pool().memory_limit() {
+            datafusion::execution::memory_pool::MemoryLimit::Finite(n) => n / 4,
+            _ => NODE_BUDGET,
         };
+        let cap = MAX_QUEUE_BYTES.min(budget / share.max(1)).max(1 << 20);
         Arc::new(Queue {
             cap,
             state: Mutex::new(QueueState { items: VecDeque::new(), reservation, spill: None, end: None }),
