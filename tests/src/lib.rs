@@ -249,3 +249,26 @@ pub fn i(v: i64) -> Cell {
 pub fn f(v: f64) -> Cell {
     Cell::Float(v)
 }
+
+/// Registers `counted(x int64) -> x`, a function that adds the number of rows
+/// it is evaluated on to `counter`: proof of how often a node is computed.
+pub fn register_counting_udf(counter: &'static std::sync::atomic::AtomicUsize) {
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let udf = create_udf(
+        "counted",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        std::sync::Arc::new(move |args: &[ColumnarValue]| {
+            let a = match &args[0] {
+                ColumnarValue::Array(a) => std::sync::Arc::clone(a),
+                ColumnarValue::Scalar(s) => s.to_array()?,
+            };
+            counter.fetch_add(a.len(), std::sync::atomic::Ordering::SeqCst);
+            let a: &Int64Array = a.as_any().downcast_ref().expect("int64");
+            Ok(ColumnarValue::Array(std::sync::Arc::new(a.clone()) as ArrayRef))
+        }),
+    );
+    kiln::functions::register_udfs([std::sync::Arc::new(udf)]);
+}

@@ -4,32 +4,13 @@
 //! the rows it is evaluated on — also when the readers' queues must spill
 //! under a small memory limit.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use datafusion::arrow::array::{ArrayRef, Int64Array};
-use datafusion::arrow::datatypes::DataType;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 
 static EVALUATED: AtomicUsize = AtomicUsize::new(0);
 
 fn register_counter() {
-    let udf = create_udf(
-        "counted",
-        vec![DataType::Int64],
-        DataType::Int64,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let a = match &args[0] {
-                ColumnarValue::Array(a) => Arc::clone(a),
-                ColumnarValue::Scalar(s) => s.to_array()?,
-            };
-            EVALUATED.fetch_add(a.len(), Ordering::SeqCst);
-            let a: &Int64Array = a.as_any().downcast_ref().expect("int64");
-            Ok(ColumnarValue::Array(Arc::new(a.clone()) as ArrayRef))
-        }),
-    );
-    kiln::functions::register_udfs([Arc::new(udf)]);
+    kiln_tests::register_counting_udf(&EVALUATED);
 }
 
 const ROWS: usize = 400_000;
