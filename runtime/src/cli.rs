@@ -69,8 +69,8 @@ struct SubmitArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 struct SchedulerArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:50050")]
+    /// Address to listen on (SPEC §10: loopback unless said otherwise).
+    #[arg(long, default_value = "127.0.0.1:50050")]
     bind: std::net::SocketAddr,
 }
 
@@ -80,7 +80,7 @@ struct ExecutorArgs {
     #[arg(long)]
     scheduler: String,
     /// Address for task results (Arrow Flight); the gRPC port is the next one unless --grpc-port.
-    #[arg(long, default_value = "0.0.0.0:50051")]
+    #[arg(long, default_value = "127.0.0.1:50051")]
     bind: std::net::SocketAddr,
     #[arg(long)]
     grpc_port: Option<u16>,
