@@ -103,7 +103,8 @@ fn csv_header(file: &Path, source: &Source) -> std::result::Result<Schema, Strin
         .from_path(file)
         .map_err(|e| e.to_string())?;
     let header = reader.headers().map_err(|e| e.to_string())?;
-    Ok(Schema::new(header.iter().map(|h| datafusion::arrow::datatypes::Field::new(h.trim(), DataType::Utf8, true)).collect::<Vec<_>>()))
+    // A UTF-8 byte-order mark (files saved by spreadsheet programs) is not part of the first name.
+    Ok(Schema::new(header.iter().map(|h| datafusion::arrow::datatypes::Field::new(h.trim_start_matches('\u{feff}').trim(), DataType::Utf8, true)).collect::<Vec<_>>()))
 }
 
 #[cfg(test)]

@@ -278,4 +278,8 @@ with open(os.path.join(HERE, "src_users.avro"), "wb") as f:
         sync_marker=b"kiln-conformance",
     )
 
+# A CSV saved with a UTF-8 byte-order mark (spreadsheet exports).
+with open(os.path.join(HERE, "src_bom.csv"), "wb") as f:
+    f.write("\ufeffid,name\n1,ann\n2,bob\n".encode("utf-8"))
+
 print("wrote src_* files under", HERE)
