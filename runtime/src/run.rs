@@ -605,6 +605,7 @@ fn prepare(pipeline: &Pipeline, values: &Values, spill_dir: Option<&str>) -> Res
         if !matches!(source.format, SourceFormat::Inline(_)) {
             let path = interpolate(&source.path, values, env)?;
             sources::must_exist(&path).map_err(|e| Error::in_node(&node.name, e))?;
+            sources::no_skipped_files(&path, &source.format).map_err(|e| Error::in_node(&node.name, e))?;
             sources::drift::check(source, &path).map_err(|e| Error::in_node(&node.name, e))?;
         }
         let SourceFormat::Csv(opts) = &source.format else { continue };

@@ -58,6 +58,40 @@ pub fn must_exist(path: &str) -> Result<()> {
     }
 }
 
+/// A directory source reads the files ending in the format's extension
+/// (`.csv`, `.parquet`, …). A data file without one (`part-00000`, as Hadoop
+/// tools write) would be skipped silently: it fails the run before anything
+/// is read, naming it. Hidden (`.x`) and marker (`_SUCCESS`) files are not data.
+pub fn no_skipped_files(path: &str, format: &SourceFormat) -> Result<()> {
+    let p = std::path::Path::new(path);
+    let ext = match format {
+        SourceFormat::Csv(_) => "csv",
+        SourceFormat::Parquet => "parquet",
+        SourceFormat::Json => "json",
+        SourceFormat::Avro => "avro",
+        SourceFormat::Inline(_) => return Ok(()),
+    };
+    if path.contains("://") || !p.is_dir() {
+        return Ok(());
+    }
+    let skipped: Vec<String> = files_under(p, None)
+        .into_iter()
+        .filter(|f| f.extension().is_none_or(|x| x != ext))
+        .filter(|f| !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with(['.', '_'])))
+        .map(|f| f.display().to_string())
+        .collect();
+    match skipped.first() {
+        None => Ok(()),
+        Some(first) => Err(crate::Error::Read {
+            path: path.to_string(),
+            message: format!(
+                "{} file(s) in it do not end in .{ext} and would not be read, e.g. {first}; rename them, or name them with a glob (path = \"{path}/*\")",
+                skipped.len()
+            ),
+        }),
+    }
+}
+
 /// An empty plan with the source's pinned schema: what `kiln check` plans against.
 pub fn empty(name: &str, source: &Source) -> Result<LogicalPlan> {
     let schema = datafusion::common::DFSchema::try_from(source.schema.as_ref().clone())?;

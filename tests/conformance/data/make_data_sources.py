@@ -282,4 +282,12 @@ with open(os.path.join(HERE, "src_users.avro"), "wb") as f:
 with open(os.path.join(HERE, "src_bom.csv"), "wb") as f:
     f.write("\ufeffid,name\n1,ann\n2,bob\n".encode("utf-8"))
 
+# A directory as Hadoop tools write it: part files without an extension, a marker file.
+os.makedirs(os.path.join(HERE, "src_hadoop"), exist_ok=True)
+with open(os.path.join(HERE, "src_hadoop", "part-00000"), "w") as f:
+    f.write("id,name\n1,ann\n")
+with open(os.path.join(HERE, "src_hadoop", "part-00001.csv"), "w") as f:
+    f.write("id,name\n2,bob\n")
+open(os.path.join(HERE, "src_hadoop", "_SUCCESS"), "w").close()
+
 print("wrote src_* files under", HERE)
