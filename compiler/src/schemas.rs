@@ -126,26 +126,8 @@ fn first_file(path: &Path, ext: &str) -> Result<PathBuf, String> {
         // A glob: the first matching file under its fixed prefix, in name order.
         let dir = text[..i].rsplit_once('/').map_or(".", |(d, _)| if d.is_empty() { "/" } else { d });
         let files = kiln::sources::files_under(Path::new(dir), None);
-        return files.into_iter().find(|f| glob_match(&text, &f.to_string_lossy())).ok_or_else(|| format!("no file matches {text}"));
+        return files.into_iter().find(|f| kiln::sources::glob_match(&text, &f.to_string_lossy())).ok_or_else(|| format!("no file matches {text}"));
     }
     Err(format!("{} does not exist", path.display()))
 }
 
-/// Whether `name` matches `pattern`: `*` is any run of characters but `/`, `?`
-/// one character, `[abc]` one of those; the rest literally.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).take_while(|&k| k == 0 || n[k - 1] != '/').any(|k| go(&p[1..], &n[k..])),
-            Some('?') => !n.is_empty() && n[0] != '/' && go(&p[1..], &n[1..]),
-            Some('[') => match p.iter().position(|&c| c == ']') {
-                Some(end) if !n.is_empty() => p[1..end].contains(&n[0]) && go(&p[end + 1..], &n[1..]),
-                _ => false,
-            },
-            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
-        }
-    }
-    go(&p, &n)
-}

@@ -12,7 +12,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::plan::{Source, SourceFormat};
 use crate::{Error, Result};
 
-/// Checks every file of `source` at `path` (local paths only).
+/// Checks every file of `source` at `path` (local paths and globs).
 pub fn check(source: &Source, path: &str) -> Result<()> {
     let (ext, read): (&str, fn(&Path, &Source) -> std::result::Result<Schema, String>) = match &source.format {
         SourceFormat::Parquet => ("parquet", parquet_schema),
@@ -21,8 +21,9 @@ pub fn check(source: &Source, path: &str) -> Result<()> {
         _ => return Ok(()),
     };
     let p = Path::new(path);
-    if !p.exists() {
-        return Ok(()); // a glob or a remote path: DataFusion reports what it cannot find
+    let glob = path.contains(['*', '?', '[']);
+    if !p.exists() && !glob {
+        return Ok(()); // a remote path: DataFusion reports what it cannot find
     }
     let pinned = super::files::file_schema(source);
     for file in super::bad_rows::files(path) {

@@ -58,6 +58,25 @@ pub fn must_exist(path: &str) -> Result<()> {
     }
 }
 
+/// Whether `name` matches `pattern`: `*` is any run of characters but `/`, `?`
+/// one character, `[abc]` one of those; the rest literally.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).take_while(|&k| k == 0 || n[k - 1] != '/').any(|k| go(&p[1..], &n[k..])),
+            Some('?') => !n.is_empty() && n[0] != '/' && go(&p[1..], &n[1..]),
+            Some('[') => match p.iter().position(|&c| c == ']') {
+                Some(end) if !n.is_empty() => p[1..end].contains(&n[0]) && go(&p[end + 1..], &n[1..]),
+                _ => false,
+            },
+            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
+        }
+    }
+    go(&p, &n)
+}
+
 /// A directory source reads the files ending in the format's extension
 /// (`.csv`, `.parquet`, …). A data file without one (`part-00000`, as Hadoop
 /// tools write) would be skipped silently: it fails the run before anything
@@ -115,6 +134,12 @@ fn listing_extension<'a>(path: &str, default: &'a str) -> &'a str {
 pub fn files_under(path: &std::path::Path, ext: Option<&str>) -> Vec<std::path::PathBuf> {
     if path.is_file() {
         return vec![path.to_path_buf()];
+    }
+    // A glob: the files under its fixed prefix that match it.
+    let text = path.to_string_lossy();
+    if let Some(i) = text.find(['*', '?', '[']) {
+        let dir = text[..i].rsplit_once('/').map_or(".", |(d, _)| if d.is_empty() { "/" } else { d });
+        return files_under(std::path::Path::new(dir), ext).into_iter().filter(|f| glob_match(&text, &f.to_string_lossy())).collect();
     }
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];

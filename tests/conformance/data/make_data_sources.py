@@ -290,4 +290,11 @@ with open(os.path.join(HERE, "src_hadoop", "part-00001.csv"), "w") as f:
     f.write("id,name\n2,bob\n")
 open(os.path.join(HERE, "src_hadoop", "_SUCCESS"), "w").close()
 
+# A glob whose second file drifted from the first (a renamed column).
+os.makedirs(os.path.join(HERE, "src_glob_drift"), exist_ok=True)
+with open(os.path.join(HERE, "src_glob_drift", "a.csv"), "w") as f:
+    f.write("id,name\n1,ann\n")
+with open(os.path.join(HERE, "src_glob_drift", "b.csv"), "w") as f:
+    f.write("id,full_name\n2,bob\n")
+
 print("wrote src_* files under", HERE)
