@@ -297,4 +297,10 @@ with open(os.path.join(HERE, "src_glob_drift", "a.csv"), "w") as f:
 with open(os.path.join(HERE, "src_glob_drift", "b.csv"), "w") as f:
     f.write("id,full_name\n2,bob\n")
 
+# A directory holding an empty CSV file (0 bytes) beside a real one.
+os.makedirs(os.path.join(HERE, "src_with_empty"), exist_ok=True)
+with open(os.path.join(HERE, "src_with_empty", "a.csv"), "w") as f:
+    f.write("id,name\n1,ann\n")
+open(os.path.join(HERE, "src_with_empty", "b.csv"), "w").close()
+
 print("wrote src_* files under", HERE)
