@@ -138,15 +138,8 @@ async fn key_counts(ctx: &SessionContext, side: LogicalPlan, on: &crate::plan::J
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::Int64Type;
     use datafusion::functions_aggregate::expr_fn::count;
-    use datafusion::logical_expr::{Expr, lit};
-    let key = match on {
-        crate::plan::JoinOn::Using(keys) if keys.len() == 1 => {
-            let (q, f) = side.schema().qualified_field_with_unqualified_name(&keys[0])?;
-            Expr::Column(datafusion::common::Column::new(q.cloned(), f.name()))
-        }
-        crate::plan::JoinOn::Keys { left: l, .. } if l.len() == 1 => l[0].clone(),
-        _ => return Err(Error::Usage("a key count needs a join on one key".into())),
-    };
+    use datafusion::logical_expr::lit;
+    let key = key_expr(&side, on)?;
     let batches = DataFrame::new(ctx.state(), side)
         .aggregate(vec![key.alias("__kiln_key")], vec![count(lit(1)).alias("__kiln_rows")])?
         .collect()
@@ -166,17 +159,47 @@ async fn key_counts(ctx: &SessionContext, side: LogicalPlan, on: &crate::plan::J
 }
 
 /// The left side's join-key values holding at least `threshold` of its rows:
-/// (value, rows, total rows), most frequent first. One aggregate pass.
+/// (value, rows, total rows), most frequent first. Two passes (the rows, then
+/// the keys counted with the threshold applied by the engine), so only hot
+/// keys — at most 1/threshold of them — reach this process, whatever the
+/// number of distinct keys.
 async fn detect_hot_keys(ctx: &SessionContext, left: LogicalPlan, on: &crate::plan::JoinOn, threshold: f64) -> Result<Vec<(datafusion::common::ScalarValue, u64, u64)>> {
-    let (counts, total) = key_counts(ctx, left, on).await?;
-    let min_rows = (threshold * total as f64).ceil().max(1.0) as u64;
-    let mut hot: Vec<(datafusion::common::ScalarValue, u64, u64)> =
-        counts.into_iter().filter(|(_, n)| *n >= min_rows).map(|(k, n)| (k, n, total)).collect();
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::logical_expr::{col, lit};
+    let total = DataFrame::new(ctx.state(), left.clone()).count().await? as u64;
+    let min_rows = (threshold * total as f64).ceil().max(1.0) as i64;
+    let key = key_expr(&left, on)?;
+    let batches = DataFrame::new(ctx.state(), left)
+        .aggregate(vec![key.alias("__kiln_key")], vec![count(lit(1)).alias("__kiln_rows")])?
+        .filter(col("__kiln_rows").gt_eq(lit(min_rows)).and(col("__kiln_key").is_not_null()))?
+        .collect()
+        .await?;
+    let mut hot = Vec::new();
+    for b in &batches {
+        for i in 0..b.num_rows() {
+            let rows = b.column(1).as_primitive::<Int64Type>().value(i).max(0) as u64;
+            hot.push((datafusion::common::ScalarValue::try_from_array(b.column(0), i)?, rows, total));
+        }
+    }
     hot.sort_by(|a, b| b.1.cmp(&a.1));
     Ok(hot)
 }
 
-/// Size estimates of this run's data and the join strategies they lead to.
+/// The expression of a one-key join's key on one side.
+fn key_expr(side: &LogicalPlan, on: &crate::plan::JoinOn) -> Result<datafusion::logical_expr::Expr> {
+    use datafusion::logical_expr::Expr;
+    match on {
+        crate::plan::JoinOn::Using(keys) if keys.len() == 1 => {
+            let (q, f) = side.schema().qualified_field_with_unqualified_name(&keys[0])?;
+            Ok(Expr::Column(datafusion::common::Column::new(q.cloned(), f.name())))
+        }
+        crate::plan::JoinOn::Keys { left: l, .. } if l.len() == 1 => Ok(l[0].clone()),
+        _ => Err(Error::Usage("a key count needs a join on one key".into())),
+    }
+}
+
 /// The plan of every node as a run makes it: schema drift checked and tolerant
 /// CSV sources cleaned first. The cleaned copies live as long as the [`Prepared`].
 pub async fn run_plans(pipeline: &Pipeline, ctx: &SessionContext, values: &Values) -> Result<(HashMap<String, LogicalPlan>, Prepared)> {
@@ -185,6 +208,7 @@ pub async fn run_plans(pipeline: &Pipeline, ctx: &SessionContext, values: &Value
     Ok((plans, prepared))
 }
 
+/// Size estimates of this run's data and the join strategies they lead to.
 /// `memory_limit` is the run's (the `--memory-limit` flag's, else the spec's).
 pub fn choices(pipeline: &Pipeline, values: &Values, memory_limit: Option<u64>) -> crate::strategy::Choices {
     let estimates = crate::stats::estimate(pipeline, values, std::path::Path::new(""));
