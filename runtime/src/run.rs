@@ -640,6 +640,7 @@ fn prepare(pipeline: &Pipeline, values: &Values, spill_dir: Option<&str>) -> Res
             Some(w) => w.clone(),
             None => {
                 let root = spill_dir.map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+                sweep_dead_work_dirs(&root);
                 let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
                 let dir = root.join(format!("kiln-clean-{}-{nanos}", std::process::id()));
                 prepared.work = Some(dir.clone());
@@ -661,6 +662,19 @@ fn prepare(pipeline: &Pipeline, values: &Values, spill_dir: Option<&str>) -> Res
         }
     }
     Ok(prepared)
+}
+
+/// Removes the cleaning work directories (`kiln-clean-PID-…`) of processes that
+/// are gone (killed runs leave them; a finished run removes its own).
+fn sweep_dead_work_dirs(root: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("kiln-clean-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A CSV row error, pointed at its file and line when a source holds it.

@@ -192,3 +192,28 @@ fn a_symlink_cycle_in_a_directory_source_does_not_hang() {
         Err(e) => assert!(e.to_string().contains("loop") || e.to_string().contains("again"), "{e}"),
     }
 }
+
+/// A run killed while cleaning a tolerant CSV source leaves its work directory
+/// (`kiln-clean-PID-…` in the spill directory); the next run removes the ones
+/// whose process is gone, and its own when it ends.
+#[test]
+fn work_directories_of_killed_runs_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("spill");
+    // A pid that cannot be running (above the kernel's pid_max).
+    let dead = spill.join("kiln-clean-4194305-1");
+    std::fs::create_dir_all(dead.join("t")).unwrap();
+    std::fs::write(dead.join("t/clean.csv"), "x\n").unwrap();
+    std::fs::write(dir.path().join("t.csv"), "a,g\n1,x\nbad,y\n").unwrap();
+    let p = kiln_tests::pipeline(&format!(
+        "[pipeline]\nname = \"p\"\n[runtime]\nspill_dir = \"{}\"\n[sources.t]\nformat = \"csv\"\npath = \"{}\"\non_error = \"skip\"\nschema = {{ a = \"int64\", g = \"string\" }}\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\npath = \"{}\"\n",
+        spill.display(),
+        dir.path().join("t.csv").display(),
+        dir.path().join("out").display()
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let report = rt.block_on(kiln::run::run(&p, &Default::default())).unwrap();
+    assert_eq!(report.sinks[0].rows, Some(1));
+    let left: Vec<_> = std::fs::read_dir(&spill).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
