@@ -266,11 +266,13 @@ impl Drop for Producer {
 
 /// One reader's batches not yet taken: in memory while the pool grants it,
 /// then in a spill file (the deque keeps memory and disk items in order).
-struct Queue {
+pub(crate) struct Queue {
     state: Mutex<QueueState>,
     ready: tokio::sync::Notify,
     /// Signalled when the reader takes a batch from memory.
     drained: tokio::sync::Notify,
+    /// The last wait for room ran out: the reader is not reading now.
+    stalled: AtomicBool,
     /// The reader dropped its stream: nothing more needs to be kept for it.
     closed: AtomicBool,
     disk: Arc<datafusion::execution::disk_manager::DiskManager>,
@@ -299,9 +301,15 @@ struct Spill {
     reader: Option<StreamReader<std::io::BufReader<std::fs::File>>>,
 }
 
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("Queue").field("cap", &self.cap).field("closed", &self.is_closed()).finish()
+    }
+}
+
 impl Queue {
     /// `share`: how many queues the node has in all (its budget is divided among them).
-    fn new(context: &Arc<TaskContext>, name: &str, share: usize) -> Arc<Queue> {
+    pub(crate) fn new(context: &Arc<TaskContext>, name: &str, share: usize) -> Arc<Queue> {
         let reservation = MemoryConsumer::new(name).with_can_spill(true).register(context.memory_pool());
         // Under a memory limit, buffered rows leave most of the pool to the operators
         // (a writer or a hash table cannot spill; a queue can): a node's queues keep at
@@ -316,6 +324,7 @@ impl Queue {
             state: Mutex::new(QueueState { items: VecDeque::new(), reservation, spill: None, end: None }),
             ready: tokio::sync::Notify::new(),
             drained: tokio::sync::Notify::new(),
+            stalled: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             disk: Arc::clone(&context.runtime_env().disk_manager),
         })
@@ -325,6 +334,31 @@ impl Queue {
     fn full(&self, size: usize) -> bool {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         !self.closed.load(Ordering::Relaxed) && state.reservation.size() + size > self.cap
+    }
+
+    /// Adds a batch for the reader. A reader that is taking batches drains its
+    /// queue soon: wait a moment for room (pacing the input to its readers)
+    /// before spilling. One that is not reading yet (the probe side of a join
+    /// whose build side reads the same input) must not hold the others up:
+    /// past the wait, spill.
+    /// A reader found not reading (the wait ran out) is not waited for again
+    /// until it takes a batch: its batches go straight to disk meanwhile.
+    pub(crate) async fn offer(&self, batch: &RecordBatch) -> Result<()> {
+        if !self.stalled.load(Ordering::Relaxed) {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while self.full(batch.get_array_memory_size()) {
+                if tokio::time::timeout_at(deadline, self.drained.notified()).await.is_err() {
+                    self.stalled.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        self.push(batch)
+    }
+
+    /// Whether the reader has gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     fn push(&self, batch: &RecordBatch) -> Result<()> {
@@ -346,7 +380,7 @@ impl Queue {
                 let writer = StreamWriter::try_new(std::io::BufWriter::new(std::fs::File::create(&path)?), &batch.schema())?;
                 state.spill = Some(Spill { _file: file, writer, path, reader: None });
             }
-            let spill = state.spill.as_mut().expect("just set");
+            let Some(spill) = state.spill.as_mut() else { return Err(DataFusionError::Internal("SharedExec: no spill file".into())) };
             spill.writer.write(batch)?;
             spill.writer.flush()?;
             SPILLED.fetch_add(1, Ordering::Relaxed);
@@ -357,7 +391,7 @@ impl Queue {
         Ok(())
     }
 
-    fn finish(&self, end: std::result::Result<(), Arc<DataFusionError>>) {
+    pub(crate) fn finish(&self, end: std::result::Result<(), Arc<DataFusionError>>) {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).end.get_or_insert(end);
         self.ready.notify_one();
     }
@@ -371,10 +405,17 @@ impl Queue {
                     Some(Item::Memory(batch, size)) => {
                         state.reservation.shrink(size);
                         drop(state);
+                        self.stalled.store(false, Ordering::Relaxed);
                         self.drained.notify_one();
                         return Some(Ok(batch));
                     }
-                    Some(Item::Disk) => return Some(read_spilled(state.spill.as_mut().expect("a disk item has a spill file"))),
+                    Some(Item::Disk) => {
+                        self.stalled.store(false, Ordering::Relaxed);
+                        return Some(match state.spill.as_mut() {
+                            Some(spill) => read_spilled(spill),
+                            None => Err(DataFusionError::Internal("SharedExec: a spilled batch without a spill file".into())),
+                        });
+                    }
                     None => match &state.end {
                         Some(Ok(())) => return None,
                         Some(Err(e)) => return Some(Err(DataFusionError::Shared(Arc::clone(e)))),
@@ -419,13 +460,7 @@ async fn produce(mut input: SendableRecordBatchStream, queues: &[Arc<Queue>]) ->
     while let Some(batch) = futures::StreamExt::next(&mut input).await {
         let batch = batch?;
         for q in queues {
-            // A reader that is taking batches drains its queue soon: wait a moment
-            // for room (pacing the input to its readers) before spilling. One that
-            // is not reading yet (the probe side of a join whose build side reads
-            // this node too) must not hold the others up: past the wait, spill.
-            let deadline = tokio::time::Instant::now() + PATIENCE;
-            while q.full(batch.get_array_memory_size()) && tokio::time::timeout_at(deadline, q.drained.notified()).await.is_ok() {}
-            q.push(&batch)?;
+            q.offer(&batch).await?;
         }
         if queues.iter().all(|q| q.closed.load(Ordering::Relaxed)) {
             return Ok(());
@@ -435,12 +470,12 @@ async fn produce(mut input: SendableRecordBatchStream, queues: &[Arc<Queue>]) ->
 }
 
 /// A reader's stream; holding the producer keeps it running until every reader is gone.
-fn stream(schema: SchemaRef, queue: Arc<Queue>, producer: Arc<Producer>) -> SendableRecordBatchStream {
-    struct Reader {
+pub(crate) fn stream<P: Send + Sync + 'static>(schema: SchemaRef, queue: Arc<Queue>, producer: Arc<P>) -> SendableRecordBatchStream {
+    struct Reader<P> {
         queue: Arc<Queue>,
-        _producer: Arc<Producer>,
+        _producer: Arc<P>,
     }
-    impl Drop for Reader {
+    impl<P> Drop for Reader<P> {
         fn drop(&mut self) {
             let mut state = self.queue.state.lock().unwrap_or_else(|e| e.into_inner());
             self.queue.closed.store(true, Ordering::Relaxed);

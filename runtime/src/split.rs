@@ -199,8 +199,7 @@ fn mask(batch: &RecordBatch, predicate: &dyn PhysicalExpr) -> Result<datafusion:
     })
 }
 
-type Sender = tokio::sync::mpsc::UnboundedSender<Result<RecordBatch>>;
-type Receiver = tokio::sync::mpsc::UnboundedReceiver<Result<RecordBatch>>;
+use crate::shared::Queue;
 
 /// One input partition read once for both halves of a split.
 #[derive(Debug)]
@@ -208,32 +207,33 @@ pub struct Tee {
     input: Arc<dyn ExecutionPlan>,
     predicate: Arc<dyn PhysicalExpr>,
     /// Per partition: the half (`keep`) that has not opened it yet, and its rows.
-    waiting: Mutex<HashMap<usize, (bool, Receiver, Arc<Reader>)>>,
+    waiting: Mutex<HashMap<usize, (bool, Arc<Queue>, Arc<Reader>)>>,
 }
 
 impl Tee {
     /// The `keep` half of `partition`: the first half to ask starts reading the
-    /// input partition; the other gets what was put aside for it. Channels are
-    /// unbounded: the reader never waits on one half while the other waits on
-    /// it (the halves' consumers run concurrently, each buffers at most what
-    /// its consumer has not taken yet).
+    /// input partition; the other gets what was put aside for it. The reader
+    /// never waits long on one half while the other waits on it: a half's queue
+    /// keeps what its consumer has not taken yet in memory within the pool (the
+    /// shared-node budget), and spills the rest to disk (`crate::shared`).
     fn open(&self, partition: usize, keep: bool, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let schema = self.input.schema();
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((half, _, _)) = waiting.get(&partition) {
             if *half == keep {
-                let (_, rx, task) = waiting.remove(&partition).expect("present");
-                return Ok(stream(schema, rx, task));
+                if let Some((_, queue, task)) = waiting.remove(&partition) {
+                    return Ok(crate::shared::stream(schema, queue, task));
+                }
             }
             // The same half again: a new execution of the plan; start over.
         }
+        let share = 2 * self.input.properties().partitioning.partition_count().max(1);
+        let (true_q, false_q) = (Queue::new(&context, &format!("SplitExec[{partition}].true"), share), Queue::new(&context, &format!("SplitExec[{partition}].false"), share));
         let input = self.input.execute(partition, context)?;
-        let (true_tx, true_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (false_tx, false_rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = Arc::new(Reader(tokio::spawn(guarded(input, Arc::clone(&self.predicate), true_tx, false_tx))));
-        let (mine, theirs) = if keep { (true_rx, false_rx) } else { (false_rx, true_rx) };
+        let task = Arc::new(Reader(tokio::spawn(guarded(input, Arc::clone(&self.predicate), Arc::clone(&true_q), Arc::clone(&false_q)))));
+        let (mine, theirs) = if keep { (true_q, false_q) } else { (false_q, true_q) };
         waiting.insert(partition, (!keep, theirs, Arc::clone(&task)));
-        Ok(stream(schema, mine, task))
+        Ok(crate::shared::stream(schema, mine, task))
     }
 }
 
@@ -247,41 +247,37 @@ impl Drop for Reader {
     }
 }
 
-/// [`read`], with a panic sent to both halves as an error (a half whose rows
-/// stopped coming must not look like a half that had no more rows).
-async fn guarded(input: SendableRecordBatchStream, predicate: Arc<dyn PhysicalExpr>, true_tx: Sender, false_tx: Sender) {
+/// [`read`], with its end (or a panic, as an error: a half whose rows stopped
+/// coming must not look like a half that had no more rows) given to both halves.
+async fn guarded(input: SendableRecordBatchStream, predicate: Arc<dyn PhysicalExpr>, true_q: Arc<Queue>, false_q: Arc<Queue>) {
     use futures::FutureExt;
-    let txs = (true_tx.clone(), false_tx.clone());
-    if let Err(panic) = std::panic::AssertUnwindSafe(read(input, predicate, true_tx, false_tx)).catch_unwind().await {
-        let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-        for tx in [txs.0, txs.1] {
-            let _ = tx.send(Err(DataFusionError::Execution(format!("split: reading the input panicked: {what}"))));
+    let end = match std::panic::AssertUnwindSafe(read(input, predicate, &true_q, &false_q)).catch_unwind().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Arc::new(e)),
+        Err(panic) => {
+            let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            Err(Arc::new(DataFusionError::Execution(format!("split: reading the input panicked: {what}"))))
         }
-    }
+    };
+    true_q.finish(end.clone());
+    false_q.finish(end);
 }
 
-/// Reads `input` to the end (or until both halves are gone), sending each batch's halves.
-async fn read(mut input: SendableRecordBatchStream, predicate: Arc<dyn PhysicalExpr>, true_tx: Sender, false_tx: Sender) {
+/// Reads `input` to the end (or until both halves are gone), giving each batch's halves.
+async fn read(mut input: SendableRecordBatchStream, predicate: Arc<dyn PhysicalExpr>, true_q: &Queue, false_q: &Queue) -> Result<()> {
     while let Some(batch) = futures::StreamExt::next(&mut input).await {
-        let sent = match batch.and_then(|b| halves(&b, predicate.as_ref())) {
-            Ok((t, f)) => (t.num_rows() == 0 || true_tx.send(Ok(t)).is_ok()) | (f.num_rows() == 0 || false_tx.send(Ok(f)).is_ok()),
-            Err(e) => {
-                let e = Arc::new(e);
-                let _ = true_tx.send(Err(DataFusionError::Shared(Arc::clone(&e))));
-                let _ = false_tx.send(Err(DataFusionError::Shared(e)));
-                return;
-            }
-        };
-        if !sent || (true_tx.is_closed() && false_tx.is_closed()) {
-            return;
+        let (t, f) = halves(&batch?, predicate.as_ref())?;
+        if t.num_rows() > 0 {
+            true_q.offer(&t).await?;
+        }
+        if f.num_rows() > 0 {
+            false_q.offer(&f).await?;
+        }
+        if true_q.is_closed() && false_q.is_closed() {
+            return Ok(());
         }
     }
-}
-
-/// A half's rows; holding the reading task keeps it alive until both halves are dropped.
-fn stream(schema: datafusion::arrow::datatypes::SchemaRef, rx: Receiver, task: Arc<Reader>) -> SendableRecordBatchStream {
-    let rows = futures::stream::unfold((rx, task), |(mut rx, task)| async move { rx.recv().await.map(|b| (b, (rx, task))) });
-    Box::pin(RecordBatchStreamAdapter::new(schema, rows))
+    Ok(())
 }
 
 /// Pairs the two halves of each split whose inputs were planned identically:
