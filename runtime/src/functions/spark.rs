@@ -29,7 +29,6 @@ const AGGREGATE_ALIASES: &[(&str, &str)] = &[
     ("percentile_approx", "approx_percentile_cont"),
     ("approx_percentile", "approx_percentile_cont"),
     ("every", "bool_and"),
-    ("some", "bool_or"),
 ];
 
 /// Spark name, the DataFusion aggregate, DISTINCT, IGNORE NULLS.
