@@ -71,11 +71,29 @@ fn state(pipeline: &Pipeline, opts: &SessionOptions) -> Result<SessionState> {
     // The in-process scheduler of `--standalone` plans with this state: Kiln's physical rules.
     let mut state = SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(storage_runtime()?)
         .with_default_features()
         .with_physical_optimizer_rules(crate::join_strategy::physical_rules())
         .build();
     register(&mut state, pipeline)?;
     Ok(state)
+}
+
+/// A runtime environment that resolves object-store URLs (`crate::storage`).
+fn storage_runtime() -> datafusion::error::Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    Ok(Arc::new(datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_object_store_registry(crate::storage::registry()).build()?))
+}
+
+/// The `storage_options` of a pipeline in a scheduler or executor, which has no
+/// run parameters: `${params.X}` takes its default (a path that needs a value
+/// it lacks gets the environment's settings alone).
+fn configure_storage(pipeline: &Pipeline) {
+    let env = |v: &str| std::env::var(v).ok();
+    if let Ok(values) = crate::params::resolve(&pipeline.params, &[], env) {
+        if let Err(e) = crate::storage::configure_pipeline(pipeline, &values) {
+            eprintln!("warning: storage_options: {e}");
+        }
+    }
 }
 
 fn register(state: &mut SessionState, pipeline: &Pipeline) -> Result<()> {
@@ -121,12 +139,17 @@ pub const EXECUTOR_TIMEOUT_S: u64 = 15;
 pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
+    configure_storage(pipeline);
     let funcs = functions(pipeline);
     let session_builder: ballista_scheduler::scheduler_server::SessionBuilder = Arc::new(move |config: SessionConfig| {
         use datafusion::execution::FunctionRegistry;
         let state = ballista_core::utils::default_session_builder(config)?;
-        // Kiln's physical operators (first-per-key), shipped by KilnPhysicalCodec.
-        let mut state = SessionStateBuilder::new_from_existing(state).with_physical_optimizer_rules(crate::join_strategy::physical_rules()).build();
+        // Kiln's physical operators (first-per-key), shipped by KilnPhysicalCodec;
+        // object-store URLs resolved as the client and executors resolve them.
+        let mut state = SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(storage_runtime()?)
+            .with_physical_optimizer_rules(crate::join_strategy::physical_rules())
+            .build();
         for f in &funcs {
             state.register_udf(f.clone())?;
         }
@@ -179,6 +202,22 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
         registry.scalar_functions.insert(f.name().to_string(), f);
     }
     let slots = opts.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    configure_storage(pipeline);
+    // Tasks resolve object-store URLs through Kiln's registry (one per executor, so
+    // its stores and connections are shared by the tasks); spill files go to the work dir.
+    let work_dir = match &opts.work_dir {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::env::temp_dir(),
+    };
+    let stores = crate::storage::registry();
+    let runtime_producer: ballista_core::RuntimeProducer = Arc::new(move |_| {
+        Ok(Arc::new(
+            datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_temp_file_path(work_dir.clone())
+                .with_object_store_registry(stores.clone())
+                .build()?,
+        ))
+    });
     let mut config = ExecutorProcessConfig {
         bind_host: opts.bind.ip().to_string(),
         external_host: Some(opts.external_host.clone().unwrap_or_else(|| opts.bind.ip().to_string())),
@@ -193,6 +232,7 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
         work_dir: opts.work_dir.clone(),
         override_function_registry: Some(Arc::new(registry)),
         override_physical_codec: Some(Arc::new(crate::codec::KilnPhysicalCodec::default())),
+        override_runtime_producer: Some(runtime_producer),
         executor_heartbeat_interval_seconds: 3,
         ..Default::default()
     };

@@ -25,6 +25,7 @@ pub mod session;
 pub mod shared;
 pub mod sinks;
 pub mod sources;
+pub mod storage;
 pub mod split;
 pub mod stats;
 pub mod strategy;

@@ -75,6 +75,9 @@ pub struct RuntimeOptions {
     pub checkpoint_dir: Option<String>,
     /// Transforms with `checkpoint = true`.
     pub checkpoints: Vec<String>,
+    /// `storage_options` of sources and sinks: (path, options), values may hold
+    /// `${env.X}`; applied per bucket (see `storage`).
+    pub storage: Vec<(String, Vec<(String, String)>)>,
 }
 
 /// One source or transform. Its output is visible to later nodes under `name`.
@@ -495,6 +498,9 @@ pub enum WriteMode {
     Append,
     ErrorIfExists,
     Ignore,
+    /// Replace only the `partition_by` partitions present in the new data
+    /// (Spark's dynamic partition overwrite); the others are kept.
+    OverwritePartitions,
 }
 
 impl Pipeline {

@@ -230,6 +230,7 @@ pub async fn node_plans_reading(
     values: &Values,
     read_from: &HashMap<String, String>,
 ) -> Result<HashMap<String, LogicalPlan>> {
+    crate::storage::configure_pipeline(pipeline, values)?;
     planned(pipeline, ctx, values, read_from, None, &Default::default(), None).await
 }
 
@@ -389,11 +390,21 @@ async fn planned(
 pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     let started = Instant::now();
     let values = params::resolve(&pipeline.params, &opts.params, env)?;
+    crate::storage::configure_pipeline(pipeline, &values)?;
     let session_opts = opts.session.clone().over(&pipeline.runtime);
     let ctx = match &opts.cluster {
         None => session::context(&session_opts)?,
         Some(cluster) => crate::cluster::context(pipeline, cluster, &session_opts).await?,
     };
+    // Sources on object stores get the checks `prepare` gives local files.
+    for node in &pipeline.nodes {
+        if let Op::Source(source) = &node.op {
+            let path = interpolate(&source.path, &values, env)?;
+            if crate::storage::is_remote(&path) && !matches!(source.format, crate::plan::SourceFormat::Inline(_)) {
+                sources::remote::check(source, &path).await.map_err(|e| Error::in_node(&node.name, e))?;
+            }
+        }
+    }
     let prepared = prepare(pipeline, &values, session_opts.spill_dir.as_deref())?;
     let mut shared_ids = Vec::new();
     // `KILN_SHARED_NODES=off` makes every reader compute shared nodes itself (for comparison).
@@ -403,22 +414,26 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     // then leftovers of a killed run are cleaned up, an interrupted overwrite restored,
     // and only then is `error_if_exists`/`ignore` decided, on the restored target.
     let mut _locks = Vec::new();
-    let mut targets = Vec::new();
+    let mut targets = HashMap::new();
     for sink in pipeline.sinks.iter().filter(|s| s.format != SinkFormat::Console) {
-        let target = PathBuf::from(interpolate(&sink.path, &values, env)?);
-        _locks.push(sinks::lock(&sink.name, &target)?);
-        targets.push((sink, target));
+        let target = sinks::Target::resolve(sink, &interpolate(&sink.path, &values, env)?)?;
+        if let sinks::Target::Local(path) = &target {
+            _locks.push(sinks::lock(&sink.name, path)?);
+        }
+        targets.insert(sink.name.clone(), target);
     }
     // A run killed after its commit point is completed first (see `sinks::journal`).
-    let journal = sinks::journal::path(&targets.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>());
+    let local: Vec<PathBuf> = targets.values().filter_map(|t| if let sinks::Target::Local(p) = t { Some(p.clone()) } else { None }).collect();
+    let journal = sinks::journal::path(&local);
     if let Some(j) = &journal {
         sinks::journal::recover(j)?;
     }
     let mut skipped = std::collections::HashSet::new();
-    for (sink, target) in targets {
-        sinks::clean_stale_staging(&target);
+    for sink in pipeline.sinks.iter().filter(|s| s.format != SinkFormat::Console) {
+        let target = &targets[&sink.name];
+        target.clean_leftovers().await?;
         // Sinks that will not run (`ignore` on an existing target) are no readers.
-        if sinks::precheck(sink, &target)? == sinks::Plan::Skip {
+        if sinks::precheck(sink, target).await? == sinks::Plan::Skip {
             skipped.insert(sink.name.clone());
         }
     }
@@ -426,7 +441,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     let checkpoints = if opts.cluster.is_none() { pipeline.runtime.checkpoint_dir.as_deref() } else { None };
     let plans = planned(pipeline, &ctx, &values, &prepared.read_from, share, &skipped, checkpoints).await;
     let outcome = match plans {
-        Ok(plans) => run_planned(pipeline, opts, &ctx, &values, plans, &prepared, started, journal.as_deref()).await,
+        Ok(plans) => run_planned(pipeline, opts, &ctx, &values, plans, &prepared, &targets, started, journal.as_deref()).await,
         Err(e) => Err(e),
     };
     crate::shared::release(&shared_ids);
@@ -441,6 +456,7 @@ async fn run_planned(
     values: &Values,
     mut plans: HashMap<String, LogicalPlan>,
     prepared: &Prepared,
+    targets: &HashMap<String, sinks::Target>,
     started: Instant,
     journal: Option<&std::path::Path>,
 ) -> Result<Report> {
@@ -459,14 +475,10 @@ async fn run_planned(
     let mut reports = Vec::new();
     for sink in &pipeline.sinks {
         let path = interpolate(&sink.path, &values, env)?;
-        let target = PathBuf::from(&path);
-        let decision = if sink.format == SinkFormat::Console { sinks::Plan::Write } else { sinks::precheck(sink, &target)? };
-        if decision == sinks::Plan::Skip {
+        let target = targets.get(&sink.name).cloned().unwrap_or_else(|| sinks::Target::Local(PathBuf::new()));
+        if sinks::precheck(sink, &target).await? == sinks::Plan::Skip {
             reports.push(SinkReport { name: sink.name.clone(), path, rows: None });
             continue;
-        }
-        if sink.format != SinkFormat::Console {
-            sinks::clean_stale_staging(&target);
         }
         work.push((sink, target, path));
     }
@@ -494,12 +506,12 @@ async fn run_planned(
     let quality = match quality {
         Ok(q) => q,
         Err(e) => {
-            staged.into_iter().for_each(Staged::abort);
+            abort_all(staged).await;
             return Err(e);
         }
     };
     if let Some(e) = failed {
-        staged.into_iter().for_each(Staged::abort);
+        abort_all(staged).await;
         return Err(locate_bad_row(pipeline, &values, e));
     }
     // Quarantined rows are committed with the sinks: all or nothing.
@@ -507,19 +519,34 @@ async fn run_planned(
         match sinks::stage_with(target, &format!("{source}.quarantine"), bad.len() as u64, |path| sources::csv_errors::write_quarantine(path, bad)) {
             Ok(s) => staged.push(s),
             Err(e) => {
-                staged.into_iter().for_each(Staged::abort);
+                abort_all(staged).await;
                 return Err(e);
             }
         }
     }
     let rows: HashMap<String, u64> = staged.iter().map(|s| (s.sink.clone(), s.rows)).collect();
-    // Console sinks print; file sinks commit together, all-or-nothing across a crash.
+    // Console sinks print; object-store sinks commit each at its manifest, then
+    // local sinks all together, all-or-nothing across a crash (see `storage::remote`
+    // for what a crash between two object-store commits leaves).
+    let (remote, staged): (Vec<Staged>, Vec<Staged>) = staged.into_iter().partition(Staged::is_remote);
     let mut moves = Vec::new();
+    let mut consoles = Vec::new();
     for s in staged {
         match s.into_move() {
             Ok(m) => moves.push(m),
-            Err(console) => console.commit()?,
+            Err(console) => consoles.push(console),
         }
+    }
+    let mut remote = remote.into_iter();
+    while let Some(s) = remote.next() {
+        if let Err(e) = s.commit_remote().await {
+            abort_all(remote.collect()).await;
+            moves.iter().for_each(|(staging, _, _)| sinks::discard(staging));
+            return Err(e);
+        }
+    }
+    for console in consoles {
+        console.commit()?;
     }
     if !moves.is_empty() {
         let fallback;
@@ -544,6 +571,11 @@ async fn run_planned(
         reports.push(SinkReport { name: sink.name.clone(), path, rows: rows.get(&sink.name).copied() });
     }
     Ok(Report { sinks: reports, quality, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Throws away every staged sink.
+async fn abort_all(staged: Vec<Staged>) {
+    futures::future::join_all(staged.into_iter().map(Staged::abort)).await;
 }
 
 /// Evaluates every `expect` node's rules (one aggregate pass each), prints the
@@ -635,6 +667,9 @@ fn prepare(pipeline: &Pipeline, values: &Values, spill_dir: Option<&str>) -> Res
         let SourceFormat::Csv(opts) = &source.format else { continue };
         if opts.on_error == OnError::Fail {
             continue;
+        }
+        if crate::storage::is_remote(&source.path) {
+            return Err(Error::in_node(&node.name, "on_error = \"skip\" or \"quarantine\" cleans local files only (an object-store CSV source takes on_error = \"fail\")"));
         }
         let base = match &prepared.work {
             Some(w) => w.clone(),

@@ -67,7 +67,7 @@ pub fn config(opts: &SessionOptions) -> SessionConfig {
 
 /// A session for running a pipeline.
 pub fn context(opts: &SessionOptions) -> Result<SessionContext> {
-    let mut runtime = RuntimeEnvBuilder::new();
+    let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(crate::storage::registry());
     if let Some(limit) = opts.memory_limit {
         runtime = runtime.with_memory_limit(limit as usize, 1.0);
     }

@@ -155,6 +155,34 @@ fn merge_into(from: &Path, into: &Path) -> Result<()> {
     Ok(())
 }
 
+/// For `overwrite_partitions`: every file of `target` in a partition (its first
+/// `depth` `key=value` directories) that the staged output does not hold is
+/// hard-linked (or, across file systems, copied) into `staging`, which then
+/// replaces the target whole: the untouched partitions survive, the commit
+/// stays one atomic rename. Files outside partition directories are kept too.
+pub(super) fn keep_other_partitions(target: &Path, staging: &Path, depth: usize) -> Result<()> {
+    if !target.is_dir() {
+        return Ok(());
+    }
+    let partition = |rel: &Path| -> PathBuf { rel.components().take(depth).collect() };
+    let staged: std::collections::HashSet<PathBuf> = super::journal::relative_files(staging, staging).iter().map(|r| partition(r)).collect();
+    for rel in super::journal::relative_files(target, target) {
+        let hidden = rel.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+        let in_partition = rel.components().count() > depth;
+        if hidden || (in_partition && staged.contains(&partition(&rel))) {
+            continue;
+        }
+        let (from, to) = (target.join(&rel), staging.join(&rel));
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).map_err(|e| Error::io(format!("copying {}", from.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

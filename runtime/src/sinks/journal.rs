@@ -174,7 +174,7 @@ fn move_all(record: &Journal) -> Result<()> {
 }
 
 /// Files under `dir`, relative to `root`, in name order.
-fn relative_files(root: &Path, dir: &Path) -> Vec<PathBuf> {
+pub(super) fn relative_files(root: &Path, dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return out };
     let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();

@@ -19,6 +19,7 @@ use datafusion::logical_expr::{Expr, cast, lit};
 use datafusion::arrow::datatypes::DataType;
 
 use crate::expr::{call, col};
+use crate::storage::{self, Location, remote};
 use crate::plan::{Sink, SinkFormat, WriteMode};
 use crate::{Error, Result};
 
@@ -35,15 +36,63 @@ pub enum Plan {
     Skip,
 }
 
+/// Where a sink writes: a local path (committed by rename) or an object-store
+/// target (committed by manifest, see [`crate::storage::remote`]).
+#[derive(Debug, Clone)]
+pub enum Target {
+    Local(PathBuf),
+    Remote(remote::Target),
+}
+
+impl Target {
+    /// The target `path` (already substituted) names for `sink`.
+    pub fn resolve(sink: &Sink, path: &str) -> Result<Target> {
+        if storage::is_remote(path) {
+            let loc = storage::locate(path).map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() })?;
+            Ok(Target::Remote(remote::Target::new(loc, sink.single_file)))
+        } else {
+            Ok(Target::Local(PathBuf::from(path)))
+        }
+    }
+
+    /// The path or URL, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Local(p) => p.display().to_string(),
+            Target::Remote(t) => t.loc.url.clone(),
+        }
+    }
+
+    /// Whether the target holds output.
+    pub async fn exists(&self) -> Result<bool> {
+        match self {
+            Target::Local(p) => Ok(p.exists()),
+            Target::Remote(t) => t.exists().await,
+        }
+    }
+
+    /// Clears what a killed run left (staging; on an object store, files the
+    /// manifest does not name).
+    pub async fn clean_leftovers(&self) -> Result<()> {
+        match self {
+            Target::Local(p) => {
+                clean_stale_staging(p);
+                Ok(())
+            }
+            Target::Remote(t) => t.recover().await,
+        }
+    }
+}
+
 /// Checks the target against the sink's mode before the run starts.
-pub fn precheck(sink: &Sink, target: &Path) -> Result<Plan> {
+pub async fn precheck(sink: &Sink, target: &Target) -> Result<Plan> {
     if sink.format == SinkFormat::Console {
         return Ok(Plan::Write);
     }
-    let exists = target.exists();
+    let exists = target.exists().await?;
     match sink.mode {
         WriteMode::ErrorIfExists if exists => {
-            Err(Error::SinkExists { sink: sink.name.clone(), path: target.to_path_buf() })
+            Err(Error::SinkExists { sink: sink.name.clone(), path: PathBuf::from(target.describe()) })
         }
         WriteMode::Ignore if exists => Ok(Plan::Skip),
         _ => Ok(Plan::Write),
@@ -63,17 +112,28 @@ pub struct Staged {
 #[derive(Debug)]
 enum StagedKind {
     Files { staging: PathBuf, target: PathBuf },
+    Remote { staging: Location, target: remote::Target, run: String, depth: usize },
     Console(Vec<RecordBatch>),
 }
 
+/// A name for this run's staged output on an object store: unique per process and moment.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{}", std::process::id())
+}
+
 /// Executes `df` into the sink's staging location.
-pub async fn stage(df: DataFrame, sink: &Sink, target: &Path) -> Result<Staged> {
+pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged> {
     let ctx = |e: datafusion::error::DataFusionError| Error::Sink { sink: sink.name.clone(), message: e.to_string() };
     if sink.format == SinkFormat::Console {
         let batches = df.collect().await.map_err(ctx)?;
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, kind: StagedKind::Console(batches), rows });
     }
+    let target = match target {
+        Target::Local(p) => p.as_path(),
+        Target::Remote(t) => return stage_remote(df, sink, t).await,
+    };
     let staging = commit::staging_path(target)?;
     let df = null_partitions_as_default(df, &sink.partition_by).map_err(ctx)?;
     let options = DataFrameWriteOptions::new()
@@ -87,32 +147,9 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Path) -> Result<Staged> 
         format!("{}/", staging.display())
     };
     let result = match sink.format {
-        SinkFormat::Parquet => {
-            let mut opts = TableParquetOptions::default();
-            // Spark's names (`gzip`, `zstd`) carry no level; Parquet's writer wants one.
-            opts.global.compression = Some(match sink.compression.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                None => "snappy".into(),
-                Some("gzip") => "gzip(6)".into(),
-                Some("zstd") => "zstd(3)".into(),
-                Some("brotli") => "brotli(1)".into(),
-                Some(c) => c.to_string(),
-            });
-            df.write_parquet(&dest, options, Some(opts)).await
-        }
-        SinkFormat::Csv => {
-            let mut opts = CsvOptions::default().with_has_header(true);
-            if let Some(c) = &sink.compression {
-                opts = opts.with_file_compression_type(c.parse().map_err(ctx)?);
-            }
-            df.write_csv(&dest, options, Some(opts)).await
-        }
-        SinkFormat::Json => {
-            let mut opts = JsonOptions::default();
-            if let Some(c) = &sink.compression {
-                opts.compression = c.parse().map_err(ctx)?;
-            }
-            df.write_json(&dest, options, Some(opts)).await
-        }
+        SinkFormat::Parquet => df.write_parquet(&dest, options, Some(parquet_options(sink))).await,
+        SinkFormat::Csv => df.write_csv(&dest, options, Some(csv_options(sink).map_err(ctx)?)).await,
+        SinkFormat::Json => df.write_json(&dest, options, Some(json_options(sink).map_err(ctx)?)).await,
         SinkFormat::Avro => {
             // `staging` is the file itself with single_file, else the directory made above.
             match avro::write(df, &staging, sink.single_file, sink.compression.as_deref()).await {
@@ -129,23 +166,134 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Path) -> Result<Staged> 
     };
     match result {
         Ok(counts) => {
-            let rows = counts
-                .first()
-                .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>())
-                .map(|a| a.value(0))
-                .unwrap_or(0);
-            Ok(Staged {
-                sink: sink.name.clone(),
-                mode: sink.mode,
-                kind: StagedKind::Files { staging, target: target.to_path_buf() },
-                rows,
-            })
+            let rows = written(&counts);
+            // Dynamic partition overwrite: the partitions the new data does not touch
+            // are linked into the staged output, which then replaces the target whole.
+            let mode = if sink.mode == WriteMode::OverwritePartitions {
+                if let Err(e) = commit::keep_other_partitions(target, &staging, sink.partition_by.len()) {
+                    commit::remove(&staging);
+                    return Err(e);
+                }
+                WriteMode::Overwrite
+            } else {
+                sink.mode
+            };
+            Ok(Staged { sink: sink.name.clone(), mode, kind: StagedKind::Files { staging, target: target.to_path_buf() }, rows })
         }
         Err(e) => {
             commit::remove(&staging);
             Err(ctx(e))
         }
     }
+}
+
+/// Rows a DataFusion write reports (its one `count` value).
+fn written(counts: &[RecordBatch]) -> u64 {
+    counts
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>())
+        .map(|a| a.value(0))
+        .unwrap_or(0)
+}
+
+/// Stages a sink on an object store: DataFusion writes the parts under the
+/// target's staging prefix (on a cluster, each executor writes its own);
+/// Avro, which DataFusion cannot write, is written locally and uploaded.
+async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target) -> Result<Staged> {
+    let ctx = |e: datafusion::error::DataFusionError| Error::Sink { sink: sink.name.clone(), message: crate::redact::text(&e.to_string()) };
+    let run = run_id();
+    let staging = target.staging(&run);
+    let df = null_partitions_as_default(df, &sink.partition_by).map_err(ctx)?;
+    let options = DataFrameWriteOptions::new().with_partition_by(sink.partition_by.clone()).with_single_file_output(sink.single_file);
+    let dest = if sink.single_file { staging.url.clone() } else { format!("{}/", staging.url) };
+    let result = match sink.format {
+        SinkFormat::Parquet => df.write_parquet(&dest, options, Some(parquet_options(sink))).await.map(|c| written(&c)).map_err(ctx),
+        SinkFormat::Csv => match csv_options(sink) {
+            Ok(opts) => df.write_csv(&dest, options, Some(opts)).await.map(|c| written(&c)).map_err(ctx),
+            Err(e) => Err(ctx(e)),
+        },
+        SinkFormat::Json => match json_options(sink) {
+            Ok(opts) => df.write_json(&dest, options, Some(opts)).await.map(|c| written(&c)).map_err(ctx),
+            Err(e) => Err(ctx(e)),
+        },
+        SinkFormat::Avro => {
+            let local = tempfile_dir()?;
+            let file = local.join("out.avro");
+            let path = if sink.single_file { file.clone() } else { local.join("parts") };
+            if !sink.single_file {
+                std::fs::create_dir_all(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+            }
+            let rows = avro::write(df, &path, sink.single_file, sink.compression.as_deref()).await;
+            let uploaded = match rows {
+                Ok(rows) => upload(&path, &staging).await.map(|_| rows),
+                Err(e) => Err(Error::Sink { sink: sink.name.clone(), message: e.to_string() }),
+            };
+            let _ = std::fs::remove_dir_all(&local);
+            uploaded
+        }
+        SinkFormat::Console => unreachable!("handled by stage"),
+    };
+    match result {
+        Ok(rows) => Ok(Staged {
+            sink: sink.name.clone(),
+            mode: sink.mode,
+            kind: StagedKind::Remote { staging, target: target.clone(), run, depth: sink.partition_by.len() },
+            rows,
+        }),
+        Err(e) => {
+            let _ = target.abort(&staging).await;
+            Err(e)
+        }
+    }
+}
+
+/// A private local directory for output that is uploaded afterwards.
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("kiln-upload-{}", run_id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    Ok(dir)
+}
+
+/// Uploads a local file (or every file under a local directory) to `to`.
+async fn upload(from: &Path, to: &Location) -> Result<()> {
+    use object_store::ObjectStoreExt;
+    let files = if from.is_dir() { crate::sources::files_under(from, None) } else { vec![from.to_path_buf()] };
+    for f in files {
+        let rel = f.strip_prefix(from).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+        let dest = if rel.is_empty() { to.clone() } else { to.join(&rel) };
+        let bytes = std::fs::read(&f).map_err(|e| Error::io(format!("reading {}", f.display()), e))?;
+        dest.raw.put(&dest.path, bytes.into()).await.map_err(|e| crate::storage::read_error(&dest.url, e))?;
+    }
+    Ok(())
+}
+
+fn parquet_options(sink: &Sink) -> TableParquetOptions {
+    let mut opts = TableParquetOptions::default();
+    // Spark's names (`gzip`, `zstd`) carry no level; Parquet's writer wants one.
+    opts.global.compression = Some(match sink.compression.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => "snappy".into(),
+        Some("gzip") => "gzip(6)".into(),
+        Some("zstd") => "zstd(3)".into(),
+        Some("brotli") => "brotli(1)".into(),
+        Some(c) => c.to_string(),
+    });
+    opts
+}
+
+fn csv_options(sink: &Sink) -> datafusion::error::Result<CsvOptions> {
+    let mut opts = CsvOptions::default().with_has_header(true);
+    if let Some(c) = &sink.compression {
+        opts = opts.with_file_compression_type(c.parse()?);
+    }
+    Ok(opts)
+}
+
+fn json_options(sink: &Sink) -> datafusion::error::Result<JsonOptions> {
+    let mut opts = JsonOptions::default();
+    if let Some(c) = &sink.compression {
+        opts.compression = c.parse()?;
+    }
+    Ok(opts)
 }
 
 /// Stages a file that `write` produces at the path it is given (used for
@@ -173,6 +321,20 @@ impl Staged {
                 Ok(())
             }
             StagedKind::Files { staging, target } => commit::commit(&staging, &target, self.mode),
+            StagedKind::Remote { .. } => Err(Error::Usage("an object-store sink commits with commit_remote".into())),
+        }
+    }
+
+    /// Whether this is an object-store sink (committed by [`Staged::commit_remote`]).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.kind, StagedKind::Remote { .. })
+    }
+
+    /// Commits an object-store sink (see [`crate::storage::remote`]).
+    pub async fn commit_remote(self) -> Result<()> {
+        match self.kind {
+            StagedKind::Remote { staging, target, run, depth } => target.commit(&staging, self.mode, self.rows, &run, depth).await,
+            _ => Err(Error::Usage("not an object-store sink".into())),
         }
     }
 
@@ -185,11 +347,19 @@ impl Staged {
     }
 
     /// Throws the staged output away.
-    pub fn abort(self) {
-        if let StagedKind::Files { staging, .. } = self.kind {
-            commit::remove(&staging);
+    pub async fn abort(self) {
+        match self.kind {
+            StagedKind::Files { staging, .. } => commit::remove(&staging),
+            // Left behind if this fails: the next run that writes the target removes it.
+            StagedKind::Remote { staging, target, .. } => drop(target.abort(&staging).await),
+            StagedKind::Console(_) => {}
         }
     }
+}
+
+/// Removes a local staged output that will not be committed.
+pub fn discard(staging: &Path) {
+    commit::remove(staging);
 }
 
 /// Partition columns as strings, with nulls named as Spark names them.

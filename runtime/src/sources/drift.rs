@@ -41,7 +41,7 @@ pub fn check(source: &Source, path: &str) -> Result<()> {
     Ok(())
 }
 
-fn compare(pinned: &Schema, found: &Schema, names_only: bool) -> std::result::Result<(), String> {
+pub(super) fn compare(pinned: &Schema, found: &Schema, names_only: bool) -> std::result::Result<(), String> {
     for want in pinned.fields() {
         match found.field_with_name(want.name()) {
             Err(_) => {
@@ -102,12 +102,12 @@ fn avro_schema(file: &Path, _: &Source) -> std::result::Result<Schema, String> {
 
 fn csv_header(file: &Path, source: &Source) -> std::result::Result<Schema, String> {
     let SourceFormat::Csv(opts) = &source.format else { unreachable!("csv only") };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .delimiter(opts.delimiter)
-        .quote(opts.quote)
-        .from_path(file)
-        .map_err(|e| e.to_string())?;
+    csv_header_of(std::fs::File::open(file).map_err(|e| e.to_string())?, opts)
+}
+
+/// The column names of a CSV header, as a schema of strings.
+pub(super) fn csv_header_of(data: impl std::io::Read, opts: &crate::plan::CsvOptions) -> std::result::Result<Schema, String> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).delimiter(opts.delimiter).quote(opts.quote).from_reader(data);
     let header = reader.headers().map_err(|e| e.to_string())?;
     // A UTF-8 byte-order mark (files saved by spreadsheet programs) is not part of the first name.
     Ok(Schema::new(header.iter().map(|h| datafusion::arrow::datatypes::Field::new(h.trim_start_matches('\u{feff}').trim(), DataType::Utf8, true)).collect::<Vec<_>>()))

@@ -25,18 +25,29 @@ pub fn file_schema(source: &Source) -> Schema {
 }
 
 pub(super) async fn scan(ctx: &SessionContext, path: &str, source: &Source) -> Result<LogicalPlan> {
+    // A glob on an object store is expanded here, against the store's listing (which
+    // follows Kiln manifests), and the objects it matches read as a list.
+    let paths: Vec<String> = if crate::storage::is_remote(path) && path.contains(['*', '?', '[']) {
+        let found: Vec<String> = crate::storage::files(path, None).await?.into_iter().map(|(url, _)| url).collect();
+        if found.is_empty() {
+            return Err(Error::Read { path: crate::redact::text(path), message: "no object matches the glob".into() });
+        }
+        found
+    } else {
+        vec![path.to_string()]
+    };
     let schema = file_schema(source);
     let partitions = source.partitions.clone();
     let read = |e: datafusion::error::DataFusionError| Error::Read { path: path.to_string(), message: e.to_string() };
     let df = match &source.format {
         SourceFormat::Csv(opts) => match &opts.null_value {
-            None => ctx.read_csv(path, csv_options(opts, &schema, path).table_partition_cols(partitions)).await.map_err(read)?,
+            None => ctx.read_csv(paths.clone(), csv_options(opts, &schema, path).table_partition_cols(partitions)).await.map_err(read)?,
             Some(marker) => {
                 // DataFusion's CSV reader applies `null_regex` only when inferring a schema
                 // (55.2), so columns are read as text and the marker turned into NULL here;
                 // an empty field is NULL too (as in Spark, and as the reader does without a marker).
                 let text = Schema::new(schema.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>());
-                let df = ctx.read_csv(path, csv_options(opts, &text, path).table_partition_cols(partitions)).await.map_err(read)?;
+                let df = ctx.read_csv(paths.clone(), csv_options(opts, &text, path).table_partition_cols(partitions)).await.map_err(read)?;
                 let columns: Vec<Expr> = df
                     .schema()
                     .fields()
@@ -59,20 +70,20 @@ pub(super) async fn scan(ctx: &SessionContext, path: &str, source: &Source) -> R
                 .schema(&schema)
                 .file_extension(super::listing_extension(path, ".parquet"))
                 .table_partition_cols(partitions);
-            ctx.read_parquet(path, opts).await.map_err(read)?
+            ctx.read_parquet(paths.clone(), opts).await.map_err(read)?
         }
         SourceFormat::Json => {
             let opts = JsonReadOptions::default()
                 .schema(&schema)
                 .file_extension(super::listing_extension(path, ".json"))
                 .table_partition_cols(partitions);
-            ctx.read_json(path, opts).await.map_err(read)?
+            ctx.read_json(paths.clone(), opts).await.map_err(read)?
         }
         SourceFormat::Avro => {
             let opts = AvroReadOptions { schema: Some(&schema), ..Default::default() }
                 .table_partition_cols(partitions);
             let opts = AvroReadOptions { file_extension: super::listing_extension(path, ".avro"), ..opts };
-            ctx.read_avro(path, opts).await.map_err(read)?
+            ctx.read_avro(paths.clone(), opts).await.map_err(read)?
         }
         SourceFormat::Inline(_) => return Err(Error::Usage("an inline source has no files".into())),
     };

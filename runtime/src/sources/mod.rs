@@ -8,6 +8,7 @@ pub mod csv_errors;
 pub mod drift;
 pub mod files;
 mod inline;
+pub mod remote;
 
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
@@ -30,10 +31,15 @@ pub async fn scan(
     let plan = match &source.format {
         SourceFormat::Inline(rows) => inline::scan(&source.schema, rows)?,
         _ => {
-            let path = match read_from {
+            let mut path = match read_from {
                 Some(p) => p.to_string(),
                 None => interpolate(&source.path, params, env)?,
             };
+            // A prefix on an object store is read as a directory: DataFusion decides
+            // by a trailing `/` (without one it first asks for an object by that name).
+            if crate::storage::is_remote(&path) && !path.ends_with('/') && !path.contains(['*', '?', '[']) && crate::storage::is_prefix(&path).await? {
+                path.push('/');
+            }
             files::scan(ctx, &path, source).await?
         }
     };

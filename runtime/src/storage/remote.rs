@@ -1,0 +1,213 @@
+//! Committing a sink on an object store, which has no rename.
+//!
+//! A run writes its part files under `TARGET/_kiln_staging/RUN/` (hidden: a
+//! `_` name is skipped by Kiln, DataFusion, Spark and Hive readers alike). When
+//! every sink of the run is staged, each object-store sink commits:
+//!
+//! 1. every staged object is copied (server side) to its place under `TARGET/`;
+//!    the names are new (DataFusion names parts with a random write id), so no
+//!    committed file is overwritten;
+//! 2. `TARGET/_kiln_manifest.json` is written in one PUT, naming every file of
+//!    the new output (for `append`, the old ones too): this is the commit point;
+//! 3. `TARGET/_SUCCESS` is written (for tools that wait for Hadoop's marker);
+//! 4. files the manifest does not name (the replaced output) are deleted, and
+//!    the staging prefix with them.
+//!
+//! A run killed anywhere leaves either the old manifest or the new one; the
+//! next run that writes the target finishes the job (removes staging
+//! leftovers and every file its manifest does not name) before anything else.
+//! Kiln's readers list through the manifest ([`super::manifest`]), so they see
+//! the old output or the new, never a mix. A reader that ignores the manifest
+//! (Spark, DuckDB, `aws s3 ls`) sees, during step 1 to 4 of a commit or after a
+//! run killed in them, the old files and the new side by side; outside those
+//! windows exactly one output.
+//!
+//! One writer per target at a time (as with Spark's committers): object stores
+//! offer no lock Kiln can rely on across providers, and two runs committing the
+//! same target at once may delete each other's files. A single-file sink is one
+//! server-side copy of a staged object, atomic by itself.
+
+use std::collections::BTreeSet;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use super::Location;
+use super::manifest::{self, MANIFEST, Manifest};
+use crate::plan::WriteMode;
+use crate::{Error, Result};
+
+/// The hidden prefix staged parts are written under.
+pub const STAGING: &str = "_kiln_staging";
+
+/// Concurrent requests of one commit step.
+const CONCURRENCY: usize = 16;
+
+/// A sink's target on an object store.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub loc: Location,
+    /// The target is one object, not a prefix of part files.
+    pub single_file: bool,
+}
+
+impl Target {
+    pub fn new(loc: Location, single_file: bool) -> Self {
+        Target { loc, single_file }
+    }
+
+    /// The prefix staged output goes under: beside a single file, inside a directory.
+    fn staging_root(&self) -> Location {
+        if self.single_file {
+            match self.loc.url.rsplit_once('/') {
+                Some((dir, _)) if dir.contains("://") && dir.split("://").nth(1).is_some_and(|r| !r.is_empty()) => {
+                    let parent = super::locate(dir).unwrap_or_else(|_| self.loc.clone());
+                    parent.join(STAGING)
+                }
+                _ => self.loc.join(STAGING),
+            }
+        } else {
+            self.loc.join(STAGING)
+        }
+    }
+
+    /// Where this run writes: a prefix of parts, or the staged single object.
+    pub fn staging(&self, run: &str) -> Location {
+        let dir = self.staging_root().join(run);
+        if self.single_file {
+            let name = self.loc.url.rsplit('/').next().unwrap_or("data");
+            dir.join(name)
+        } else {
+            dir
+        }
+    }
+
+    /// Whether the target holds output (for `error_if_exists` and `ignore`).
+    pub async fn exists(&self) -> Result<bool> {
+        if self.single_file {
+            return Ok(self.loc.head().await?.is_some());
+        }
+        Ok(self.loc.list_all().await?.iter().any(|(rel, _)| !rel.starts_with(STAGING)))
+    }
+
+    /// Finishes what a killed run left: staged parts are removed, and a target
+    /// with a manifest loses every file the manifest does not name.
+    pub async fn recover(&self) -> Result<()> {
+        let root = self.staging_root();
+        let name = self.loc.url.rsplit('/').next().unwrap_or_default().to_string();
+        let leftovers: Vec<_> = root
+            .list_all()
+            .await?
+            .into_iter()
+            .filter(|(rel, _)| !self.single_file || rel.ends_with(&format!("/{name}")))
+            .map(|(_, m)| m.location)
+            .collect();
+        delete(&self.loc, leftovers).await?;
+        if self.single_file {
+            return Ok(());
+        }
+        if let Some(m) = manifest::read(self.loc.raw.as_ref(), &self.loc.path).await.map_err(|e| super::read_error(&self.loc.url, e))? {
+            let named: BTreeSet<String> = m.files.into_iter().collect();
+            let strays = self.loc.list_all().await?.into_iter().filter(|(rel, _)| is_data(rel) && !named.contains(rel)).map(|(_, m)| m.location).collect();
+            delete(&self.loc, strays).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the output staged at `staging` into place (see the module's protocol).
+    /// `partition_depth` is the number of `key=value` directory levels (for
+    /// `overwrite_partitions`).
+    pub async fn commit(&self, staging: &Location, mode: WriteMode, rows: u64, run: &str, partition_depth: usize) -> Result<()> {
+        if self.single_file {
+            self.loc.raw.copy(&staging.path, &self.loc.path).await.map_err(|e| super::read_error(&self.loc.url, e))?;
+            return delete(&self.loc, vec![staging.path.clone()]).await;
+        }
+        let existing = self.loc.list_all().await?;
+        let old: Vec<String> = match manifest::read(self.loc.raw.as_ref(), &self.loc.path).await.map_err(|e| super::read_error(&self.loc.url, e))? {
+            Some(m) => m.files,
+            None => existing.iter().map(|(rel, _)| rel.clone()).filter(|rel| is_data(rel)).collect(),
+        };
+        let new: Vec<String> = staging.list_all().await?.into_iter().map(|(rel, _)| rel).filter(|rel| !rel.is_empty()).collect();
+        let keep: Vec<String> = match mode {
+            WriteMode::Append => old.clone(),
+            WriteMode::OverwritePartitions => {
+                let replaced: BTreeSet<&str> = new.iter().map(|f| partition_of(f, partition_depth)).collect();
+                old.iter().filter(|f| !replaced.contains(partition_of(f, partition_depth))).cloned().collect()
+            }
+            _ => Vec::new(),
+        };
+        // 1. Copy the staged parts into place.
+        let raw = self.loc.raw.clone();
+        futures::stream::iter(new.iter().map(|rel| {
+            let (from, to) = (staging.join(rel).path, self.loc.join(rel).path);
+            let raw = raw.clone();
+            async move { raw.copy(&from, &to).await }
+        }))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .map_err(|e| super::read_error(&self.loc.url, e))?;
+        // 2. The commit point: the manifest names the new output.
+        let files: BTreeSet<String> = keep.into_iter().chain(new.iter().cloned()).collect();
+        let m = Manifest { version: 1, run: run.to_string(), files: files.iter().cloned().collect(), rows };
+        let body = serde_json::to_vec_pretty(&m).map_err(|e| Error::Usage(format!("manifest: {e}")))?;
+        raw.put(&self.loc.path.clone().join(MANIFEST), PutPayload::from(body)).await.map_err(|e| super::read_error(&self.loc.url, e))?;
+        // 3. Hadoop's marker, for tools that wait for it.
+        raw.put(&self.loc.path.clone().join("_SUCCESS"), PutPayload::default()).await.map_err(|e| super::read_error(&self.loc.url, e))?;
+        // 4. What the manifest does not name goes: the replaced output and the staged parts.
+        let gone: Vec<_> = existing.into_iter().filter(|(rel, _)| is_data(rel) && !files.contains(rel)).map(|(_, m)| m.location).collect();
+        delete(&self.loc, gone).await?;
+        self.abort(staging).await
+    }
+
+    /// Removes a run's staged output.
+    pub async fn abort(&self, staging: &Location) -> Result<()> {
+        let staged = staging.list_all().await?.into_iter().map(|(_, m)| m.location).collect();
+        delete(&self.loc, staged).await
+    }
+}
+
+/// A relative path that is data: not staging, not a manifest or marker.
+fn is_data(rel: &str) -> bool {
+    !rel.is_empty() && !rel.starts_with(STAGING) && !rel.rsplit('/').next().is_some_and(manifest::is_bookkeeping)
+}
+
+/// The `key=value/...` directories of a part file, `depth` levels deep.
+fn partition_of(file: &str, depth: usize) -> &str {
+    let mut end = 0;
+    for (i, _) in file.match_indices('/').take(depth) {
+        end = i;
+    }
+    &file[..end]
+}
+
+async fn delete(loc: &Location, paths: Vec<object_store::path::Path>) -> Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let stream = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+    // An object already gone (removed by an earlier, interrupted attempt) is fine.
+    loc.raw
+        .delete_stream(stream)
+        .map(|r| match r {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        })
+        .try_collect::<Vec<()>>()
+        .await
+        .map(drop)
+        .map_err(|e| super::read_error(&loc.url, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_the_leading_directories() {
+        assert_eq!(partition_of("day=1/kind=a/x.parquet", 2), "day=1/kind=a");
+        assert_eq!(partition_of("day=1/kind=a/x.parquet", 1), "day=1");
+        assert_eq!(partition_of("x.parquet", 0), "");
+        assert!(is_data("day=1/x.parquet") && !is_data("_kiln_manifest.json") && !is_data("_kiln_staging/r/x.parquet") && !is_data("_SUCCESS"));
+    }
+}
