@@ -64,6 +64,11 @@ enum Command {
         /// Container image of the binary (default: NAME:latest).
         #[arg(long)]
         image: Option<String>,
+        /// A PersistentVolumeClaim mounted in every pod (CLAIM or CLAIM:/mount/path,
+        /// default mount /data), for specs that read and write a shared file system
+        /// instead of an object store.
+        #[arg(long, value_name = "CLAIM[:MOUNT]")]
+        shared_volume: Option<String>,
     },
 }
 
@@ -101,18 +106,18 @@ pub fn main() -> ExitCode {
         }
         Command::Explain { spec, params } => explain(&spec, &params),
         Command::New { name } => new(&name),
-        Command::Deploy { spec, k8s, image } => deploy(&spec, &k8s, image.as_deref()),
+        Command::Deploy { spec, k8s, image, shared_volume } => deploy(&spec, &k8s, image.as_deref(), shared_volume.as_deref()),
         Command::Test { specs } => test(&specs),
     }
 }
 
-fn deploy(spec: &Path, dir: &Path, image: Option<&str>) -> ExitCode {
-    match write_manifests(spec, dir, image) {
+fn deploy(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: Option<&str>) -> ExitCode {
+    match write_manifests(spec, dir, image, shared_volume) {
         Ok(code) | Err(code) => code,
     }
 }
 
-fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>) -> Result<ExitCode, ExitCode> {
+fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: Option<&str>) -> Result<ExitCode, ExitCode> {
     let checked = load(spec)?;
     let pipeline = report(&checked)?;
     let (parsed, _) = crate::spec::parse(&checked.file.text);
@@ -125,19 +130,44 @@ fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>) -> Result<ExitC
         .iter()
         .filter_map(|p| Some((p.env.clone()?, p.default.as_ref()?.to_string())))
         .collect();
-    let files = crate::deploy::k8s(&pipeline.name, &image, &sizing, &env);
+    // On a cluster each pod has its own disk: a local path is lost output (or unread
+    // input) unless every pod mounts the same volume.
+    let shared_volume = shared_volume.map(|v| match v.split_once(':') {
+        Some((claim, mount)) => (claim.to_string(), mount.to_string()),
+        None => (v.to_string(), "/data".to_string()),
+    });
+    if shared_volume.is_none() {
+        let defaults = |text: &str| crate::schemas::substitute_defaults(&parsed, text);
+        let sources = pipeline.nodes.iter().filter_map(|n| match &n.op {
+            kiln::plan::Op::Source(s) if !matches!(s.format, kiln::plan::SourceFormat::Inline(_)) => Some((format!("source `{}`", n.name), s.path.clone())),
+            _ => None,
+        });
+        let sinks = pipeline.sinks.iter().filter(|s| s.format != kiln::plan::SinkFormat::Console).map(|s| (format!("sink `{}`", s.name), s.path.clone()));
+        let local: Vec<String> = sources.chain(sinks).filter(|(_, p)| !kiln::storage::is_remote(&defaults(p))).map(|(what, p)| format!("{what} ({})", defaults(&p))).collect();
+        if !local.is_empty() {
+            eprintln!(
+                "error: on a cluster each pod has its own disk, and these paths are local: {}\n  help: use s3://, gs:// or az:// paths (set the parameters' defaults or env), or mount one volume in every pod with --shared-volume CLAIM[:MOUNT]",
+                local.join(", ")
+            );
+            return Err(ExitCode::from(1));
+        }
+    }
+    let environment = crate::deploy::Environment { params: env, secrets: env_references(&checked.file.text), shared_volume };
+    let files = crate::deploy::k8s(&pipeline.name, &image, &sizing, &environment);
     match crate::deploy::write(dir, &files) {
         Ok(paths) => {
             for p in paths {
                 println!("{}", p.display());
             }
             eprintln!(
-                "{} executor(s) x {} cores, {} MB each (--memory-limit {} MB); build the image (see {}), then kubectl apply -f {}",
+                "{} executor(s) x {} cores, {} MB each (--memory-limit {} MB); build the image (see {}), create the Secret {} (the spec's ${{env.X}} values and AWS_*/GOOGLE_*/AZURE_* credentials: kubectl create secret generic {} --from-literal=KEY=VALUE ...), then kubectl apply -f {}",
                 sizing.executors,
                 sizing.cores,
                 sizing.memory_bytes >> 20,
                 sizing.memory_limit() >> 20,
                 dir.join("Dockerfile").display(),
+                crate::deploy::secret_name(&pipeline.name),
+                crate::deploy::secret_name(&pipeline.name),
                 dir.display()
             );
             Ok(ExitCode::SUCCESS)
@@ -147,6 +177,21 @@ fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>) -> Result<ExitC
             Err(ExitCode::from(1))
         }
     }
+}
+
+/// The variables a spec reads as `${env.X}`, in order of first use.
+fn env_references(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, _) in text.match_indices("${env.") {
+        let rest = &text[i + 6..];
+        if let Some(end) = rest.find('}') {
+            let name = rest[..end].to_string();
+            if !name.is_empty() && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
 }
 
 fn spec_dir(spec: &Path) -> PathBuf {

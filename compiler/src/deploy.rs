@@ -45,19 +45,56 @@ fn mib(bytes: u64) -> String {
     format!("{}Mi", bytes / (1 << 20))
 }
 
+/// What every pod of the job gets besides its role's arguments.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// Parameters passed to the submit Job: (variable, default value).
+    pub params: Vec<(String, String)>,
+    /// Variables the spec reads as `${env.X}`: each comes from the Secret
+    /// `NAME-secrets` (a `secretKeyRef`, never a literal), in every pod.
+    pub secrets: Vec<String>,
+    /// `--shared-volume CLAIM[:MOUNT]`: a PersistentVolumeClaim mounted in every pod.
+    pub shared_volume: Option<(String, String)>,
+}
+
+/// The Secret holding the `${env.X}` values and the object-store credentials.
+pub fn secret_name(name: &str) -> String {
+    format!("{}-secrets", name.replace('_', "-"))
+}
+
 /// The files to write, by name.
-pub fn k8s(name: &str, image: &str, sizing: &Sizing, env: &[(String, String)]) -> Vec<(String, String)> {
+pub fn k8s(name: &str, image: &str, sizing: &Sizing, environment: &Environment) -> Vec<(String, String)> {
     let app = |role: &str| json!({ "app.kubernetes.io/name": name, "app.kubernetes.io/component": role });
     let service = format!("{}-scheduler", name.replace('_', "-"));
     let dns = name.replace('_', "-");
     let scheduler_addr = format!("{service}:{SCHEDULER_PORT}");
-    let env_list: Vec<Value> = env.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect();
+    let secret = secret_name(name);
+    // Every pod: the spec's `${env.X}` from the Secret, and the Secret's other keys
+    // (AWS_*, GOOGLE_*, AZURE_* credentials) as variables, when it exists.
+    let secret_env: Vec<Value> =
+        environment.secrets.iter().map(|k| json!({ "name": k, "valueFrom": { "secretKeyRef": { "name": secret, "key": k } } })).collect();
+    let env_list: Vec<Value> = environment.params.iter().map(|(k, v)| json!({ "name": k, "value": v })).chain(secret_env.iter().cloned()).collect();
     let container = |role: &str, args: Vec<String>, extra: Value| {
-        let mut c = json!({ "name": role, "image": image, "args": args });
+        let mut c = json!({ "name": role, "image": image, "args": args, "envFrom": [{ "secretRef": { "name": secret, "optional": true } }] });
         if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
             c.extend(extra.clone());
         }
+        if let Some((_, mount)) = &environment.shared_volume {
+            c["volumeMounts"] = json!([{ "name": "shared", "mountPath": mount }]);
+        }
+        if role != "submit" && !secret_env.is_empty() {
+            let mut env = c["env"].as_array().cloned().unwrap_or_default();
+            env.extend(secret_env.iter().cloned());
+            c["env"] = Value::Array(env);
+        }
         c
+    };
+    let volumes = |spec: Value| -> Value {
+        let mut spec = spec;
+        if let Some((claim, _)) = &environment.shared_volume {
+            spec["volumes"] = json!([{ "name": "shared", "persistentVolumeClaim": { "claimName": claim } }]);
+        }
+        spec
     };
     let scheduler = json!({
         "apiVersion": "apps/v1",
@@ -68,8 +105,8 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, env: &[(String, String)]) -
             "selector": { "matchLabels": app("scheduler") },
             "template": {
                 "metadata": { "labels": app("scheduler") },
-                "spec": { "containers": [container("scheduler", vec!["scheduler".into(), "--bind".into(), format!("0.0.0.0:{SCHEDULER_PORT}")],
-                    json!({ "ports": [{ "containerPort": SCHEDULER_PORT, "name": "grpc" }] }))] }
+                "spec": volumes(json!({ "containers": [container("scheduler", vec!["scheduler".into(), "--bind".into(), format!("0.0.0.0:{SCHEDULER_PORT}")],
+                    json!({ "ports": [{ "containerPort": SCHEDULER_PORT, "name": "grpc" }] }))] }))
             }
         }
     });
@@ -105,11 +142,11 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, env: &[(String, String)]) -
             "selector": { "matchLabels": app("executor") },
             "template": {
                 "metadata": { "labels": app("executor") },
-                "spec": { "containers": [container("executor", executor_args, json!({
+                "spec": volumes(json!({ "containers": [container("executor", executor_args, json!({
                     "env": [{ "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }],
                     "ports": [{ "containerPort": EXECUTOR_PORT, "name": "flight" }, { "containerPort": EXECUTOR_PORT + 1, "name": "grpc" }],
                     "resources": resources
-                }))] }
+                }))] }))
             }
         }
     });
@@ -121,10 +158,10 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, env: &[(String, String)]) -
             "backoffLimit": 0,
             "template": {
                 "metadata": { "labels": app("submit") },
-                "spec": {
+                "spec": volumes(json!({
                     "restartPolicy": "Never",
                     "containers": [container("submit", vec!["submit".into(), "--scheduler".into(), scheduler_addr], json!({ "env": env_list }))]
-                }
+                }))
             }
         }
     });

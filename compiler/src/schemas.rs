@@ -29,11 +29,35 @@ pub fn read(spec: &Spec, base: &Path) -> FileSchemas {
         };
         let Some(path) = &s.path else { continue };
         let text = substitute_defaults(spec, path.as_str());
+        if kiln::storage::is_remote(&text) {
+            out.insert(s.name.value.clone(), remote_schema(&text, ext, s));
+            continue;
+        }
         let full = base.join(&text);
         let schema = first_file(&full, ext).and_then(|f| read(&f, s));
         out.insert(s.name.value.clone(), schema.map_err(|e| e.replace(&full.display().to_string(), &text)));
     }
     out
+}
+
+/// The schema of the first `.ext` object at an object-store URL: Parquet
+/// footers and Avro headers are read with range requests; CSV and JSON
+/// inference reads local files only. `${env.X}` in `storage_options` takes the
+/// compiler's environment.
+fn remote_schema(url: &str, ext: &str, s: &crate::spec::SourceDecl) -> Result<SchemaRef, String> {
+    if !matches!(ext, "parquet" | "avro") {
+        return Err(format!("infer_schema reads local files; declare `schema` for {url}"));
+    }
+    let env = |v: &str| std::env::var(v).ok();
+    let values = kiln::params::Values::default();
+    let opts: Vec<(String, String)> = s
+        .storage_options
+        .iter()
+        .filter_map(|(k, v)| Some((k.value.clone(), kiln::params::interpolate(&v.value, &values, env).ok()?)))
+        .collect();
+    kiln::storage::configure(url, &opts).map_err(|e| e.to_string())?;
+    let ext = ext.to_string();
+    kiln::storage::block_on(async move { kiln::sources::remote::first_schema(url, &ext).await }).map(std::sync::Arc::new)
 }
 
 /// `text` with every `${params.X}` replaced by the param's default.

@@ -32,6 +32,7 @@ rows = [ { name = "ada" } ]
 input = "people"
 format = "parquet"
 path = "${params.output}"
+storage_options = { endpoint = "https://minio.internal:9000", secret_access_key = "${env.S3_SECRET}" }
 "#,
     )
     .unwrap();
@@ -72,8 +73,54 @@ path = "${params.output}"
     assert_eq!(job["kind"], "Job");
     let c = &job["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["args"], serde_json::json!(["submit", "--scheduler", "scoring-job-scheduler:50050"]));
-    assert_eq!(c["env"], serde_json::json!([{ "name": "SCORING_OUTPUT", "value": "s3://bucket/out" }]));
+    assert_eq!(
+        c["env"],
+        serde_json::json!([
+            { "name": "SCORING_OUTPUT", "value": "s3://bucket/out" },
+            { "name": "S3_SECRET", "valueFrom": { "secretKeyRef": { "name": "scoring-job-secrets", "key": "S3_SECRET" } } }
+        ])
+    );
+    // Every pod reads `${env.X}` from the Secret, never a literal, and takes the
+    // Secret's other keys (object-store credentials) as variables.
+    for (file, role) in [("scheduler-deployment.yaml", "scheduler"), ("executor-deployment.yaml", "executor"), ("submit-job.yaml", "submit")] {
+        let c = &read(file)["spec"]["template"]["spec"]["containers"][0];
+        let env = c["env"].as_array().unwrap();
+        let secret = env.iter().find(|e| e["name"] == "S3_SECRET").unwrap_or_else(|| panic!("{role}: {env:?}"));
+        assert_eq!(secret["valueFrom"]["secretKeyRef"]["name"], "scoring-job-secrets", "{role}");
+        assert!(secret.get("value").is_none(), "{role}: a literal");
+        assert_eq!(c["envFrom"], serde_json::json!([{ "secretRef": { "name": "scoring-job-secrets", "optional": true } }]), "{role}");
+        assert!(c.get("volumeMounts").is_none(), "{role}: object-store paths need no volume");
+    }
 
     let docker = std::fs::read_to_string(out.join("Dockerfile")).unwrap();
     assert!(docker.contains("COPY scoring_job /usr/local/bin/scoring_job") && docker.contains("ENTRYPOINT [\"/usr/local/bin/scoring_job\"]"), "{docker}");
+}
+
+/// Local paths on a cluster lose output (each pod writes its own disk): deploy
+/// refuses them unless every pod mounts one volume (`--shared-volume`).
+#[test]
+fn deploy_refuses_local_paths_without_a_shared_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("local_job.toml");
+    std::fs::write(
+        &spec,
+        "[pipeline]\nname = \"local_job\"\n\n[sources.people]\nformat = \"inline\"\nrows = [ { name = \"ada\" } ]\n\n[sinks.out]\ninput = \"people\"\nformat = \"parquet\"\npath = \"/data/out\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("k8s");
+    let deploy = |extra: &[&str]| Command::new(env!("CARGO_BIN_EXE_kiln")).args(["deploy", spec.to_str().unwrap(), "--k8s", out.to_str().unwrap()]).args(extra).output().unwrap();
+    let refused = deploy(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sink `out` (/data/out)") && stderr.contains("--shared-volume"), "{stderr}");
+    assert!(!out.exists(), "nothing written");
+
+    let ok = deploy(&["--shared-volume", "pipeline-data"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    for file in ["scheduler-deployment.yaml", "executor-deployment.yaml", "submit-job.yaml"] {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(out.join(file)).unwrap()).unwrap();
+        let pod = &v["spec"]["template"]["spec"];
+        assert_eq!(pod["volumes"], serde_json::json!([{ "name": "shared", "persistentVolumeClaim": { "claimName": "pipeline-data" } }]), "{file}");
+        assert_eq!(pod["containers"][0]["volumeMounts"], serde_json::json!([{ "name": "shared", "mountPath": "/data" }]), "{file}");
+    }
 }

@@ -205,6 +205,10 @@ fn pipeline(p: &Pipeline) -> Result<TokenStream, Unsupported> {
         let bt = option(r.broadcast_threshold.map(|v| quote!(#v)));
         let cd = option(r.checkpoint_dir.as_ref().map(|v| quote!(#v.into())));
         let cps = r.checkpoints.iter().map(|c| quote!(#c.into()));
+        let storage = r.storage.iter().map(|(path, opts)| {
+            let opts = opts.iter().map(|(k, v)| quote!((#k.into(), #v.into())));
+            quote!((#path.into(), Vec::from([#(#opts),*])))
+        });
         quote!(RuntimeOptions {
             target_partitions: #tp,
             batch_size: #bs,
@@ -213,6 +217,7 @@ fn pipeline(p: &Pipeline) -> Result<TokenStream, Unsupported> {
             broadcast_threshold: #bt,
             checkpoint_dir: #cd,
             checkpoints: Vec::from([#(#cps),*]),
+            storage: Vec::from([#(#storage),*]),
         })
     };
     let nodes = p.nodes.iter().map(node).collect::<Result<Vec<_>, _>>()?;
@@ -551,6 +556,7 @@ fn sink(s: &Sink) -> TokenStream {
         WriteMode::Append => quote!(WriteMode::Append),
         WriteMode::ErrorIfExists => quote!(WriteMode::ErrorIfExists),
         WriteMode::Ignore => quote!(WriteMode::Ignore),
+        WriteMode::OverwritePartitions => quote!(WriteMode::OverwritePartitions),
     };
     let partition_by = strings(&s.partition_by);
     let compression = option(s.compression.as_ref().map(|c| quote!(#c.into())));

@@ -173,6 +173,36 @@ pub fn check_name(name: &Sp<String>, kind: &str, d: &mut Diags) -> bool {
 }
 
 /// Checks that `value` is one of `allowed`.
+/// `storage_options = { endpoint = "…", allow_http = true }` (SPEC §6a): options
+/// of the object store an `s3://`/`gs://`/`az://` path names, as text; each key
+/// must be one that store knows.
+pub fn storage_options(t: &reader::Table, path: Option<&Sp<String>>, d: &mut Diags) -> Vec<(Sp<String>, Sp<String>)> {
+    let Some(map) = t.literal_map("storage_options", d) else { return Vec::new() };
+    let scheme = path.and_then(|p| p.value.split_once("://").map(|(s, _)| s.to_string())).filter(|s| s != "file");
+    let Some(scheme) = scheme else {
+        d.push(
+            Diagnostic::error("kiln::conflict", map.span.clone(), format!("{}: `storage_options` apply to object-store paths (s3://, gs://, az://)", t.what))
+                .label("the path is local"),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in map.value {
+        if let Err(message) = kiln::storage::check_option(&scheme, &k.value) {
+            d.push(Diagnostic::error("kiln::unknown-key", k.span.clone(), format!("{}: {message}", t.what)).label("unknown storage option"));
+            continue;
+        }
+        let text = match &v.value {
+            Literal::Str(s) => s.clone(),
+            Literal::Int(i) => i.to_string(),
+            Literal::Float(f) => f.to_string(),
+            Literal::Bool(b) => b.to_string(),
+        };
+        out.push((k, Sp::new(text, v.span)));
+    }
+    out
+}
+
 pub fn one_of(value: &Sp<String>, allowed: &[&str], what: &str, d: &mut Diags) -> bool {
     if allowed.contains(&value.as_str()) {
         return true;

@@ -14,11 +14,13 @@ pub struct SinkDecl {
     pub partition_by: Vec<Sp<String>>,
     pub compression: Option<Sp<String>>,
     pub single_file: Option<Sp<bool>>,
+    /// Options of the object store `path` names (SPEC §6a).
+    pub storage_options: Vec<(Sp<String>, Sp<String>)>,
 }
 
 const FORMATS: &[&str] = &["parquet", "csv", "json", "avro", "console"];
 const LATER_FORMATS: &[&str] = &["delta", "postgres"];
-const MODES: &[&str] = &["overwrite", "append", "error_if_exists", "ignore"];
+const MODES: &[&str] = &["overwrite", "append", "error_if_exists", "ignore", "overwrite_partitions"];
 const PARQUET_CODECS: &[&str] = &["snappy", "gzip", "zstd", "lz4", "lz4_raw", "brotli", "uncompressed"];
 const TEXT_CODECS: &[&str] = &["gzip", "bzip2", "xz", "zstd", "uncompressed"];
 const AVRO_CODECS: &[&str] = &["snappy", "deflate", "zstd", "bzip2", "xz", "uncompressed"];
@@ -51,6 +53,16 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
         one_of(&Sp::new(base.to_string(), c.span.clone()), codecs, &format!("{} compression", f.value), d);
     }
     let single_file = t.bool("single_file", d);
+    let storage_options = super::storage_options(t, path.as_ref(), d);
+    if let Some(m) = mode.as_ref().filter(|m| m.as_str() == "overwrite_partitions") {
+        if partition_by.is_empty() {
+            d.push(
+                Diagnostic::error("kiln::conflict", m.span.clone(), format!("{}: mode = \"overwrite_partitions\" replaces the `partition_by` partitions the new data holds; this sink has no `partition_by`", t.what))
+                    .label("needs partition_by")
+                    .help("add partition_by = [\"day\"], or use mode = \"overwrite\""),
+            );
+        }
+    }
     if let (Some(f), Some(p)) = (&format, partition_by.first()) {
         if f.as_str() == "avro" {
             d.push(
@@ -78,5 +90,5 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
         }
     }
     t.finish(d);
-    Some(SinkDecl { name, input: input?, format: format?, path, mode, partition_by, compression, single_file })
+    Some(SinkDecl { name, input: input?, format: format?, path, mode, partition_by, compression, single_file, storage_options })
 }

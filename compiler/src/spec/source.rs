@@ -39,6 +39,8 @@ pub struct SourceDecl {
     pub partitions: Vec<(Sp<String>, Sp<String>)>,
     /// Inline rows: column → literal, in the order written.
     pub rows: Vec<Sp<Vec<(Sp<String>, Sp<Literal>)>>>,
+    /// Options of the object store `path` names (SPEC §6a).
+    pub storage_options: Vec<(Sp<String>, Sp<String>)>,
 }
 
 const FORMATS: &[&str] = &["csv", "parquet", "json", "avro", "inline"];
@@ -81,11 +83,13 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
         rows_hint: None,
         size_hint: None,
         rows: Vec::new(),
+        storage_options: Vec::new(),
     };
     match format {
         SourceFormat::Csv | SourceFormat::Parquet | SourceFormat::Json | SourceFormat::Avro => {
             decl.path = t.req_str("path", d, Some("a file, a directory of files, or a glob"));
             decl.partitions = partitions(t, d);
+            decl.storage_options = super::storage_options(t, decl.path.as_ref(), d);
         }
         SourceFormat::Inline => {
             match rows(t, d) {

@@ -54,7 +54,18 @@ pub(super) fn source(s: &SourceDecl, files: &FileSchemas, d: &mut Diags) -> Opti
                     return None;
                 }
                 (Some(Ok(found)), _) => found.clone(),
-                (Some(Err(_)), Some(declared)) => declared,
+                (Some(Err(why)), Some(declared)) => {
+                    // An object store not reachable from here (no credentials on a laptop):
+                    // the declared schema is pinned, and checked against the objects at run time.
+                    if s.path.as_ref().is_some_and(|p| kiln::storage::is_remote(&p.value)) {
+                        d.push(
+                            Diagnostic::warning("kiln::schema-unreadable", path_span.clone(), format!("source `{}`: cannot read the {what}; using the declared `schema`", s.name.value))
+                                .label(why.clone())
+                                .help("the run checks every object against it before writing anything"),
+                        );
+                    }
+                    declared
+                }
                 (Some(Err(why)), None) => {
                     d.push(
                         Diagnostic::error("kiln::schema-unreadable", path_span, format!("source `{}`: cannot read the {what}", s.name.value))
@@ -581,6 +592,7 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<S
         Some("append") => WriteMode::Append,
         Some("error_if_exists") => WriteMode::ErrorIfExists,
         Some("ignore") => WriteMode::Ignore,
+        Some("overwrite_partitions") => WriteMode::OverwritePartitions,
         _ => WriteMode::Overwrite,
     };
     Some(Sink {

@@ -174,7 +174,16 @@ fn lower_runtime(spec: &Spec) -> RuntimeOptions {
         broadcast_threshold: r.broadcast_threshold.as_ref().and_then(|v| kiln::session::parse_size(&v.value)),
         checkpoint_dir: r.checkpoint_dir.as_ref().map(|v| v.value.clone()),
         checkpoints: spec.transforms.iter().filter(|t| t.checkpoint.as_ref().is_some_and(|c| c.value)).map(|t| t.name.value.clone()).collect(),
+        storage: storage_options(spec),
     }
+}
+
+/// Every source's and sink's `storage_options`, with the path each applies to.
+fn storage_options(spec: &Spec) -> Vec<(String, Vec<(String, String)>)> {
+    let text = |o: &[(crate::spec::Sp<String>, crate::spec::Sp<String>)]| o.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect::<Vec<_>>();
+    let sources = spec.sources.iter().filter(|s| !s.storage_options.is_empty()).filter_map(|s| Some((s.path.as_ref()?.value.clone(), text(&s.storage_options))));
+    let sinks = spec.sinks.iter().filter(|s| !s.storage_options.is_empty()).filter_map(|s| Some((s.path.as_ref()?.value.clone(), text(&s.storage_options))));
+    sources.chain(sinks).collect()
 }
 
 fn lower_params(spec: &Spec, d: &mut Diags) -> Vec<Param> {
