@@ -172,3 +172,38 @@ fn an_interrupted_overwrite_is_restored_before_error_if_exists_decides() {
     assert!(matches!(err, kiln::Error::SinkExists { .. }), "{err}");
     assert_eq!(kiln_tests::snapshot_tree(&target), before);
 }
+
+/// `mode = "overwrite_partitions"` (SPEC §6a): only the partitions present in
+/// the new data are replaced; the others, and files outside partitions, stay.
+#[test]
+fn overwrite_partitions_replaces_only_the_new_datas_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("by_day");
+    let spec = |rows: &str, mode: &str| {
+        pipeline(&format!(
+            "[pipeline]\nname = \"days\"\n\n[sources.t]\nformat = \"inline\"\nrows = [ {rows} ]\n\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\npath = \"{}\"\npartition_by = [\"day\"]\nmode = \"{mode}\"\n",
+            out.display()
+        ))
+    };
+    go(&spec(r#"{ day = "d1", n = 1 }, { day = "d2", n = 2 }, { day = "d3", n = 3 }"#, "overwrite")).unwrap();
+    go(&spec(r#"{ day = "d2", n = 20 }, { day = "d4", n = 40 }"#, "overwrite_partitions")).unwrap();
+    let got = sorted(read_parquet_rows(&out));
+    let want = sorted(vec![
+        row(&[("day", s("d1")), ("n", i(1))]),
+        row(&[("day", s("d2")), ("n", i(20))]),
+        row(&[("day", s("d3")), ("n", i(3))]),
+        row(&[("day", s("d4")), ("n", i(40))]),
+    ]);
+    assert_eq!(got, want);
+    // A failed run (a new partition written, then an error) changes nothing.
+    let before = snapshot_tree(&out);
+    let failing = pipeline(&format!(
+        "[pipeline]\nname = \"days\"\n\n[sources.t]\nformat = \"inline\"\nrows = [ {{ day = \"d1\", n = 0 }} ]\n\n[transforms.boom]\ntype = \"with_columns\"\ninput = \"t\"\ncolumns.n = \"CAST('x' AS BIGINT) + n\"\n\n[sinks.out]\ninput = \"boom\"\nformat = \"parquet\"\npath = \"{}\"\npartition_by = [\"day\"]\nmode = \"overwrite_partitions\"\n",
+        out.display()
+    ));
+    assert!(go(&failing).is_err());
+    assert_eq!(snapshot_tree(&out), before);
+
+    let err = kiln_compiler::check_text(Path::new("x.toml"), "[pipeline]\nname = \"x\"\n\n[sources.t]\nformat = \"inline\"\nrows = [ { n = 1 } ]\n\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\npath = \"o\"\nmode = \"overwrite_partitions\"\n", Path::new("."));
+    assert!(err.render(false).contains("this sink has no `partition_by`"), "{}", err.render(false));
+}

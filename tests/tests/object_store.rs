@@ -1,0 +1,450 @@
+//! Sources and sinks on an S3-compatible object store (SPEC §6a, issue 15),
+//! against a real S3 server: s3s-fs, started per test on a free port over a
+//! temporary directory (`.ci/run` installs it into `~/.cache/kiln/tools`).
+//! s3s-fs keeps each object as a file under `ROOT/BUCKET/KEY`, so what the
+//! tests read back from disk is exactly what a client of the bucket sees,
+//! read by the `parquet` crate, not by Kiln.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln::run::{RunOptions, run};
+use kiln_tests::{Row, build_job, i, read_parquet_rows, repo_root, row, s, sorted};
+
+const KEY: &str = "kiln-test-key";
+/// A sentinel: it must never appear in any output.
+const SECRET: &str = "kiln-test-secret-7f3a9c";
+
+/// An s3s-fs server over a temporary directory; killed on drop. Each test has
+/// its own bucket name: `storage_options` apply per bucket, process-wide.
+struct S3 {
+    child: Child,
+    root: tempfile::TempDir,
+    port: u16,
+    bucket: String,
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3s_fs() -> PathBuf {
+    if let Some(p) = std::env::var_os("KILN_S3S_FS") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let p = home.join(".cache/kiln/tools/bin/s3s-fs");
+    assert!(
+        p.exists(),
+        "the object-store tests need s3s-fs: cargo install s3s-fs@0.14.1 --features binary --locked --root ~/.cache/kiln/tools (what .ci/run does), or set KILN_S3S_FS"
+    );
+    p
+}
+
+impl S3 {
+    /// A server with one bucket, which specs call `data` (see [`S3::at`]).
+    fn start(bucket: &str) -> S3 {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(bucket)).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", KEY, "--secret-key", SECRET])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        S3 { child, root, port, bucket: bucket.to_string() }
+    }
+
+    /// `text` with `s3://data/` turned into this server's bucket.
+    fn at(&self, text: &str) -> String {
+        text.replace("s3://data/", &format!("s3://{}/", self.bucket))
+    }
+
+    fn pipeline(&self, text: &str) -> kiln::plan::Pipeline {
+        kiln_tests::pipeline(&self.at(text))
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The file s3s-fs keeps `s3://data/KEY` in.
+    fn file(&self, key: &str) -> PathBuf {
+        self.root.path().join(&self.bucket).join(key)
+    }
+
+    /// Puts a local file at `s3://data/KEY` (s3s-fs serves what is on its disk).
+    fn put(&self, key: &str, from: &Path) {
+        let to = self.file(key);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    }
+
+    /// The variables a job process reads its credentials and endpoint from.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// `storage_options` for specs run in this process (no process-wide variables).
+    fn options(&self) -> String {
+        format!(
+            r#"storage_options = {{ endpoint = "{}", region = "us-east-1", allow_http = true, access_key_id = "{KEY}", secret_access_key = "{SECRET}" }}"#,
+            self.endpoint()
+        )
+    }
+}
+
+fn go(p: &kiln::plan::Pipeline) -> kiln::Result<kiln::run::Report> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run(p, &RunOptions::default()))
+}
+
+/// Every file under `dir`, relative, sorted (s3s-fs keeps metadata in hidden files: skipped).
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !e.file_name().to_string_lossy().starts_with(".s3s") {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The rows of the Parquet files a target's manifest names (what a committed output holds).
+fn committed_rows(target: &Path) -> Vec<Row> {
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(target.join("_kiln_manifest.json")).unwrap()).unwrap();
+    let mut rows = Vec::new();
+    for f in manifest["files"].as_array().unwrap() {
+        let rel = f.as_str().unwrap();
+        let mut part = read_parquet_rows(&target.join(rel));
+        // Hive partition values live in the path.
+        for dir in rel.split('/').filter(|d| d.contains('=')) {
+            let (k, v) = dir.split_once('=').unwrap();
+            for r in &mut part {
+                r.insert(k.to_string(), s(v));
+            }
+        }
+        rows.extend(part);
+    }
+    sorted(rows)
+}
+
+/// The rows of every `.parquet` object under `target`, manifest or not (a
+/// reader that skips only `_`-hidden names, as Spark does).
+fn all_parquet_rows(target: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for rel in files(target).into_iter().filter(|f| f.ends_with(".parquet") && !f.split('/').any(|p| p.starts_with('_'))) {
+        let mut part = read_parquet_rows(&target.join(&rel));
+        for dir in rel.split('/').filter(|d| d.contains('=')) {
+            let (k, v) = dir.split_once('=').unwrap();
+            for r in &mut part {
+                r.insert(k.to_string(), s(v));
+            }
+        }
+        rows.extend(part);
+    }
+    sorted(rows)
+}
+
+/// The guide's etl job binary reads its CSV from S3 and writes its partitioned
+/// Parquet there, with credentials and endpoint from the standard variables:
+/// the output equals a local run's, nothing but the committed files remains,
+/// and a second run replaces the first.
+#[test]
+fn etl_job_reads_and_writes_s3() {
+    let s3 = S3::start("etl");
+    let binary = build_job("specs/etl.toml");
+    let input = repo_root().join("specs/data/transactions.csv");
+    s3.put("in/transactions.csv", &input);
+
+    let local = tempfile::tempdir().unwrap();
+    let out = local.path().join("out");
+    let status = Command::new(&binary).args(["run", "--param"]).arg(format!("input={}", input.display())).arg("--param").arg(format!("output={}", out.display())).status().unwrap();
+    assert!(status.success());
+    let expected = sorted(read_parquet_rows(&out));
+    assert!(!expected.is_empty());
+
+    for attempt in 0..2 {
+        let output = Command::new(&binary)
+            .args(["run", "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/out/etl")])
+            .envs(s3.env())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "attempt {attempt}: {stderr}");
+        assert!(!stderr.contains(SECRET), "the secret key was printed: {stderr}");
+        let target = s3.file("out/etl");
+        assert_eq!(committed_rows(&target), expected, "attempt {attempt}");
+        // Only the committed files, the manifest and the marker: no staging, no old parts.
+        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(target.join("_kiln_manifest.json")).unwrap()).unwrap();
+        let mut named: Vec<String> = manifest["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+        named.extend(["_SUCCESS".to_string(), "_kiln_manifest.json".to_string()]);
+        named.sort();
+        assert_eq!(files(&target), named, "attempt {attempt}");
+        // A reader that ignores the manifest (every .parquet object under the prefix) sees the same rows.
+        assert_eq!(all_parquet_rows(&target), expected);
+    }
+}
+
+fn people_spec(s3: &S3, sink: &str) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "people"
+
+[sources.people]
+format = "inline"
+rows = [ {{ name = "ada", day = "d1", n = 1 }}, {{ name = "bob", day = "d2", n = 2 }}, {{ name = "cy", day = "d2", n = 3 }} ]
+
+[sinks.out]
+input = "people"
+path = "s3://data/people"
+{}
+{sink}
+"#,
+        s3.options()
+    )
+}
+
+fn people() -> Vec<Row> {
+    sorted(vec![
+        row(&[("name", s("ada")), ("day", s("d1")), ("n", i(1))]),
+        row(&[("name", s("bob")), ("day", s("d2")), ("n", i(2))]),
+        row(&[("name", s("cy")), ("day", s("d2")), ("n", i(3))]),
+    ])
+}
+
+/// Every format a sink writes, read back by a Kiln source from the same bucket
+/// (directories, hive partitions, a glob, a single file), with `storage_options`.
+#[test]
+fn every_format_round_trips_through_s3() {
+    let s3 = S3::start("formats");
+    for (format, extra) in [("parquet", "partition_by = [\"day\"]"), ("csv", "partition_by = [\"day\"]"), ("json", "partition_by = [\"day\"]"), ("avro", "single_file = false")] {
+        let sink = format!("format = \"{format}\"\n{extra}");
+        let p = s3.pipeline(&people_spec(&s3, &sink).replace("s3://data/people", &format!("s3://data/{format}")));
+        assert_eq!(go(&p).unwrap().sinks[0].rows, Some(3), "{format}");
+
+        let partitions = if extra.contains("partition_by") { "partitions = [\"day\"]" } else { "" };
+        let read_path = if format == "json" { format!("s3://data/{format}/day=*/*.json") } else { format!("s3://data/{format}") };
+        let schema = match format {
+            "parquet" | "avro" => String::new(),
+            _ => "schema = { name = \"string\", n = \"int64\" }".into(),
+        };
+        let partitions = if format == "json" { String::new() } else { partitions.to_string() };
+        let back = s3.pipeline(&format!(
+            r#"
+[pipeline]
+name = "back"
+
+[sources.people]
+format = "{format}"
+path = "{read_path}"
+{partitions}
+{schema}
+{}
+
+[sinks.out]
+input = "people"
+format = "console"
+"#,
+            s3.options()
+        ));
+        let mut expected = people();
+        if format == "json" {
+            // A glob names no partition directories: the day column is not read.
+            expected = sorted(expected.into_iter().map(|mut r| { r.remove("day"); r }).collect());
+        }
+        let got = sorted(kiln_tests::node_rows(&back, "people", &[]));
+        assert_eq!(got, expected, "{format}");
+    }
+}
+
+/// `overwrite_partitions` replaces only the partitions the new data holds;
+/// `append` adds; `error_if_exists` and `ignore` see the committed target.
+#[test]
+fn write_modes_on_s3() {
+    let s3 = S3::start("modes");
+    let p = s3.pipeline(&people_spec(&s3, "format = \"parquet\"\npartition_by = [\"day\"]"));
+    go(&p).unwrap();
+    let target = s3.file("people");
+    assert_eq!(committed_rows(&target), people());
+
+    // New rows for d2 only: d1 stays, d2 is replaced.
+    let text = people_spec(&s3, "format = \"parquet\"\npartition_by = [\"day\"]\nmode = \"overwrite_partitions\"")
+        .replace(r#"rows = [ { name = "ada", day = "d1", n = 1 }, { name = "bob", day = "d2", n = 2 }, { name = "cy", day = "d2", n = 3 } ]"#, r#"rows = [ { name = "dee", day = "d2", n = 4 } ]"#);
+    go(&s3.pipeline(&text)).unwrap();
+    let expected = sorted(vec![row(&[("name", s("ada")), ("day", s("d1")), ("n", i(1))]), row(&[("name", s("dee")), ("day", s("d2")), ("n", i(4))])]);
+    assert_eq!(committed_rows(&target), expected);
+    assert_eq!(all_parquet_rows(&target), expected, "the replaced partition's files are gone");
+
+    go(&s3.pipeline(&people_spec(&s3, "format = \"parquet\"\npartition_by = [\"day\"]\nmode = \"append\""))).unwrap();
+    assert_eq!(committed_rows(&target).len(), 5);
+
+    let err = go(&s3.pipeline(&people_spec(&s3, "format = \"parquet\"\nmode = \"error_if_exists\""))).unwrap_err().to_string();
+    assert!(err.contains(&s3.at("s3://data/people")) && err.contains("already exists"), "{err}");
+    let report = go(&s3.pipeline(&people_spec(&s3, "format = \"parquet\"\nmode = \"ignore\""))).unwrap();
+    assert_eq!(report.sinks[0].rows, None);
+    assert_eq!(committed_rows(&target).len(), 5, "ignore wrote nothing");
+}
+
+/// What a killed run leaves (staged parts, parts copied but never named by a
+/// manifest) is invisible to Kiln's readers and removed by the next write.
+#[test]
+fn leftovers_of_a_killed_commit_are_not_read_and_are_cleaned() {
+    let s3 = S3::start("leftovers");
+    let p = s3.pipeline(&people_spec(&s3, "format = \"parquet\""));
+    go(&p).unwrap();
+    let target = s3.file("people");
+    let committed = files(&target);
+    // A killed run: a staged part and a part copied into place but not committed.
+    let part = target.join(committed.iter().find(|f| f.ends_with(".parquet")).unwrap());
+    std::fs::create_dir_all(target.join("_kiln_staging/dead-run")).unwrap();
+    std::fs::copy(&part, target.join("_kiln_staging/dead-run/part-0.parquet")).unwrap();
+    std::fs::copy(&part, target.join("uncommitted-part.parquet")).unwrap();
+
+    let back = s3.pipeline(&format!(
+        "[pipeline]\nname = \"back\"\n\n[sources.people]\nformat = \"parquet\"\npath = \"s3://data/people\"\n{}\n\n[sinks.out]\ninput = \"people\"\nformat = \"console\"\n",
+        s3.options()
+    ));
+    assert_eq!(sorted(kiln_tests::node_rows(&back, "people", &[])), people(), "the reader follows the manifest");
+
+    go(&p).unwrap();
+    let after = files(&target);
+    assert!(!after.iter().any(|f| f.starts_with("_kiln_staging") || f == "uncommitted-part.parquet"), "{after:?}");
+    assert_eq!(committed_rows(&target), people());
+}
+
+/// A failed run (a bad row, found while writing) leaves the committed output as
+/// it was; an unreachable endpoint or wrong credentials fail before any write,
+/// naming the URL and never the secret.
+#[test]
+fn failures_keep_the_previous_output_and_print_no_secret() {
+    let s3 = S3::start("failures");
+    let p = s3.pipeline(&people_spec(&s3, "format = \"parquet\""));
+    go(&p).unwrap();
+    let target = s3.file("people");
+    let before = kiln_tests::snapshot_tree(&target);
+
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(bad.path().join("t.csv"), "name,n\nada,1\nbob,not-a-number\n").unwrap();
+    s3.put("bad/t.csv", &bad.path().join("t.csv"));
+    let failing = s3.pipeline(&format!(
+        "[pipeline]\nname = \"f\"\n\n[sources.t]\nformat = \"csv\"\npath = \"s3://data/bad/t.csv\"\nschema = {{ name = \"string\", n = \"int64\" }}\n{opts}\n\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\npath = \"s3://data/people\"\n{opts}\n",
+        opts = s3.options()
+    ));
+    let err = go(&failing).unwrap_err().to_string();
+    assert!(!err.contains(SECRET), "{err}");
+    assert_eq!(kiln_tests::snapshot_tree(&target), before, "the previous output is untouched");
+
+    let wrong = people_spec(&s3, "format = \"parquet\"").replace(SECRET, "not-the-secret");
+    let err = go(&s3.pipeline(&wrong)).unwrap_err().to_string();
+    assert!(err.contains(&s3.at("s3://data/people")), "names the URL: {err}");
+    assert!(!err.contains("not-the-secret") && !err.contains(SECRET), "{err}");
+    assert_eq!(kiln_tests::snapshot_tree(&target), before);
+
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unreachable = people_spec(&s3, "format = \"parquet\"").replace(&s3.endpoint(), &format!("http://127.0.0.1:{dead}"));
+    let err = go(&s3.pipeline(&unreachable)).unwrap_err().to_string();
+    assert!(err.contains(&s3.at("s3://data/people")), "names the URL: {err}");
+    assert_eq!(kiln_tests::snapshot_tree(&target), before);
+
+    let missing = people_spec(&s3, "format = \"parquet\"").replace("s3://data/people", "s3://no-such-bucket/people");
+    let err = go(&s3.pipeline(&missing)).unwrap_err().to_string();
+    assert!(err.contains("s3://no-such-bucket/people"), "{err}");
+}
+
+/// A scheduler and two executors, each in its own empty working directory,
+/// share no disk: sources and sinks live on the S3 server. The output equals
+/// the local run's, and is committed once by the client.
+#[test]
+fn cluster_without_a_shared_disk_writes_to_s3() {
+    let s3 = S3::start("cluster");
+    let binary = build_job("specs/etl.toml");
+    let input = repo_root().join("specs/data/transactions.csv");
+    s3.put("in/transactions.csv", &input);
+    let local = tempfile::tempdir().unwrap();
+    let out = local.path().join("out");
+    assert!(Command::new(&binary).args(["run", "--param"]).arg(format!("input={}", input.display())).arg("--param").arg(format!("output={}", out.display())).status().unwrap().success());
+    let expected = sorted(read_parquet_rows(&out));
+
+    let free = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let wait = |port: u16| {
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(30), "nothing listens on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    struct Procs(Vec<Child>);
+    impl Drop for Procs {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let sched = free();
+    let mut procs = Procs(vec![
+        Command::new(&binary).args(["scheduler", "--bind", &format!("127.0.0.1:{sched}")]).current_dir(dirs[0].path()).envs(s3.env()).stderr(Stdio::null()).spawn().unwrap(),
+    ]);
+    wait(sched);
+    for d in &dirs[1..3] {
+        let port = loop {
+            let p = free();
+            if TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+                break p;
+            }
+        };
+        procs.0.push(
+            Command::new(&binary)
+                .args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "1"])
+                .current_dir(d.path())
+                .envs(s3.env())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait(port + 1);
+    }
+    let output = Command::new(&binary)
+        .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/out/cluster")])
+        .current_dir(dirs[3].path())
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(committed_rows(&s3.file("out/cluster")), expected);
+    // Nothing was written to any process's own disk.
+    for d in &dirs {
+        assert!(files(d.path()).iter().all(|f| !f.ends_with(".parquet")), "{:?}", files(d.path()));
+    }
+}
