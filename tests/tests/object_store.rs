@@ -33,16 +33,25 @@ impl Drop for S3 {
     }
 }
 
+/// The s3s-fs binary: `KILN_S3S_FS`, or the tools cache, built there on first
+/// use (about 3 minutes; `.ci/run` does it before the tests).
 fn s3s_fs() -> PathBuf {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if let Some(p) = std::env::var_os("KILN_S3S_FS") {
         return p.into();
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let p = home.join(".cache/kiln/tools/bin/s3s-fs");
-    assert!(
-        p.exists(),
-        "the object-store tests need s3s-fs: cargo install s3s-fs@0.14.1 --features binary --locked --root ~/.cache/kiln/tools (what .ci/run does), or set KILN_S3S_FS"
-    );
+    let tools = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cache/kiln/tools");
+    let p = tools.join("bin/s3s-fs");
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if !p.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["install", "s3s-fs@0.14.1", "--features", "binary", "--locked", "--root"])
+            .arg(&tools)
+            .env("CARGO_TARGET_DIR", tools.with_file_name("tools-target"))
+            .status()
+            .unwrap();
+        assert!(status.success() && p.exists(), "installing s3s-fs failed: cargo install s3s-fs@0.14.1 --features binary --locked --root ~/.cache/kiln/tools");
+    }
     p
 }
 

@@ -178,17 +178,26 @@ pub fn check_name(name: &Sp<String>, kind: &str, d: &mut Diags) -> bool {
 /// must be one that store knows.
 pub fn storage_options(t: &reader::Table, path: Option<&Sp<String>>, d: &mut Diags) -> Vec<(Sp<String>, Sp<String>)> {
     let Some(map) = t.literal_map("storage_options", d) else { return Vec::new() };
+    // A path that starts with `${...}` is known at run time only: its keys must be
+    // options of some store (the run checks them against the one it names).
+    let templated = path.is_some_and(|p| p.value.starts_with("${"));
     let scheme = path.and_then(|p| p.value.split_once("://").map(|(s, _)| s.to_string())).filter(|s| s != "file");
-    let Some(scheme) = scheme else {
+    if scheme.is_none() && !templated {
         d.push(
             Diagnostic::error("kiln::conflict", map.span.clone(), format!("{}: `storage_options` apply to object-store paths (s3://, gs://, az://)", t.what))
                 .label("the path is local"),
         );
         return Vec::new();
-    };
+    }
     let mut out = Vec::new();
     for (k, v) in map.value {
-        if let Err(message) = kiln::storage::check_option(&scheme, &k.value) {
+        let known = match &scheme {
+            Some(scheme) => kiln::storage::check_option(scheme, &k.value),
+            None => ["s3", "gs", "az"].iter().map(|s| kiln::storage::check_option(s, &k.value)).find(Result::is_ok).unwrap_or_else(|| {
+                Err(format!("`{}` is not an option of any object store (e.g. endpoint, region, allow_http)", k.value))
+            }),
+        };
+        if let Err(message) = known {
             d.push(Diagnostic::error("kiln::unknown-key", k.span.clone(), format!("{}: {message}", t.what)).label("unknown storage option"));
             continue;
         }

@@ -346,7 +346,11 @@ pub fn configure_pipeline(pipeline: &crate::plan::Pipeline, values: &crate::para
             .iter()
             .map(|(k, v)| Ok((k.clone(), crate::params::interpolate(v, values, env)?)))
             .collect::<Result<Vec<_>>>()?;
-        configure(&crate::params::interpolate(path, values, env)?, &opts)?;
+        // A `${params.X}` path may resolve to a local one: its options do not apply.
+        let path = crate::params::interpolate(path, values, env)?;
+        if is_remote(&path) {
+            configure(&path, &opts)?;
+        }
     }
     Ok(())
 }
