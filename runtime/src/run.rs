@@ -668,7 +668,7 @@ fn prepare(pipeline: &Pipeline, values: &Values, spill_dir: Option<&str>) -> Res
         if opts.on_error == OnError::Fail {
             continue;
         }
-        if crate::storage::is_remote(&source.path) {
+        if crate::storage::is_remote(&interpolate(&source.path, values, env)?) {
             return Err(Error::in_node(&node.name, "on_error = \"skip\" or \"quarantine\" cleans local files only (an object-store CSV source takes on_error = \"fail\")"));
         }
         let base = match &prepared.work {

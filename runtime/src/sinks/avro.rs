@@ -26,8 +26,11 @@ pub(super) async fn write(df: DataFrame, dest: &Path, single_file: bool, compres
     };
     let schema = df.schema().as_arrow().clone();
     let streams = if single_file { vec![df.execute_stream().await?] } else { df.execute_stream_partitioned().await? };
+    // Part names are unique per write (as DataFusion's are), so `append` adds files and
+    // never replaces one an earlier run wrote.
+    let write_id = format!("{:x}{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()), std::process::id());
     let tasks = streams.into_iter().enumerate().map(|(i, mut stream)| {
-        let path = if single_file { dest.to_path_buf() } else { dest.join(format!("part-{i}.avro")) };
+        let path = if single_file { dest.to_path_buf() } else { dest.join(format!("part-{write_id}-{i}.avro")) };
         let schema = schema.clone();
         tokio::spawn(async move {
             let file = File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;

@@ -75,6 +75,9 @@ impl fmt::Display for ManifestStore {
 
 /// The objects of `listed` (under `prefix`) that a reader should see.
 async fn visible(store: &dyn ObjectStore, prefix: Option<&Path>, listed: Vec<ObjectMeta>) -> Result<Vec<ObjectMeta>> {
+    if listed.is_empty() {
+        return Ok(listed);
+    }
     // Targets: directories of listed manifests, and `prefix` or any ancestor with one.
     let mut dirs: Vec<Path> = listed
         .iter()
@@ -85,8 +88,15 @@ async fn visible(store: &dyn ObjectStore, prefix: Option<&Path>, listed: Vec<Obj
         let parts: Vec<_> = prefix.parts().collect();
         for n in 1..=parts.len() {
             let dir: Path = parts[..n].iter().cloned().collect();
-            if !dirs.contains(&dir) && store.head(&dir.clone().join(MANIFEST)).await.is_ok() {
-                dirs.push(dir);
+            if dirs.contains(&dir) {
+                continue;
+            }
+            // Only "not found" means no manifest: a refused or failed request must not
+            // make uncommitted files visible.
+            match store.head(&dir.clone().join(MANIFEST)).await {
+                Ok(_) => dirs.push(dir),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
     }

@@ -54,11 +54,11 @@ pub struct Location {
 
 impl Location {
     /// `self` extended by `/`-separated `rel`.
+    /// `rel` is in the store's encoded form (as listings give it: `v=50%25`).
     pub fn join(&self, rel: &str) -> Location {
-        let mut path = self.path.clone();
-        for part in rel.split('/').filter(|p| !p.is_empty()) {
-            path = path.clone().join(part);
-        }
+        let rel = rel.trim_matches('/');
+        let joined = if self.path.as_ref().is_empty() { rel.to_string() } else { format!("{}/{rel}", self.path) };
+        let path = StorePath::parse(&joined).unwrap_or_else(|_| StorePath::from(joined.as_str()));
         Location { url: format!("{}/{}", self.url, rel.trim_matches('/')), store: self.store.clone(), raw: self.raw.clone(), path }
     }
 

@@ -5,8 +5,9 @@
 //! every sink of the run is staged, each object-store sink commits:
 //!
 //! 1. every staged object is copied (server side) to its place under `TARGET/`;
-//!    the names are new (DataFusion names parts with a random write id), so no
-//!    committed file is overwritten;
+//!    the names are new (DataFusion's parts, and Kiln's Avro parts, carry a
+//!    write id), so no committed file is overwritten; a target Kiln has not
+//!    committed before first gets a manifest naming what it holds;
 //! 2. `TARGET/_kiln_manifest.json` is written in one PUT, naming every file of
 //!    the new output (for `append`, the old ones too): this is the commit point;
 //! 3. `TARGET/_SUCCESS` is written (for tools that wait for Hadoop's marker);
@@ -125,7 +126,14 @@ impl Target {
         let existing = self.loc.list_all().await?;
         let old: Vec<String> = match manifest::read(self.loc.raw.as_ref(), &self.loc.path).await.map_err(|e| super::read_error(&self.loc.url, e))? {
             Some(m) => m.files,
-            None => existing.iter().map(|(rel, _)| rel.clone()).filter(|rel| is_data(rel)).collect(),
+            None => {
+                // A target Kiln has not committed yet: a manifest naming what is there
+                // now comes first, so parts copied by a run killed in step 1 are known
+                // strays to the next run (and invisible to readers), not adopted output.
+                let files: Vec<String> = existing.iter().map(|(rel, _)| rel.clone()).filter(|rel| is_data(rel)).collect();
+                write_manifest(&self.loc, &Manifest { version: 1, run: String::new(), files: files.clone(), rows: 0 }).await?;
+                files
+            }
         };
         let new: Vec<String> = staging.list_all().await?.into_iter().map(|(rel, _)| rel).filter(|rel| !rel.is_empty()).collect();
         let keep: Vec<String> = match mode {
@@ -138,33 +146,51 @@ impl Target {
         };
         // 1. Copy the staged parts into place.
         let raw = self.loc.raw.clone();
-        futures::stream::iter(new.iter().map(|rel| {
+        let copied = futures::stream::iter(new.iter().map(|rel| {
             let (from, to) = (staging.join(rel).path, self.loc.join(rel).path);
             let raw = raw.clone();
             async move { raw.copy(&from, &to).await }
         }))
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
-        .await
-        .map_err(|e| super::read_error(&self.loc.url, e))?;
+        .await;
+        if let Err(e) = copied {
+            // The copies are strays (the manifest does not name them): removed now, or by the next run.
+            let copies = new.iter().filter(|rel| !existing.iter().any(|(r, _)| r == *rel)).map(|rel| self.loc.join(rel).path).collect();
+            let _ = delete(&self.loc, copies).await;
+            return Err(super::read_error(&self.loc.url, e));
+        }
         // 2. The commit point: the manifest names the new output.
         let files: BTreeSet<String> = keep.into_iter().chain(new.iter().cloned()).collect();
-        let m = Manifest { version: 1, run: run.to_string(), files: files.iter().cloned().collect(), rows };
-        let body = serde_json::to_vec_pretty(&m).map_err(|e| Error::Usage(format!("manifest: {e}")))?;
-        raw.put(&self.loc.path.clone().join(MANIFEST), PutPayload::from(body)).await.map_err(|e| super::read_error(&self.loc.url, e))?;
-        // 3. Hadoop's marker, for tools that wait for it.
-        raw.put(&self.loc.path.clone().join("_SUCCESS"), PutPayload::default()).await.map_err(|e| super::read_error(&self.loc.url, e))?;
-        // 4. What the manifest does not name goes: the replaced output and the staged parts.
-        let gone: Vec<_> = existing.into_iter().filter(|(rel, _)| is_data(rel) && !files.contains(rel)).map(|(_, m)| m.location).collect();
-        delete(&self.loc, gone).await?;
-        self.abort(staging).await
+        write_manifest(&self.loc, &Manifest { version: 1, run: run.to_string(), files: files.iter().cloned().collect(), rows }).await?;
+        // 3 and 4 tidy up after the commit point: a failure there is a warning (the output
+        // is committed; the next run that writes the target finishes the cleanup).
+        let tidy = async {
+            raw.put(&self.loc.path.clone().join("_SUCCESS"), PutPayload::default()).await.map_err(|e| super::read_error(&self.loc.url, e))?;
+            let gone: Vec<_> = existing.into_iter().filter(|(rel, _)| is_data(rel) && !files.contains(rel)).map(|(_, m)| m.location).collect();
+            delete(&self.loc, gone).await?;
+            self.abort(staging).await
+        };
+        if let Err(e) = tidy.await {
+            eprintln!("warning: {} is committed, but cleaning up after it failed ({e}); the next run that writes it finishes", crate::redact::text(&self.loc.url));
+        }
+        Ok(())
     }
 
     /// Removes a run's staged output.
     pub async fn abort(&self, staging: &Location) -> Result<()> {
+        if self.single_file {
+            return delete(&self.loc, vec![staging.path.clone()]).await;
+        }
         let staged = staging.list_all().await?.into_iter().map(|(_, m)| m.location).collect();
         delete(&self.loc, staged).await
     }
+}
+
+/// Writes a target's manifest in one PUT.
+async fn write_manifest(loc: &Location, m: &Manifest) -> Result<()> {
+    let body = serde_json::to_vec_pretty(m).map_err(|e| Error::Usage(format!("manifest: {e}")))?;
+    loc.raw.put(&loc.path.clone().join(MANIFEST), PutPayload::from(body)).await.map_err(|e| super::read_error(&loc.url, e)).map(drop)
 }
 
 /// A relative path that is data: not staging, not a manifest or marker.
