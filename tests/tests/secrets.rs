@@ -53,3 +53,21 @@ fn environment_values_are_never_printed() {
     let bytes = std::fs::read(&binary).unwrap();
     assert!(!bytes.windows(SENTINEL.len()).any(|w| w == SENTINEL.as_bytes()));
 }
+
+/// A credential written as a literal in `storage_options` is compiled into the
+/// binary: `kiln check` warns at the value and points to `${env.X}`; the same
+/// key read from the environment draws no warning.
+#[test]
+fn a_literal_credential_in_storage_options_is_a_warning() {
+    let spec = |value: &str| {
+        format!(
+            "[pipeline]\nname = \"creds\"\n\n[sources.t]\nformat = \"inline\"\nrows = [ {{ a = 1 }} ]\n\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\npath = \"s3://bucket/out\"\nstorage_options = {{ region = \"eu-west-1\", secret_access_key = \"{value}\" }}\n"
+        )
+    };
+    let literal = kiln_compiler::check_text(std::path::Path::new("creds.toml"), &spec("abc123"), std::path::Path::new("."));
+    let text = literal.render(false);
+    assert!(!literal.has_errors(), "{text}");
+    assert!(text.contains("creds.toml:12:63") && text.contains("`secret_access_key` is written as a literal") && text.contains("${env.SECRET_ACCESS_KEY}"), "{text}");
+    let from_env = kiln_compiler::check_text(std::path::Path::new("creds.toml"), &spec("${env.S3_SECRET}"), std::path::Path::new("."));
+    assert!(!from_env.render(false).contains("literal"), "{}", from_env.render(false));
+}

@@ -201,6 +201,16 @@ pub fn storage_options(t: &reader::Table, path: Option<&Sp<String>>, d: &mut Dia
             d.push(Diagnostic::error("kiln::unknown-key", k.span.clone(), format!("{}: {message}", t.what)).label("unknown storage option"));
             continue;
         }
+        // A literal credential is compiled into the binary and sits in the spec's
+        // repository: say so where it is written.
+        let secret = ["secret", "key", "token", "password", "sas"].iter().any(|w| k.value.to_ascii_lowercase().contains(w)) && !k.value.eq_ignore_ascii_case("access_key_id");
+        if secret && matches!(&v.value, Literal::Str(text) if !text.contains("${env.")) {
+            d.push(
+                Diagnostic::warning("kiln::literal-secret", v.span.clone(), format!("{}: `{}` is written as a literal: it is compiled into the binary", t.what, k.value))
+                    .label("a credential in the spec")
+                    .help(format!("read it from the environment: {} = \"${{env.{}}}\"", k.value, k.value.to_ascii_uppercase())),
+            );
+        }
         let text = match &v.value {
             Literal::Str(s) => s.clone(),
             Literal::Int(i) => i.to_string(),

@@ -28,7 +28,7 @@ pub(super) async fn scan(ctx: &SessionContext, path: &str, source: &Source) -> R
     // A glob on an object store is expanded here, against the store's listing (which
     // follows Kiln manifests), and the objects it matches read as a list.
     let paths: Vec<String> = if crate::storage::is_remote(path) && path.contains(['*', '?', '[']) {
-        let found: Vec<String> = crate::storage::files(path, None).await?.into_iter().map(|(url, _)| url).collect();
+        let found: Vec<String> = crate::storage::files(path, None).await?.into_iter().map(|(loc, _)| loc.url).collect();
         if found.is_empty() {
             return Err(Error::Read { path: crate::redact::text(path), message: "no object matches the glob".into() });
         }

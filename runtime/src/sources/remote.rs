@@ -29,9 +29,10 @@ pub async fn check(source: &Source, path: &str) -> Result<()> {
             return Err(Error::Read { path: crate::redact::text(path), message: "no such object or prefix".into() });
         }
     }
-    let single = all.len() == 1 && all[0].0 == path.trim_end_matches('/');
-    let (data, skipped): (Vec<_>, Vec<_>) = all.into_iter().partition(|(url, _)| glob || single || url.ends_with(&format!(".{ext}")));
+    let single = all.len() == 1 && all[0].0.url == path.trim_end_matches('/');
+    let (data, skipped): (Vec<_>, Vec<_>) = all.into_iter().partition(|(loc, _)| glob || single || loc.url.ends_with(&format!(".{ext}")));
     if let Some((first, _)) = skipped.first() {
+        let first = &first.url;
         return Err(Error::Read {
             path: crate::redact::text(path),
             message: format!(
@@ -41,11 +42,11 @@ pub async fn check(source: &Source, path: &str) -> Result<()> {
         });
     }
     let pinned = super::files::file_schema(source);
-    for (url, meta) in data {
+    for (loc, meta) in data {
         if matches!(source.format, SourceFormat::Csv(_)) && meta.size == 0 {
             continue;
         }
-        let loc = storage::locate(&url)?;
+        let url = loc.url.clone();
         let found = match &source.format {
             SourceFormat::Parquet => parquet_schema(&loc, meta.size).await,
             SourceFormat::Avro => {
@@ -85,10 +86,10 @@ pub async fn parquet_schema(loc: &storage::Location, size: u64) -> std::result::
 /// The schema of the first `.ext` object at `path` (what `kiln check` pins).
 pub async fn first_schema(path: &str, ext: &str) -> std::result::Result<datafusion::arrow::datatypes::Schema, String> {
     let files = storage::files(path, Some(ext)).await.map_err(|e| e.to_string())?;
-    let Some((url, meta)) = files.into_iter().next() else {
+    let Some((loc, meta)) = files.into_iter().next() else {
         return Err(format!("no .{ext} object at {}", crate::redact::text(path)));
     };
-    let loc = storage::locate(&url).map_err(|e| e.to_string())?;
+    let url = loc.url.clone();
     match ext {
         "parquet" => parquet_schema(&loc, meta.size).await,
         _ => {

@@ -62,6 +62,17 @@ impl Location {
         Location { url: format!("{}/{}", self.url, rel.trim_matches('/')), store: self.store.clone(), raw: self.raw.clone(), path }
     }
 
+    /// The location one level up (sharing the store); itself at a bucket's root.
+    pub fn parent(&self) -> Location {
+        let parts: Vec<_> = self.path.parts().collect();
+        if parts.is_empty() {
+            return self.clone();
+        }
+        let path: StorePath = parts[..parts.len() - 1].iter().cloned().collect();
+        let url = self.url.rsplit_once('/').map_or(self.url.clone(), |(dir, _)| dir.to_string());
+        Location { url, store: self.store.clone(), raw: self.raw.clone(), path }
+    }
+
     /// Every object at or under this location that a reader sees, each with its
     /// path relative to it (empty for the object itself).
     pub async fn list(&self) -> Result<Vec<(String, ObjectMeta)>> {
@@ -72,7 +83,6 @@ impl Location {
     pub async fn list_all(&self) -> Result<Vec<(String, ObjectMeta)>> {
         list(&self.raw, &self.url, &self.path).await
     }
-
 
     /// The object's metadata, `None` when there is none.
     pub async fn head(&self) -> Result<Option<ObjectMeta>> {
@@ -293,7 +303,8 @@ where
 /// prefix (hidden `_x`/`.x` names skipped, `key=value` partition prefixes
 /// descended), or those a glob matches; sorted, only `.ext` ones for a prefix
 /// when `ext` is given. Under a Kiln target, only what its manifest names.
-pub async fn files(text: &str, ext: Option<&str>) -> Result<Vec<(String, ObjectMeta)>> {
+/// The locations share one store (one client for the whole listing).
+pub async fn files(text: &str, ext: Option<&str>) -> Result<Vec<(Location, ObjectMeta)>> {
     let (fixed, glob) = match text.find(['*', '?', '[']) {
         Some(i) => (text[..i].rsplit_once('/').map_or(text, |(d, _)| d), true),
         None => (text, false),
@@ -304,7 +315,7 @@ pub async fn files(text: &str, ext: Option<&str>) -> Result<Vec<(String, ObjectM
     let listed = loc.list().await?;
     if !glob && listed.is_empty() {
         if let Some(meta) = loc.head().await? {
-            return Ok(vec![(loc.url.clone(), meta)]);
+            return Ok(vec![(loc, meta)]);
         }
     }
     let mut out = Vec::new();
@@ -312,10 +323,10 @@ pub async fn files(text: &str, ext: Option<&str>) -> Result<Vec<(String, ObjectM
         if rel.is_empty() || hidden(&rel) {
             continue;
         }
-        let full = format!("{}/{rel}", loc.url);
-        let keep = if glob { crate::sources::glob_match(text, &full) } else { ext.is_none_or(|e| rel.ends_with(&format!(".{e}"))) };
+        let file = loc.join(&rel);
+        let keep = if glob { crate::sources::glob_match(text, &file.url) } else { ext.is_none_or(|e| rel.ends_with(&format!(".{e}"))) };
         if keep {
-            out.push((full, meta));
+            out.push((file, meta));
         }
     }
     Ok(out)

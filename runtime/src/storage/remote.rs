@@ -59,17 +59,7 @@ impl Target {
 
     /// The prefix staged output goes under: beside a single file, inside a directory.
     fn staging_root(&self) -> Location {
-        if self.single_file {
-            match self.loc.url.rsplit_once('/') {
-                Some((dir, _)) if dir.contains("://") && dir.split("://").nth(1).is_some_and(|r| !r.is_empty()) => {
-                    let parent = super::locate(dir).unwrap_or_else(|_| self.loc.clone());
-                    parent.join(STAGING)
-                }
-                _ => self.loc.join(STAGING),
-            }
-        } else {
-            self.loc.join(STAGING)
-        }
+        if self.single_file { self.loc.parent().join(STAGING) } else { self.loc.join(STAGING) }
     }
 
     /// Where this run writes: a prefix of parts, or the staged single object.
