@@ -160,7 +160,7 @@ fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: 
                 println!("{}", p.display());
             }
             eprintln!(
-                "{} executor(s) x {} cores, {} MB each (--memory-limit {} MB); build the image (see {}), create the Secret {} (the spec's ${{env.X}} values and AWS_*/GOOGLE_*/AZURE_* credentials: kubectl create secret generic {} --from-literal=KEY=VALUE ...), then kubectl apply -f {}",
+                "{} executor(s) x {} cores, {} MB each (--memory-limit {} MB); build the image (see {}), create the Secret {} (the spec's ${{env.X}} values and AWS_*/GOOGLE_*/AZURE_* credentials: kubectl create secret generic {} --from-literal=KEY=VALUE ...) and the cluster's token (kubectl create secret generic {} --from-literal=token=$(openssl rand -hex 32)), then kubectl apply -f {}",
                 sizing.executors,
                 sizing.cores,
                 sizing.memory_bytes >> 20,
@@ -168,6 +168,7 @@ fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: 
                 dir.join("Dockerfile").display(),
                 crate::deploy::secret_name(&pipeline.name),
                 crate::deploy::secret_name(&pipeline.name),
+                crate::deploy::token_secret_name(&pipeline.name),
                 dir.display()
             );
             Ok(ExitCode::SUCCESS)

@@ -62,6 +62,12 @@ pub fn secret_name(name: &str) -> String {
     format!("{}-secrets", name.replace('_', "-"))
 }
 
+/// The Secret holding the cluster's shared token (key `token`, SPEC §10), which
+/// every role reads as `KILN_CLUSTER_TOKEN`. Kiln never writes its value.
+pub fn token_secret_name(name: &str) -> String {
+    format!("{}-cluster-token", name.replace('_', "-"))
+}
+
 /// The files to write, by name.
 pub fn k8s(name: &str, image: &str, sizing: &Sizing, environment: &Environment) -> Vec<(String, String)> {
     let app = |role: &str| json!({ "app.kubernetes.io/name": name, "app.kubernetes.io/component": role });
@@ -74,6 +80,9 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, environment: &Environment) 
     let secret_env: Vec<Value> =
         environment.secrets.iter().map(|k| json!({ "name": k, "valueFrom": { "secretKeyRef": { "name": secret, "key": k } } })).collect();
     let env_list: Vec<Value> = environment.params.iter().map(|(k, v)| json!({ "name": k, "value": v })).chain(secret_env.iter().cloned()).collect();
+    // The cluster token, in every pod: the roles listen on the pod network only behind
+    // its TLS gate, and the client presents it (the Secret must exist: no token, no pod).
+    let token_env = json!({ "name": "KILN_CLUSTER_TOKEN", "valueFrom": { "secretKeyRef": { "name": token_secret_name(name), "key": "token" } } });
     let container = |role: &str, args: Vec<String>, extra: Value| {
         let mut c = json!({ "name": role, "image": image, "args": args, "envFrom": [{ "secretRef": { "name": secret, "optional": true } }] });
         if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
@@ -82,11 +91,12 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, environment: &Environment) 
         if let Some((_, mount)) = &environment.shared_volume {
             c["volumeMounts"] = json!([{ "name": "shared", "mountPath": mount }]);
         }
-        if role != "submit" && !secret_env.is_empty() {
-            let mut env = c["env"].as_array().cloned().unwrap_or_default();
+        let mut env = c["env"].as_array().cloned().unwrap_or_default();
+        if role != "submit" {
             env.extend(secret_env.iter().cloned());
-            c["env"] = Value::Array(env);
         }
+        env.push(token_env.clone());
+        c["env"] = Value::Array(env);
         c
     };
     let volumes = |spec: Value| -> Value {
@@ -165,6 +175,18 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, environment: &Environment) 
             }
         }
     });
+    // Only the job's own pods may reach its scheduler and executors (the token
+    // still guards every port where the cluster enforces no NetworkPolicy).
+    let network_policy = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": { "name": format!("{dns}-internal"), "labels": { "app.kubernetes.io/name": name } },
+        "spec": {
+            "podSelector": { "matchLabels": { "app.kubernetes.io/name": name } },
+            "policyTypes": ["Ingress"],
+            "ingress": [{ "from": [{ "podSelector": { "matchLabels": { "app.kubernetes.io/name": name } } }] }]
+        }
+    });
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
     let dockerfile = format!(
         "# The {name} pipeline's binary: Ballista scheduler, executor and client in one.\n\
@@ -182,6 +204,7 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, environment: &Environment) 
         ("scheduler-service.yaml".into(), pretty(&svc)),
         ("executor-deployment.yaml".into(), pretty(&executor)),
         ("submit-job.yaml".into(), pretty(&job)),
+        ("network-policy.yaml".into(), pretty(&network_policy)),
     ]
 }
 

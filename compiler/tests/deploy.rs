@@ -77,7 +77,8 @@ storage_options = { endpoint = "https://minio.internal:9000", secret_access_key 
         c["env"],
         serde_json::json!([
             { "name": "SCORING_OUTPUT", "value": "s3://bucket/out" },
-            { "name": "S3_SECRET", "valueFrom": { "secretKeyRef": { "name": "scoring-job-secrets", "key": "S3_SECRET" } } }
+            { "name": "S3_SECRET", "valueFrom": { "secretKeyRef": { "name": "scoring-job-secrets", "key": "S3_SECRET" } } },
+            { "name": "KILN_CLUSTER_TOKEN", "valueFrom": { "secretKeyRef": { "name": "scoring-job-cluster-token", "key": "token" } } }
         ])
     );
     // Every pod reads `${env.X}` from the Secret, never a literal, and takes the
@@ -90,6 +91,20 @@ storage_options = { endpoint = "https://minio.internal:9000", secret_access_key 
         assert!(secret.get("value").is_none(), "{role}: a literal");
         assert_eq!(c["envFrom"], serde_json::json!([{ "secretRef": { "name": "scoring-job-secrets", "optional": true } }]), "{role}");
         assert!(c.get("volumeMounts").is_none(), "{role}: object-store paths need no volume");
+        // The cluster token (SPEC §10) from its own Secret, in every role.
+        let token = env.iter().find(|e| e["name"] == "KILN_CLUSTER_TOKEN").unwrap_or_else(|| panic!("{role}: no token: {env:?}"));
+        assert_eq!(token["valueFrom"]["secretKeyRef"], serde_json::json!({ "name": "scoring-job-cluster-token", "key": "token" }), "{role}");
+    }
+    // Only the job's own pods reach its ports.
+    let policy = read("network-policy.yaml");
+    assert_eq!(policy["kind"], "NetworkPolicy");
+    let own = serde_json::json!({ "matchLabels": { "app.kubernetes.io/name": "scoring_job" } });
+    assert_eq!(policy["spec"]["podSelector"], own);
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    assert_eq!(policy["spec"]["ingress"], serde_json::json!([{ "from": [{ "podSelector": own }] }]));
+    for file in ["scheduler-deployment.yaml", "executor-deployment.yaml", "submit-job.yaml"] {
+        let labels = &read(file)["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/name"], "scoring_job", "{file}: its pods must match the policy");
     }
 
     let docker = std::fs::read_to_string(out.join("Dockerfile")).unwrap();

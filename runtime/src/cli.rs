@@ -65,6 +65,9 @@ struct SubmitArgs {
     /// The scheduler, HOST:PORT.
     #[arg(long)]
     scheduler: String,
+    /// The cluster's shared secret (default: $KILN_CLUSTER_TOKEN); required to listen on a non-loopback address.
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -72,6 +75,9 @@ struct SchedulerArgs {
     /// Address to listen on (SPEC §10: loopback unless said otherwise).
     #[arg(long, default_value = "127.0.0.1:50050")]
     bind: std::net::SocketAddr,
+    /// The cluster's shared secret (default: $KILN_CLUSTER_TOKEN); required to listen on a non-loopback address.
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -96,6 +102,9 @@ struct ExecutorArgs {
     /// Directory for shuffle files (default: a temporary directory).
     #[arg(long)]
     work_dir: Option<String>,
+    /// The cluster's shared secret (default: $KILN_CLUSTER_TOKEN); required to listen on a non-loopback address.
+    #[arg(long, value_name = "FILE")]
+    auth_token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +188,19 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The cluster token (SPEC §10): read once, before any role starts.
+    let token_file = match &command {
+        Command::Submit(a) => Some(a.auth_token_file.clone()),
+        Command::Scheduler(a) => Some(a.auth_token_file.clone()),
+        Command::Executor(a) => Some(a.auth_token_file.clone()),
+        _ => None,
+    };
+    if let Some(file) = token_file {
+        if let Err(e) = crate::cluster::auth::init(file.as_deref()) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let mut opts = settings.options();
     opts.cluster = match &command {
         Command::Run(r) if r.standalone => Some(crate::cluster::Cluster::Standalone),

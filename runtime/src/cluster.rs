@@ -31,6 +31,8 @@ use crate::plan::{Op, Pipeline};
 use crate::session::SessionOptions;
 use crate::{Error, Result};
 
+pub mod auth;
+
 /// Where a run's plans execute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cluster {
@@ -56,7 +58,7 @@ fn ballista_err(e: impl std::fmt::Display) -> Error {
 }
 
 /// A client session: Kiln's settings and functions, Ballista's configuration.
-fn state(pipeline: &Pipeline, opts: &SessionOptions) -> Result<SessionState> {
+fn state(pipeline: &Pipeline, opts: &SessionOptions, cluster: &Cluster) -> Result<SessionState> {
     let mut config: SessionConfig = crate::session::config(opts)
         .upgrade_for_ballista()
         .with_ballista_physical_extension_codec(Arc::new(crate::codec::KilnPhysicalCodec::default()));
@@ -67,6 +69,11 @@ fn state(pipeline: &Pipeline, opts: &SessionOptions) -> Result<SessionState> {
     config = config.set_bool(ballista_core::config::BALLISTA_ADAPTIVE_PLANNER_ENABLED, false);
     if let Some(n) = opts.target_partitions.or(opts.threads) {
         config = config.with_ballista_standalone_parallelism(n.max(1));
+    }
+    // With a cluster token, every connection to a remote scheduler and its
+    // executors is TLS with the token's identity (`auth`).
+    if let (Cluster::Remote(_), Some(auth)) = (cluster, auth::current()) {
+        config = config.with_ballista_override_create_grpc_client_endpoint(auth.endpoint_override());
     }
     // The in-process scheduler of `--standalone` plans with this state: Kiln's physical rules.
     let mut state = SessionStateBuilder::new()
@@ -106,10 +113,13 @@ fn register(state: &mut SessionState, pipeline: &Pipeline) -> Result<()> {
 
 /// A session whose queries run on `cluster`.
 pub async fn context(pipeline: &Pipeline, cluster: &Cluster, opts: &SessionOptions) -> Result<SessionContext> {
-    let state = state(pipeline, opts)?;
+    let state = state(pipeline, opts, cluster)?;
     let ctx = match cluster {
         Cluster::Standalone => SessionContext::standalone_with_state(state).await?,
-        Cluster::Remote(addr) => SessionContext::remote_with_state(&format!("df://{addr}"), state).await?,
+        Cluster::Remote(addr) => {
+            auth::probe_scheduler(addr, auth::current().as_deref()).await?;
+            SessionContext::remote_with_state(&format!("df://{addr}"), state).await?
+        }
     };
     // Making the state a Ballista client resets its function list.
     for f in functions(pipeline) {
@@ -139,6 +149,10 @@ pub const EXECUTOR_TIMEOUT_S: u64 = 15;
 pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
+    let auth = auth::current();
+    auth::check_bind("--bind", bind, auth.as_deref())?;
+    // With a token, Ballista listens privately and the gate takes `bind`.
+    let listen = if auth.is_some() { auth::private_address(bind) } else { bind };
     configure_storage(pipeline);
     let funcs = functions(pipeline);
     let session_builder: ballista_scheduler::scheduler_server::SessionBuilder = Arc::new(move |config: SessionConfig| {
@@ -156,10 +170,11 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
         Ok(state)
     });
     let config = SchedulerConfig {
-        bind_host: bind.ip().to_string(),
+        bind_host: listen.ip().to_string(),
         external_host: bind.ip().to_string(),
         bind_port: bind.port(),
         override_session_builder: Some(session_builder),
+        override_create_grpc_client_endpoint: auth.as_ref().map(|a| a.endpoint_override()),
         override_physical_codec: Some(Arc::new(crate::codec::KilnPhysicalCodec::default())),
         // An executor that stops heart-beating for 15 s is lost and its tasks run
         // elsewhere (Ballista's defaults wait 3 minutes; a killed executor hung jobs).
@@ -168,8 +183,12 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
         ..Default::default()
     };
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(ballista_err)?;
-    eprintln!("{}: scheduler listening on {bind}", pipeline.name);
-    ballista_scheduler::scheduler_process::start_server(cluster, bind, Arc::new(config)).await.map_err(ballista_err)
+    if let Some(auth) = &auth {
+        auth::open_gate(bind, listen, auth).await?;
+    }
+    let secured = if auth.is_some() { " (TLS, cluster token required)" } else { "" };
+    eprintln!("{}: scheduler listening on {bind}{secured}", pipeline.name);
+    ballista_scheduler::scheduler_process::start_server(cluster, listen, Arc::new(config)).await.map_err(ballista_err)
 }
 
 /// An executor's settings (`NAME executor`).
@@ -202,6 +221,14 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
         registry.scalar_functions.insert(f.name().to_string(), f);
     }
     let slots = opts.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let auth = auth::current();
+    auth::check_bind("--bind", opts.bind, auth.as_deref())?;
+    let grpc_port = match opts.grpc_port {
+        Some(p) => p,
+        None => opts.bind.port().checked_add(1).ok_or_else(|| Error::Usage("--bind: no port after 65535 for gRPC; pass --grpc-port".into()))?,
+    };
+    // With a token, Ballista's two servers listen privately and gates take the public ports.
+    let listen = if auth.is_some() { auth::private_address(opts.bind) } else { opts.bind };
     configure_storage(pipeline);
     // Tasks resolve object-store URLs through Kiln's registry (one per executor, so
     // its stores and connections are shared by the tasks); spill files go to the work dir.
@@ -219,13 +246,10 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
         ))
     });
     let mut config = ExecutorProcessConfig {
-        bind_host: opts.bind.ip().to_string(),
+        bind_host: listen.ip().to_string(),
         external_host: Some(opts.external_host.clone().unwrap_or_else(|| opts.bind.ip().to_string())),
         port: opts.bind.port(),
-        grpc_port: match opts.grpc_port {
-            Some(p) => p,
-            None => opts.bind.port().checked_add(1).ok_or_else(|| Error::Usage("--bind: no port after 65535 for gRPC; pass --grpc-port".into()))?,
-        },
+        grpc_port,
         scheduler_host: host,
         scheduler_port: port,
         vcores: slots,
@@ -236,6 +260,14 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
         executor_heartbeat_interval_seconds: 3,
         ..Default::default()
     };
+    if let Some(auth) = &auth {
+        // To the scheduler, and (through each task's session) to other executors' shuffle files.
+        let endpoint = auth.endpoint_override();
+        config.override_create_grpc_client_endpoint = Some(endpoint.clone());
+        config.override_config_producer = Some(Arc::new(move || SessionConfig::new_with_ballista().with_ballista_override_create_grpc_client_endpoint(endpoint.clone())));
+        auth::open_gate(opts.bind, listen, auth).await?;
+        auth::open_gate(SocketAddr::new(opts.bind.ip(), grpc_port), SocketAddr::new(listen.ip(), grpc_port), auth).await?;
+    }
     if let Some(limit) = opts.memory_limit {
         config.memory_pool_size = Some(limit);
     }

@@ -29,6 +29,9 @@ pub enum Error {
     Sink { sink: String, message: String },
     #[error("{0}")]
     Usage(String),
+    /// The cluster could not be reached or refused this process.
+    #[error("{0}")]
+    Cluster(String),
     /// An `expect` rule with `on_fail = "fail"` tripped (exit code 3).
     #[error("{0}")]
     Expectation(String),

@@ -1,0 +1,344 @@
+//! The cluster's shared secret (SPEC §10): `--auth-token-file FILE` or
+//! `KILN_CLUSTER_TOKEN`, checked by every server and presented by every client.
+//!
+//! Ballista 55's servers have no hook that sees a request before it is served,
+//! so with a token each role's Ballista server listens on a private loopback
+//! address and Kiln's *gate* listens where the user asked: a TLS 1.3 endpoint
+//! that requires a client certificate and then relays the bytes to the private
+//! address. Ballista's clients (scheduler → executor, executor → scheduler,
+//! shuffle reads between executors, the submitting client → scheduler and
+//! executors) get an endpoint override that speaks TLS with the same identity.
+//!
+//! The token itself never crosses the network: the cluster's certificate
+//! authority key (Ed25519) is derived from it, and each process signs its own
+//! certificate with that key. A process holding the same token proves it in
+//! the handshake; one holding another token, or none, fails the handshake in
+//! both directions (servers verify clients, clients verify servers), and a
+//! plain-text client never reaches Ballista. Anyone who can read the token can
+//! join the cluster: keep it in a Kubernetes Secret or a file only the job's
+//! user reads, and make it random (`openssl rand -hex 32`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ballista_core::extension::EndpointOverrideFn;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use crate::{Error, Result};
+
+/// The environment variable holding the token when no `--auth-token-file` is given.
+pub const TOKEN_ENV: &str = "KILN_CLUSTER_TOKEN";
+/// Fewer bytes than this is refused: the token is the only key to the cluster.
+pub const MIN_TOKEN_BYTES: usize = 16;
+/// The name every node's certificate carries and every client checks.
+const NODE_NAME: &str = "kiln-cluster";
+/// Where a role's Ballista server listens when the gate takes a loopback or
+/// wildcard address (Linux routes all of 127/8 to the loopback interface).
+const PRIVATE_LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 75, 76, 78);
+
+/// A cluster identity derived from the token: TLS settings for the gate and
+/// for Ballista's clients. Debug prints nothing secret.
+pub struct ClusterAuth {
+    server: Arc<rustls::ServerConfig>,
+    client: ClientTlsConfig,
+}
+
+impl std::fmt::Debug for ClusterAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterAuth(..)")
+    }
+}
+
+static CURRENT: OnceLock<Option<Arc<ClusterAuth>>> = OnceLock::new();
+
+/// The process's cluster identity, once [`init`] ran (none before, or without a token).
+pub fn current() -> Option<Arc<ClusterAuth>> {
+    CURRENT.get().cloned().flatten()
+}
+
+/// Loads the token (the file wins over [`TOKEN_ENV`]) and makes it the process's
+/// identity. Errors name the file, never the token.
+pub fn init(token_file: Option<&Path>) -> Result<Option<Arc<ClusterAuth>>> {
+    let token = match token_file {
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|e| Error::Usage(format!("--auth-token-file {}: {e}", path.display())))?;
+            Some((text, format!("the token in {}", path.display())))
+        }
+        None => std::env::var_os(TOKEN_ENV).filter(|v| !v.is_empty()).map(|v| (v.into_encoded_bytes(), format!("${TOKEN_ENV}"))),
+    };
+    let auth = match token {
+        None => None,
+        Some((bytes, what)) => {
+            let token = bytes.trim_ascii();
+            if token.len() < MIN_TOKEN_BYTES {
+                return Err(Error::Usage(format!(
+                    "{what} has {} bytes; a cluster token needs at least {MIN_TOKEN_BYTES} random bytes (e.g. `openssl rand -hex 32`)",
+                    token.len()
+                )));
+            }
+            Some(Arc::new(ClusterAuth::from_token(token)?))
+        }
+    };
+    let _ = CURRENT.set(auth.clone());
+    Ok(current().or(auth))
+}
+
+fn tls_err(e: impl std::fmt::Display) -> Error {
+    Error::Usage(format!("cluster TLS: {e}"))
+}
+
+/// An Ed25519 key from 32 secret bytes, as PKCS#8 v1 (RFC 8410).
+fn ed25519_pkcs8(seed: &[u8; 32]) -> Vec<u8> {
+    let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    der.extend_from_slice(seed);
+    der
+}
+
+impl ClusterAuth {
+    /// The identity every holder of `token` derives: one CA key, and a node
+    /// certificate of this process signed by it.
+    pub fn from_token(token: &[u8]) -> Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519};
+        let seed: [u8; 32] = Sha256::new().chain_update(b"kiln cluster CA v1\0").chain_update(token).finalize().into();
+        let ca_key = KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(ed25519_pkcs8(&seed)), &PKCS_ED25519).map_err(tls_err)?;
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name = DistinguishedName::new();
+        ca.distinguished_name.push(DnType::CommonName, "kiln cluster CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let ca_cert = ca.self_signed(&ca_key).map_err(tls_err)?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let node_key = KeyPair::generate_for(&PKCS_ED25519).map_err(tls_err)?;
+        let mut node = CertificateParams::new(vec![NODE_NAME.to_string()]).map_err(tls_err)?;
+        node.distinguished_name.push(DnType::CommonName, NODE_NAME);
+        node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let node_cert = node.signed_by(&node_key, &issuer).map_err(tls_err)?;
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).map_err(tls_err)?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().map_err(tls_err)?;
+        let chain: Vec<CertificateDer<'static>> = vec![node_cert.der().clone(), ca_cert.der().clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(node_key.serialize_der()));
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(tls_err)?;
+        server.alpn_protocols = vec![b"h2".to_vec()];
+
+        let client = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_cert.pem()))
+            .identity(Identity::from_pem(node_cert.pem(), node_key.serialize_pem()))
+            .domain_name(NODE_NAME);
+        Ok(ClusterAuth { server: Arc::new(server), client })
+    }
+
+    /// For Ballista's clients: every connection goes over TLS with this identity.
+    pub fn endpoint_override(&self) -> EndpointOverrideFn {
+        let tls = self.client.clone();
+        Arc::new(move |endpoint: Endpoint| {
+            let uri = endpoint.uri();
+            let authority = uri.authority().ok_or("a gRPC endpoint without host:port")?;
+            let config = ballista_core::utils::GrpcClientConfig::default();
+            let endpoint = ballista_core::utils::create_grpc_client_endpoint(format!("https://{authority}"), Some(&config))?;
+            Ok(endpoint.tls_config(tls.clone())?)
+        })
+    }
+}
+
+/// Asks the scheduler at `addr` one question (a job's status) before a job is
+/// planned, so that a refused connection is reported as such: without a token
+/// against a gated cluster, with another token, or an unreachable address.
+pub async fn probe_scheduler(addr: &str, auth: Option<&ClusterAuth>) -> Result<()> {
+    use ballista_core::serde::protobuf::{GetJobStatusParams, scheduler_grpc_client::SchedulerGrpcClient};
+    let refused = |why: String| Error::Cluster(format!("cannot talk to the scheduler at {addr}: {why}"));
+    let mut endpoint = ballista_core::utils::create_grpc_client_endpoint(format!("http://{addr}"), Some(&ballista_core::utils::GrpcClientConfig::default()))
+        .map_err(|e| refused(e.to_string()))?;
+    if let Some(auth) = auth {
+        endpoint = (auth.endpoint_override())(endpoint).map_err(|e| refused(e.to_string()))?;
+    }
+    let answer = match endpoint.connect().await {
+        Ok(channel) => SchedulerGrpcClient::new(channel).get_job_status(GetJobStatusParams { job_id: "kiln-probe".into() }).await.map(|_| ()).map_err(|status| {
+            // A status the scheduler sent (the job is unknown, say) proves the connection works.
+            use std::error::Error as _;
+            match status.source() {
+                Some(source) => format!("{status}: {source:?}"),
+                None if matches!(status.code(), tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled) => status.to_string(),
+                None => String::new(),
+            }
+        }),
+        Err(e) => Err(format!("{e:?}")),
+    };
+    match answer {
+        Ok(()) => Ok(()),
+        Err(why) if why.is_empty() => Ok(()),
+        Err(why) if auth.is_some() && why.contains("Certificate") => Err(refused(format!(
+            "it did not prove the cluster's token (the TLS handshake failed: {}); this client's token differs from the cluster's",
+            if why.contains("BadSignature") || why.contains("UnknownIssuer") { "a certificate signed for another token" } else { "bad certificate" }
+        ))),
+        Err(why) if auth.is_none() && (why.contains("closed") || why.contains("Reset") || why.contains("reset") || why.contains("transport error")) => Err(refused(format!(
+            "it closed the connection unanswered. A cluster started with a token refuses clients without it: pass the same token with --auth-token-file FILE or ${TOKEN_ENV}"
+        ))),
+        Err(why) if auth.is_some() && (why.contains("InvalidContentType") || why.contains("CorruptMessage") || why.contains("InvalidMessage")) => Err(refused(format!(
+            "it does not speak TLS: was it started without the cluster token? ({})",
+            one_line(&why)
+        ))),
+        Err(why) => Err(refused(one_line(&why))),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Where a role's Ballista server listens when a gate takes `public`.
+pub fn private_address(public: SocketAddr) -> SocketAddr {
+    let ip = if public.ip().is_loopback() || public.ip().is_unspecified() { PRIVATE_LOOPBACK } else { Ipv4Addr::LOCALHOST };
+    SocketAddr::new(IpAddr::V4(ip), public.port())
+}
+
+/// Refuses a non-loopback address without a token (SPEC §10).
+pub fn check_bind(flag: &str, addr: SocketAddr, auth: Option<&ClusterAuth>) -> Result<()> {
+    if auth.is_none() && !addr.ip().is_loopback() {
+        return Err(Error::Usage(format!(
+            "{flag} {addr}: listening on a non-loopback address needs the cluster's token (--auth-token-file FILE or ${TOKEN_ENV}), so that only the job's own processes can talk to it"
+        )));
+    }
+    Ok(())
+}
+
+/// Opens gates on `public` (every interface address when it is a wildcard) that
+/// relay authenticated connections to `private`. Listening when this returns.
+pub async fn open_gate(public: SocketAddr, private: SocketAddr, auth: &ClusterAuth) -> Result<()> {
+    let ips = if public.ip().is_unspecified() { interface_addresses(public.is_ipv6())? } else { vec![public.ip()] };
+    let acceptor = tokio_rustls::TlsAcceptor::from(auth.server.clone());
+    for ip in ips {
+        let addr = SocketAddr::new(ip, public.port());
+        let listener = TcpListener::bind(addr).await.map_err(|e| Error::Usage(format!("cannot listen on {addr}: {e}")))?;
+        tokio::spawn(serve(listener, private, acceptor.clone()));
+    }
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, private: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) {
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("cluster gate on {:?}: accept: {e}", listener.local_addr().ok());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _ = socket.set_nodelay(true);
+            let mut first = [0u8; 1];
+            // 0x16: a TLS handshake record. Anything else is a client without the
+            // cluster's token (Ballista's own plain connectivity probe among them).
+            if matches!(socket.peek(&mut first).await, Ok(1) if first[0] != 0x16) {
+                tracing::info!("cluster gate: refused a plain-text connection from {peer} (no cluster token)");
+                return;
+            }
+            let mut tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(socket)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::warn!("cluster gate: refused a connection from {peer} (another token?): {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!("cluster gate: refused a connection from {peer}: no TLS handshake within 10s");
+                    return;
+                }
+            };
+            match TcpStream::connect(private).await {
+                Ok(mut inner) => {
+                    let _ = inner.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+                }
+                Err(e) => tracing::warn!("cluster gate: cannot reach the local server at {private}: {e}"),
+            }
+        });
+    }
+}
+
+/// The machine's addresses of one family (for a wildcard bind), skipping IPv6
+/// link-local ones (they need a scope to bind).
+fn interface_addresses(v6: bool) -> Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    // SAFETY: getifaddrs hands back a linked list we only read and then free.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return Err(Error::Usage(format!("cannot list network interfaces: {}", std::io::Error::last_os_error())));
+        }
+        let mut p = list;
+        while !p.is_null() {
+            let addr = (*p).ifa_addr;
+            if !addr.is_null() {
+                match (*addr).sa_family as i32 {
+                    libc::AF_INET if !v6 => {
+                        let sin = addr as *const libc::sockaddr_in;
+                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 if v6 => {
+                        let sin6 = addr as *const libc::sockaddr_in6;
+                        let ip = std::net::Ipv6Addr::from((*sin6).sin6_addr.s6_addr);
+                        if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                            out.push(IpAddr::V6(ip));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Err(Error::Usage("no network interface address to listen on".into()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_tokens_are_refused_without_echoing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "hunter2-short\n").unwrap();
+        let err = init(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("13 bytes") && err.contains("at least 16"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn private_addresses_never_overlap_the_public_one() {
+        let p = |s: &str| private_address(s.parse().unwrap());
+        assert_eq!(p("127.0.0.1:50050"), "127.75.76.78:50050".parse().unwrap());
+        assert_eq!(p("0.0.0.0:50050"), "127.75.76.78:50050".parse().unwrap());
+        assert_eq!(p("10.1.2.3:50051"), "127.0.0.1:50051".parse().unwrap());
+    }
+
+    #[test]
+    fn a_non_loopback_bind_needs_a_token() {
+        let auth = ClusterAuth::from_token(b"0123456789abcdef0123").unwrap();
+        assert!(check_bind("--bind", "127.0.0.1:1".parse().unwrap(), None).is_ok());
+        let err = check_bind("--bind", "0.0.0.0:50050".parse().unwrap(), None).unwrap_err().to_string();
+        assert!(err.contains("--auth-token-file") && err.contains(TOKEN_ENV), "{err}");
+        assert!(check_bind("--bind", "0.0.0.0:50050".parse().unwrap(), Some(&auth)).is_ok());
+    }
+}

@@ -1,0 +1,221 @@
+//! The cluster's shared secret (SPEC §10, issue 16): with a token, every role
+//! listens behind a TLS gate that admits only holders of the same token. A job
+//! submitted with the token runs (shuffles between executors included) and
+//! writes the local run's rows; a client or executor without it, or with
+//! another token, is refused and writes nothing; a non-loopback address
+//! without a token is refused at start; the token is printed nowhere.
+
+use std::net::{IpAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_tests::{Row, build_job, read_parquet_rows, repo_root, sorted};
+
+const TOKEN: &str = "kiln-test-token-7f3a9c1e5b2d4806";
+const OTHER_TOKEN: &str = "another-token-0a1b2c3d4e5f60718293";
+
+/// Processes killed when the test ends, however it ends.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// This machine's address on its default route, when it has one (a non-loopback
+/// address, as a cluster node would use); loopback otherwise. No packet is sent.
+fn host_ip() -> IpAddr {
+    let probe = || -> Option<IpAddr> {
+        let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.connect("192.0.2.1:9").ok()?;
+        Some(s.local_addr().ok()?.ip())
+    };
+    probe().filter(|ip| !ip.is_loopback() && !ip.is_unspecified()).unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+fn free_pair(ip: IpAddr) -> u16 {
+    loop {
+        let p = TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+        if p < u16::MAX && TcpListener::bind((ip, p + 1)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn wait_for_port(ip: IpAddr, port: u16, child: &mut Child) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect((ip, port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the process meant to listen on {ip}:{port} exited: {status}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "nothing listens on {ip}:{port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn params(out: &Path) -> Vec<String> {
+    let data = repo_root().join("specs/data");
+    ["--param".to_string(), format!("output={}", out.display()), "--param".to_string(), format!("data={}", data.display())].to_vec()
+}
+
+/// Every Parquet output under `dir`, by path relative to it.
+fn outputs(dir: &Path) -> Vec<(PathBuf, Vec<Row>)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        found.push((p.strip_prefix(dir).unwrap().to_path_buf(), sorted(read_parquet_rows(&p))));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A command of the job binary without any token in its environment.
+fn job(binary: &Path) -> Command {
+    let mut c = Command::new(binary);
+    c.env_remove("KILN_CLUSTER_TOKEN").env("KILN_LOG", "info");
+    c
+}
+
+fn spawn_logged(mut cmd: Command, log: &Path) -> Child {
+    let f = std::fs::File::create(log).unwrap();
+    cmd.stdout(Stdio::null()).stderr(f).spawn().unwrap()
+}
+
+#[test]
+fn a_cluster_with_a_token_admits_only_its_own_processes() {
+    let binary = build_job("specs/skew_join.toml");
+    let ip = host_ip();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+
+    // A non-loopback address without a token is refused before anything listens.
+    let out = job(&binary).args(["scheduler", "--bind", "0.0.0.0:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--auth-token-file") && text(&out).contains("KILN_CLUSTER_TOKEN"), "{}", text(&out));
+    let short = dir.path().join("short");
+    std::fs::write(&short, "tooshort").unwrap();
+    let out = job(&binary).args(["scheduler", "--auth-token-file"]).arg(&short).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("at least 16") && !text(&out).contains("tooshort\n"), "{}", text(&out));
+
+    // The scheduler on every interface (the token from a file); executors on this
+    // machine's address (the token from the environment), as pods would be.
+    let sched = free_pair(ip);
+    let mut scheduler = {
+        let mut c = job(&binary);
+        c.args(["scheduler", "--bind", &format!("0.0.0.0:{sched}"), "--auth-token-file"]).arg(&token_file);
+        spawn_logged(c, &logs.join("scheduler.log"))
+    };
+    wait_for_port(ip, sched, &mut scheduler);
+    let mut procs = Procs(vec![scheduler]);
+    for i in 0..2 {
+        let port = free_pair(ip);
+        let mut c = job(&binary);
+        c.env("KILN_CLUSTER_TOKEN", TOKEN)
+            .args(["executor", "--scheduler", &format!("{ip}:{sched}"), "--bind", &format!("{ip}:{port}"), "--slots", "1"]);
+        let mut child = spawn_logged(c, &logs.join(format!("executor{i}.log")));
+        wait_for_port(ip, port + 1, &mut child);
+        procs.0.push(child);
+    }
+    let scheduler_addr = format!("{ip}:{sched}");
+
+    let local = tempfile::tempdir().unwrap();
+    let out = job(&binary).arg("run").args(params(local.path())).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let expected = outputs(local.path());
+    assert!(!expected.is_empty());
+
+    // With the token: the job runs on the two executors and writes the local rows.
+    let remote = tempfile::tempdir().unwrap();
+    let out = job(&binary).env("KILN_CLUSTER_TOKEN", TOKEN).args(["submit", "--scheduler", &scheduler_addr]).args(params(remote.path())).output().unwrap();
+    assert!(out.status.success(), "submit with the token: {}", text(&out));
+    assert_eq!(outputs(remote.path()), expected, "the authenticated cluster's output differs from the local run's");
+
+    // Without a token, and with another one: refused, nothing written.
+    for (what, token, says) in [("no token", None, "--auth-token-file"), ("a wrong token", Some(OTHER_TOKEN), "token differs from the cluster's")] {
+        let refused = tempfile::tempdir().unwrap();
+        let target = refused.path().join("out");
+        let mut c = job(&binary);
+        if let Some(t) = token {
+            c.env("KILN_CLUSTER_TOKEN", t);
+        }
+        let out = c.args(["submit", "--scheduler", &scheduler_addr]).args(params(&target)).output().unwrap();
+        assert!(!out.status.success(), "a client with {what} was served: {}", text(&out));
+        assert!(!target.exists() || std::fs::read_dir(&target).unwrap().next().is_none(), "a refused client with {what} wrote output");
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {stderr}"));
+        assert!(error.contains(&format!("cannot talk to the scheduler at {scheduler_addr}")) && error.contains(says), "{what}: {error}");
+        assert!(!text(&out).contains(OTHER_TOKEN), "the token was printed");
+    }
+
+    // An executor with another token cannot join: it exits with an error.
+    let port = free_pair(ip);
+    let mut intruder = job(&binary)
+        .env("KILN_CLUSTER_TOKEN", OTHER_TOKEN)
+        .args(["executor", "--scheduler", &scheduler_addr, "--bind", &format!("{ip}:{port}"), "--slots", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = intruder.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = intruder.kill();
+            panic!("an executor with a wrong token kept running");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+
+    // The cluster still serves its own client after the refusals.
+    let again = tempfile::tempdir().unwrap();
+    let out = job(&binary).env("KILN_CLUSTER_TOKEN", TOKEN).args(["submit", "--scheduler", &scheduler_addr]).args(params(again.path())).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(outputs(again.path()), expected);
+
+    // The servers logged the refusals, and no log holds the token.
+    drop(procs);
+    let mut all = String::new();
+    for entry in std::fs::read_dir(&logs).unwrap() {
+        all.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    assert!(all.contains("refused"), "no refusal logged:\n{all}");
+    assert!(!all.contains(TOKEN) && !all.contains(OTHER_TOKEN), "a token was logged");
+}
+
+/// A raw connection that speaks plain gRPC (HTTP/2) to a gated port gets no answer.
+#[test]
+fn a_plain_text_client_gets_nothing_from_a_gated_port() {
+    use std::io::{Read, Write};
+    let binary = build_job("specs/etl.toml");
+    let ip = IpAddr::from([127, 0, 0, 1]);
+    let port = free_pair(ip);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = job(&binary);
+    c.env("KILN_CLUSTER_TOKEN", TOKEN).args(["scheduler", "--bind", &format!("127.0.0.1:{port}")]);
+    let mut child = spawn_logged(c, &dir.path().join("scheduler.log"));
+    wait_for_port(ip, port, &mut child);
+    let _procs = Procs(vec![child]);
+    let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "a plain-text client got {n} bytes back: {:?}", &buf[..n]);
+}
