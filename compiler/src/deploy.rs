@@ -115,7 +115,7 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, environment: &Environment) 
             "selector": { "matchLabels": app("scheduler") },
             "template": {
                 "metadata": { "labels": app("scheduler") },
-                "spec": volumes(json!({ "containers": [container("scheduler", vec!["scheduler".into(), "--bind".into(), format!("0.0.0.0:{SCHEDULER_PORT}")],
+                "spec": volumes(json!({ "containers": [container("scheduler", vec!["scheduler".into(), "--bind".into(), format!("0.0.0.0:{SCHEDULER_PORT}"), "--external-host".into(), service.clone()],
                     json!({ "ports": [{ "containerPort": SCHEDULER_PORT, "name": "grpc" }] }))] }))
             }
         }

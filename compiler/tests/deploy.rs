@@ -48,7 +48,7 @@ storage_options = { endpoint = "https://minio.internal:9000", secret_access_key 
     assert_eq!(sched["kind"], "Deployment");
     let c = &sched["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["image"], "registry.example/scoring:1");
-    assert_eq!(c["args"], serde_json::json!(["scheduler", "--bind", "0.0.0.0:50050"]));
+    assert_eq!(c["args"], serde_json::json!(["scheduler", "--bind", "0.0.0.0:50050", "--external-host", "scoring-job-scheduler"]));
 
     let svc = read("scheduler-service.yaml");
     assert_eq!((svc["kind"].as_str(), svc["metadata"]["name"].as_str()), (Some("Service"), Some("scoring-job-scheduler")));

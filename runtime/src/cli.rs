@@ -75,6 +75,9 @@ struct SchedulerArgs {
     /// Address to listen on (SPEC §10: loopback unless said otherwise).
     #[arg(long, default_value = "127.0.0.1:50050")]
     bind: std::net::SocketAddr,
+    /// Host name or IP executors reach this scheduler at (default: the bind address; required with a wildcard bind).
+    #[arg(long)]
+    external_host: Option<String>,
     /// The cluster's shared secret (default: $KILN_CLUSTER_TOKEN); required to listen on a non-loopback address.
     #[arg(long, value_name = "FILE")]
     auth_token_file: Option<std::path::PathBuf>,
@@ -211,7 +214,7 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
     let settings_for_run = settings.clone();
     let result = runtime.block_on(async {
         match command {
-            Command::Scheduler(a) => crate::cluster::scheduler(&pipeline, a.bind).await,
+            Command::Scheduler(a) => crate::cluster::scheduler(&pipeline, a.bind, a.external_host).await,
             Command::Executor(a) => {
                 let external = a.external_host.clone();
                 let opts = crate::cluster::ExecutorOptions {

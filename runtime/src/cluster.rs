@@ -146,11 +146,13 @@ pub fn without_hints(plan: LogicalPlan) -> Result<LogicalPlan> {
 pub const EXECUTOR_TIMEOUT_S: u64 = 15;
 
 /// Runs a Ballista scheduler on `bind` until the process is stopped.
-pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
+/// `external_host` is the name executors call it back at (default: the bind address).
+pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Option<String>) -> Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
     let auth = auth::current();
     auth::check_bind("--bind", bind, auth.as_deref())?;
+    let external_host = advertised(bind, external_host)?;
     // With a token, Ballista listens privately and the gate takes `bind`.
     let listen = if auth.is_some() { auth::private_address(bind) } else { bind };
     configure_storage(pipeline);
@@ -171,7 +173,7 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
     });
     let config = SchedulerConfig {
         bind_host: listen.ip().to_string(),
-        external_host: bind.ip().to_string(),
+        external_host,
         bind_port: bind.port(),
         override_session_builder: Some(session_builder),
         override_create_grpc_client_endpoint: auth.as_ref().map(|a| a.endpoint_override()),
@@ -182,13 +184,33 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr) -> Result<()> {
         expire_dead_executor_interval_seconds: 5,
         ..Default::default()
     };
+    config.validate().map_err(ballista_err)?;
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(ballista_err)?;
+    let config = Arc::new(config);
+    let server = ballista_scheduler::scheduler_process::create_scheduler::<datafusion_proto::protobuf::LogicalPlanNode, datafusion_proto::protobuf::PhysicalPlanNode>(cluster, config)
+        .await
+        .map_err(ballista_err)?;
+    // Listening before the gate opens: a node the gate admits always finds the server.
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::Usage(format!("cannot listen on {listen}: {e}")))?;
     if let Some(auth) = &auth {
         auth::open_gate(bind, listen, auth).await?;
     }
     let secured = if auth.is_some() { " (TLS, cluster token required)" } else { "" };
     eprintln!("{}: scheduler listening on {bind}{secured}", pipeline.name);
-    ballista_scheduler::scheduler_process::start_server(cluster, listen, Arc::new(config)).await.map_err(ballista_err)
+    ballista_scheduler::scheduler_process::start_grpc_service_with_listener(listener, server).await.map_err(ballista_err)
+}
+
+/// The host other processes reach a role at: `--external-host`, else the bind
+/// address, which must then be one they can dial (not a wildcard).
+fn advertised(bind: SocketAddr, external_host: Option<String>) -> Result<String> {
+    match external_host {
+        Some(host) => Ok(host),
+        None if bind.ip().is_unspecified() => Err(Error::Usage(format!(
+            "--bind {bind}: the other processes call this one back at its address, and {} is not one; pass --external-host HOST (a name or IP they reach this machine at)",
+            bind.ip()
+        ))),
+        None => Ok(bind.ip().to_string()),
+    }
 }
 
 /// An executor's settings (`NAME executor`).
@@ -223,6 +245,7 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
     let slots = opts.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let auth = auth::current();
     auth::check_bind("--bind", opts.bind, auth.as_deref())?;
+    let external_host = advertised(opts.bind, opts.external_host.clone())?;
     let grpc_port = match opts.grpc_port {
         Some(p) => p,
         None => opts.bind.port().checked_add(1).ok_or_else(|| Error::Usage("--bind: no port after 65535 for gRPC; pass --grpc-port".into()))?,
@@ -247,7 +270,7 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
     });
     let mut config = ExecutorProcessConfig {
         bind_host: listen.ip().to_string(),
-        external_host: Some(opts.external_host.clone().unwrap_or_else(|| opts.bind.ip().to_string())),
+        external_host: Some(external_host),
         port: opts.bind.port(),
         grpc_port,
         scheduler_host: host,

@@ -83,7 +83,6 @@ pub const SKEW_WARN_SHARE: f64 = 0.2;
 /// warning suggesting `strategy = "salted"` when one key holds more than
 /// [`SKEW_WARN_SHARE`] of a side.
 async fn skew_report(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMap<String, LogicalPlan>) -> Result<()> {
-    use std::hash::{Hash, Hasher};
     let partitions = ctx.state().config().target_partitions().max(1);
     for node in &pipeline.nodes {
         let Op::Join { left, right, on, strategy, .. } = &node.op else { continue };
@@ -96,18 +95,13 @@ async fn skew_report(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMap<
             _ => continue,
         };
         for (side, side_on) in sides {
-            let (counts, total) = key_counts(ctx, plans[side.as_str()].clone(), &side_on).await.map_err(|e| Error::in_node(&node.name, e))?;
-            let mut sizes = vec![0u64; partitions];
-            for (key, n) in &counts {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                key.hash(&mut h);
-                sizes[(h.finish() % partitions as u64) as usize] += n;
-            }
+            let profile = key_profile(ctx, plans[side.as_str()].clone(), &side_on, partitions).await.map_err(|e| Error::in_node(&node.name, e))?;
+            let total = profile.total;
+            let mut sizes = profile.partition_rows;
             sizes.sort_unstable();
             let (max, median) = (sizes[partitions - 1], sizes[(partitions - 1) / 2]);
-            let mut top = counts.clone();
-            top.sort_by(|a, b| b.1.cmp(&a.1));
-            let shown: Vec<String> = top.iter().take(3).map(|(k, n)| format!("{k} {:.1}%", *n as f64 * 100.0 / total.max(1) as f64)).collect();
+            let top = profile.top;
+            let shown: Vec<String> = top.iter().map(|(k, n)| format!("{k} {:.1}%", *n as f64 * 100.0 / total.max(1) as f64)).collect();
             eprintln!(
                 "skew: join `{}`, side `{side}`: {total} rows; {partitions} hash partitions: max {max}, median {median}; top keys: {}",
                 node.name,
@@ -132,30 +126,55 @@ async fn skew_report(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMap<
     Ok(())
 }
 
-/// Rows per non-null join-key value of one side, and the side's rows (NULL keys
-/// included); one aggregate pass.
-async fn key_counts(ctx: &SessionContext, side: LogicalPlan, on: &crate::plan::JoinOn) -> Result<(Vec<(datafusion::common::ScalarValue, u64)>, u64)> {
+/// What `--skew-report` shows of one join side.
+struct KeyProfile {
+    /// Rows, NULL keys included.
+    total: u64,
+    /// Rows per partition of a hash repartitioning on the key into `partitions`
+    /// (DataFusion's own hash and seed, so these are the partitions a join gets).
+    partition_rows: Vec<u64>,
+    /// The three most frequent non-null keys, most frequent first.
+    top: Vec<(datafusion::common::ScalarValue, u64)>,
+}
+
+/// One aggregate pass (rows per key, in the engine: it spills under the memory
+/// limit), read as a stream: this process keeps `partitions` counters and three
+/// keys, never the set of distinct keys.
+async fn key_profile(ctx: &SessionContext, side: LogicalPlan, on: &crate::plan::JoinOn, partitions: usize) -> Result<KeyProfile> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::Int64Type;
     use datafusion::functions_aggregate::expr_fn::count;
     use datafusion::logical_expr::lit;
+    use futures::StreamExt;
     let key = key_expr(&side, on)?;
-    let batches = DataFrame::new(ctx.state(), side)
+    let mut stream = DataFrame::new(ctx.state(), side)
         .aggregate(vec![key.alias("__kiln_key")], vec![count(lit(1)).alias("__kiln_rows")])?
-        .collect()
+        .execute_stream()
         .await?;
-    let (mut out, mut total) = (Vec::new(), 0u64);
-    for b in &batches {
-        for i in 0..b.num_rows() {
-            let key = datafusion::common::ScalarValue::try_from_array(b.column(0), i)?;
-            let rows = b.column(1).as_primitive::<Int64Type>().value(i).max(0) as u64;
-            total += rows;
-            if !key.is_null() {
-                out.push((key, rows));
+    let mut profile = KeyProfile { total: 0, partition_rows: vec![0; partitions], top: Vec::new() };
+    let mut hashes = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let keys = batch.column(0);
+        let rows = batch.column(1).as_primitive::<Int64Type>();
+        hashes.clear();
+        hashes.resize(batch.num_rows(), 0u64);
+        datafusion::common::hash_utils::create_hashes([keys], datafusion::physical_plan::repartition::REPARTITION_RANDOM_STATE.random_state(), &mut hashes)?;
+        for (i, hash) in hashes.iter().enumerate() {
+            let n = rows.value(i).max(0) as u64;
+            profile.total += n;
+            if keys.is_null(i) {
+                continue;
+            }
+            profile.partition_rows[(hash % partitions as u64) as usize] += n;
+            if profile.top.len() < 3 || n > profile.top[profile.top.len() - 1].1 {
+                profile.top.push((datafusion::common::ScalarValue::try_from_array(keys, i)?, n));
+                profile.top.sort_by(|a, b| b.1.cmp(&a.1));
+                profile.top.truncate(3);
             }
         }
     }
-    Ok((out, total))
+    Ok(profile)
 }
 
 /// The left side's join-key values holding at least `threshold` of its rows:

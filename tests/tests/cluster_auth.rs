@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use kiln_tests::{Row, build_job, read_parquet_rows, repo_root, sorted};
 
-const TOKEN: &str = "kiln-test-token-7f3a9c1e5b2d4806";
-const OTHER_TOKEN: &str = "another-token-0a1b2c3d4e5f60718293";
+const TOKEN: &str = "kiln-test-token-7f3a9c1e5b2d4806a1b2c3d4";
+const OTHER_TOKEN: &str = "another-token-0a1b2c3d4e5f60718293a4b5c6";
 
 /// Processes killed when the test ends, however it ends.
 struct Procs(Vec<Child>);
@@ -108,14 +108,18 @@ fn a_cluster_with_a_token_admits_only_its_own_processes() {
     std::fs::write(&short, "tooshort").unwrap();
     let out = job(&binary).args(["scheduler", "--auth-token-file"]).arg(&short).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("at least 16") && !text(&out).contains("tooshort\n"), "{}", text(&out));
+    assert!(text(&out).contains("at least 32") && !text(&out).contains("tooshort\n"), "{}", text(&out));
+    // A wildcard address needs the name executors call the scheduler back at.
+    let out = job(&binary).env("KILN_CLUSTER_TOKEN", TOKEN).args(["scheduler", "--bind", "0.0.0.0:50999"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--external-host"), "{}", text(&out));
 
     // The scheduler on every interface (the token from a file); executors on this
     // machine's address (the token from the environment), as pods would be.
     let sched = free_pair(ip);
     let mut scheduler = {
         let mut c = job(&binary);
-        c.args(["scheduler", "--bind", &format!("0.0.0.0:{sched}"), "--auth-token-file"]).arg(&token_file);
+        c.args(["scheduler", "--bind", &format!("0.0.0.0:{sched}"), "--external-host", &ip.to_string(), "--auth-token-file"]).arg(&token_file);
         spawn_logged(c, &logs.join("scheduler.log"))
     };
     wait_for_port(ip, sched, &mut scheduler);
@@ -195,7 +199,7 @@ fn a_cluster_with_a_token_admits_only_its_own_processes() {
     for entry in std::fs::read_dir(&logs).unwrap() {
         all.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
     }
-    assert!(all.contains("refused"), "no refusal logged:\n{all}");
+    assert!(all.contains("refused a TLS connection from") && all.contains("another cluster token?"), "the intruder's refusal was not logged:\n{all}");
     assert!(!all.contains(TOKEN) && !all.contains(OTHER_TOKEN), "a token was logged");
 }
 

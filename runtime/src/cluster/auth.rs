@@ -33,8 +33,13 @@ use crate::{Error, Result};
 
 /// The environment variable holding the token when no `--auth-token-file` is given.
 pub const TOKEN_ENV: &str = "KILN_CLUSTER_TOKEN";
-/// Fewer bytes than this is refused: the token is the only key to the cluster.
-pub const MIN_TOKEN_BYTES: usize = 16;
+/// Fewer bytes than this is refused: the token is the only key to the cluster,
+/// and anyone who can start a handshake gets material to test guesses offline.
+pub const MIN_TOKEN_BYTES: usize = 32;
+/// A token of fewer distinct bytes than this is not random (`aaaa…`, a word repeated).
+const MIN_DISTINCT_BYTES: usize = 10;
+/// Handshakes in progress at once per gate; more connections wait to be accepted.
+const MAX_PENDING_HANDSHAKES: usize = 256;
 /// The name every node's certificate carries and every client checks.
 const NODE_NAME: &str = "kiln-cluster";
 /// Where a role's Ballista server listens when the gate takes a loopback or
@@ -75,9 +80,10 @@ pub fn init(token_file: Option<&Path>) -> Result<Option<Arc<ClusterAuth>>> {
         None => None,
         Some((bytes, what)) => {
             let token = bytes.trim_ascii();
-            if token.len() < MIN_TOKEN_BYTES {
+            let distinct = token.iter().collect::<std::collections::BTreeSet<_>>().len();
+            if token.len() < MIN_TOKEN_BYTES || distinct < MIN_DISTINCT_BYTES {
                 return Err(Error::Usage(format!(
-                    "{what} has {} bytes; a cluster token needs at least {MIN_TOKEN_BYTES} random bytes (e.g. `openssl rand -hex 32`)",
+                    "{what} has {} bytes ({distinct} distinct); a cluster token needs at least {MIN_TOKEN_BYTES} random characters (e.g. `openssl rand -hex 32`)",
                     token.len()
                 )));
             }
@@ -185,7 +191,7 @@ pub async fn probe_scheduler(addr: &str, auth: Option<&ClusterAuth>) -> Result<(
             if why.contains("BadSignature") || why.contains("UnknownIssuer") { "a certificate signed for another token" } else { "bad certificate" }
         ))),
         Err(why) if auth.is_none() && (why.contains("closed") || why.contains("Reset") || why.contains("reset") || why.contains("transport error")) => Err(refused(format!(
-            "it closed the connection unanswered. A cluster started with a token refuses clients without it: pass the same token with --auth-token-file FILE or ${TOKEN_ENV}"
+            "it closed the connection unanswered (a cluster started with a token refuses clients without it: pass the same token with --auth-token-file FILE or ${TOKEN_ENV})"
         ))),
         Err(why) if auth.is_some() && (why.contains("InvalidContentType") || why.contains("CorruptMessage") || why.contains("InvalidMessage")) => Err(refused(format!(
             "it does not speak TLS: was it started without the cluster token? ({})",
@@ -205,12 +211,16 @@ pub fn private_address(public: SocketAddr) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(ip), public.port())
 }
 
-/// Refuses a non-loopback address without a token (SPEC §10).
+/// Refuses a non-loopback address without a token (SPEC §10), and port 0 with
+/// one (the gate and the server behind it must agree on the port).
 pub fn check_bind(flag: &str, addr: SocketAddr, auth: Option<&ClusterAuth>) -> Result<()> {
     if auth.is_none() && !addr.ip().is_loopback() {
         return Err(Error::Usage(format!(
             "{flag} {addr}: listening on a non-loopback address needs the cluster's token (--auth-token-file FILE or ${TOKEN_ENV}), so that only the job's own processes can talk to it"
         )));
+    }
+    if auth.is_some() && addr.port() == 0 {
+        return Err(Error::Usage(format!("{flag} {addr}: with a cluster token, name the port")));
     }
     Ok(())
 }
@@ -229,7 +239,9 @@ pub async fn open_gate(public: SocketAddr, private: SocketAddr, auth: &ClusterAu
 }
 
 async fn serve(listener: TcpListener, private: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
+        let Ok(permit) = pending.clone().acquire_owned().await else { return };
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -241,24 +253,35 @@ async fn serve(listener: TcpListener, private: SocketAddr, acceptor: tokio_rustl
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _ = socket.set_nodelay(true);
-            let mut first = [0u8; 1];
-            // 0x16: a TLS handshake record. Anything else is a client without the
-            // cluster's token (Ballista's own plain connectivity probe among them).
-            if matches!(socket.peek(&mut first).await, Ok(1) if first[0] != 0x16) {
-                tracing::info!("cluster gate: refused a plain-text connection from {peer} (no cluster token)");
-                return;
-            }
-            let mut tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(socket)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::warn!("cluster gate: refused a connection from {peer} (another token?): {e}");
+            // Within 10 s: the first byte, then the whole handshake.
+            let handshake = async {
+                let mut first = [0u8; 1];
+                match socket.peek(&mut first).await {
+                    // 0x16: a TLS handshake record. Anything else is a client without the
+                    // cluster's token (or Ballista's own plain connectivity probe); nothing
+                    // at all is a port check.
+                    Ok(1) if first[0] == 0x16 => Some(acceptor.accept(socket).await),
+                    Ok(1) => {
+                        tracing::debug!("cluster gate: refused a plain-text connection from {peer} (no cluster token)");
+                        None
+                    }
+                    _ => None,
+                }
+            };
+            let tls = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                Ok(Some(Ok(tls))) => tls,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!("cluster gate: refused a TLS connection from {peer} (another cluster token?): {e}");
                     return;
                 }
+                Ok(None) => return,
                 Err(_) => {
-                    tracing::warn!("cluster gate: refused a connection from {peer}: no TLS handshake within 10s");
+                    tracing::info!("cluster gate: dropped a connection from {peer}: no TLS handshake within 10s");
                     return;
                 }
             };
+            drop(permit);
+            let mut tls = tls;
             match TcpStream::connect(private).await {
                 Ok(mut inner) => {
                     let _ = inner.set_nodelay(true);
@@ -321,8 +344,11 @@ mod tests {
         let file = dir.path().join("token");
         std::fs::write(&file, "hunter2-short\n").unwrap();
         let err = init(Some(&file)).unwrap_err().to_string();
-        assert!(err.contains("13 bytes") && err.contains("at least 16"), "{err}");
+        assert!(err.contains("13 bytes") && err.contains("at least 32"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+        std::fs::write(&file, "ab".repeat(40)).unwrap();
+        let err = init(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("80 bytes (2 distinct)"), "{err}");
     }
 
     #[test]
@@ -340,5 +366,6 @@ mod tests {
         let err = check_bind("--bind", "0.0.0.0:50050".parse().unwrap(), None).unwrap_err().to_string();
         assert!(err.contains("--auth-token-file") && err.contains(TOKEN_ENV), "{err}");
         assert!(check_bind("--bind", "0.0.0.0:50050".parse().unwrap(), Some(&auth)).is_ok());
+        assert!(check_bind("--bind", "127.0.0.1:0".parse().unwrap(), Some(&auth)).unwrap_err().to_string().contains("name the port"));
     }
 }

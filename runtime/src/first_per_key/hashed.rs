@@ -10,7 +10,10 @@
 //! in memory, so after [`PROBE_ROWS`] rows with more than one key per
 //! [`MIN_ROWS_PER_KEY`] rows the stream hands what it holds plus the rest of
 //! the input to DataFusion's `SortExec` (which spills under a memory limit),
-//! then takes the sorted pass.
+//! then takes the sorted pass. The table and the batches it retains are
+//! reserved from the session's memory pool; when the pool refuses more (a
+//! `memory_limit`), the stream falls back to sorting the same way, and the sort
+//! spills to disk.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,6 +25,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::Result;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, Partitioning, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -34,6 +38,9 @@ use futures::StreamExt;
 const PROBE_ROWS: usize = 1 << 18;
 /// Hashing is kept when keys repeat at least this often on average.
 const MIN_ROWS_PER_KEY: usize = 4;
+/// Bytes a table entry takes besides its key and order bytes (two boxed
+/// slices, two indices, the hash table's slot and control byte).
+const ENTRY_BYTES: usize = 2 * std::mem::size_of::<Box<[u8]>>() + 8 + 16;
 
 /// Best row of each key: its order bytes and where it is.
 struct Best {
@@ -73,6 +80,8 @@ async fn best_rows_probing(
     let mut table: HashMap<Box<[u8]>, Best> = HashMap::new();
     let mut batches: Vec<RecordBatch> = Vec::new();
     let (mut retained, mut seen) = (0usize, 0usize);
+    let reservation = MemoryConsumer::new("FirstPerKeyExec[hashed]").with_can_spill(true).register(context.memory_pool());
+    let (mut table_bytes, mut batch_bytes) = (0usize, 0usize);
     while let Some(batch) = input.next().await {
         let batch = batch?;
         let n = batch.num_rows();
@@ -85,27 +94,36 @@ async fn best_rows_probing(
         for i in 0..n {
             let (k, o) = (key_rows.row(i), order_rows.row(i));
             match table.get_mut(k.as_ref()) {
-                Some(best) if o.as_ref() < &*best.order => *best = Best { order: o.as_ref().into(), batch: b, row: i as u32 },
+                Some(best) if o.as_ref() < &*best.order => {
+                    table_bytes = table_bytes + o.as_ref().len() - best.order.len();
+                    *best = Best { order: o.as_ref().into(), batch: b, row: i as u32 };
+                }
                 Some(_) => {}
                 None => {
+                    table_bytes += k.as_ref().len() + o.as_ref().len() + ENTRY_BYTES;
                     table.insert(k.as_ref().into(), Best { order: o.as_ref().into(), batch: b, row: i as u32 });
                 }
             }
         }
+        batch_bytes += batch.get_array_memory_size();
         batches.push(batch);
         retained += n;
         seen += n;
-        if seen >= probe_rows && table.len() * MIN_ROWS_PER_KEY > seen {
+        // The pool refusing the table is a reason to sort too: the sort spills.
+        let refused = reservation.try_resize(table_bytes + batch_bytes).is_err();
+        if refused || (seen >= probe_rows && table.len() * MIN_ROWS_PER_KEY > seen) {
             // Nearly unique keys: sort instead (the winners so far, then everything else).
             let winners = compact(&schema, &batches, &mut table)?;
             drop(table);
             drop(batches);
+            reservation.free();
             let all = futures::stream::once(async move { Ok(winners) }).chain(input);
             let all: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), all));
             return sorted(all, &keys, &order, context).map(Outcome::Sorted);
         }
         if retained > 2 * table.len() + 4 * batch_size {
             batches = vec![compact(&schema, &batches, &mut table)?];
+            batch_bytes = batches[0].get_array_memory_size();
             retained = table.len();
         }
     }
@@ -212,6 +230,11 @@ mod tests {
 
     /// (key, value) rows; the best row per key is the one with the largest value.
     fn run(rows: &[(Option<&str>, i64)], batch: usize, probe_rows: usize) -> Vec<(Option<String>, i64)> {
+        run_in(rows, batch, probe_rows, None).0
+    }
+
+    /// Also says whether the stream fell back to sorting; `pool_bytes` limits the memory pool.
+    fn run_in(rows: &[(Option<&str>, i64)], batch: usize, probe_rows: usize, pool_bytes: Option<usize>) -> (Vec<(Option<String>, i64)>, bool) {
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("v", DataType::Int64, false)]));
         let batches: Vec<Result<RecordBatch>> = rows
             .chunks(batch)
@@ -225,11 +248,21 @@ mod tests {
         let keys: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new("k", 0))];
         let order = vec![PhysicalSortExpr::new(Arc::new(Column::new("v", 1)), SortOptions { descending: true, nulls_first: false })];
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let context = Arc::new(TaskContext::default().with_session_config(datafusion::prelude::SessionConfig::new().with_batch_size(3)));
+        let mut config = datafusion::prelude::SessionConfig::new().with_batch_size(3);
+        // The sort it may fall back to: a merge reservation that fits a small pool.
+        config.options_mut().execution.sort_spill_reservation_bytes = 64 * 1024;
+        let mut context = TaskContext::default().with_session_config(config);
+        if let Some(bytes) = pool_bytes {
+            let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_limit(bytes, 1.0).build_arc().unwrap();
+            context = context.with_runtime(runtime);
+        }
+        let context = Arc::new(context);
+        let mut fell_back = false;
         let out = rt.block_on(async {
             match best_rows_probing(input, keys.clone(), order, context, probe_rows).await.unwrap() {
                 Outcome::Rows(rows) => rows,
                 Outcome::Sorted(stream) => {
+                    fell_back = true;
                     let converter = RowConverter::new(vec![SortField::new(DataType::Utf8)]).unwrap();
                     let mut last = None;
                     let sorted: Vec<RecordBatch> = stream.map(|b| b.unwrap()).collect().await;
@@ -246,7 +279,7 @@ mod tests {
             })
             .collect();
         got.sort();
-        got
+        (got, fell_back)
     }
 
     #[test]
@@ -272,5 +305,25 @@ mod tests {
         expected_all.extend(distinct.iter().cloned());
         expected_all.sort();
         assert_eq!(run(&owned, 5, 10), expected_all);
+    }
+
+    /// Keys that repeat (hashing pays) but a table larger than the memory pool:
+    /// the stream gives up hashing when the pool refuses and sorts (which spills).
+    #[test]
+    fn a_table_over_the_memory_limit_falls_back_to_sorting() {
+        let names: Vec<String> = (0..5000).map(|i| format!("key-{i:05}-{}", "x".repeat(40))).collect();
+        let rows: Vec<(Option<&str>, i64)> = (0..40_000i64).map(|i| (Some(names[(i % 5000) as usize].as_str()), (i * 7919) % 10_007)).collect();
+        let mut expected: Vec<(Option<String>, i64)> = names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| (Some(name.clone()), rows.iter().skip(k).step_by(5000).map(|r| r.1).max().unwrap()))
+            .collect();
+        expected.sort();
+        let (got, fell_back) = run_in(&rows, 1000, 1 << 20, None);
+        assert!(!fell_back, "8 rows per key and no limit: hashed");
+        assert_eq!(got, expected);
+        let (got, fell_back) = run_in(&rows, 1000, 1 << 20, Some(512 * 1024));
+        assert!(fell_back, "a 512 KB pool cannot hold 5,000 keys of 50 bytes and their batches");
+        assert_eq!(got, expected);
     }
 }

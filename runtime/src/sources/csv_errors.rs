@@ -55,8 +55,12 @@ pub fn clean(path: &str, schema: &Schema, opts: &CsvOptions, work: &Path) -> Res
     Ok((read_from, bad))
 }
 
+/// Streams `file` into `out`: the `csv` crate splits records from a buffered
+/// reader, and each chunk's bytes (contiguous in the file) are read back with
+/// one positioned read, so memory holds one chunk, never the whole file.
 fn clean_file(file: &Path, out: &Path, schema: &Schema, opts: &CsvOptions, bad: &mut Vec<BadLine>) -> Result<()> {
-    let data = std::fs::read(file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+    let open = || std::fs::File::open(file).map_err(|e| Error::io(format!("reading {}", file.display()), e));
+    let raw = open()?;
     let mut writer = std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?);
     let write_err = |e| Error::io(format!("writing {}", out.display()), e);
     let mut reader = csv::ReaderBuilder::new()
@@ -64,7 +68,7 @@ fn clean_file(file: &Path, out: &Path, schema: &Schema, opts: &CsvOptions, bad: 
         .delimiter(opts.delimiter)
         .quote(opts.quote)
         .flexible(true)
-        .from_reader(&data[..]);
+        .from_reader(std::io::BufReader::with_capacity(1 << 20, open()?));
     let mut record = csv::ByteRecord::new();
     // (start byte, end byte, line) of each record of the current chunk.
     let mut chunk: Vec<(usize, usize, u64)> = Vec::with_capacity(CHUNK);
@@ -79,18 +83,43 @@ fn clean_file(file: &Path, out: &Path, schema: &Schema, opts: &CsvOptions, bad: 
         let line = record.position().map_or(0, |p| p.line());
         if first && opts.header {
             first = false;
-            writer.write_all(with_newline(&data[start..end]).as_ref()).map_err(write_err)?;
+            let header = read_range(&raw, file, start, end)?;
+            writer.write_all(with_newline(&header).as_ref()).map_err(write_err)?;
             continue;
         }
         first = false;
         chunk.push((start, end, line));
         if chunk.len() == CHUNK {
-            flush(&data, &chunk, file, schema, opts, &mut writer, bad)?;
+            flush_chunk(&raw, &chunk, file, schema, opts, &mut writer, bad)?;
             chunk.clear();
         }
     }
-    flush(&data, &chunk, file, schema, opts, &mut writer, bad)?;
+    flush_chunk(&raw, &chunk, file, schema, opts, &mut writer, bad)?;
     writer.flush().map_err(write_err)
+}
+
+/// Bytes `start..end` of `file`.
+fn read_range(raw: &std::fs::File, file: &Path, start: usize, end: usize) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; end - start];
+    raw.read_exact_at(&mut buf, start as u64).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+    Ok(buf)
+}
+
+/// [`flush`] for records located in the file: their bytes are read in one go.
+fn flush_chunk(
+    raw: &std::fs::File,
+    chunk: &[(usize, usize, u64)],
+    file: &Path,
+    schema: &Schema,
+    opts: &CsvOptions,
+    out: &mut impl Write,
+    bad: &mut Vec<BadLine>,
+) -> Result<()> {
+    let (Some(&(base, _, _)), Some(&(_, end, _))) = (chunk.first(), chunk.last()) else { return Ok(()) };
+    let data = read_range(raw, file, base, end)?;
+    let relative: Vec<(usize, usize, u64)> = chunk.iter().map(|&(s, e, line)| (s - base, e - base, line)).collect();
+    flush(&data, &relative, file, schema, opts, out, bad)
 }
 
 fn flush(

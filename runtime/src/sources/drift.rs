@@ -2,7 +2,10 @@
 //! or CSV (with header) source is compared with the schema pinned at compile
 //! time. A file that lacks a column, or holds it with another type, fails the
 //! run naming the file, the column, and both types. Extra columns are allowed
-//! (they are not read). JSON is schema-on-read: its values are checked as read.
+//! (they are not read). JSON is schema-on-read: its values are checked as read,
+//! and a field absent from a file reads as NULL (as in Spark) — unless the file
+//! holds fields the schema does not know instead, the mark of a renamed field:
+//! that fails naming the file, the missing field and the unknown ones.
 
 use std::path::Path;
 
@@ -14,6 +17,9 @@ use crate::{Error, Result};
 
 /// Checks every file of `source` at `path` (local paths and globs).
 pub fn check(source: &Source, path: &str) -> Result<()> {
+    if matches!(source.format, SourceFormat::Json) {
+        return check_json(source, path);
+    }
     let (ext, read): (&str, fn(&Path, &Source) -> std::result::Result<Schema, String>) = match &source.format {
         SourceFormat::Parquet => ("parquet", parquet_schema),
         SourceFormat::Avro => ("avro", avro_schema),
@@ -39,6 +45,54 @@ pub fn check(source: &Source, path: &str) -> Result<()> {
         compare(&pinned, &found, matches!(source.format, SourceFormat::Csv(_))).map_err(|message| Error::Read { path: file.display().to_string(), message })?;
     }
     Ok(())
+}
+
+/// Records of each JSON file looked at for renamed fields.
+const JSON_SAMPLE: usize = 1000;
+
+fn check_json(source: &Source, path: &str) -> Result<()> {
+    let p = Path::new(path);
+    if !p.exists() && !path.contains(['*', '?', '[']) {
+        return Ok(());
+    }
+    let pinned = super::files::file_schema(source);
+    for file in super::bad_rows::files(path) {
+        if p.is_dir() && file.extension().is_none_or(|e| e != "json" && e != "jsonl" && e != "ndjson") {
+            continue;
+        }
+        renamed_fields(&file, &pinned).map_err(|message| Error::Read { path: file.display().to_string(), message })?;
+    }
+    Ok(())
+}
+
+/// Fails when a schema field is in none of the first [`JSON_SAMPLE`] records
+/// while those records hold fields the schema lacks.
+fn renamed_fields(file: &Path, pinned: &Schema) -> std::result::Result<(), String> {
+    use std::collections::BTreeSet;
+    let reader = std::io::BufReader::new(std::fs::File::open(file).map_err(|e| e.to_string())?);
+    let (mut seen, mut records) = (BTreeSet::new(), 0usize);
+    for value in serde_json::Deserializer::from_reader(reader).into_iter::<serde_json::Value>().take(JSON_SAMPLE) {
+        // A malformed record is reported by the reader, with its line, when read.
+        let Ok(serde_json::Value::Object(record)) = value else { break };
+        seen.extend(record.keys().cloned());
+        records += 1;
+    }
+    if records == 0 {
+        return Ok(());
+    }
+    let known: BTreeSet<&str> = pinned.fields().iter().map(|f| f.name().as_str()).collect();
+    let missing: Vec<&str> = known.iter().copied().filter(|k| !seen.contains(*k)).collect();
+    let unknown: Vec<&str> = seen.iter().map(String::as_str).filter(|k| !known.contains(k)).collect();
+    if missing.is_empty() || unknown.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "schema drift: field{} {} in none of the first {records} records, which have field{} the schema lacks: {} (renamed? a field a file never has reads as NULL; one replaced by another is an error)",
+        if missing.len() > 1 { "s" } else { "" },
+        missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+        if unknown.len() > 1 { "s" } else { "" },
+        unknown.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+    ))
 }
 
 pub(super) fn compare(pinned: &Schema, found: &Schema, names_only: bool) -> std::result::Result<(), String> {
@@ -130,5 +184,25 @@ mod tests {
         assert!(compare(&pinned, &missing, false).unwrap_err().contains("`amount` (Float64) is missing"));
         let reordered = Schema::new(vec![Field::new("amount", DataType::Utf8, true), Field::new("id", DataType::Utf8, true)]);
         assert!(compare(&pinned, &reordered, true).unwrap_err().contains("the header is (amount, id)"));
+    }
+
+    #[test]
+    fn a_renamed_json_field_is_named_an_absent_one_is_not() {
+        use datafusion::arrow::datatypes::Field;
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("amount", DataType::Float64, true), Field::new("note", DataType::Utf8, true)]);
+        let renamed = dir.path().join("renamed.json");
+        std::fs::write(&renamed, "{\"id\": 1, \"amt\": 2.5}\n{\"id\": 2, \"amt\": 3.5, \"note\": \"x\"}\n").unwrap();
+        let err = renamed_fields(&renamed, &schema).unwrap_err();
+        assert!(err.contains("field `amount` in none of the first 2 records") && err.contains("`amt`"), "{err}");
+        let optional = dir.path().join("optional.json");
+        std::fs::write(&optional, "{\"id\": 1, \"amount\": 2.5}\n").unwrap();
+        assert_eq!(renamed_fields(&optional, &schema), Ok(()), "a field no record has, with nothing in its place, reads as NULL");
+        let later = dir.path().join("later.json");
+        std::fs::write(&later, "{\"id\": 1}\n{\"id\": 2, \"amount\": 1.0, \"note\": null, \"extra\": true}\n").unwrap();
+        assert_eq!(renamed_fields(&later, &schema), Ok(()), "every field appears somewhere");
+        let empty = dir.path().join("empty.json");
+        std::fs::write(&empty, "").unwrap();
+        assert_eq!(renamed_fields(&empty, &schema), Ok(()));
     }
 }

@@ -178,6 +178,8 @@ write(
 
 # Run-time drift of an inferred JSON schema: `id` is a string here (an integer in src_events.jsonl).
 write("src_events_drift.jsonl", '{"id": "x1", "user": "zed", "amount": 1.0, "ok": true, "day": "2024-01-01"}\n')
+# A renamed field: `amount` became `amt` (fails at run time, naming the file and both names).
+write("src_events_renamed.jsonl", '{"id": 4, "user": "cy", "amt": 2.0, "ok": true, "day": "2024-03-01"}\n{"id": 5, "user": "di", "amt": 3.0, "ok": false, "day": "2024-03-02"}\n')
 
 # --- Parquet ---------------------------------------------------------------------------------
 types_table = pa.table(
