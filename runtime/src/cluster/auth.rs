@@ -263,6 +263,16 @@ async fn serve(listener: TcpListener, private: SocketAddr, acceptor: tokio_rustl
                     Ok(1) if first[0] == 0x16 => Some(acceptor.accept(socket).await),
                     Ok(1) => {
                         tracing::debug!("cluster gate: refused a plain-text connection from {peer} (no cluster token)");
+                        // Nothing is relayed; the socket is held (reads discarded) until the peer
+                        // hangs up or 2 s pass, so Ballista's registration probe, which only
+                        // connects and hangs up, never races the gate's close.
+                        let mut socket = socket;
+                        let mut sink = [0u8; 4096];
+                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            use tokio::io::AsyncReadExt;
+                            while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+                        })
+                        .await;
                         None
                     }
                     _ => None,
