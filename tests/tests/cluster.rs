@@ -5,23 +5,13 @@
 //! sums may add in another order). Also `run --standalone`.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_tests::{Row, build_job, read_parquet_rows, repo_root, sorted};
-
-/// Processes killed when the test ends, however it ends.
-struct Cluster(Vec<Child>);
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use kiln_tests::Procs as Cluster;
+use kiln_tests::parquet_outputs as outputs;
+use kiln_tests::{build_job, repo_root};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -62,17 +52,6 @@ fn start(binary: &Path) -> (Cluster, String) {
         wait_for_port(port + 1);
     }
     (procs, format!("127.0.0.1:{sched}"))
-}
-
-/// Every Parquet output under `dir`, by path relative to it (a sink's directory or file).
-fn outputs(dir: &Path) -> Vec<(PathBuf, Vec<Row>)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        found.push((p.strip_prefix(dir).unwrap().to_path_buf(), sorted(read_parquet_rows(&p))));
-    }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    found
 }
 
 fn params(spec: &str, out: &Path) -> Vec<String> {

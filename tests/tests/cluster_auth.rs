@@ -6,26 +6,15 @@
 //! without a token is refused at start; the token is printed nowhere.
 
 use std::net::{IpAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_tests::{Row, build_job, read_parquet_rows, repo_root, sorted};
+use kiln_tests::{Procs, build_job, parquet_outputs as outputs, repo_root};
 
 const TOKEN: &str = "kiln-test-token-7f3a9c1e5b2d4806a1b2c3d4";
 const OTHER_TOKEN: &str = "another-token-0a1b2c3d4e5f60718293a4b5c6";
 
-/// Processes killed when the test ends, however it ends.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// This machine's address on its default route, when it has one (a non-loopback
 /// address, as a cluster node would use); loopback otherwise. No packet is sent.
@@ -63,16 +52,6 @@ fn params(out: &Path) -> Vec<String> {
     ["--param".to_string(), format!("output={}", out.display()), "--param".to_string(), format!("data={}", data.display())].to_vec()
 }
 
-/// Every Parquet output under `dir`, by path relative to it.
-fn outputs(dir: &Path) -> Vec<(PathBuf, Vec<Row>)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        found.push((p.strip_prefix(dir).unwrap().to_path_buf(), sorted(read_parquet_rows(&p))));
-    }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    found
-}
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))

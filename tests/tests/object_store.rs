@@ -399,15 +399,7 @@ fn cluster_without_a_shared_disk_writes_to_s3() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    struct Procs(Vec<Child>);
-    impl Drop for Procs {
-        fn drop(&mut self) {
-            for c in &mut self.0 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
+    use kiln_tests::Procs;
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let sched = free();
     let mut procs = Procs(vec![
