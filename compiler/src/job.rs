@@ -107,6 +107,16 @@ impl Workspace {
         if release {
             cmd.arg("--release");
         }
+        // Under `cargo run` or `cargo test`, this process carries the variables cargo sets
+        // for a package (CARGO_MANIFEST_DIR, CARGO_PKG_*…). Build scripts that watch one
+        // (ring's watches CARGO_MANIFEST_DIR) would see it change between this build and a
+        // plain `cargo build`, and rebuild — and DataFusion above them — every other time.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if inherited_package_var(&key) {
+                cmd.env_remove(&*key);
+            }
+        }
         // Progress and warnings go to stderr; stdout stays for the binary's path.
         cmd.stdout(std::process::Stdio::null());
         let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -119,4 +129,11 @@ impl Workspace {
         }
         Ok(binary)
     }
+}
+
+/// A variable cargo sets for the package it runs (a binary or a test), not for builds.
+pub fn inherited_package_var(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_")
+        || matches!(key, "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_MANIFEST_LINKS" | "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR")
 }
