@@ -1,5 +1,5 @@
 //! Schemas that live in data files, read once at compile time and pinned into
-//! the binary: Parquet footers, Avro headers, and CSV/JSON data when a source
+//! the binary: Parquet footers, Avro headers, ORC footers, and CSV/JSON data when a source
 //! asks for `infer_schema`. The only pass input that touches the disk.
 
 use std::collections::HashMap;
@@ -19,10 +19,15 @@ pub type FileSchemas = HashMap<String, Result<SchemaRef, String>>;
 pub fn read(spec: &Spec, base: &Path) -> FileSchemas {
     let mut out = HashMap::new();
     for s in &spec.sources {
+        if let Some(pg) = &s.pg {
+            out.insert(s.name.value.clone(), postgres_schema(spec, pg));
+            continue;
+        }
         let infer = s.infer_schema.as_ref().is_some_and(|b| b.value);
         let (ext, read): (&str, fn(&Path, &crate::spec::SourceDecl) -> Result<SchemaRef, String>) = match s.format.value {
             SourceFormat::Parquet => ("parquet", parquet_schema),
             SourceFormat::Avro => ("avro", avro_schema),
+            SourceFormat::Orc => ("orc", orc_schema),
             SourceFormat::Csv if infer => ("csv", csv_schema),
             SourceFormat::Json if infer => ("json", json_schema),
             _ => continue,
@@ -45,7 +50,7 @@ pub fn read(spec: &Spec, base: &Path) -> FileSchemas {
 /// inference reads local files only. `${env.X}` in `storage_options` takes the
 /// compiler's environment.
 fn remote_schema(url: &str, ext: &str, s: &crate::spec::SourceDecl) -> Result<SchemaRef, String> {
-    if !matches!(ext, "parquet" | "avro") {
+    if !matches!(ext, "parquet" | "avro" | "orc") {
         return Err(format!("infer_schema reads local files; declare `schema` for {url}"));
     }
     let env = |v: &str| std::env::var(v).ok();
@@ -58,6 +63,17 @@ fn remote_schema(url: &str, ext: &str, s: &crate::spec::SourceDecl) -> Result<Sc
     kiln::storage::configure(url, &opts).map_err(|e| e.to_string())?;
     let ext = ext.to_string();
     kiln::storage::block_on(async move { kiln::sources::remote::first_schema(url, &ext).await }).map(std::sync::Arc::new)
+}
+
+/// The columns a PostgreSQL source reads, asked of the server. `${env.X}` in
+/// the url takes the compiler's environment; nothing of the url is printed.
+fn postgres_schema(spec: &Spec, pg: &crate::spec::PgDecl) -> Result<SchemaRef, String> {
+    let text = substitute_defaults(spec, &pg.url.value);
+    let url = kiln::params::interpolate(&text, &kiln::params::Values::default(), |v| std::env::var(v).ok()).map_err(|e| kiln::redact::text(&e.to_string()))?;
+    let (table, query) = (pg.table.as_ref().map(|t| t.value.clone()), pg.query.as_ref().map(|q| q.value.clone()));
+    kiln::storage::block_on(async move { kiln::postgres::source_schema(&url, table.as_deref(), query.as_deref()).await })
+        .map(std::sync::Arc::new)
+        .map_err(|e| kiln::redact::text(&e))
 }
 
 /// `text` with every `${params.X}` replaced by the param's default.
@@ -84,6 +100,10 @@ fn open(file: &Path) -> Result<File, String> {
 fn parquet_schema(file: &Path, _: &crate::spec::SourceDecl) -> Result<SchemaRef, String> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(open(file)?).map_err(|e| format!("{} is not a Parquet file: {e}", file.display()))?;
     Ok(builder.schema().clone())
+}
+
+fn orc_schema(file: &Path, _: &crate::spec::SourceDecl) -> Result<SchemaRef, String> {
+    kiln::sources::orc::file_schema(file).map(std::sync::Arc::new).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 fn avro_schema(file: &Path, _: &crate::spec::SourceDecl) -> Result<SchemaRef, String> {

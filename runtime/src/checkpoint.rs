@@ -87,6 +87,8 @@ fn fingerprint(pipeline: &Pipeline, name: &str, plan: &LogicalPlan, values: &Val
         // Everything the node says (inline rows, reader options, rules, model paths…).
         h.update(format!("{:?}", node.op).as_bytes());
         match &node.op {
+            // A database table has no file identity to compare: never reused.
+            Op::Source(s) if matches!(s.format, SourceFormat::Postgres(_)) => return Ok(None),
             Op::Source(s) if !matches!(s.format, SourceFormat::Inline(_)) => {
                 let path = interpolate(&s.path, values, env)?;
                 if path.contains("://") || path.contains(['*', '?', '[']) {

@@ -61,7 +61,8 @@ fn ballista_err(e: impl std::fmt::Display) -> Error {
 fn state(pipeline: &Pipeline, opts: &SessionOptions, cluster: &Cluster) -> Result<SessionState> {
     let mut config: SessionConfig = crate::session::config(opts)
         .upgrade_for_ballista()
-        .with_ballista_physical_extension_codec(Arc::new(crate::codec::KilnPhysicalCodec::default()));
+        .with_ballista_physical_extension_codec(Arc::new(crate::codec::KilnPhysicalCodec::default()))
+        .with_ballista_logical_extension_codec(Arc::new(crate::codec::KilnLogicalCodec::default()));
     // Broadcast (CollectLeft) joins for sides under Kiln's threshold, as a local run's `auto` does.
     config.options_mut().optimizer.hash_join_single_partition_threshold = pipeline.runtime.broadcast_threshold.unwrap_or(crate::strategy::DEFAULT_BROADCAST_THRESHOLD) as usize;
     // Ballista 55's adaptive planner loses track of a stage it resubmits after an
@@ -178,6 +179,8 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Opt
         override_session_builder: Some(session_builder),
         override_create_grpc_client_endpoint: auth.as_ref().map(|a| a.endpoint_override()),
         override_physical_codec: Some(Arc::new(crate::codec::KilnPhysicalCodec::default())),
+        // ORC and PostgreSQL tables in the client's logical plan (KilnLogicalCodec).
+        override_logical_codec: Some(Arc::new(crate::codec::KilnLogicalCodec::default())),
         // An executor that stops heart-beating for 15 s is lost and its tasks run
         // elsewhere (Ballista's defaults wait 3 minutes; a killed executor hung jobs).
         executor_timeout_seconds: EXECUTOR_TIMEOUT_S,
@@ -279,6 +282,7 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
         work_dir: opts.work_dir.clone(),
         override_function_registry: Some(Arc::new(registry)),
         override_physical_codec: Some(Arc::new(crate::codec::KilnPhysicalCodec::default())),
+        override_logical_codec: Some(Arc::new(crate::codec::KilnLogicalCodec::default())),
         override_runtime_producer: Some(runtime_producer),
         executor_heartbeat_interval_seconds: 3,
         ..Default::default()

@@ -12,17 +12,39 @@ use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 
 use crate::join_strategy::{Hint, JoinHint};
+use crate::sources::orc::{OrcTable, OrcTableSpec};
+use datafusion::common::DataFusionError;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 
+/// Prefix of an ORC table in a serialized logical plan (then its spec, as JSON).
+const ORC_TABLE: &[u8] = b"KILN-ORC-TABLE:";
+/// Prefix of an ORC scan in a serialized physical plan (then its `FileScanExecConf`).
+const ORC_SCAN: &[u8] = b"KILN-ORC-SCAN:";
+/// Prefix of a PostgreSQL table (then its spec, as JSON; the url keeps its `${env.X}`).
+const PG_TABLE: &[u8] = b"KILN-PG-TABLE:";
+/// Prefix of a PostgreSQL scan (then its spec and SELECTs as JSON, and its `FileScanExecConf`).
+const PG_SCAN: &[u8] = b"KILN-PG-SCAN:";
+
+fn internal(e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(e.to_string())
+}
+
+/// Kiln's logical nodes and tables (join hints, ORC and PostgreSQL tables) on
+/// top of Ballista's codec, which handles the rest (file formats of sinks, its
+/// own nodes): the client encodes with it, the scheduler decodes with it.
 #[derive(Debug, Default)]
-pub struct KilnLogicalCodec;
+pub struct KilnLogicalCodec {
+    ballista: ballista_core::serde::BallistaLogicalExtensionCodec,
+}
 
 impl LogicalExtensionCodec for KilnLogicalCodec {
-    fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], _ctx: &TaskContext) -> Result<Extension> {
+    fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> Result<Extension> {
         let hint = match buf {
             [0] => Hint::Broadcast,
             [1] => Hint::Shuffle,
             [2] => Hint::SortMerge,
-            _ => return exec_err!("unknown Kiln plan node in a serialized plan"),
+            _ => return self.ballista.try_decode(buf, inputs, ctx),
         };
         let [input] = inputs else { return exec_err!("a join hint has one input") };
         Ok(Extension { node: Arc::new(JoinHint::new(input.clone(), hint)) })
@@ -30,7 +52,7 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
         let Some(h) = node.node.as_any().downcast_ref::<JoinHint>() else {
-            return exec_err!("cannot serialize plan node {}", node.node.name());
+            return self.ballista.try_encode(node, buf);
         };
         buf.push(match h.hint() {
             Hint::Broadcast => 0,
@@ -40,12 +62,38 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
         Ok(())
     }
 
-    fn try_decode_table_provider(&self, _buf: &[u8], table_ref: &TableReference, _schema: SchemaRef, _ctx: &TaskContext) -> Result<Arc<dyn TableProvider>> {
-        exec_err!("cannot deserialize table {table_ref}: only file sources travel in serialized plans")
+    fn try_decode_table_provider(&self, buf: &[u8], table_ref: &TableReference, schema: SchemaRef, ctx: &TaskContext) -> Result<Arc<dyn TableProvider>> {
+        if let Some(spec) = buf.strip_prefix(ORC_TABLE) {
+            let spec: OrcTableSpec = serde_json::from_slice(spec).map_err(|e| DataFusionError::Internal(format!("bad ORC table {table_ref}: {e}")))?;
+            return Ok(Arc::new(OrcTable::new(spec, schema)?));
+        }
+        if let Some(spec) = buf.strip_prefix(PG_TABLE) {
+            let spec: crate::postgres::read::PgTableSpec = serde_json::from_slice(spec).map_err(internal)?;
+            return Ok(Arc::new(crate::postgres::read::PgTable::new(spec, schema)));
+        }
+        self.ballista.try_decode_table_provider(buf, table_ref, schema, ctx)
     }
 
-    fn try_encode_table_provider(&self, table_ref: &TableReference, _node: Arc<dyn TableProvider>, _buf: &mut Vec<u8>) -> Result<()> {
-        exec_err!("cannot serialize table {table_ref}: only file sources travel in serialized plans")
+    fn try_encode_table_provider(&self, table_ref: &TableReference, node: Arc<dyn TableProvider>, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(orc) = node.downcast_ref::<OrcTable>() {
+            buf.extend_from_slice(ORC_TABLE);
+            buf.extend_from_slice(&serde_json::to_vec(&orc.spec).map_err(|e| DataFusionError::Internal(e.to_string()))?);
+            return Ok(());
+        }
+        if let Some(pg) = node.downcast_ref::<crate::postgres::read::PgTable>() {
+            buf.extend_from_slice(PG_TABLE);
+            buf.extend_from_slice(&serde_json::to_vec(&pg.spec).map_err(internal)?);
+            return Ok(());
+        }
+        self.ballista.try_encode_table_provider(table_ref, node, buf)
+    }
+
+    fn try_decode_file_format(&self, buf: &[u8], ctx: &TaskContext) -> Result<Arc<dyn datafusion::datasource::file_format::FileFormatFactory>> {
+        self.ballista.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn datafusion::datasource::file_format::FileFormatFactory>) -> Result<()> {
+        self.ballista.try_encode_file_format(buf, node)
     }
 }
 
@@ -86,6 +134,23 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
     ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
         use datafusion::physical_expr::PhysicalSortExpr;
         use prost::Message;
+        if let Some(conf) = buf.strip_prefix(ORC_SCAN) {
+            let proto = datafusion_proto::protobuf::FileScanExecConf::decode(conf).map_err(|e| DataFusionError::Internal(e.to_string()))?;
+            let table_schema = datafusion_proto::physical_plan::from_proto::parse_table_schema_from_proto(&proto)?;
+            let decode_ctx = datafusion_proto::physical_plan::PhysicalPlanDecodeContext::new(ctx, self);
+            let source = Arc::new(datafusion_orc::OrcSource::new(table_schema));
+            let conf = datafusion_proto::physical_plan::from_proto::parse_protobuf_file_scan_config(&proto, &decode_ctx, converter, source)?;
+            return Ok(DataSourceExec::from_data_source(conf));
+        }
+        if let Some(mut rest) = buf.strip_prefix(PG_SCAN) {
+            let (spec, selects): (crate::postgres::read::PgTableSpec, Vec<String>) = serde_json::from_slice(take(&mut rest)?).map_err(internal)?;
+            let proto = datafusion_proto::protobuf::FileScanExecConf::decode(take(&mut rest)?).map_err(internal)?;
+            let table_schema = datafusion_proto::physical_plan::from_proto::parse_table_schema_from_proto(&proto)?;
+            let decode_ctx = datafusion_proto::physical_plan::PhysicalPlanDecodeContext::new(ctx, self);
+            let source = Arc::new(crate::postgres::read::PgRangeSource::new(spec, selects, table_schema));
+            let conf = datafusion_proto::physical_plan::from_proto::parse_protobuf_file_scan_config(&proto, &decode_ctx, converter, source)?;
+            return Ok(DataSourceExec::from_data_source(conf));
+        }
         let Some(mut rest) = buf.strip_prefix(MAGIC) else {
             return self.ballista.try_decode(buf, inputs, ctx, converter);
         };
@@ -128,6 +193,18 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
         converter: &dyn datafusion_proto::physical_plan::PhysicalProtoConverterExtension,
     ) -> Result<()> {
         use prost::Message;
+        if let Some(conf) = orc_scan(&node) {
+            buf.extend_from_slice(ORC_SCAN);
+            buf.extend_from_slice(&datafusion_proto::physical_plan::to_proto::serialize_file_scan_config(conf, self, converter)?.encode_to_vec());
+            return Ok(());
+        }
+        if let Some((conf, pg)) = pg_scan(&node) {
+            // The ranges travel as file groups, so Ballista hands each task its own.
+            buf.extend_from_slice(PG_SCAN);
+            put(buf, &serde_json::to_vec(&(&pg.spec, &pg.selects)).map_err(internal)?);
+            put(buf, &datafusion_proto::physical_plan::to_proto::serialize_file_scan_config(conf, self, converter)?.encode_to_vec());
+            return Ok(());
+        }
         let Some(f) = node.downcast_ref::<crate::first_per_key::FirstPerKeyExec>() else {
             return self.ballista.try_encode(node, buf, converter);
         };
@@ -149,4 +226,16 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
         }
         Ok(())
     }
+}
+
+/// The file scan of an ORC `DataSourceExec`.
+fn orc_scan(node: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> Option<&FileScanConfig> {
+    let conf = node.downcast_ref::<DataSourceExec>()?.data_source().downcast_ref::<FileScanConfig>()?;
+    conf.file_source().downcast_ref::<datafusion_orc::OrcSource>().map(|_| conf)
+}
+
+/// The file scan of a PostgreSQL `DataSourceExec` and its range source.
+fn pg_scan(node: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> Option<(&FileScanConfig, &crate::postgres::read::PgRangeSource)> {
+    let conf = node.downcast_ref::<DataSourceExec>()?.data_source().downcast_ref::<FileScanConfig>()?;
+    conf.file_source().downcast_ref::<crate::postgres::read::PgRangeSource>().map(|pg| (conf, pg))
 }

@@ -304,5 +304,6 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     rules.insert(at, Arc::new(crate::first_per_key::FirstPerKeyRule));
     // Last: pairs halves of splits once nothing rewrites their inputs any more.
     rules.push(Arc::new(crate::split::ShareSplits));
+    rules.push(Arc::new(crate::sources::orc::OrcColumnsOnly));
     rules
 }

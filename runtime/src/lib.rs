@@ -19,6 +19,7 @@ pub mod join_strategy;
 pub mod models;
 pub mod params;
 pub mod plan;
+pub mod postgres;
 pub mod redact;
 pub mod run;
 pub mod session;

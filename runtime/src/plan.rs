@@ -398,6 +398,8 @@ pub fn format_name(format: &SourceFormat) -> &'static str {
         SourceFormat::Parquet => "parquet",
         SourceFormat::Json => "json",
         SourceFormat::Avro => "avro",
+        SourceFormat::Orc => "orc",
+        SourceFormat::Postgres(_) => "postgres",
         SourceFormat::Inline(_) => "inline",
     }
 }
@@ -437,8 +439,28 @@ pub enum SourceFormat {
     /// Newline-delimited JSON.
     Json,
     Avro,
+    /// Apache ORC files (datafusion-orc).
+    Orc,
+    /// A PostgreSQL table or query (`path` is empty).
+    Postgres(PgSource),
     /// Rows given in the spec, one `ScalarValue` per schema column.
     Inline(Vec<Vec<ScalarValue>>),
+}
+
+/// A `postgres` source (SPEC §3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgSource {
+    /// `postgres://user:password@host:port/db`; may hold `${env.X}` and `${params.X}`.
+    pub url: String,
+    /// `table` (optionally `schema.table`), or else `query`.
+    pub table: Option<String>,
+    pub query: Option<String>,
+    /// Parallel reads (Spark's JDBC `partitionColumn`): an integer column, and how many
+    /// disjoint ranges to read it in. Bounds only set the stride; every row is read.
+    pub partition_column: Option<String>,
+    pub partitions: u32,
+    pub lower_bound: Option<i64>,
+    pub upper_bound: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -481,6 +503,10 @@ pub struct Sink {
     pub partition_by: Vec<String>,
     pub compression: Option<String>,
     pub single_file: bool,
+    /// postgres: the table written (`schema.table` allowed).
+    pub table: String,
+    /// postgres `upsert`: the conflict keys.
+    pub keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,6 +515,10 @@ pub enum SinkFormat {
     Csv,
     Json,
     Avro,
+    /// Apache ORC files (orc-rust's writer: flat types only, checked by the compiler).
+    Orc,
+    /// A PostgreSQL table: `path` holds the url, `table` the table, `keys` the upsert keys.
+    Postgres,
     Console,
 }
 
@@ -501,6 +531,8 @@ pub enum WriteMode {
     /// Replace only the `partition_by` partitions present in the new data
     /// (Spark's dynamic partition overwrite); the others are kept.
     OverwritePartitions,
+    /// postgres: insert new keys, update existing ones (`INSERT … ON CONFLICT (keys) DO UPDATE`).
+    Upsert,
 }
 
 impl Pipeline {

@@ -418,6 +418,10 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     // Sources on object stores get the checks `prepare` gives local files.
     for node in &pipeline.nodes {
         if let Op::Source(source) = &node.op {
+            if let crate::plan::SourceFormat::Postgres(pg) = &source.format {
+                crate::postgres::read::check(pg, &source.schema, &values).await.map_err(|e| Error::in_node(&node.name, e))?;
+                continue;
+            }
             let path = interpolate(&source.path, &values, env)?;
             if crate::storage::is_remote(&path) && !matches!(source.format, crate::plan::SourceFormat::Inline(_)) {
                 sources::remote::check(source, &path).await.map_err(|e| Error::in_node(&node.name, e))?;
@@ -493,7 +497,11 @@ async fn run_planned(
     let mut work = Vec::new();
     let mut reports = Vec::new();
     for sink in &pipeline.sinks {
-        let path = interpolate(&sink.path, &values, env)?;
+        let mut path = interpolate(&sink.path, &values, env)?;
+        if sink.format == SinkFormat::Postgres {
+            // Never the url: it may hold a password.
+            path = crate::postgres::write::target(sink, &path);
+        }
         let target = targets.get(&sink.name).cloned().unwrap_or_else(|| sinks::Target::Local(PathBuf::new()));
         if sinks::precheck(sink, &target).await? == sinks::Plan::Skip {
             reports.push(SinkReport { name: sink.name.clone(), path, rows: None });
@@ -677,7 +685,7 @@ fn prepare(pipeline: &Pipeline, values: &Values, spill_dir: Option<&str>) -> Res
     let mut prepared = Prepared { read_from: HashMap::new(), quarantines: Vec::new(), skipped: Vec::new(), work: None };
     for node in &pipeline.nodes {
         let Op::Source(source) = &node.op else { continue };
-        if !matches!(source.format, SourceFormat::Inline(_)) {
+        if !matches!(source.format, SourceFormat::Inline(_) | SourceFormat::Postgres(_)) {
             let path = interpolate(&source.path, values, env)?;
             sources::must_exist(&path).map_err(|e| Error::in_node(&node.name, e))?;
             sources::no_skipped_files(&path, &source.format).map_err(|e| Error::in_node(&node.name, e))?;
@@ -763,7 +771,13 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
     for node in &pipeline.nodes {
         let kind = match &node.op {
             Op::Source(s) => {
-                let path = interpolate(&s.path, &values, env).unwrap_or_else(|_| s.path.clone());
+                let path = match &s.format {
+                    crate::plan::SourceFormat::Postgres(pg) => {
+                        let url = interpolate(&pg.url, &values, env).unwrap_or_default();
+                        format!("{} on {}", pg.table.as_deref().unwrap_or("(query)"), crate::postgres::describe(&url))
+                    }
+                    _ => interpolate(&s.path, &values, env).unwrap_or_else(|_| s.path.clone()),
+                };
                 format!("{} source {path}", crate::plan::format_name(&s.format))
             }
             Op::Join { how, strategy, .. } => {
@@ -801,7 +815,10 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
         } else {
             datafusion::physical_plan::displayable(physical.as_ref()).indent(true).to_string()
         };
-        let path = interpolate(&sink.path, &values, env).unwrap_or_else(|_| sink.path.clone());
+        let mut path = interpolate(&sink.path, &values, env).unwrap_or_else(|_| sink.path.clone());
+        if sink.format == SinkFormat::Postgres {
+            path = crate::postgres::write::target(sink, &path);
+        }
         let _ = writeln!(out, "== sink `{}` ({:?} {path}) <- `{}` ==", sink.name, sink.format, sink.input);
         let _ = writeln!(out, "-- logical plan --\n{}", logical.display_indent());
         let _ = writeln!(out, "-- physical plan --\n{physical}");

@@ -129,7 +129,8 @@ fn file_estimate(path: &Path, format: &SourceFormat, row_width: f64) -> Option<(
         SourceFormat::Csv(_) => "csv",
         SourceFormat::Json => "json",
         SourceFormat::Avro => "avro",
-        SourceFormat::Inline(_) => return None,
+        SourceFormat::Orc => "orc",
+        SourceFormat::Inline(_) | SourceFormat::Postgres(_) => return None,
     };
     let files = crate::sources::files_under(path, Some(ext));
     if files.is_empty() {
@@ -144,6 +145,10 @@ fn file_estimate(path: &Path, format: &SourceFormat, row_width: f64) -> Option<(
             bytes += meta.row_groups().iter().map(|rg| rg.total_byte_size() as f64).sum::<f64>();
         }
         return Some((Estimate { rows, bytes }, format!("Parquet footers of {} file(s)", files.len())));
+    }
+    if let SourceFormat::Orc = format {
+        let rows: f64 = files.iter().map(|f| crate::sources::orc::row_count(f).map(|r| r as f64)).sum::<Option<f64>>()?;
+        return Some((Estimate { rows, bytes: rows * row_width }, format!("ORC footers of {} file(s)", files.len())));
     }
     let total: f64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len() as f64).sum();
     // Rows from the average line length of the first 64 KB of the first file.

@@ -1,6 +1,8 @@
 //! Shared helpers of the end-to-end tests (`tests/tests/*.rs`): building job
 //! binaries the way `kiln build` does, and reading their outputs back as rows.
 
+pub mod postgres;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

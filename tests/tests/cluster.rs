@@ -176,3 +176,41 @@ fn a_failed_cluster_job_leaves_the_previous_output() {
     assert!(stderr.contains("bad.csv:1236"), "names the file and line (header is line 1): {stderr}");
     assert_eq!(kiln_tests::snapshot_tree(out.path()), before, "the previous output is untouched");
 }
+
+#[test]
+fn postgres_ranges_and_orc_files_run_on_a_cluster_with_the_local_result() {
+    let pg = kiln_tests::postgres::Postgres::start();
+    pg.psql_file(&repo_root().join("tests/postgres/setup.sql"));
+    // SAFETY: read by this test's processes only (the executors inherit it).
+    unsafe { std::env::set_var("KILN_TEST_PG_URL", pg.url()) };
+    let binary = build_job("tests/postgres/cluster.toml");
+    let items = repo_root().join("tests/conformance/data/src_items.orc");
+    let go = |args: &[&str], out: &Path| {
+        let output = Command::new(&binary)
+            .args(args)
+            .args(["--param", &format!("output={}", out.display()), "--param", &format!("items={}", items.display())])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let local = tempfile::tempdir().unwrap();
+    go(&["run"], local.path());
+    // Part-file names differ from run to run: compare the rows.
+    let rows = |dir: &Path| kiln_tests::sorted(kiln_tests::read_parquet_rows(dir));
+    let expected = rows(&local.path().join("totals"));
+    // The local run agrees with psql: one row per (customer, status), 10,000 orders in all.
+    let groups: usize = pg.psql("SELECT count(*) FROM (SELECT DISTINCT customer_id, status FROM orders) g").parse().unwrap();
+    assert_eq!(expected.len(), groups);
+    let orders: i64 = expected.iter().map(|r| match r["n"] { kiln_tests::Cell::Int(n) => n, _ => 0 }).sum();
+    assert_eq!(orders, 10_000);
+    let copies_before = pg.log().matches("COPY (SELECT").count();
+
+    let (_cluster, scheduler) = start(&binary);
+    let remote = tempfile::tempdir().unwrap();
+    go(&["submit", "--scheduler", &scheduler], remote.path());
+    assert_eq!(rows(&remote.path().join("totals")), expected, "postgres: cluster output differs from the local run's");
+    assert_eq!(rows(&remote.path().join("items")), rows(&local.path().join("items")), "orc: cluster output differs from the local run's");
+    assert_eq!(rows(&local.path().join("items")).len(), 3);
+    // The cluster read the table in four ranges, as the local run did.
+    assert_eq!(pg.log().matches("COPY (SELECT").count() - copies_before, 4);
+}

@@ -331,6 +331,9 @@ fn read_output(path: &Path, rows: &mut Vec<Value>) {
             read_jsonl(&file)
         } else if name.ends_with(".csv") {
             csv_rows(&file)
+        } else if name.ends_with(".orc") {
+            let reader = kiln::sources::orc::orc_rust::arrow_reader::ArrowReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap().build();
+            batches_json(&reader.collect::<Result<Vec<_>, _>>().unwrap())
         } else {
             panic!("cannot read output file {}", file.display())
         };

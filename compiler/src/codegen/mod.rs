@@ -523,6 +523,17 @@ fn source(s: &Source) -> Result<TokenStream, Unsupported> {
         SourceFormat::Parquet => quote!(SourceFormat::Parquet),
         SourceFormat::Json => quote!(SourceFormat::Json),
         SourceFormat::Avro => quote!(SourceFormat::Avro),
+        SourceFormat::Orc => quote!(SourceFormat::Orc),
+        SourceFormat::Postgres(pg) => {
+            let url = &pg.url;
+            let table = option(pg.table.as_ref().map(|t| quote!(#t.into())));
+            let query = option(pg.query.as_ref().map(|q| quote!(#q.into())));
+            let column = option(pg.partition_column.as_ref().map(|c| quote!(#c.into())));
+            let partitions = pg.partitions;
+            let lower = option(pg.lower_bound.map(|b| quote!(#b)));
+            let upper = option(pg.upper_bound.map(|b| quote!(#b)));
+            quote!(SourceFormat::Postgres(PgSource { url: #url.into(), table: #table, query: #query, partition_column: #column, partitions: #partitions, lower_bound: #lower, upper_bound: #upper }))
+        }
         SourceFormat::Inline(rows) => {
             let rows = rows_tokens(rows)?;
             quote!(SourceFormat::Inline(#rows))
@@ -549,6 +560,8 @@ fn sink(s: &Sink) -> TokenStream {
         SinkFormat::Csv => quote!(SinkFormat::Csv),
         SinkFormat::Json => quote!(SinkFormat::Json),
         SinkFormat::Avro => quote!(SinkFormat::Avro),
+        SinkFormat::Orc => quote!(SinkFormat::Orc),
+        SinkFormat::Postgres => quote!(SinkFormat::Postgres),
         SinkFormat::Console => quote!(SinkFormat::Console),
     };
     let mode = match s.mode {
@@ -557,10 +570,13 @@ fn sink(s: &Sink) -> TokenStream {
         WriteMode::ErrorIfExists => quote!(WriteMode::ErrorIfExists),
         WriteMode::Ignore => quote!(WriteMode::Ignore),
         WriteMode::OverwritePartitions => quote!(WriteMode::OverwritePartitions),
+        WriteMode::Upsert => quote!(WriteMode::Upsert),
     };
     let partition_by = strings(&s.partition_by);
     let compression = option(s.compression.as_ref().map(|c| quote!(#c.into())));
     let single_file = s.single_file;
+    let table = &s.table;
+    let keys = strings(&s.keys);
     quote!(Sink {
         name: #name.into(),
         input: #input.into(),
@@ -570,6 +586,8 @@ fn sink(s: &Sink) -> TokenStream {
         partition_by: #partition_by,
         compression: #compression,
         single_file: #single_file,
+        table: #table.into(),
+        keys: #keys,
     })
 }
 

@@ -20,7 +20,7 @@ use toml::de::{DeTable, DeValue};
 pub use model::ModelDecl;
 pub use pipeline::{ParamDecl, PipelineDecl, RuntimeDecl};
 pub use sink::SinkDecl;
-pub use source::{SourceDecl, SourceFormat};
+pub use source::{PgDecl, SourceDecl, SourceFormat};
 pub use transform::{RuleDecl, RuleDeclKind, SaltDecl, TransformBody, TransformDecl};
 
 use crate::diag::{Diagnostic, Diags};
@@ -233,4 +233,20 @@ pub fn one_of(value: &Sp<String>, allowed: &[&str], what: &str, d: &mut Diags) -
     }
     d.push(diag);
     false
+}
+
+/// A PostgreSQL url with a literal password (`postgres://u:secret@h/db` or
+/// `?password=secret`) is a warning: the password is compiled into the binary.
+pub(crate) fn literal_password(url: &Sp<String>, what: &str, d: &mut Diags) {
+    let text = url.value.as_str();
+    let userinfo = text.split_once("://").and_then(|(_, rest)| rest.split_once('@')).map(|(u, _)| u);
+    let in_userinfo = userinfo.and_then(|u| u.split_once(':')).map(|(_, p)| p.to_string());
+    let in_query = text.split_once('?').and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("password=")).map(String::from));
+    if in_userinfo.or(in_query).is_some_and(|p| !p.is_empty() && !p.contains("${env.")) {
+        d.push(
+            Diagnostic::warning("kiln::literal-secret", url.span.clone(), format!("{what}: the url holds a literal password: it is compiled into the binary"))
+                .label("a credential in the spec")
+                .help("read it from the environment: url = \"postgres://user:${env.PGPASSWORD}@host:5432/db\""),
+        );
+    }
 }

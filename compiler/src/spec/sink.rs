@@ -16,14 +16,20 @@ pub struct SinkDecl {
     pub single_file: Option<Sp<bool>>,
     /// Options of the object store `path` names (SPEC §6a).
     pub storage_options: Vec<(Sp<String>, Sp<String>)>,
+    /// postgres: the server, the table, and the upsert keys.
+    pub url: Option<Sp<String>>,
+    pub table: Option<Sp<String>>,
+    pub keys: Vec<Sp<String>>,
 }
 
-const FORMATS: &[&str] = &["parquet", "csv", "json", "avro", "console"];
-const LATER_FORMATS: &[&str] = &["delta", "postgres"];
+const FORMATS: &[&str] = &["parquet", "csv", "json", "avro", "orc", "postgres", "console"];
+const LATER_FORMATS: &[&str] = &["delta"];
+const PG_MODES: &[&str] = &["append", "overwrite", "upsert", "error_if_exists", "ignore"];
 const MODES: &[&str] = &["overwrite", "append", "error_if_exists", "ignore", "overwrite_partitions"];
 const PARQUET_CODECS: &[&str] = &["snappy", "gzip", "zstd", "lz4", "lz4_raw", "brotli", "uncompressed"];
 const TEXT_CODECS: &[&str] = &["gzip", "bzip2", "xz", "zstd", "uncompressed"];
 const AVRO_CODECS: &[&str] = &["snappy", "deflate", "zstd", "bzip2", "xz", "uncompressed"];
+const ORC_CODECS: &[&str] = &["snappy", "zlib", "lz4", "zstd", "uncompressed"];
 
 pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDecl> {
     let input = t.req_str("input", d, Some("the name of the source or transform to write"));
@@ -39,6 +45,9 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
         one_of(f, FORMATS, "sink format", d)
     });
     let console = format.as_ref().is_some_and(|f| f.as_str() == "console");
+    if format.as_ref().is_some_and(|f| f.as_str() == "postgres") {
+        return postgres(name, input, format, t, d);
+    }
     let path = if console { t.str("path", d) } else { t.req_str("path", d, Some("a directory of part files (or the file, with single_file = true)")) };
     let mode = t.str("mode", d).filter(|m| one_of(m, MODES, "write mode", d));
     let partition_by = t.str_list("partition_by", d).map(|p| p.value).unwrap_or_default();
@@ -48,6 +57,7 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
         let codecs = match f.as_str() {
             "parquet" => PARQUET_CODECS,
             "avro" => AVRO_CODECS,
+            "orc" => ORC_CODECS,
             _ => TEXT_CODECS,
         };
         one_of(&Sp::new(base.to_string(), c.span.clone()), codecs, &format!("{} compression", f.value), d);
@@ -64,11 +74,11 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
         }
     }
     if let (Some(f), Some(p)) = (&format, partition_by.first()) {
-        if f.as_str() == "avro" {
+        if matches!(f.as_str(), "avro" | "orc") {
             d.push(
-                Diagnostic::error("kiln::unsupported", p.span.clone(), format!("{}: partitioned avro output is not supported by this version of kiln yet", t.what))
-                    .label("not supported for avro yet")
-                    .help("write parquet, csv or json partitioned, or avro unpartitioned"),
+                Diagnostic::error("kiln::unsupported", p.span.clone(), format!("{}: partitioned {} output is not supported by this version of kiln yet", t.what, f.value))
+                    .label(format!("not supported for {} yet", f.value))
+                    .help(format!("write parquet, csv or json partitioned, or {} unpartitioned", f.value)),
             );
         }
     }
@@ -90,5 +100,44 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
         }
     }
     t.finish(d);
-    Some(SinkDecl { name, input: input?, format: format?, path, mode, partition_by, compression, single_file, storage_options })
+    Some(SinkDecl { name, input: input?, format: format?, path, mode, partition_by, compression, single_file, storage_options, url: None, table: None, keys: Vec::new() })
+}
+
+/// A `postgres` sink: `url`, `table`, `mode` (append, overwrite, upsert with `keys`,
+/// error_if_exists, ignore).
+fn postgres(name: Sp<String>, input: Option<Sp<String>>, format: Option<Sp<String>>, t: &Table, d: &mut Diags) -> Option<SinkDecl> {
+    let url = t.req_str("url", d, Some("url = \"postgres://user:${env.PGPASSWORD}@host:5432/db\""));
+    if let Some(u) = &url {
+        super::literal_password(u, &t.what, d);
+    }
+    let table = t.req_str("table", d, Some("the table to write, e.g. table = \"public.daily_totals\""));
+    let mode = t.str("mode", d).filter(|m| one_of(m, PG_MODES, "postgres write mode", d));
+    let keys = t.str_list("keys", d).map(|k| k.value).unwrap_or_default();
+    let upsert = mode.as_ref().is_some_and(|m| m.as_str() == "upsert");
+    match (upsert, keys.first()) {
+        (true, None) => d.push(
+            Diagnostic::error("kiln::missing-key", mode.as_ref().map_or(t.span.clone(), |m| m.span.clone()), format!("{}: mode = \"upsert\" needs `keys`", t.what))
+                .label("update rows matched by which columns?")
+                .help("keys = [\"id\"] (the table needs a unique index or primary key on them)"),
+        ),
+        (false, Some(k)) => d.push(
+            Diagnostic::error("kiln::conflict", k.span.clone(), format!("{}: `keys` is only used with mode = \"upsert\"", t.what)).label("not used"),
+        ),
+        _ => {}
+    }
+    t.finish(d);
+    Some(SinkDecl {
+        name,
+        input: input?,
+        format: format?,
+        path: None,
+        mode,
+        partition_by: Vec::new(),
+        compression: None,
+        single_file: None,
+        storage_options: Vec::new(),
+        url: Some(url?),
+        table: Some(table?),
+        keys,
+    })
 }

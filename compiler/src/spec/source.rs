@@ -12,7 +12,21 @@ pub enum SourceFormat {
     Parquet,
     Json,
     Avro,
+    Orc,
+    Postgres,
     Inline,
+}
+
+/// The keys of a `postgres` source (SPEC §3).
+#[derive(Debug, Clone)]
+pub struct PgDecl {
+    pub url: Sp<String>,
+    pub table: Option<Sp<String>>,
+    pub query: Option<Sp<String>>,
+    pub partition_column: Option<Sp<String>>,
+    pub partitions: Option<Sp<i64>>,
+    pub lower_bound: Option<Sp<i64>>,
+    pub upper_bound: Option<Sp<i64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,18 +55,22 @@ pub struct SourceDecl {
     pub rows: Vec<Sp<Vec<(Sp<String>, Sp<Literal>)>>>,
     /// Options of the object store `path` names (SPEC §6a).
     pub storage_options: Vec<(Sp<String>, Sp<String>)>,
+    /// `postgres` sources.
+    pub pg: Option<PgDecl>,
 }
 
-const FORMATS: &[&str] = &["csv", "parquet", "json", "avro", "inline"];
-const LATER_FORMATS: &[&str] = &["orc", "delta", "postgres", "kafka"];
+const FORMATS: &[&str] = &["csv", "parquet", "json", "avro", "orc", "postgres", "inline"];
+const LATER_FORMATS: &[&str] = &["delta", "kafka"];
 
 pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SourceDecl> {
-    let format_text = t.req_str("format", d, Some("sources need a format: csv, parquet, json, avro or inline"))?;
+    let format_text = t.req_str("format", d, Some("sources need a format: csv, parquet, json, avro, orc, postgres or inline"))?;
     let format = match format_text.as_str() {
         "csv" => SourceFormat::Csv,
         "parquet" => SourceFormat::Parquet,
         "json" => SourceFormat::Json,
         "avro" => SourceFormat::Avro,
+        "orc" => SourceFormat::Orc,
+        "postgres" => SourceFormat::Postgres,
         "inline" => SourceFormat::Inline,
         other if LATER_FORMATS.contains(&other) => {
             d.push(
@@ -84,13 +102,15 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
         size_hint: None,
         rows: Vec::new(),
         storage_options: Vec::new(),
+        pg: None,
     };
     match format {
-        SourceFormat::Csv | SourceFormat::Parquet | SourceFormat::Json | SourceFormat::Avro => {
+        SourceFormat::Csv | SourceFormat::Parquet | SourceFormat::Json | SourceFormat::Avro | SourceFormat::Orc => {
             decl.path = t.req_str("path", d, Some("a file, a directory of files, or a glob"));
             decl.partitions = partitions(t, d);
             decl.storage_options = super::storage_options(t, decl.path.as_ref(), d);
         }
+        SourceFormat::Postgres => decl.pg = postgres(t, d),
         SourceFormat::Inline => {
             match rows(t, d) {
                 Some(r) => decl.rows = r,
@@ -127,7 +147,7 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
     if matches!(format, SourceFormat::Csv | SourceFormat::Json) {
         decl.infer_schema = t.bool("infer_schema", d);
     }
-    if format != SourceFormat::Inline {
+    if !matches!(format, SourceFormat::Inline | SourceFormat::Postgres) {
         // Statistics hints for the join planner, when metadata cannot be read at compile time.
         decl.rows_hint = t.int("rows", d);
         decl.size_hint = t.str("size", d);
@@ -139,6 +159,52 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
     }
     t.finish(d);
     Some(decl)
+}
+
+/// The keys of a `postgres` source: `url`, one of `table` and `query`, and
+/// `partition_column` with `partitions` (and optional bounds) for parallel reads.
+fn postgres(t: &Table, d: &mut Diags) -> Option<PgDecl> {
+    let url = t.req_str("url", d, Some("url = \"postgres://user:${env.PGPASSWORD}@host:5432/db\""));
+    if let Some(u) = &url {
+        super::literal_password(u, &t.what, d);
+    }
+    let table = t.str("table", d);
+    let query = t.str("query", d);
+    match (&table, &query) {
+        (Some(_), Some(q)) => d.push(
+            Diagnostic::error("kiln::conflict", q.span.clone(), format!("{}: `table` and `query` exclude each other", t.what))
+                .label("second relation")
+                .help("read a table, or a query's rows, not both"),
+        ),
+        (None, None) => d.push(
+            Diagnostic::error("kiln::missing-key", t.span.clone(), format!("{}: a postgres source needs `table` or `query`", t.what))
+                .label("reads nothing")
+                .help("table = \"public.orders\", or query = \"SELECT id, amount FROM orders WHERE …\""),
+        ),
+        _ => {}
+    }
+    let partition_column = t.str("partition_column", d);
+    let partitions = t.int("partitions", d);
+    let lower_bound = t.int("lower_bound", d);
+    let upper_bound = t.int("upper_bound", d);
+    if let Some(p) = &partitions {
+        if p.value < 1 || p.value > 1024 {
+            d.push(Diagnostic::error("kiln::bad-value", p.span.clone(), format!("{}: `partitions` must be between 1 and 1024", t.what)).label("out of range"));
+        }
+        if partition_column.is_none() {
+            d.push(
+                Diagnostic::error("kiln::missing-key", p.span.clone(), format!("{}: `partitions` needs `partition_column`", t.what))
+                    .label("ranges of which column?")
+                    .help("partition_column = \"id\" (an integer column)"),
+            );
+        }
+    }
+    if let (Some(l), Some(u)) = (&lower_bound, &upper_bound) {
+        if l.value > u.value {
+            d.push(Diagnostic::error("kiln::bad-value", u.span.clone(), format!("{}: `upper_bound` is below `lower_bound`", t.what)).label("below lower_bound"));
+        }
+    }
+    Some(PgDecl { url: url?, table, query, partition_column, partitions, lower_bound, upper_bound })
 }
 
 /// `partitions = ["year", "month"]` (strings) or `{ year = "int32", site = "string" }`.

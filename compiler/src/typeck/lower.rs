@@ -37,10 +37,66 @@ pub(super) fn source(s: &SourceDecl, files: &FileSchemas, d: &mut Diags) -> Opti
             };
             (file_format(s), schema)
         }
-        SourceFormat::Csv | SourceFormat::Json | SourceFormat::Parquet | SourceFormat::Avro => {
+        SourceFormat::Postgres => {
+            let pg = s.pg.as_ref()?;
+            let url_span = pg.url.span.clone();
+            let schema = match (files.get(&s.name.value), declared) {
+                (Some(Ok(found)), None) => found.clone(),
+                (Some(Ok(found)), Some(declared)) => {
+                    // The declared types win (the read casts to them); the columns must exist.
+                    for f in declared.fields() {
+                        if found.field_with_name(f.name()).is_err() {
+                            let span = s.schema.as_ref().and_then(|x| x.value.iter().find(|(n, _)| &n.value == f.name()).map(|(n, _)| n.span.clone())).unwrap_or(url_span.clone());
+                            d.push(unknown_column(f.name(), &span, &schema_names(found)));
+                        }
+                    }
+                    declared
+                }
+                (Some(Err(why)), Some(declared)) => {
+                    d.push(
+                        Diagnostic::warning("kiln::schema-unreadable", url_span, format!("source `{}`: cannot ask the server for the columns; using the declared `schema`", s.name.value))
+                            .label(why.clone())
+                            .help("the run checks the server's columns against it before writing anything"),
+                    );
+                    declared
+                }
+                (Some(Err(why)), None) => {
+                    d.push(
+                        Diagnostic::error("kiln::schema-unreadable", url_span, format!("source `{}`: cannot ask the server for the columns", s.name.value))
+                            .label(why.clone())
+                            .help("make the server reachable from `kiln check` (the url's ${env.X} variables set), or declare `schema`"),
+                    );
+                    return None;
+                }
+                (None, Some(declared)) => declared,
+                (None, None) => return None,
+            };
+            if let Some(c) = &pg.partition_column {
+                match schema.field_with_name(&c.value) {
+                    Ok(f) if f.data_type().is_integer() => {}
+                    Ok(f) => d.push(
+                        Diagnostic::error("kiln::type-mismatch", c.span.clone(), format!("source `{}`: `partition_column` must be an integer column; `{}` is {}", s.name.value, c.value, display(f.data_type())))
+                            .label("not an integer column"),
+                    ),
+                    Err(_) => d.push(unknown_column(&c.value, &c.span, &schema_names(&schema))),
+                }
+            }
+            let format = kiln::plan::SourceFormat::Postgres(kiln::plan::PgSource {
+                url: pg.url.value.clone(),
+                table: pg.table.as_ref().map(|t| t.value.clone()),
+                query: pg.query.as_ref().map(|q| q.value.clone()),
+                partition_column: pg.partition_column.as_ref().map(|c| c.value.clone()),
+                partitions: pg.partitions.as_ref().map_or(1, |p| p.value.clamp(1, 1024) as u32),
+                lower_bound: pg.lower_bound.as_ref().map(|b| b.value),
+                upper_bound: pg.upper_bound.as_ref().map(|b| b.value),
+            });
+            (format, schema)
+        }
+        SourceFormat::Csv | SourceFormat::Json | SourceFormat::Parquet | SourceFormat::Avro | SourceFormat::Orc => {
             let what = match s.format.value {
                 SourceFormat::Parquet => "Parquet schema",
                 SourceFormat::Avro => "Avro schema",
+                SourceFormat::Orc => "ORC schema",
                 _ => "data to infer a schema",
             };
             let schema = match (files.get(&s.name.value), declared) {
@@ -134,6 +190,7 @@ fn file_format(s: &SourceDecl) -> kiln::plan::SourceFormat {
         }),
         SourceFormat::Json => kiln::plan::SourceFormat::Json,
         SourceFormat::Avro => kiln::plan::SourceFormat::Avro,
+        SourceFormat::Orc => kiln::plan::SourceFormat::Orc,
         _ => kiln::plan::SourceFormat::Parquet,
     }
 }
@@ -578,6 +635,32 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<S
             }
         }
     }
+    // orc-rust's writer stores flat types only (and panics on others): say so here.
+    if s.format.as_str() == "orc" {
+        for f in input.schema().fields() {
+            if kiln::sinks::orc_schema(&datafusion::arrow::datatypes::Schema::new(vec![f.as_ref().clone()])).is_err() {
+                d.push(
+                    Diagnostic::error("kiln::unsupported-type", s.format.span.clone(), format!("sink `{}`: column `{}` is {}, which Kiln's ORC writer cannot store", s.name.value, f.name(), display(f.data_type())))
+                        .label("an ORC sink")
+                        .help("ORC sinks take integer, float, bool, string, binary, date and timestamp (no zone, or UTC) columns: cast the column (decimals to float64 or string), drop it, or write parquet"),
+                );
+            }
+        }
+    }
+    if s.format.as_str() == "postgres" {
+        for k in &s.keys {
+            require_column(k, &columns, d);
+        }
+        for f in input.schema().fields() {
+            if kiln::postgres::write::pg_type(f.data_type()).is_none() {
+                d.push(
+                    Diagnostic::error("kiln::unsupported-type", s.format.span.clone(), format!("sink `{}`: column `{}` is {}, which has no PostgreSQL column type Kiln writes", s.name.value, f.name(), display(f.data_type())))
+                        .label("a postgres sink")
+                        .help("cast the column (e.g. to string), or drop it"),
+                );
+            }
+        }
+    }
     if d.0.iter().skip(before).any(|x| x.is_error()) {
         return None;
     }
@@ -586,6 +669,8 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<S
         "csv" => SinkFormat::Csv,
         "json" => SinkFormat::Json,
         "avro" => SinkFormat::Avro,
+        "orc" => SinkFormat::Orc,
+        "postgres" => SinkFormat::Postgres,
         _ => SinkFormat::Console,
     };
     let mode = match s.mode.as_ref().map(|m| m.as_str()) {
@@ -593,16 +678,19 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<S
         Some("error_if_exists") => WriteMode::ErrorIfExists,
         Some("ignore") => WriteMode::Ignore,
         Some("overwrite_partitions") => WriteMode::OverwritePartitions,
+        Some("upsert") => WriteMode::Upsert,
         _ => WriteMode::Overwrite,
     };
     Some(Sink {
         name: s.name.value.clone(),
         input: s.input.value.clone(),
         format,
-        path: s.path.as_ref().map(|p| p.value.clone()).unwrap_or_default(),
+        path: s.path.as_ref().or(s.url.as_ref()).map(|p| p.value.clone()).unwrap_or_default(),
         mode,
         partition_by: s.partition_by.iter().map(|p| p.value.clone()).collect(),
         compression: s.compression.as_ref().map(|c| c.value.clone()),
         single_file: s.single_file.as_ref().is_some_and(|v| v.value),
+        table: s.table.as_ref().map(|t| t.value.clone()).unwrap_or_default(),
+        keys: s.keys.iter().map(|k| k.value.clone()).collect(),
     })
 }

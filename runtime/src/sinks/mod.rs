@@ -8,6 +8,7 @@
 
 mod avro;
 mod commit;
+mod orc;
 pub mod journal;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use crate::plan::{Sink, SinkFormat, WriteMode};
 use crate::{Error, Result};
 
 pub use commit::{TargetLock, clean_stale_staging, lock};
+pub use orc::orc_schema;
 
 /// Spark writes a null partition value as this directory name; so does Kiln.
 pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -42,11 +44,16 @@ pub enum Plan {
 pub enum Target {
     Local(PathBuf),
     Remote(remote::Target),
+    /// A PostgreSQL table: the url (resolved) it is written through.
+    Postgres(String),
 }
 
 impl Target {
     /// The target `path` (already substituted) names for `sink`.
     pub fn resolve(sink: &Sink, path: &str) -> Result<Target> {
+        if sink.format == SinkFormat::Postgres {
+            return Ok(Target::Postgres(path.to_string()));
+        }
         if storage::is_remote(path) {
             let loc = storage::locate(path).map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() })?;
             Ok(Target::Remote(remote::Target::new(loc, sink.single_file)))
@@ -60,6 +67,7 @@ impl Target {
         match self {
             Target::Local(p) => p.display().to_string(),
             Target::Remote(t) => t.loc.url.clone(),
+            Target::Postgres(url) => crate::postgres::describe(url),
         }
     }
 
@@ -68,6 +76,7 @@ impl Target {
         match self {
             Target::Local(p) => Ok(p.exists()),
             Target::Remote(t) => t.exists().await,
+            Target::Postgres(_) => Ok(false),
         }
     }
 
@@ -80,6 +89,7 @@ impl Target {
                 Ok(())
             }
             Target::Remote(t) => t.recover().await,
+            Target::Postgres(_) => Ok(()),
         }
     }
 }
@@ -89,7 +99,10 @@ pub async fn precheck(sink: &Sink, target: &Target) -> Result<Plan> {
     if sink.format == SinkFormat::Console {
         return Ok(Plan::Write);
     }
-    let exists = target.exists().await?;
+    let exists = match target {
+        Target::Postgres(url) => crate::postgres::write::exists(sink, url).await?,
+        _ => target.exists().await?,
+    };
     match sink.mode {
         WriteMode::ErrorIfExists if exists => {
             Err(Error::SinkExists { sink: sink.name.clone(), path: PathBuf::from(target.describe()) })
@@ -113,6 +126,8 @@ pub struct Staged {
 enum StagedKind {
     Files { staging: PathBuf, target: PathBuf },
     Remote { staging: Location, target: remote::Target, run: String, depth: usize },
+    /// An open transaction holding the rows.
+    Postgres { staged: crate::postgres::write::PgStaged, table: String },
     Console(Vec<RecordBatch>),
 }
 
@@ -133,6 +148,10 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged
     let target = match target {
         Target::Local(p) => p.as_path(),
         Target::Remote(t) => return stage_remote(df, sink, t).await,
+        Target::Postgres(url) => {
+            let staged = crate::postgres::write::stage(df, sink, url).await?;
+            return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, rows: staged.rows, kind: StagedKind::Postgres { staged, table: sink.table.clone() } });
+        }
     };
     let staging = commit::staging_path(target)?;
     let df = null_partitions_as_default(df, &sink.partition_by).map_err(ctx)?;
@@ -150,9 +169,14 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged
         SinkFormat::Parquet => df.write_parquet(&dest, options, Some(parquet_options(sink))).await,
         SinkFormat::Csv => df.write_csv(&dest, options, Some(csv_options(sink).map_err(ctx)?)).await,
         SinkFormat::Json => df.write_json(&dest, options, Some(json_options(sink).map_err(ctx)?)).await,
-        SinkFormat::Avro => {
+        SinkFormat::Avro | SinkFormat::Orc => {
             // `staging` is the file itself with single_file, else the directory made above.
-            match avro::write(df, &staging, sink.single_file, sink.compression.as_deref()).await {
+            let written = if sink.format == SinkFormat::Avro {
+                avro::write(df, &staging, sink.single_file, sink.compression.as_deref()).await
+            } else {
+                orc::write(df, &staging, sink.single_file, sink.compression.as_deref()).await
+            };
+            match written {
                 Ok(rows) => {
                     return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, kind: StagedKind::Files { staging, target: target.to_path_buf() }, rows });
                 }
@@ -162,7 +186,7 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged
                 }
             }
         }
-        SinkFormat::Console => unreachable!("handled above"),
+        SinkFormat::Console | SinkFormat::Postgres => unreachable!("handled above"),
     };
     match result {
         Ok(counts) => {
@@ -216,14 +240,18 @@ async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target) -> Re
             Ok(opts) => df.write_json(&dest, options, Some(opts)).await.map(|c| written(&c)).map_err(ctx),
             Err(e) => Err(ctx(e)),
         },
-        SinkFormat::Avro => {
+        SinkFormat::Avro | SinkFormat::Orc => {
             let local = tempfile_dir()?;
-            let file = local.join("out.avro");
+            let file = local.join("out");
             let path = if sink.single_file { file.clone() } else { local.join("parts") };
             if !sink.single_file {
                 std::fs::create_dir_all(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
             }
-            let rows = avro::write(df, &path, sink.single_file, sink.compression.as_deref()).await;
+            let rows = if sink.format == SinkFormat::Avro {
+                avro::write(df, &path, sink.single_file, sink.compression.as_deref()).await
+            } else {
+                orc::write(df, &path, sink.single_file, sink.compression.as_deref()).await
+            };
             let uploaded = match rows {
                 Ok(rows) => upload(&path, &staging).await.map(|_| rows),
                 Err(e) => Err(Error::Sink { sink: sink.name.clone(), message: e.to_string() }),
@@ -231,7 +259,7 @@ async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target) -> Re
             let _ = std::fs::remove_dir_all(&local);
             uploaded
         }
-        SinkFormat::Console => unreachable!("handled by stage"),
+        SinkFormat::Console | SinkFormat::Postgres => unreachable!("handled by stage"),
     };
     match result {
         Ok(rows) => Ok(Staged {
@@ -321,19 +349,21 @@ impl Staged {
                 Ok(())
             }
             StagedKind::Files { staging, target } => commit::commit(&staging, &target, self.mode),
-            StagedKind::Remote { .. } => Err(Error::Usage("an object-store sink commits with commit_remote".into())),
+            StagedKind::Remote { .. } | StagedKind::Postgres { .. } => Err(Error::Usage("an object-store or PostgreSQL sink commits with commit_remote".into())),
         }
     }
 
-    /// Whether this is an object-store sink (committed by [`Staged::commit_remote`]).
+    /// Whether this sink commits on its own (an object store's manifest, a
+    /// PostgreSQL transaction), by [`Staged::commit_remote`].
     pub fn is_remote(&self) -> bool {
-        matches!(self.kind, StagedKind::Remote { .. })
+        matches!(self.kind, StagedKind::Remote { .. } | StagedKind::Postgres { .. })
     }
 
-    /// Commits an object-store sink (see [`crate::storage::remote`]).
+    /// Commits an object-store sink (see [`crate::storage::remote`]) or a PostgreSQL one.
     pub async fn commit_remote(self) -> Result<()> {
         match self.kind {
             StagedKind::Remote { staging, target, run, depth } => target.commit(&staging, self.mode, self.rows, &run, depth).await,
+            StagedKind::Postgres { staged, table } => staged.commit(&self.sink, &table).await,
             _ => Err(Error::Usage("not an object-store sink".into())),
         }
     }
@@ -352,6 +382,7 @@ impl Staged {
             StagedKind::Files { staging, .. } => commit::remove(&staging),
             // Left behind if this fails: the next run that writes the target removes it.
             StagedKind::Remote { staging, target, .. } => drop(target.abort(&staging).await),
+            StagedKind::Postgres { staged, .. } => staged.abort().await,
             StagedKind::Console(_) => {}
         }
     }

@@ -23,6 +23,7 @@ pub fn check(source: &Source, path: &str) -> Result<()> {
     let (ext, read): (&str, fn(&Path, &Source) -> std::result::Result<Schema, String>) = match &source.format {
         SourceFormat::Parquet => ("parquet", parquet_schema),
         SourceFormat::Avro => ("avro", avro_schema),
+        SourceFormat::Orc => ("orc", |file, _| super::orc::file_schema(file)),
         SourceFormat::Csv(opts) if opts.header => ("csv", csv_header),
         _ => return Ok(()),
     };

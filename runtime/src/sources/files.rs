@@ -85,7 +85,16 @@ pub(super) async fn scan(ctx: &SessionContext, path: &str, source: &Source) -> R
             let opts = AvroReadOptions { file_extension: super::listing_extension(path, ".avro"), ..opts };
             ctx.read_avro(paths.clone(), opts).await.map_err(read)?
         }
-        SourceFormat::Inline(_) => return Err(Error::Usage("an inline source has no files".into())),
+        SourceFormat::Orc => {
+            let spec = super::orc::OrcTableSpec {
+                paths: paths.clone(),
+                extension: super::listing_extension(path, ".orc").trim_start_matches('.').to_string(),
+                partitions: partitions.iter().map(|(p, _)| p.clone()).collect(),
+            };
+            let table = super::orc::OrcTable::new(spec, source.schema.clone()).map_err(read)?;
+            ctx.read_table(std::sync::Arc::new(table)).map_err(read)?
+        }
+        SourceFormat::Inline(_) | SourceFormat::Postgres(_) => return Err(Error::Usage("this source has no files".into())),
     };
     Ok(df.into_unoptimized_plan())
 }

@@ -8,6 +8,7 @@ pub mod csv_errors;
 pub mod drift;
 pub mod files;
 mod inline;
+pub mod orc;
 pub mod remote;
 
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
@@ -30,6 +31,22 @@ pub async fn scan(
     let env = |var: &str| std::env::var(var).ok();
     let plan = match &source.format {
         SourceFormat::Inline(rows) => inline::scan(&source.schema, rows)?,
+        SourceFormat::Postgres(pg) => {
+            // `${env.X}` stays in the url: each process (an executor, on a cluster)
+            // resolves it from its own environment when it connects.
+            let keep_env = |var: &str| Some(format!("${{env.{var}}}"));
+            let spec = crate::postgres::read::PgTableSpec {
+                url: interpolate(&pg.url, params, keep_env)?,
+                relation: crate::postgres::relation(pg.table.as_deref(), pg.query.as_deref()),
+                what: pg.table.as_ref().map_or("query".to_string(), |t| format!("table {t}")),
+                partition_column: pg.partition_column.clone(),
+                partitions: pg.partitions,
+                lower_bound: pg.lower_bound,
+                upper_bound: pg.upper_bound,
+            };
+            let table = crate::postgres::read::PgTable::new(spec, source.schema.clone());
+            ctx.read_table(std::sync::Arc::new(table))?.into_unoptimized_plan()
+        }
         _ => {
             let mut path = match read_from {
                 Some(p) => p.to_string(),
@@ -94,7 +111,8 @@ pub fn no_skipped_files(path: &str, format: &SourceFormat) -> Result<()> {
         SourceFormat::Parquet => "parquet",
         SourceFormat::Json => "json",
         SourceFormat::Avro => "avro",
-        SourceFormat::Inline(_) => return Ok(()),
+        SourceFormat::Orc => "orc",
+        SourceFormat::Inline(_) | SourceFormat::Postgres(_) => return Ok(()),
     };
     if path.contains("://") || !p.is_dir() {
         return Ok(());

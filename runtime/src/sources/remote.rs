@@ -18,7 +18,8 @@ pub async fn check(source: &Source, path: &str) -> Result<()> {
         SourceFormat::Parquet => "parquet",
         SourceFormat::Json => "json",
         SourceFormat::Avro => "avro",
-        SourceFormat::Inline(_) => return Ok(()),
+        SourceFormat::Orc => "orc",
+        SourceFormat::Inline(_) | SourceFormat::Postgres(_) => return Ok(()),
     };
     let glob = path.contains(['*', '?', '[']);
     let all = storage::files(path, None).await?;
@@ -56,6 +57,7 @@ pub async fn check(source: &Source, path: &str) -> Result<()> {
                     .map(|r| r.schema().as_ref().clone())
                     .map_err(|e| format!("not an Avro file: {e}"))
             }
+            SourceFormat::Orc => orc_schema(&loc, meta.size).await,
             SourceFormat::Csv(opts) if opts.header => {
                 let bytes = head_bytes(&loc, meta.size).await?;
                 super::drift::csv_header_of(std::io::Cursor::new(bytes), opts)
@@ -83,6 +85,30 @@ pub async fn parquet_schema(loc: &storage::Location, size: u64) -> std::result::
     Ok(builder.schema().as_ref().clone())
 }
 
+/// The Arrow schema of an ORC object, from its tail alone (range requests).
+pub async fn orc_schema(loc: &storage::Location, size: u64) -> std::result::Result<datafusion::arrow::datatypes::Schema, String> {
+    let mut reader = OrcObject { loc: loc.clone(), size };
+    let meta = orc_rust::reader::metadata::read_metadata_async(&mut reader).await.map_err(|e| format!("not an ORC file: {e}"))?;
+    Ok(meta.root_data_type().create_arrow_schema(&Default::default()))
+}
+
+/// Range reads of one object, as orc-rust asks for them.
+struct OrcObject {
+    loc: storage::Location,
+    size: u64,
+}
+
+impl orc_rust::reader::AsyncChunkReader for OrcObject {
+    fn len(&mut self) -> futures::future::BoxFuture<'_, std::io::Result<u64>> {
+        let size = self.size;
+        Box::pin(async move { Ok(size) })
+    }
+
+    fn get_bytes(&mut self, offset: u64, length: u64) -> futures::future::BoxFuture<'_, std::io::Result<bytes::Bytes>> {
+        Box::pin(async move { self.loc.raw.get_range(&self.loc.path, offset..offset + length).await.map_err(std::io::Error::other) })
+    }
+}
+
 /// The schema of the first `.ext` object at `path` (what `kiln check` pins).
 pub async fn first_schema(path: &str, ext: &str) -> std::result::Result<datafusion::arrow::datatypes::Schema, String> {
     let files = storage::files(path, Some(ext)).await.map_err(|e| e.to_string())?;
@@ -92,6 +118,7 @@ pub async fn first_schema(path: &str, ext: &str) -> std::result::Result<datafusi
     let url = loc.url.clone();
     match ext {
         "parquet" => parquet_schema(&loc, meta.size).await,
+        "orc" => orc_schema(&loc, meta.size).await,
         _ => {
             let bytes = head_bytes(&loc, meta.size).await.map_err(|e| e.to_string())?;
             arrow_avro::reader::ReaderBuilder::new()

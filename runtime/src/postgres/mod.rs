@@ -1,0 +1,168 @@
+//! PostgreSQL sources and sinks (SPEC §3, §6), through tokio-postgres and
+//! PostgreSQL's binary COPY in both directions.
+//!
+//! Reads: a source is a [`read::PgTable`]; its scan ([`read::scan_exec`]) has
+//! one partition per range of `partition_column` (Spark's JDBC reader), each
+//! running `COPY (SELECT cols FROM … WHERE range AND pushed filters) TO STDOUT
+//! (FORMAT binary)` on its own connection, so on Ballista each is a task.
+//! Writes ([`write`]): one transaction per sink, held open until the run's
+//! commit point; a failed or killed run leaves the table as it was.
+//!
+//! The url never appears in a message: [`describe`] prints `user@host:port/db`.
+
+pub mod read;
+pub mod write;
+
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use tokio_postgres::types::{Kind, Type};
+use tokio_postgres::{Client, Config, NoTls};
+
+/// Seconds a connection attempt may take unless the url says (`connect_timeout=`).
+const CONNECT_TIMEOUT: u64 = 10;
+
+/// `user@host:port/db` for messages: never the password, never the whole url.
+pub fn describe(url: &str) -> String {
+    match url.parse::<Config>() {
+        Ok(cfg) => describe_config(&cfg),
+        Err(_) => "the PostgreSQL server (its url does not parse)".into(),
+    }
+}
+
+fn describe_config(cfg: &Config) -> String {
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let user = cfg.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let db = cfg.get_dbname().map(|d| format!("/{d}")).unwrap_or_default();
+    format!("{user}{host}:{port}{db}")
+}
+
+/// A PostgreSQL error as a person reads it: the server's message, detail and
+/// hint when it sent them, else the client's error and its cause.
+pub fn error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" ({d})"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!("; hint: {h}"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    s
+}
+
+/// Opens a connection (its driver runs on a spawned task).
+pub async fn connect(url: &str) -> Result<Client, String> {
+    let mut cfg: Config = url.parse().map_err(|e| format!("the PostgreSQL url does not parse: {e}"))?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(CONNECT_TIMEOUT));
+    }
+    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| format!("cannot connect to {}: {}", describe_config(&cfg), error_text(&e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("PostgreSQL connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// `name` as a PostgreSQL identifier: `schema.table` quoted part by part.
+pub fn quote_name(name: &str) -> String {
+    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The relation a source reads, as SQL for `FROM`.
+pub fn relation(table: Option<&str>, query: Option<&str>) -> String {
+    match (table, query) {
+        (Some(t), _) => quote_name(t),
+        (None, Some(q)) => format!("({}) AS kiln_query", q.trim().trim_end_matches(';')),
+        (None, None) => "(SELECT) AS kiln_empty".into(),
+    }
+}
+
+/// The Arrow type Kiln reads a PostgreSQL column as (SPEC §3's type table in the
+/// README); `None` for a type it does not read.
+pub fn arrow_type(t: &Type, modifier: i32) -> Option<DataType> {
+    Some(match *t {
+        Type::BOOL => DataType::Boolean,
+        Type::INT2 => DataType::Int16,
+        Type::INT4 => DataType::Int32,
+        Type::INT8 => DataType::Int64,
+        Type::OID => DataType::Int64,
+        Type::FLOAT4 => DataType::Float32,
+        Type::FLOAT8 => DataType::Float64,
+        Type::NUMERIC => {
+            // numeric(p,s) carries (p << 16 | s) + 4; unconstrained numeric reads as
+            // decimal(38,18), as Spark's JDBC reader does.
+            if modifier >= 4 {
+                let p = ((modifier - 4) >> 16) as u8;
+                let s = ((modifier - 4) & 0xffff) as i8;
+                if p > 38 {
+                    return None;
+                }
+                DataType::Decimal128(p, s)
+            } else {
+                DataType::Decimal128(38, 18)
+            }
+        }
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UUID | Type::JSON | Type::JSONB => DataType::Utf8,
+        Type::BYTEA => DataType::Binary,
+        Type::DATE => DataType::Date32,
+        Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        Type::TIME => DataType::Time64(TimeUnit::Microsecond),
+        _ => match t.kind() {
+            Kind::Array(inner) => {
+                let item = arrow_type(inner, -1)?;
+                if matches!(item, DataType::List(_)) {
+                    return None;
+                }
+                DataType::List(std::sync::Arc::new(Field::new("item", item, true)))
+            }
+            Kind::Enum(_) => DataType::Utf8,
+            _ => return None,
+        },
+    })
+}
+
+/// The schema of `relation` as the server describes it, with its columns' PostgreSQL types.
+pub async fn describe_relation(client: &Client, relation: &str) -> Result<(Schema, Vec<Type>), String> {
+    let stmt = client.prepare(&format!("SELECT * FROM {relation} LIMIT 0")).await.map_err(|e| error_text(&e))?;
+    let mut fields = Vec::new();
+    let mut types = Vec::new();
+    for c in stmt.columns() {
+        let dt = arrow_type(c.type_(), c.type_modifier()).ok_or_else(|| {
+            format!("column `{}` has PostgreSQL type {}, which Kiln does not read; cast it in a `query` (e.g. {}::text)", c.name(), c.type_().name(), quote_ident(c.name()))
+        })?;
+        fields.push(Field::new(c.name(), dt, true));
+        types.push(c.type_().clone());
+    }
+    Ok((Schema::new(fields), types))
+}
+
+/// The schema a source reads (what `kiln check` pins): connects, describes, disconnects.
+pub async fn source_schema(url: &str, table: Option<&str>, query: Option<&str>) -> Result<Schema, String> {
+    let client = connect(url).await?;
+    let what = match table {
+        Some(t) => format!("table {t}"),
+        None => "the query".into(),
+    };
+    describe_relation(&client, &relation(table, query)).await.map(|(s, _)| s).map_err(|e| format!("{what} on {}: {e}", describe(url)))
+}

@@ -1,0 +1,131 @@
+//! A real PostgreSQL server for a test: Debian's `postgresql` package, a fresh
+//! cluster in a temporary directory (`initdb` as the `postgres` user when the
+//! tests run as root, since it refuses root), on a free port of 127.0.0.1 with
+//! password (SCRAM) authentication. Stopped and removed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The superuser's password in every test cluster.
+pub const PASSWORD: &str = "kiln-test-pg-secret-7f3a9c";
+
+pub struct Postgres {
+    pub port: u16,
+    bin: PathBuf,
+    dir: PathBuf,
+    as_postgres: bool,
+}
+
+/// The directory holding `initdb`, `pg_ctl` and `psql`.
+fn bin_dir() -> PathBuf {
+    if let Ok(b) = std::env::var("KILN_PG_BIN") {
+        return PathBuf::from(b);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).filter(|b| b.join("initdb").exists()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("PostgreSQL is not installed: `apt-get install postgresql` (.ci/run does), or set KILN_PG_BIN to the directory holding initdb")
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bin = bin_dir();
+        let as_postgres = is_root();
+        let dir = tempfile::Builder::new().prefix("kiln-pg-").tempdir_in("/tmp").unwrap().keep();
+        std::fs::write(dir.join("pw"), PASSWORD).unwrap();
+        if as_postgres {
+            assert!(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap().success());
+        }
+        let pg = Postgres { port: free_port(), bin, dir, as_postgres };
+        let data = pg.dir.join("data");
+        pg.run(
+            "initdb",
+            &["-D", &data.to_string_lossy(), "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile", &pg.dir.join("pw").to_string_lossy()],
+        );
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c log_statement=all", pg.port, pg.dir.display());
+        pg.run("pg_ctl", &["-D", &data.to_string_lossy(), "-l", &pg.dir.join("log").to_string_lossy(), "-w", "-t", "60", "-o", &opts, "start"]);
+        pg
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let out = if self.as_postgres {
+            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(args).output()
+        } else {
+            Command::new(&exe).args(args).output()
+        }
+        .unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
+        let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        assert!(out.status.success(), "{tool} failed: {}\n{}\nserver log:\n{log}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The server's log (every statement: `log_statement = all`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// A url for the superuser; `password` replaces the right one when given.
+    pub fn url_with(&self, password: &str) -> String {
+        format!("postgres://postgres:{password}@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        self.url_with(PASSWORD)
+    }
+
+    /// Runs SQL with psql (unaligned, tuples only, `|` between fields, NULL as `NULL`);
+    /// panics on an error.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = self.psql_result(sql);
+        out.unwrap_or_else(|e| panic!("psql failed on {sql}: {e}"))
+    }
+
+    pub fn psql_result(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-P", "null=NULL", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Runs a SQL file with psql.
+    pub fn psql_file(&self, file: &Path) {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-f"])
+            .arg(file)
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql -f {} failed: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let exe = self.bin.join("pg_ctl");
+        let args = ["-D", &*data.to_string_lossy(), "-m", "immediate", "-w", "stop"].map(String::from);
+        let _ = if self.as_postgres {
+            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(&args).output()
+        } else {
+            Command::new(&exe).args(&args).output()
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
