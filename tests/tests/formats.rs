@@ -217,3 +217,54 @@ fn work_directories_of_killed_runs_are_removed() {
     let left: Vec<_> = std::fs::read_dir(&spill).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// ORC both ways (issue 18): Kiln writes ORC files that pyarrow reads back, reads
+/// a directory tree of them (hive partition columns are a check error: datafusion-orc
+/// fills no partition values), and a file whose column changed type fails the run
+/// before anything is written.
+#[test]
+fn orc_round_trip_read_by_pyarrow_and_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    // One directory per year, the year in the path only (as Spark's partitioned writes).
+    let writer = pipeline(&format!(
+        "{PEOPLE}\n[transforms.y2023]\ntype = \"sql\"\ninputs = [\"people\"]\nquery = \"SELECT id, name, score FROM people WHERE year = 2023\"\n\
+         [transforms.y2024]\ntype = \"sql\"\ninputs = [\"people\"]\nquery = \"SELECT id, name, score FROM people WHERE year = 2024\"\n\
+         [sinks.a]\ninput = \"y2023\"\nformat = \"orc\"\npath = \"${{params.out}}/people.orc/year=2023\"\n\
+         [sinks.b]\ninput = \"y2024\"\nformat = \"orc\"\npath = \"${{params.out}}/people.orc/year=2024\"\ncompression = \"zlib\"\n"
+    ));
+    run(&writer, &[("out", out.clone())]).unwrap();
+    // pyarrow, not Kiln, reads what Kiln wrote.
+    let script = "import glob, json, sys, pyarrow.orc as orc\n\
+                  rows = []\n\
+                  for f in sorted(glob.glob(sys.argv[1] + '/people.orc/year=*/*.orc')):\n    rows += orc.read_table(f).to_pylist()\n\
+                  print(json.dumps(sorted(rows, key=lambda r: r['id'])))";
+    let py = std::process::Command::new("python3").arg("-c").arg(script).arg(&out).output().expect("python3 (with pyarrow) is needed: .ci/run installs it");
+    assert!(py.status.success(), "pyarrow could not read Kiln's ORC output: {}", String::from_utf8_lossy(&py.stderr));
+    let read: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(
+        read,
+        serde_json::json!([{"id": 1, "name": "ada", "score": 1.5}, {"id": 2, "name": "bob", "score": null}, {"id": 3, "name": "cy", "score": -2.25}])
+    );
+    // Kiln reads the directory tree back; partition columns it refuses, saying so.
+    let spec = format!(
+        "[pipeline]\nname = \"r\"\n[sources.people]\nformat = \"orc\"\npath = \"{out}/people.orc\"\n\
+         [transforms.high]\ntype = \"filter\"\ninput = \"people\"\npredicate = \"id > 1\"\n[sinks.out]\ninput = \"high\"\nformat = \"parquet\"\npath = \"{out}/copy\"\n"
+    );
+    let reader = pipeline(&spec);
+    let without_year: Vec<_> = people().into_iter().map(|mut r| { r.remove("year"); r }).collect();
+    assert_eq!(sorted(node_rows(&reader, "people", &[])), sorted(without_year));
+    let partitioned = kiln_compiler::check_text(Path::new("t.toml"), &spec.replace("people.orc\"\n", "people.orc\"\npartitions = [\"year\"]\n"), &kiln_tests::repo_root());
+    assert!(partitioned.has_errors() && partitioned.render(false).contains("hive partition columns of ORC sources"), "{}", partitioned.render(false));
+    run(&reader, &[]).unwrap();
+    let before = kiln_tests::snapshot_tree(&dir.path().join("copy"));
+    // A new file where `score` is a string: the run fails naming it, before any write.
+    let drifted = pipeline(&format!(
+        "{PEOPLE}\n[transforms.x]\ntype = \"sql\"\ninputs = [\"people\"]\nquery = \"SELECT id, name, CAST(score AS VARCHAR) AS score FROM people\"\n\
+         [sinks.w]\ninput = \"x\"\nformat = \"orc\"\npath = \"${{params.out}}/people.orc/year=2024\"\nmode = \"append\"\n"
+    ));
+    run(&drifted, &[("out", out.clone())]).unwrap();
+    let err = run(&reader, &[]).unwrap_err().to_string();
+    assert!(err.contains("year=2024/part-") && err.contains("`score` is Utf8") && err.contains("says Float64"), "{err}");
+    assert_eq!(kiln_tests::snapshot_tree(&dir.path().join("copy")), before, "the previous output is untouched");
+}

@@ -312,6 +312,15 @@ fn bad_servers_passwords_and_tables_are_named_without_the_password() {
     let c = check(&format!("[pipeline]\nname = \"m\"\n[sources.o]\nformat = \"postgres\"\nurl = \"{}\"\ntable = \"no_such\"\n[sinks.c]\ninput = \"o\"\nformat = \"console\"\n", pg.url()));
     let text = c.render(false);
     assert!(c.has_errors() && text.contains("no_such") && text.contains("does not exist"), "{text}");
+    // A column of a type Kiln does not read is named, with the way out.
+    pg.psql("CREATE TABLE odd (id int, span interval)");
+    let c = check(&format!("[pipeline]\nname = \"i\"\n[sources.o]\nformat = \"postgres\"\nurl = \"{}\"\ntable = \"odd\"\n[sinks.c]\ninput = \"o\"\nformat = \"console\"\n", pg.url()));
+    let text = c.render(false);
+    assert!(c.has_errors() && text.contains("`span`") && text.contains("interval") && text.contains("cast it in a `query`"), "{text}");
+    // A declared column the table lacks is a check error at its name.
+    let c = check(&format!("[pipeline]\nname = \"u\"\n[sources.o]\nformat = \"postgres\"\nurl = \"{}\"\ntable = \"orders\"\nschema = {{ id = \"int64\", amount_usd = \"float64\" }}\n[sinks.c]\ninput = \"o\"\nformat = \"console\"\n", pg.url()));
+    let text = c.render(false);
+    assert!(c.has_errors() && text.contains("amount_usd"), "{text}");
     // A declared schema lets an unreachable server pass `kiln check` (a warning); the run
     // then fails before writing anything, naming the server, not the password.
     let dead = format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/postgres");
