@@ -40,12 +40,11 @@ trap 'as_pg "$PGBIN/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null; rm -r
 psql() { "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"; }
 export KILN_BENCH_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
 psql -c "CREATE TABLE bench_orders AS
-  SELECT g::bigint AS id, (g % 100000)::int AS customer_id, ((g * 7919) % 100000 / 100.0)::numeric(12,2) AS amount,
+  SELECT g::bigint AS id, (g % 100000)::int AS customer_id, ((g::bigint * 7919) % 100000 / 100.0)::numeric(12,2) AS amount,
          (ARRAY['open','done','cancelled'])[1 + g % 3] AS status,
          timestamptz '2024-01-01 00:00:00+00' + (g % 31536000) * interval '1 second' AS ts
-  FROM generate_series(1, $ROWS) g;
-  ALTER TABLE bench_orders ADD PRIMARY KEY (id); VACUUM ANALYZE bench_orders;
-  CREATE TABLE bench_copy (LIKE bench_orders);"
+  FROM generate_series(1, $ROWS) g" \
+  -c "ALTER TABLE bench_orders ADD PRIMARY KEY (id)" -c "VACUUM ANALYZE bench_orders" -c "CREATE TABLE bench_copy (LIKE bench_orders)"
 expected=$(psql -c "SELECT count(*) || ' ' || sum(amount) FROM bench_orders")
 
 cargo build -q -p kiln-compiler
@@ -57,7 +56,7 @@ SERIAL=$("$KILN" build bench/specs/pg_read_serial.toml --release | tail -n 1)
 WRITE=$("$KILN" build bench/specs/pg_write.toml --release | tail -n 1)
 
 check_parquet() {
-  got=$("$PY" -c "import duckdb,sys; print(' '.join(str(x) for x in duckdb.sql(\"SELECT count(*), sum(amount) FROM read_parquet('$1/**/*.parquet')\").fetchone()))")
+  got=$("$PY" -c "import duckdb,sys; print(' '.join(str(x) for x in duckdb.sql(\"SELECT count(*), sum(amount) FROM read_parquet('$1/**/*.parquet')\").fetchall()[0]))")
   [ "$got" = "$expected" ] || { echo "$1: $got, table has $expected" >&2; exit 1; }
 }
 tsv=bench/results/postgres-$ROWS.tsv

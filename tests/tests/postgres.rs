@@ -363,3 +363,17 @@ fn a_password_from_the_environment_is_never_printed() {
     assert!(!kiln::redact::text(&explained).contains(PASSWORD));
     assert!(!explained.contains(PASSWORD), "{explained}");
 }
+
+#[test]
+fn timestamps_are_utc_whatever_the_servers_time_zone() {
+    let pg = setup();
+    pg.psql("ALTER DATABASE postgres SET timezone TO 'America/New_York'");
+    // A declared `timestamp` over a timestamptz column, and a filter the server evaluates.
+    let p = pipeline(&format!(
+        "[pipeline]\nname = \"tz\"\n[sources.t]\nformat = \"postgres\"\nurl = \"{}\"\ntable = \"kiln_types\"\nschema = {{ id = \"int32\", tstz = \"timestamp\" }}\n\
+         [transforms.late]\ntype = \"filter\"\ninput = \"t\"\npredicate = \"tstz >= CAST('2024-03-01T08:00:00' AS TIMESTAMP)\"\n[sinks.c]\ninput = \"late\"\nformat = \"console\"\n",
+        pg.url()
+    ));
+    // 2024-03-01 10:00+02 is 08:00 UTC (03:00 in New York).
+    assert_eq!(node_rows(&p, "late", &[]), vec![row(&[("id", i(1)), ("tstz", s("2024-03-01T08:00:00"))])]);
+}

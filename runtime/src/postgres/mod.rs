@@ -70,6 +70,13 @@ pub async fn connect(url: &str) -> Result<Client, String> {
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(CONNECT_TIMEOUT));
     }
+    // Kiln's timestamps are UTC: so is every conversion the server makes between
+    // timestamp and timestamptz (pushed-down filters, casts to a declared schema).
+    let options = match cfg.get_options() {
+        Some(o) if !o.trim().is_empty() => format!("{o} -c TimeZone=UTC"),
+        _ => "-c TimeZone=UTC".to_string(),
+    };
+    cfg.options(options);
     let (client, connection) = cfg.connect(NoTls).await.map_err(|e| format!("cannot connect to {}: {}", describe_config(&cfg), error_text(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
