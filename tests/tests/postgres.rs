@@ -377,3 +377,21 @@ fn timestamps_are_utc_whatever_the_servers_time_zone() {
     // 2024-03-01 10:00+02 is 08:00 UTC (03:00 in New York).
     assert_eq!(node_rows(&p, "late", &[]), vec![row(&[("id", i(1)), ("tstz", s("2024-03-01T08:00:00"))])]);
 }
+
+#[test]
+fn a_spec_written_from_the_contract_alone_runs_and_reruns() {
+    let pg = setup();
+    // SAFETY: this variable is read by this test only.
+    unsafe { std::env::set_var("PGPASSWORD", PASSWORD) };
+    let text = std::fs::read_to_string(repo_root().join("tests/postgres/user_spec.toml")).unwrap().replace(":5432/", &format!(":{}/", pg.port));
+    let p = pipeline(&text);
+    let expected = pg.psql("SELECT customer_id, sum(amount), count(*) FROM orders WHERE status = 'done' AND customer_id IS NOT NULL GROUP BY 1 ORDER BY 1");
+    // First run: the table does not exist and is created (keys as its primary key).
+    run(&p).unwrap();
+    assert_eq!(pg.psql("SELECT customer_id, total, orders FROM customer_totals ORDER BY 1"), expected);
+    // A rerun after the source changed updates the matched keys, inserts nothing twice.
+    pg.psql("UPDATE orders SET amount = amount + 1 WHERE customer_id = 3 AND status = 'done'");
+    run(&p).unwrap();
+    let expected = pg.psql("SELECT customer_id, sum(amount), count(*) FROM orders WHERE status = 'done' AND customer_id IS NOT NULL GROUP BY 1 ORDER BY 1");
+    assert_eq!(pg.psql("SELECT customer_id, total, orders FROM customer_totals ORDER BY 1"), expected);
+}

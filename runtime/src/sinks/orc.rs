@@ -57,7 +57,7 @@ pub(super) async fn write(df: DataFrame, dest: &Path, single_file: bool, compres
     let schema = orc_schema(df.schema().as_arrow()).map_err(Error::Usage)?;
     let streams = if single_file { vec![df.execute_stream().await?] } else { df.execute_stream_partitioned().await? };
     // Part names are unique per write, so `append` adds files and never replaces one.
-    let write_id = format!("{:x}{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()), std::process::id());
+    let write_id = super::run_id();
     // orc-rust's writer is synchronous and not `Send`: each part is written on a
     // blocking thread that the partition's stream feeds through a small channel.
     let tasks = streams.into_iter().enumerate().map(|(i, mut stream)| {

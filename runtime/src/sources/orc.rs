@@ -16,6 +16,9 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
 
+/// orc-rust itself, for readers of ORC files outside the runtime (the tests).
+pub use ::orc_rust;
+
 /// What identifies an ORC table: enough to rebuild it on a scheduler.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OrcTableSpec {
@@ -108,7 +111,6 @@ pub fn writable(dt: &DataType) -> bool {
         _ => false,
     }
 }
-pub use ::orc_rust;
 
 /// Keeps computed expressions out of ORC scans: DataFusion's projection pushdown
 /// moves `price * qty AS value` into the scan, and datafusion-orc 0.10 evaluates
