@@ -38,8 +38,71 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The user a [`TlsServer`] authenticates by client certificate alone.
+pub const CERT_USER: &str = "certuser";
+
+/// A server that only takes TLS connections: its certificate, for `localhost`
+/// only, is signed by `ca`; `other_ca` signed nothing of it.
+pub struct TlsServer {
+    pub pg: Postgres,
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    /// `CERT_USER`'s certificate and key, signed by `ca` (and by `other_ca` under `other/`).
+    pub certs: PathBuf,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.certs);
+    }
+}
+
+/// PEM files of a CA and of a server certificate (and key) it signs for `names`;
+/// it also signs a client certificate for the user `certuser` (client.crt, client.key).
+fn make_certs(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "kiln test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, names[0]);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (ca_path, cert_path, key_path) = (dir.join("ca.pem"), dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client.distinguished_name.push(DnType::CommonName, CERT_USER);
+    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+    std::fs::write(dir.join("client.crt"), client_cert.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
+    (ca_path, cert_path, key_path)
+}
+
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// A server with `ssl = on` whose pg_hba.conf refuses connections without TLS
+    /// (`hostssl` only), logging each connection (`SSL enabled (protocol=…)`).
+    pub fn start_tls() -> TlsServer {
+        let certs = tempfile::Builder::new().prefix("kiln-pg-certs-").tempdir_in("/tmp").unwrap().keep();
+        std::fs::create_dir_all(certs.join("other")).unwrap();
+        let (ca, cert, key) = make_certs(&certs, &["localhost"]);
+        let (other_ca, _, _) = make_certs(&certs.join("other"), &["localhost"]);
+        let pg = Postgres::start_with(Some((cert, key, ca.clone())));
+        pg.psql(&format!("CREATE USER {CERT_USER} SUPERUSER"));
+        TlsServer { pg, ca, other_ca, certs }
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Postgres {
         let bin = bin_dir();
         let as_postgres = is_root();
         let dir = tempfile::Builder::new().prefix("kiln-pg-").tempdir_in("/tmp").unwrap().keep();
@@ -53,7 +116,20 @@ impl Postgres {
             "initdb",
             &["-D", &data.to_string_lossy(), "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile", &pg.dir.join("pw").to_string_lossy()],
         );
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c log_statement=all", pg.port, pg.dir.display());
+        let mut opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c log_statement=all", pg.port, pg.dir.display());
+        if let Some((cert, key, ca)) = tls {
+            // The server reads its key only if the postgres user owns it, mode 0600.
+            for (from, name) in [(cert, "server.crt"), (key, "server.key"), (ca, "root.crt")] {
+                std::fs::copy(&from, data.join(name)).unwrap();
+                if pg.as_postgres {
+                    assert!(Command::new("chown").args(["postgres:postgres"]).arg(data.join(name)).status().unwrap().success());
+                }
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::write(data.join("pg_hba.conf"), format!("local all all trust\nhostssl all {CERT_USER} 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 scram-sha-256\n")).unwrap();
+            opts.push_str(" -c ssl=on -c ssl_ca_file=root.crt -c log_connections=on");
+        }
         pg.run("pg_ctl", &["-D", &data.to_string_lossy(), "-l", &pg.dir.join("log").to_string_lossy(), "-w", "-t", "60", "-o", &opts, "start"]);
         pg
     }

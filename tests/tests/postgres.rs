@@ -3,7 +3,7 @@
 //! and loads `tests/postgres/setup.sql` with psql. Expected rows are written by
 //! hand from that file, or read back with psql.
 
-use kiln_tests::postgres::{PASSWORD, Postgres};
+use kiln_tests::postgres::{CERT_USER, PASSWORD, Postgres};
 use kiln_tests::{Cell, f, i, node_rows, pipeline, repo_root, row, s, sorted};
 
 fn setup() -> Postgres {
@@ -394,4 +394,105 @@ fn a_spec_written_from_the_contract_alone_runs_and_reruns() {
     run(&p).unwrap();
     let expected = pg.psql("SELECT customer_id, sum(amount), count(*) FROM orders WHERE status = 'done' AND customer_id IS NOT NULL GROUP BY 1 ORDER BY 1");
     assert_eq!(pg.psql("SELECT customer_id, total, orders FROM customer_totals ORDER BY 1"), expected);
+}
+
+/// A spec reading `orders` in 4 ranges from `url` and writing its per-customer
+/// totals back to `url`'s table `tls_totals`.
+fn tls_spec(url: &str) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "tls"
+[sources.o]
+format = "postgres"
+url = "{url}"
+table = "orders"
+partition_column = "id"
+partitions = 4
+[transforms.done]
+type = "aggregate"
+input = "o"
+group_by = ["customer_id"]
+aggregates.n = "count(*)"
+[sinks.t]
+input = "done"
+format = "postgres"
+url = "{url}"
+table = "tls_totals"
+mode = "overwrite"
+"#
+    )
+}
+
+#[test]
+fn tls_is_negotiated_and_verified_as_libpq_does() {
+    let tls = Postgres::start_tls();
+    let pg = &tls.pg;
+    pg.psql_file(&repo_root().join("tests/postgres/setup.sql"));
+    // SAFETY: this variable is read by this test only.
+    unsafe { std::env::set_var("KILN_TEST_PG_TLS_PASSWORD", PASSWORD) };
+    let url = |host: &str, query: &str| format!("postgres://postgres:${{env.KILN_TEST_PG_TLS_PASSWORD}}@{host}:{}/postgres{query}", pg.port);
+    let expected = pg.psql("SELECT customer_id, count(*) FROM orders GROUP BY 1 ORDER BY 1 NULLS FIRST");
+    let read_back = || pg.psql("SELECT customer_id, n FROM tls_totals ORDER BY 1 NULLS FIRST");
+
+    // verify-full against the right CA and the certificate's name: reads in 4 ranges
+    // (4 connections) and writes, all over TLS (the server takes nothing else).
+    let ca = tls.ca.display().to_string();
+    let p = pipeline(&tls_spec(&url("localhost", &format!("?sslmode=verify-full&sslrootcert={ca}"))));
+    run(&p).unwrap();
+    assert_eq!(read_back(), expected);
+    assert!(pg.log().contains("SSL enabled (protocol=TLSv1.3"), "{}", pg.log());
+
+    // libpq's default, `prefer`, encrypts when the server offers TLS; so does `require`,
+    // checking no certificate (127.0.0.1 is not the certificate's name).
+    for query in ["", "?sslmode=prefer", "?sslmode=require", "?sslmode=allow"] {
+        pg.psql("DROP TABLE tls_totals");
+        run(&pipeline(&tls_spec(&url("127.0.0.1", query)))).unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert_eq!(read_back(), expected, "{query}");
+    }
+    // verify-ca checks the chain, not the name: 127.0.0.1 passes.
+    pg.psql("DROP TABLE tls_totals");
+    run(&pipeline(&tls_spec(&url("127.0.0.1", &format!("?sslmode=verify-ca&sslrootcert={ca}"))))).unwrap();
+    assert_eq!(read_back(), expected);
+
+    // What must be refused is refused at `kiln check`, saying why, without the password.
+    let refused = |u: String, why: &[&str]| {
+        let c = check(&tls_spec(&u));
+        let text = c.render(false);
+        assert!(c.has_errors(), "{u}: {text}");
+        for w in why {
+            assert!(text.contains(w), "{u}: expected `{w}` in {text}");
+        }
+        assert!(!text.contains(PASSWORD), "{text}");
+    };
+    // verify-full: 127.0.0.1 is not the name the certificate was issued for.
+    refused(url("127.0.0.1", &format!("?sslmode=verify-full&sslrootcert={ca}")), &["not valid for name \"127.0.0.1\"", "connect by that name, or use sslmode=verify-ca"]);
+    // Another CA signed nothing of this server's: verify-full, verify-ca, and require
+    // with a root certificate (libpq verifies the chain then).
+    let other = tls.other_ca.display().to_string();
+    for mode in ["verify-full", "verify-ca", "require"] {
+        refused(url("localhost", &format!("?sslmode={mode}&sslrootcert={other}")), &["invalid peer certificate", "not signed by a root in sslrootcert"]);
+    }
+    // Without TLS the server's pg_hba.conf refuses, and PostgreSQL's message says so.
+    refused(url("127.0.0.1", "?sslmode=disable"), &["no pg_hba.conf entry", "no encryption"]);
+    // A root certificate file that is not there is named.
+    refused(url("localhost", "?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"), &["/nonexistent/ca.pem"]);
+    // A mode libpq does not know.
+    refused(url("localhost", "?sslmode=verify"), &["not one of"]);
+    // An unverified run leaves the table as the last run wrote it.
+    assert_eq!(read_back(), expected);
+
+    // A client certificate: `certuser` has no password; the server's pg_hba.conf takes
+    // its certificate (signed by the server's CA) as the login, and nothing else.
+    let certs = tls.certs.display().to_string();
+    let as_cert_user = |dir: &str| {
+        format!("postgres://{CERT_USER}@localhost:{}/postgres?sslmode=verify-full&sslrootcert={ca}&sslcert={dir}/client.crt&sslkey={dir}/client.key", pg.port)
+    };
+    pg.psql("DROP TABLE tls_totals");
+    run(&pipeline(&tls_spec(&as_cert_user(&certs)))).unwrap();
+    assert_eq!(read_back(), expected);
+    assert!(pg.log().contains(&format!("connection authorized: user={CERT_USER}")));
+    // One signed by another CA is refused by the server; no certificate at all too.
+    refused(as_cert_user(&format!("{certs}/other")), &["it does not trust the client certificate in sslcert"]);
+    refused(format!("postgres://{CERT_USER}@localhost:{}/postgres?sslmode=verify-full&sslrootcert={ca}", pg.port), &["connection requires a valid client certificate"]);
 }

@@ -11,22 +11,23 @@
 //! The url never appears in a message: [`describe`] prints `user@host:port/db`.
 
 pub mod read;
+pub mod tls;
 pub mod write;
 
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use tokio_postgres::types::{Kind, Type};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 /// Seconds a connection attempt may take unless the url says (`connect_timeout=`).
 const CONNECT_TIMEOUT: u64 = 10;
 
 /// `user@host:port/db` for messages: never the password, never the whole url.
 pub fn describe(url: &str) -> String {
-    match url.parse::<Config>() {
-        Ok(cfg) => describe_config(&cfg),
-        Err(_) => "the PostgreSQL server (its url does not parse)".into(),
+    match tls::split(url).ok().and_then(|(rest, _)| rest.parse::<Config>().ok()) {
+        Some(cfg) => describe_config(&cfg),
+        None => "the PostgreSQL server (its url does not parse)".into(),
     }
 }
 
@@ -64,9 +65,14 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
     s
 }
 
-/// Opens a connection (its driver runs on a spawned task).
+/// Opens a connection (its driver runs on a spawned task), over TLS as the
+/// url's `sslmode` says (libpq's default, `prefer`, when it says nothing).
 pub async fn connect(url: &str) -> Result<Client, String> {
-    let mut cfg: Config = url.parse().map_err(|e| format!("the PostgreSQL url does not parse: {e}"))?;
+    let (rest, tls) = tls::split(url).map_err(|e| format!("the PostgreSQL url: {e}"))?;
+    let mut cfg: Config = rest.parse().map_err(|e| format!("the PostgreSQL url does not parse: {e}"))?;
+    cfg.ssl_mode(tls.pg_mode());
+    let client_cert = tls.cert.is_some();
+    let connector = tls.connector().map_err(|e| format!("TLS to {}: {e}", describe_config(&cfg)))?;
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(CONNECT_TIMEOUT));
     }
@@ -77,7 +83,19 @@ pub async fn connect(url: &str) -> Result<Client, String> {
         _ => "-c TimeZone=UTC".to_string(),
     };
     cfg.options(options);
-    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| format!("cannot connect to {}: {}", describe_config(&cfg), error_text(&e)))?;
+    let (client, connection) = cfg.connect(connector).await.map_err(|e| {
+        let why = error_text(&e);
+        let hint = if why.contains("not valid for name") {
+            " (sslmode=verify-full checks that the certificate was issued for the url's host: connect by that name, or use sslmode=verify-ca)"
+        } else if why.contains("UnknownIssuer") || why.contains("BadSignature") {
+            " (the server's certificate is not signed by a root in sslrootcert)"
+        } else if why.contains("received fatal alert") && client_cert {
+            " (the server refused the TLS handshake: it does not trust the client certificate in sslcert)"
+        } else {
+            ""
+        };
+        format!("cannot connect to {}: {why}{hint}", describe_config(&cfg))
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("PostgreSQL connection ended: {e}");
