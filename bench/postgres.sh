@@ -7,7 +7,11 @@
 #          psql's CSV COPY FROM a file.
 # Every Kiln output is checked: row count and sum(amount) equal the table's (DuckDB vs psql).
 #
-#   bench/postgres.sh --rows 10000000 --runs 3
+#   bench/postgres.sh --rows 10000000 --runs 3 [--dtp]
+#
+# --dtp adds datafusion-table-providers' PostgreSQL provider (bench/pg_dtp, the other
+# route issue 18 named), built on first use into its own target directory (its own
+# DataFusion: ~35 min cold on 2 cores).
 #
 # Needs Debian's postgresql (initdb, pg_ctl, psql) and the bench venv (bench/run.sh makes it).
 # Results: bench/results/postgres-<rows>.md and .tsv.
@@ -15,10 +19,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=10000000
 RUNS=3
+DTP=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) ROWS=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
+    --dtp) DTP=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -51,6 +57,12 @@ cargo build -q -p kiln-compiler
 KILN=$CARGO_TARGET_DIR/debug/kiln
 READ=$("$KILN" build bench/specs/pg_read.toml --release | tail -n 1)
 SERIAL=$("$KILN" build bench/specs/pg_read_serial.toml --release | tail -n 1)
+TWO=$("$KILN" build bench/specs/pg_read_2.toml --release | tail -n 1)
+if [ "$DTP" = 1 ]; then
+  DTP_TARGET=${KILN_DTP_TARGET:-$HOME/.cache/kiln/pg-dtp-target}
+  cargo build -q --release --manifest-path bench/pg_dtp/Cargo.toml --target-dir "$DTP_TARGET"
+  DTP_BIN=$DTP_TARGET/release/kiln-bench-pg-dtp
+fi
 # The write job's source is the read job's output: build it once that exists.
 "$READ" run --param "output=$work/read" >/dev/null 2>&1
 WRITE=$("$KILN" build bench/specs/pg_write.toml --release | tail -n 1)
@@ -71,8 +83,15 @@ timed() {  # variant run cmd...
 for run in $(seq 1 "$RUNS"); do
   timed "read: kiln, 4 ranges" "$run" "$READ" run --param "output=$work/read"
   check_parquet "$work/read"
+  timed "read: kiln, 2 ranges" "$run" "$TWO" run --param "output=$work/read2"
+  check_parquet "$work/read2"
   timed "read: kiln, 1 connection" "$run" "$SERIAL" run --param "output=$work/serial"
   check_parquet "$work/serial"
+  if [ "$DTP" = 1 ]; then
+    rm -rf "$work/dtp"
+    timed "read: datafusion-table-providers 0.15 → Parquet" "$run" "$DTP_BIN" "$port" "$work/dtp"
+    check_parquet "$work/dtp"
+  fi
   timed "read: psql binary COPY to /dev/null" "$run" "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -c "\\copy bench_orders TO '/dev/null' (FORMAT binary)"
   timed "read: psql CSV COPY + DuckDB to Parquet" "$run" bash -c "'$PGBIN/psql' -X -q -h 127.0.0.1 -p $port -U postgres -c \"\\copy bench_orders TO '$work/orders.csv' (FORMAT csv, HEADER)\" && '$PY' -c \"import duckdb; duckdb.sql(\\\"COPY (SELECT * FROM read_csv('$work/orders.csv')) TO '$work/duck.parquet' (FORMAT parquet)\\\")\""
   timed "write: kiln, TRUNCATE + binary COPY" "$run" "$WRITE" run --param "input=$work/read"

@@ -58,6 +58,34 @@ struct ExplainArgs {
     analyze: bool,
 }
 
+/// Certificates an operator issues, instead of a token (SPEC §10's shared secret).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct TlsArgs {
+    /// This process's certificate (PEM; a chain allowed), presented to every peer; with --tls-key and --tls-ca it replaces the token.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// The CA (PEM) that must have signed every peer's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name clients check every server's certificate against (default: the host they connect to).
+    #[arg(long, value_name = "NAME", requires = "tls_cert")]
+    tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    fn files(&self) -> Option<crate::cluster::auth::TlsFiles> {
+        Some(crate::cluster::auth::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            ca: self.tls_ca.clone()?,
+            server_name: self.tls_server_name.clone(),
+        })
+    }
+}
+
 #[derive(clap::Args, Debug, Clone)]
 struct SubmitArgs {
     #[command(flatten)]
@@ -68,6 +96,8 @@ struct SubmitArgs {
     /// The cluster's shared secret (default: $KILN_CLUSTER_TOKEN); required to listen on a non-loopback address.
     #[arg(long, value_name = "FILE")]
     auth_token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -81,6 +111,8 @@ struct SchedulerArgs {
     /// The cluster's shared secret (default: $KILN_CLUSTER_TOKEN); required to listen on a non-loopback address.
     #[arg(long, value_name = "FILE")]
     auth_token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -108,6 +140,8 @@ struct ExecutorArgs {
     /// The cluster's shared secret (default: $KILN_CLUSTER_TOKEN); required to listen on a non-loopback address.
     #[arg(long, value_name = "FILE")]
     auth_token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,14 +226,14 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
         }
     };
     // The cluster token (SPEC §10): read once, before any role starts.
-    let token_file = match &command {
-        Command::Submit(a) => Some(a.auth_token_file.clone()),
-        Command::Scheduler(a) => Some(a.auth_token_file.clone()),
-        Command::Executor(a) => Some(a.auth_token_file.clone()),
+    let identity = match &command {
+        Command::Submit(a) => Some((a.auth_token_file.clone(), a.tls.files())),
+        Command::Scheduler(a) => Some((a.auth_token_file.clone(), a.tls.files())),
+        Command::Executor(a) => Some((a.auth_token_file.clone(), a.tls.files())),
         _ => None,
     };
-    if let Some(file) = token_file {
-        if let Err(e) = crate::cluster::auth::init(file.as_deref()) {
+    if let Some((file, tls)) = identity {
+        if let Err(e) = crate::cluster::auth::init(file.as_deref(), tls.as_ref()) {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }

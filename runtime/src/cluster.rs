@@ -154,7 +154,7 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Opt
     let auth = auth::current();
     auth::check_bind("--bind", bind, auth.as_deref())?;
     let external_host = advertised(bind, external_host)?;
-    // With a token, Ballista listens privately and the gate takes `bind`.
+    // With a token or certificates, Ballista listens privately and the gate takes `bind`.
     let listen = if auth.is_some() { auth::private_address(bind) } else { bind };
     configure_storage(pipeline);
     let funcs = functions(pipeline);
@@ -198,7 +198,7 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Opt
     if let Some(auth) = &auth {
         auth::open_gate(bind, listen, auth).await?;
     }
-    let secured = if auth.is_some() { " (TLS, cluster token required)" } else { "" };
+    let secured = auth.as_ref().map(|a| format!(" (TLS, {} required)", a.proof())).unwrap_or_default();
     eprintln!("{}: scheduler listening on {bind}{secured}", pipeline.name);
     ballista_scheduler::scheduler_process::start_grpc_service_with_listener(listener, server).await.map_err(ballista_err)
 }
@@ -253,7 +253,7 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
         Some(p) => p,
         None => opts.bind.port().checked_add(1).ok_or_else(|| Error::Usage("--bind: no port after 65535 for gRPC; pass --grpc-port".into()))?,
     };
-    // With a token, Ballista's two servers listen privately and gates take the public ports.
+    // With a token or certificates, Ballista's two servers listen privately and gates take the public ports.
     let listen = if auth.is_some() { auth::private_address(opts.bind) } else { opts.bind };
     configure_storage(pipeline);
     // Tasks resolve object-store URLs through Kiln's registry (one per executor, so

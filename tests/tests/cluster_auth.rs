@@ -202,3 +202,134 @@ fn a_plain_text_client_gets_nothing_from_a_gated_port() {
     let n = s.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "a plain-text client got {n} bytes back: {:?}", &buf[..n]);
 }
+
+/// A CA (PEM) and a node certificate + key it signs for `names`, in `dir`.
+fn issue(dir: &Path, names: &[String]) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, format!("operators' CA {}", dir.display()));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut node = CertificateParams::new(names.to_vec()).unwrap();
+    node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = node.signed_by(&key, &issuer).unwrap();
+    let paths = (dir.join("ca.pem"), dir.join("node.pem"), dir.join("node.key"));
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+fn tls_flags((ca, cert, key): &(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)) -> Vec<std::ffi::OsString> {
+    vec!["--tls-cert".into(), cert.into(), "--tls-key".into(), key.into(), "--tls-ca".into(), ca.into()]
+}
+
+#[test]
+fn a_cluster_with_the_operators_certificates_admits_only_their_holders() {
+    let binary = build_job("specs/skew_join.toml");
+    let ip = host_ip();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    // The cluster's CA signs one certificate for this machine's address; another CA
+    // signs an intruder's certificate for the same names.
+    let names = vec![ip.to_string(), "localhost".to_string()];
+    let ours = issue(&dir.path().join("ours"), &names);
+    let theirs = issue(&dir.path().join("theirs"), &names);
+
+    // Bad flags are refused before anything listens: a key without a certificate,
+    // a certificate its --tls-ca did not sign, a token and certificates together.
+    let out = job(&binary).args(["scheduler", "--tls-key"]).arg(&ours.2).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--tls-cert"), "{}", text(&out));
+    let out = job(&binary).arg("scheduler").args(["--tls-cert".into(), ours.1.clone().into_os_string(), "--tls-key".into(), ours.2.clone().into(), "--tls-ca".into(), theirs.0.clone().into()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is not accepted under --tls-ca"), "{}", text(&out));
+    let out = job(&binary).env("KILN_CLUSTER_TOKEN", TOKEN).arg("scheduler").args(tls_flags(&ours)).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("one or the other"), "{}", text(&out));
+
+    // The scheduler on every interface, two executors on this machine's address.
+    let sched = free_pair(ip);
+    let mut scheduler = {
+        let mut c = job(&binary);
+        c.args(["scheduler", "--bind", &format!("0.0.0.0:{sched}"), "--external-host", &ip.to_string()]).args(tls_flags(&ours));
+        spawn_logged(c, &logs.join("scheduler.log"))
+    };
+    wait_for_port(ip, sched, &mut scheduler);
+    let mut procs = Procs(vec![scheduler]);
+    for i in 0..2 {
+        let port = free_pair(ip);
+        let mut c = job(&binary);
+        c.args(["executor", "--scheduler", &format!("{ip}:{sched}"), "--bind", &format!("{ip}:{port}"), "--slots", "1"]).args(tls_flags(&ours));
+        let mut child = spawn_logged(c, &logs.join(format!("executor{i}.log")));
+        wait_for_port(ip, port + 1, &mut child);
+        procs.0.push(child);
+    }
+    let scheduler_addr = format!("{ip}:{sched}");
+    let local = tempfile::tempdir().unwrap();
+    let out = job(&binary).arg("run").args(params(local.path())).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let expected = outputs(local.path());
+    assert!(!expected.is_empty());
+
+    // A client with the cluster's certificate: the job runs (shuffles between the two
+    // executors over TLS too) and writes the local run's rows.
+    let remote = tempfile::tempdir().unwrap();
+    let out = job(&binary).args(["submit", "--scheduler", &scheduler_addr]).args(tls_flags(&ours)).args(params(remote.path())).output().unwrap();
+    assert!(out.status.success(), "submit with the certificates: {}", text(&out));
+    assert_eq!(outputs(remote.path()), expected, "the cluster's output differs from the local run's");
+
+    // Refused, nothing written: no certificate, a certificate of another CA (the
+    // client also refuses the scheduler's), and the token instead of certificates.
+    // An intruder trusting both CAs gets past its own check and trusts the scheduler;
+    // the scheduler's gate refuses its certificate.
+    let both = dir.path().join("both-cas.pem");
+    std::fs::write(&both, std::fs::read_to_string(&ours.0).unwrap() + &std::fs::read_to_string(&theirs.0).unwrap()).unwrap();
+    let other_ca_only = (both, theirs.1.clone(), theirs.2.clone());
+    let cases: Vec<(&str, Vec<std::ffi::OsString>, Option<&str>, &str)> = vec![
+        ("no certificate", vec![], None, "--tls-cert/--tls-key/--tls-ca"),
+        ("another CA's certificate", tls_flags(&theirs), None, "the TLS handshake failed"),
+        ("another CA's certificate, trusting both CAs", tls_flags(&other_ca_only), None, "the scheduler does not accept this client's certificate"),
+        ("a token", vec![], Some(TOKEN), "token differs from the cluster's"),
+    ];
+    for (what, flags, token, says) in cases {
+        let refused = tempfile::tempdir().unwrap();
+        let target = refused.path().join("out");
+        let mut c = job(&binary);
+        if let Some(t) = token {
+            c.env("KILN_CLUSTER_TOKEN", t);
+        }
+        let out = c.args(["submit", "--scheduler", &scheduler_addr]).args(flags).args(params(&target)).output().unwrap();
+        assert!(!out.status.success(), "a client with {what} was served: {}", text(&out));
+        assert!(!target.exists() || std::fs::read_dir(&target).unwrap().next().is_none(), "a refused client with {what} wrote output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {stderr}"));
+        assert!(error.contains(&format!("cannot talk to the scheduler at {scheduler_addr}")) && error.contains(says), "{what}: {error}");
+    }
+
+    // A server name the certificates do not carry is refused by the client; the one they carry works.
+    let out = job(&binary)
+        .args(["submit", "--scheduler", &scheduler_addr, "--tls-server-name", "kiln.example"])
+        .args(tls_flags(&ours))
+        .args(params(&dir.path().join("named")))
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && text(&out).contains("NotValidForName"), "{}", text(&out));
+    let named = tempfile::tempdir().unwrap();
+    let out = job(&binary).args(["submit", "--scheduler", &scheduler_addr, "--tls-server-name", "localhost"]).args(tls_flags(&ours)).args(params(named.path())).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(outputs(named.path()), expected);
+
+    drop(procs);
+    let mut all = String::new();
+    for entry in std::fs::read_dir(&logs).unwrap() {
+        all.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    assert!(all.contains("refused a TLS connection from") && all.contains("a certificate the cluster's CA did not sign?"), "the refusals were not logged:\n{all}");
+}

@@ -17,6 +17,12 @@
 //! plain-text client never reaches Ballista. Anyone who can read the token can
 //! join the cluster: keep it in a Kubernetes Secret or a file only the job's
 //! user reads, and make it random (`openssl rand -hex 32`).
+//!
+//! Instead of a token, a cluster can use certificates its operators issue
+//! (`--tls-cert`, `--tls-key`, `--tls-ca`, PEM): every process presents its
+//! certificate, and servers and clients alike admit only certificates signed
+//! by the CA. Clients check the server's name too: the host they connect to,
+//! or `--tls-server-name` when every node's certificate carries one name.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -24,6 +30,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ballista_core::extension::EndpointOverrideFn;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
@@ -46,11 +53,26 @@ const NODE_NAME: &str = "kiln-cluster";
 /// wildcard address (Linux routes all of 127/8 to the loopback interface).
 const PRIVATE_LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 75, 76, 78);
 
-/// A cluster identity derived from the token: TLS settings for the gate and
-/// for Ballista's clients. Debug prints nothing secret.
+/// A cluster identity, derived from the token or read from the operator's
+/// certificates: TLS settings for the gate and for Ballista's clients. Debug
+/// prints nothing secret.
 pub struct ClusterAuth {
     server: Arc<rustls::ServerConfig>,
     client: ClientTlsConfig,
+    /// The certificates' files when the operator brought them (None: the token's).
+    files: Option<TlsFiles>,
+}
+
+/// Certificates an operator brings instead of a token (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// This process's certificate (chain), presented to servers and clients alike.
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// The CA whose signature every peer's certificate must carry.
+    pub ca: std::path::PathBuf,
+    /// The name clients check servers' certificates against (default: the host connected to).
+    pub server_name: Option<String>,
 }
 
 impl std::fmt::Debug for ClusterAuth {
@@ -66,9 +88,21 @@ pub fn current() -> Option<Arc<ClusterAuth>> {
     CURRENT.get().cloned().flatten()
 }
 
-/// Loads the token (the file wins over [`TOKEN_ENV`]) and makes it the process's
-/// identity. Errors name the file, never the token.
-pub fn init(token_file: Option<&Path>) -> Result<Option<Arc<ClusterAuth>>> {
+/// Loads the token (the file wins over [`TOKEN_ENV`]), or the operator's
+/// certificates, and makes it the process's identity. Errors name the file,
+/// never the token.
+pub fn init(token_file: Option<&Path>, tls: Option<&TlsFiles>) -> Result<Option<Arc<ClusterAuth>>> {
+    if let Some(files) = tls {
+        let token_given = token_file.is_some() || std::env::var_os(TOKEN_ENV).is_some_and(|v| !v.is_empty());
+        if token_given {
+            return Err(Error::Usage(format!(
+                "both a cluster token (--auth-token-file or ${TOKEN_ENV}) and certificates (--tls-cert) were given: a cluster uses one or the other"
+            )));
+        }
+        let auth = Some(Arc::new(ClusterAuth::from_files(files)?));
+        let _ = CURRENT.set(auth.clone());
+        return Ok(current().or(auth));
+    }
     let token = match token_file {
         Some(path) => {
             let text = std::fs::read(path).map_err(|e| Error::Usage(format!("--auth-token-file {}: {e}", path.display())))?;
@@ -144,7 +178,62 @@ impl ClusterAuth {
             .ca_certificate(Certificate::from_pem(ca_cert.pem()))
             .identity(Identity::from_pem(node_cert.pem(), node_key.serialize_pem()))
             .domain_name(NODE_NAME);
-        Ok(ClusterAuth { server: Arc::new(server), client })
+        Ok(ClusterAuth { server: Arc::new(server), client, files: None })
+    }
+
+    /// The identity in the operator's files: the gate presents `cert` and admits
+    /// clients whose certificate `ca` signed; Ballista's clients present `cert`
+    /// and admit servers `ca` signed, for the host they dial (or `server_name`).
+    pub fn from_files(files: &TlsFiles) -> Result<Self> {
+        let read = |flag: &str, path: &Path| std::fs::read(path).map_err(|e| Error::Usage(format!("{flag} {}: {e}", path.display())));
+        let (cert_pem, key_pem, ca_pem) = (read("--tls-cert", &files.cert)?, read("--tls-key", &files.key)?, read("--tls-ca", &files.ca)?);
+        let pem_err = |flag: &str, path: &Path, e: &dyn std::fmt::Display| Error::Usage(format!("{flag} {}: {e}", path.display()));
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| pem_err("--tls-cert", &files.cert, &e))?;
+        let Some(leaf) = chain.first().cloned() else { return Err(pem_err("--tls-cert", &files.cert, &"no PEM certificate in it")) };
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| pem_err("--tls-key", &files.key, &e))?;
+        let mut roots = rustls::RootCertStore::empty();
+        let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&ca_pem)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| pem_err("--tls-ca", &files.ca, &e))?;
+        if cas.is_empty() {
+            return Err(pem_err("--tls-ca", &files.ca, &"no PEM certificate in it"));
+        }
+        for ca in cas {
+            roots.add(ca).map_err(|e| pem_err("--tls-ca", &files.ca, &e))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().map_err(tls_err)?;
+        // A certificate the CA did not sign would be refused by every peer: say so now.
+        let now = rustls::pki_types::UnixTime::now();
+        if let Err(e) = verifier.verify_client_cert(&leaf, &chain[1..], now) {
+            return Err(Error::Usage(format!(
+                "--tls-cert {} is not accepted under --tls-ca {}: {e}",
+                files.cert.display(),
+                files.ca.display()
+            )));
+        }
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| Error::Usage(format!("--tls-cert {} with --tls-key {}: {e}", files.cert.display(), files.key.display())))?;
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        let mut client = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca_pem)).identity(Identity::from_pem(&cert_pem, &key_pem));
+        if let Some(name) = &files.server_name {
+            client = client.domain_name(name.clone());
+        }
+        Ok(ClusterAuth { server: Arc::new(server), client, files: Some(files.clone()) })
+    }
+
+    /// What proves membership, for messages: "the cluster's token" or the CA's file.
+    pub fn proof(&self) -> String {
+        match &self.files {
+            None => "the cluster's token".into(),
+            Some(f) => format!("a certificate signed by the CA in --tls-ca {}", f.ca.display()),
+        }
     }
 
     /// For Ballista's clients: every connection goes over TLS with this identity.
@@ -186,19 +275,41 @@ pub async fn probe_scheduler(addr: &str, auth: Option<&ClusterAuth>) -> Result<(
     match answer {
         Ok(()) => Ok(()),
         Err(why) if why.is_empty() => Ok(()),
-        Err(why) if auth.is_some() && why.contains("Certificate") => Err(refused(format!(
+        Err(why) if auth.is_some_and(|a| a.files.is_none()) && why.contains("Certificate") => Err(refused(format!(
             "it did not prove the cluster's token (the TLS handshake failed: {}); this client's token differs from the cluster's",
             if why.contains("BadSignature") || why.contains("UnknownIssuer") { "a certificate signed for another token" } else { "bad certificate" }
         ))),
+        Err(why) if auth.is_some_and(|a| a.files.is_some()) && (why.contains("Certificate") || why.contains("certificate") || why.contains("alert")) => Err(refused(format!(
+            "the TLS handshake failed ({}): the scheduler's certificate and this client's must both be signed by the CA in --tls-ca, and the scheduler's issued for the host dialled (or --tls-server-name)",
+            tls_reason(&why)
+        ))),
         Err(why) if auth.is_none() && (why.contains("closed") || why.contains("Reset") || why.contains("reset") || why.contains("transport error")) => Err(refused(format!(
-            "it closed the connection unanswered (a cluster started with a token refuses clients without it: pass the same token with --auth-token-file FILE or ${TOKEN_ENV})"
+            "it closed the connection unanswered (a cluster started with a token or certificates refuses clients without them: pass the same token with --auth-token-file FILE or ${TOKEN_ENV}, or the cluster's certificates with --tls-cert/--tls-key/--tls-ca)"
         ))),
         Err(why) if auth.is_some() && (why.contains("InvalidContentType") || why.contains("CorruptMessage") || why.contains("InvalidMessage")) => Err(refused(format!(
-            "it does not speak TLS: was it started without the cluster token? ({})",
+            "it does not speak TLS: was it started without {}? ({})",
+            auth.map(|a| a.proof()).unwrap_or_default(),
             one_line(&why)
         ))),
         Err(why) => Err(refused(one_line(&why))),
     }
+}
+
+/// The rustls reason inside a transport error's debug text (`UnknownIssuer`,
+/// `NotValidForName`, an alert from the server), else the text on one line.
+fn tls_reason(why: &str) -> String {
+    for reason in ["UnknownIssuer", "BadSignature", "NotValidForName", "Expired", "NotValidYet", "UnknownCA", "BadCertificate", "CertificateRequired", "DecryptError"] {
+        if why.contains(reason) {
+            return match reason {
+                "UnknownIssuer" | "BadSignature" => format!("{reason}: the scheduler's certificate is not signed by this client's --tls-ca"),
+                "UnknownCA" | "BadCertificate" | "DecryptError" => format!("{reason}: the scheduler does not accept this client's certificate"),
+                "CertificateRequired" => format!("{reason}: the scheduler wants a client certificate"),
+                "NotValidForName" => format!("{reason}: the scheduler's certificate was not issued for the host dialled"),
+                _ => reason.to_string(),
+            };
+        }
+    }
+    one_line(why)
 }
 
 fn one_line(text: &str) -> String {
@@ -216,11 +327,11 @@ pub fn private_address(public: SocketAddr) -> SocketAddr {
 pub fn check_bind(flag: &str, addr: SocketAddr, auth: Option<&ClusterAuth>) -> Result<()> {
     if auth.is_none() && !addr.ip().is_loopback() {
         return Err(Error::Usage(format!(
-            "{flag} {addr}: listening on a non-loopback address needs the cluster's token (--auth-token-file FILE or ${TOKEN_ENV}), so that only the job's own processes can talk to it"
+            "{flag} {addr}: listening on a non-loopback address needs the cluster's token (--auth-token-file FILE or ${TOKEN_ENV}) or certificates (--tls-cert/--tls-key/--tls-ca), so that only the job's own processes can talk to it"
         )));
     }
     if auth.is_some() && addr.port() == 0 {
-        return Err(Error::Usage(format!("{flag} {addr}: with a cluster token, name the port")));
+        return Err(Error::Usage(format!("{flag} {addr}: with a cluster token or certificates, name the port")));
     }
     Ok(())
 }
@@ -233,12 +344,13 @@ pub async fn open_gate(public: SocketAddr, private: SocketAddr, auth: &ClusterAu
     for ip in ips {
         let addr = SocketAddr::new(ip, public.port());
         let listener = TcpListener::bind(addr).await.map_err(|e| Error::Usage(format!("cannot listen on {addr}: {e}")))?;
-        tokio::spawn(serve(listener, private, acceptor.clone()));
+        let suspect = if auth.files.is_some() { "a certificate the cluster's CA did not sign?" } else { "another cluster token?" };
+        tokio::spawn(serve(listener, private, acceptor.clone(), suspect));
     }
     Ok(())
 }
 
-async fn serve(listener: TcpListener, private: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) {
+async fn serve(listener: TcpListener, private: SocketAddr, acceptor: tokio_rustls::TlsAcceptor, suspect: &'static str) {
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let Ok(permit) = pending.clone().acquire_owned().await else { return };
@@ -281,7 +393,7 @@ async fn serve(listener: TcpListener, private: SocketAddr, acceptor: tokio_rustl
             let tls = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
                 Ok(Some(Ok(tls))) => tls,
                 Ok(Some(Err(e))) => {
-                    tracing::warn!("cluster gate: refused a TLS connection from {peer} (another cluster token?): {e}");
+                    tracing::warn!("cluster gate: refused a TLS connection from {peer} ({suspect}): {e}");
                     return;
                 }
                 Ok(None) => return,
@@ -353,11 +465,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "hunter2-short\n").unwrap();
-        let err = init(Some(&file)).unwrap_err().to_string();
+        let err = init(Some(&file), None).unwrap_err().to_string();
         assert!(err.contains("13 bytes") && err.contains("at least 32"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
         std::fs::write(&file, "ab".repeat(40)).unwrap();
-        let err = init(Some(&file)).unwrap_err().to_string();
+        let err = init(Some(&file), None).unwrap_err().to_string();
         assert!(err.contains("80 bytes (2 distinct)"), "{err}");
     }
 
