@@ -69,6 +69,11 @@ enum Command {
         /// instead of an object store.
         #[arg(long, value_name = "CLAIM[:MOUNT]")]
         shared_volume: Option<String>,
+        /// Authenticate the cluster with the operator's certificates instead of a token: a
+        /// `kubernetes.io/tls` Secret (tls.crt, tls.key, ca.crt, as cert-manager writes it)
+        /// whose certificate carries the name NAME-cluster.
+        #[arg(long, value_name = "SECRET")]
+        tls_secret: Option<String>,
     },
 }
 
@@ -106,18 +111,18 @@ pub fn main() -> ExitCode {
         }
         Command::Explain { spec, params } => explain(&spec, &params),
         Command::New { name } => new(&name),
-        Command::Deploy { spec, k8s, image, shared_volume } => deploy(&spec, &k8s, image.as_deref(), shared_volume.as_deref()),
+        Command::Deploy { spec, k8s, image, shared_volume, tls_secret } => deploy(&spec, &k8s, image.as_deref(), shared_volume.as_deref(), tls_secret),
         Command::Test { specs } => test(&specs),
     }
 }
 
-fn deploy(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: Option<&str>) -> ExitCode {
-    match write_manifests(spec, dir, image, shared_volume) {
+fn deploy(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: Option<&str>, tls_secret: Option<String>) -> ExitCode {
+    match write_manifests(spec, dir, image, shared_volume, tls_secret) {
         Ok(code) | Err(code) => code,
     }
 }
 
-fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: Option<&str>) -> Result<ExitCode, ExitCode> {
+fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: Option<&str>, tls_secret: Option<String>) -> Result<ExitCode, ExitCode> {
     let checked = load(spec)?;
     let pipeline = report(&checked)?;
     let (parsed, _) = crate::spec::parse(&checked.file.text);
@@ -152,15 +157,22 @@ fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: 
             return Err(ExitCode::from(1));
         }
     }
-    let environment = crate::deploy::Environment { params: env, secrets: env_references(&checked.file.text), shared_volume };
+    let environment = crate::deploy::Environment { params: env, secrets: env_references(&checked.file.text), shared_volume, tls_secret: tls_secret.clone() };
     let files = crate::deploy::k8s(&pipeline.name, &image, &sizing, &environment);
     match crate::deploy::write(dir, &files) {
         Ok(paths) => {
             for p in paths {
                 println!("{}", p.display());
             }
+            let identity = match &tls_secret {
+                None => format!("the cluster's token (kubectl create secret generic {} --from-literal=token=$(openssl rand -hex 32))", crate::deploy::token_secret_name(&pipeline.name)),
+                Some(secret) => format!(
+                    "the cluster's certificate in the kubernetes.io/tls Secret {secret} (tls.crt, tls.key, ca.crt; its certificate must carry the DNS name {} and allow server and client use)",
+                    crate::deploy::cluster_tls_name(&pipeline.name)
+                ),
+            };
             eprintln!(
-                "{} executor(s) x {} cores, {} MB each (--memory-limit {} MB); build the image (see {}), create the Secret {} (the spec's ${{env.X}} values and AWS_*/GOOGLE_*/AZURE_* credentials: kubectl create secret generic {} --from-literal=KEY=VALUE ...) and the cluster's token (kubectl create secret generic {} --from-literal=token=$(openssl rand -hex 32)), then kubectl apply -f {}",
+                "{} executor(s) x {} cores, {} MB each (--memory-limit {} MB); build the image (see {}), create the Secret {} (the spec's ${{env.X}} values and AWS_*/GOOGLE_*/AZURE_* credentials: kubectl create secret generic {} --from-literal=KEY=VALUE ...) and {identity}, then kubectl apply -f {}",
                 sizing.executors,
                 sizing.cores,
                 sizing.memory_bytes >> 20,
@@ -168,7 +180,6 @@ fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: 
                 dir.join("Dockerfile").display(),
                 crate::deploy::secret_name(&pipeline.name),
                 crate::deploy::secret_name(&pipeline.name),
-                crate::deploy::token_secret_name(&pipeline.name),
                 dir.display()
             );
             Ok(ExitCode::SUCCESS)

@@ -55,6 +55,18 @@ pub struct Environment {
     pub secrets: Vec<String>,
     /// `--shared-volume CLAIM[:MOUNT]`: a PersistentVolumeClaim mounted in every pod.
     pub shared_volume: Option<(String, String)>,
+    /// `--tls-secret SECRET`: the cluster authenticates with the certificate in this
+    /// `kubernetes.io/tls` Secret (mounted in every pod) instead of a token.
+    pub tls_secret: Option<String>,
+}
+
+/// Where a `--tls-secret` is mounted in every pod.
+pub const TLS_MOUNT: &str = "/etc/kiln/tls";
+
+/// The one DNS name every node's certificate carries under `--tls-secret`, which
+/// clients check (`--tls-server-name`): pods dial executors by IP.
+pub fn cluster_tls_name(name: &str) -> String {
+    format!("{}-cluster", name.replace('_', "-"))
 }
 
 /// The Secret holding the `${env.X}` values and the object-store credentials.
@@ -95,14 +107,39 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, environment: &Environment) 
         if role != "submit" {
             env.extend(secret_env.iter().cloned());
         }
-        env.push(token_env.clone());
+        match &environment.tls_secret {
+            None => env.push(token_env.clone()),
+            Some(_) => {
+                if let Some(args) = c["args"].as_array_mut() {
+                    for (flag, value) in [
+                        ("--tls-cert", format!("{TLS_MOUNT}/tls.crt")),
+                        ("--tls-key", format!("{TLS_MOUNT}/tls.key")),
+                        ("--tls-ca", format!("{TLS_MOUNT}/ca.crt")),
+                        ("--tls-server-name", cluster_tls_name(name)),
+                    ] {
+                        args.push(json!(flag));
+                        args.push(json!(value));
+                    }
+                }
+                let mut mounts = c["volumeMounts"].as_array().cloned().unwrap_or_default();
+                mounts.push(json!({ "name": "cluster-tls", "mountPath": TLS_MOUNT, "readOnly": true }));
+                c["volumeMounts"] = Value::Array(mounts);
+            }
+        }
         c["env"] = Value::Array(env);
         c
     };
     let volumes = |spec: Value| -> Value {
         let mut spec = spec;
+        let mut list = Vec::new();
         if let Some((claim, _)) = &environment.shared_volume {
-            spec["volumes"] = json!([{ "name": "shared", "persistentVolumeClaim": { "claimName": claim } }]);
+            list.push(json!({ "name": "shared", "persistentVolumeClaim": { "claimName": claim } }));
+        }
+        if let Some(secret) = &environment.tls_secret {
+            list.push(json!({ "name": "cluster-tls", "secret": { "secretName": secret, "defaultMode": 0o400 } }));
+        }
+        if !list.is_empty() {
+            spec["volumes"] = Value::Array(list);
         }
         spec
     };

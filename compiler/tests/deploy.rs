@@ -139,3 +139,52 @@ fn deploy_refuses_local_paths_without_a_shared_volume() {
         assert_eq!(pod["containers"][0]["volumeMounts"], serde_json::json!([{ "name": "shared", "mountPath": "/data" }]), "{file}");
     }
 }
+
+/// `--tls-secret`: the operator's certificate (a `kubernetes.io/tls` Secret) instead of
+/// the token, mounted read-only in every pod and passed as the roles' TLS flags.
+#[test]
+fn deploy_with_a_tls_secret_uses_certificates_instead_of_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("scoring_job.toml");
+    std::fs::write(
+        &spec,
+        "[pipeline]\nname = \"scoring_job\"\n[sources.people]\nformat = \"inline\"\nrows = [ { name = \"ada\" } ]\n[sinks.out]\ninput = \"people\"\nformat = \"parquet\"\npath = \"s3://bucket/out\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("k8s");
+    let run = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["deploy", spec.to_str().unwrap(), "--k8s", out.to_str().unwrap(), "--tls-secret", "scoring-tls", "--shared-volume", "data"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(said.contains("scoring-tls") && said.contains("scoring-job-cluster") && !said.contains("openssl rand"), "{said}");
+    let read = |f: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap() };
+    for (file, role) in [("scheduler-deployment.yaml", "scheduler"), ("executor-deployment.yaml", "executor"), ("submit-job.yaml", "submit")] {
+        let pod = &read(file)["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let arg = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]).unwrap_or_else(|| panic!("{role}: no {flag} in {args:?}"));
+        assert_eq!(args[0], role);
+        assert_eq!(
+            (arg("--tls-cert"), arg("--tls-key"), arg("--tls-ca"), arg("--tls-server-name")),
+            ("/etc/kiln/tls/tls.crt", "/etc/kiln/tls/tls.key", "/etc/kiln/tls/ca.crt", "scoring-job-cluster"),
+            "{role}"
+        );
+        let env = c["env"].as_array().unwrap();
+        assert!(env.iter().all(|e| e["name"] != "KILN_CLUSTER_TOKEN"), "{role}: a token as well: {env:?}");
+        assert_eq!(
+            c["volumeMounts"],
+            serde_json::json!([{ "name": "shared", "mountPath": "/data" }, { "name": "cluster-tls", "mountPath": "/etc/kiln/tls", "readOnly": true }]),
+            "{role}"
+        );
+        assert_eq!(
+            pod["volumes"],
+            serde_json::json!([
+                { "name": "shared", "persistentVolumeClaim": { "claimName": "data" } },
+                { "name": "cluster-tls", "secret": { "secretName": "scoring-tls", "defaultMode": 256 } }
+            ]),
+            "{role}"
+        );
+    }
+}
