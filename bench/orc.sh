@@ -47,7 +47,7 @@ done
 check() { # dir format
   got=$("$PY" -c "
 import duckdb, pyarrow.dataset as ds
-t = ds.dataset('$1', format='$2', partitioning='hive').to_table()
+t = ds.dataset('$1', format='$2').to_table()
 print(' '.join(str(x) for x in duckdb.sql('SELECT count(*), round(sum(total_spent), 2) FROM t').fetchall()[0]))")
   [ "$got" = "$expected" ] || { echo "$1: $got, DuckDB's etl has $expected" >&2; exit 1; }
 }
