@@ -1,4 +1,4 @@
-//! `kiln-bench-pg-dtp PORT OUT_DIR`: `SELECT * FROM bench_orders` through
+//! `kiln-bench-pg-dtp PORT OUT_DIR`: the whole of `bench_orders` through
 //! datafusion-table-providers' PostgreSQL table provider, written as Parquet
 //! by DataFusion (as Kiln's `pg_read` job writes it).
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::TableReference;
+use datafusion::common::TableReference;
 use datafusion_table_providers::postgres::PostgresTableFactory;
 use datafusion_table_providers::sql::db_connection_pool::postgrespool::PostgresConnectionPool;
 use datafusion_table_providers::util::secrets::to_secret_map;
@@ -25,6 +25,6 @@ async fn main() {
     let table = PostgresTableFactory::new(pool).table_provider(TableReference::bare("bench_orders")).await.expect("table");
     let ctx = SessionContext::new();
     ctx.register_table("bench_orders", table).expect("register");
-    let df = ctx.sql("SELECT * FROM bench_orders").await.expect("plan");
+    let df = ctx.table("bench_orders").await.expect("plan");
     df.write_parquet(out, DataFrameWriteOptions::new(), None).await.expect("write");
 }
