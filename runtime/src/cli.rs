@@ -31,9 +31,14 @@ struct Settings {
     /// Memory limit, e.g. 4GB; operators that can spill do so past it.
     #[arg(long, value_parser = parse_memory)]
     memory_limit: Option<u64>,
-    /// Write what the run did (rows per sink, data-quality summary, seconds) as JSON.
-    #[arg(long)]
+    /// Write what the run did as JSON: rows per sink, data-quality summary, seconds, and per
+    /// node rows, bytes, time, spill and partition sizes (format in the README, version 1).
+    #[arg(long, value_name = "FILE.json")]
     metrics: Option<std::path::PathBuf>,
+    /// Write a self-contained HTML page about the run: the DAG, per-node figures, partition
+    /// sizes, data quality, the executed plans.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<std::path::PathBuf>,
     /// Before running, count every join's keys: partition sizes (max/median) and top keys per
     /// side, and a warning when one key holds more than 20% of a side.
     #[arg(long)]
@@ -182,6 +187,7 @@ impl Settings {
             skew_report: self.skew_report,
             cluster: None,
             analyze: false,
+            node_metrics: self.metrics.is_some() || self.report.is_some(),
         }
     }
 }
@@ -271,12 +277,20 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
                 }
                 eprintln!("{}: done in {:.2}s", pipeline.name, report.seconds);
                 report
-            }).and_then(|report| match &settings_for_run.metrics {
-                Some(path) => {
-                    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Usage(e.to_string()))?;
-                    std::fs::write(path, redact::text(&json)).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+            }).and_then(|report| {
+                if let Some(path) = &settings_for_run.metrics {
+                    let mut json = serde_json::json!({ "version": 1, "pipeline": pipeline.name, "spec_sha256": pipeline.spec_hash });
+                    if let (Some(obj), Ok(serde_json::Value::Object(fields))) = (json.as_object_mut(), serde_json::to_value(&report)) {
+                        obj.extend(fields);
+                    }
+                    let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Usage(e.to_string()))?;
+                    write_output(path, &redact::text(&text))?;
                 }
-                None => Ok(()),
+                if let Some(path) = &settings_for_run.report {
+                    write_output(path, &redact::text(&crate::report::html(&pipeline, &report, &report.params)))?;
+                    eprintln!("report -> {}", path.display());
+                }
+                Ok(())
             }),
             Command::Explain(_) => run::explain(&pipeline, &opts).await.map(|text| print!("{}", redact::text(&text))),
             Command::Test(_) => crate::testing::run_and_report(&pipeline).await,
@@ -290,6 +304,12 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// Writes a metrics or report file whole (a temporary file renamed into place).
+fn write_output(path: &std::path::Path, text: &str) -> Result<(), Error> {
+    let tmp = path.with_extension("kiln-tmp");
+    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// The exit code SPEC §10 gives an error: 2 bad usage, 3 a tripped `fail` rule, 1 anything else.

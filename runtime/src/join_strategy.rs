@@ -174,6 +174,9 @@ impl ExtensionPlanner for HintPlanner {
         if let Some(s) = node.as_any().downcast_ref::<crate::shared::Shared>() {
             return Ok(Some(crate::shared::plan(s, Arc::clone(&physical_inputs[0]))));
         }
+        if let Some(m) = node.as_any().downcast_ref::<crate::node_metrics::NodeMark>() {
+            return Ok(Some(Arc::new(crate::node_metrics::NodeMetricsExec::new(Arc::clone(&physical_inputs[0]), m.node.clone(), m.counts))));
+        }
         let Some(h) = node.as_any().downcast_ref::<JoinHint>() else {
             return Ok(None);
         };
@@ -272,7 +275,7 @@ fn find(plan: &Arc<dyn ExecutionPlan>) -> Option<Hint> {
     if let Some(h) = plan.downcast_ref::<JoinHintExec>() {
         return Some(h.hint);
     }
-    if plan.downcast_ref::<ProjectionExec>().is_some() {
+    if plan.downcast_ref::<ProjectionExec>().is_some() || plan.downcast_ref::<crate::node_metrics::NodeMetricsExec>().is_some() {
         return plan.children().first().and_then(|c| find(c));
     }
     None
@@ -283,7 +286,7 @@ fn strip(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     if let Some(h) = plan.downcast_ref::<JoinHintExec>() {
         return Ok(Arc::clone(&h.input));
     }
-    if plan.downcast_ref::<ProjectionExec>().is_some() {
+    if plan.downcast_ref::<ProjectionExec>().is_some() || plan.downcast_ref::<crate::node_metrics::NodeMetricsExec>().is_some() {
         if let Some(child) = plan.children().first() {
             #[allow(deprecated)]
             return Arc::clone(plan).with_new_children(vec![strip(child)?]);

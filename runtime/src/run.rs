@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub cluster: Option<crate::cluster::Cluster>,
     /// `explain --analyze`: execute each sink's plan (output discarded) and show operator metrics.
     pub analyze: bool,
+    /// `--metrics`/`--report`: collect per-node figures ([`crate::node_metrics`]; local runs).
+    pub node_metrics: bool,
 }
 
 /// What a run did, per sink.
@@ -36,6 +38,14 @@ pub struct Report {
     /// One entry per `expect` node.
     pub quality: Vec<QualityReport>,
     pub seconds: f64,
+    /// Per node, when the run collected them (`--metrics`, `--report`; local runs).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub nodes: std::collections::BTreeMap<String, crate::node_metrics::NodeMetrics>,
+    /// The executed plan each sink read, with operator metrics (for `--report`).
+    #[serde(skip)]
+    pub plans: std::collections::BTreeMap<String, String>,
+    /// The parameters' values this run used (printed redacted).
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 /// An `expect` node's summary: rows checked and failures per rule.
@@ -305,6 +315,7 @@ async fn planned(
 ) -> Result<HashMap<String, LogicalPlan>> {
     let choices = choices(pipeline, values, session_memory_limit(ctx));
     let readers = readers(pipeline, skipped);
+    let marking = crate::node_metrics::registry(ctx).is_some();
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     for node in &pipeline.nodes {
         // `auto` joins get the strategy chosen from the data this run reads.
@@ -380,6 +391,8 @@ async fn planned(
                 transforms::build(&node.name, op, &inputs)?
             }
         };
+        // Per-node metrics: the node's plan inside a transparent marker.
+        let plan = if marking { crate::node_metrics::mark(&node.name, plan) } else { plan };
         // `checkpoint = true`: read back the stored result, or compute and store it now.
         let plan = match checkpoint_dir {
             Some(dir) if pipeline.runtime.checkpoints.contains(&node.name) => {
@@ -415,6 +428,12 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
         None => session::context(&session_opts)?,
         Some(cluster) => crate::cluster::context(pipeline, cluster, &session_opts).await?,
     };
+    if opts.node_metrics && opts.cluster.is_none() {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        let config = std::mem::take(state.config_mut());
+        *state.config_mut() = crate::node_metrics::enable(config);
+    }
     // Sources on object stores get the checks `prepare` gives local files.
     for node in &pipeline.nodes {
         if let Op::Source(source) = &node.op {
@@ -510,6 +529,11 @@ async fn run_planned(
         work.push((sink, target, path));
     }
 
+    // Metrics count the sinks' and summaries' work, not planning-time passes.
+    let registry = crate::node_metrics::registry(&ctx);
+    if let Some(r) = &registry {
+        r.clear();
+    }
     // Sinks run concurrently: a small sink's work fills the gaps of a big one's
     // (its single-threaded phases: the end of a sort, the last file's write).
     // Data-quality summaries run with them, reading shared nodes in step with the
@@ -517,8 +541,9 @@ async fn run_planned(
     let (quality, results) = futures::future::join(
         check_quality(pipeline, &ctx, &plans),
         futures::future::join_all(work.iter().map(|(sink, target, _)| {
-            let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());
-            sinks::stage(df, sink, target)
+            let plan = plans[&sink.input].clone();
+            let plan = if registry.is_some() { crate::node_metrics::mark_top(&sink.input, plan) } else { plan };
+            sinks::stage(DataFrame::new(ctx.state(), plan), sink, target)
         })),
     )
     .await;
@@ -597,7 +622,10 @@ async fn run_planned(
     for (sink, _, path) in work {
         reports.push(SinkReport { name: sink.name.clone(), path, rows: rows.get(&sink.name).copied() });
     }
-    Ok(Report { sinks: reports, quality, seconds: started.elapsed().as_secs_f64() })
+    let nodes = registry.as_ref().map(|r| crate::node_metrics::collect(r)).unwrap_or_default();
+    let plans = registry.as_ref().map(|r| crate::node_metrics::plans(r)).unwrap_or_default();
+    let params = values.0.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    Ok(Report { sinks: reports, quality, seconds: started.elapsed().as_secs_f64(), nodes, plans, params })
 }
 
 /// Throws away every staged sink.

@@ -27,12 +27,16 @@ fn environment_values_are_never_printed() {
     };
     let clean = |what: &str, text: &str| assert!(!text.contains(SENTINEL), "{what} shows the secret:\n{text}");
 
-    let (code, text) = run(&["run", "--metrics", metrics.to_str().unwrap()], &dir, Some("150"));
+    let report = root.path().join("r.html");
+    let (code, text) = run(&["run", "--metrics", metrics.to_str().unwrap(), "--report", report.to_str().unwrap()], &dir, Some("150"));
     assert_eq!(code, Some(0), "{text}");
     clean("run", &text);
     assert!(text.contains("${env.KILN_TEST_SECRET_DIR}/out"), "the template is shown instead:\n{text}");
     let json = std::fs::read_to_string(&metrics).unwrap();
     clean("--metrics", &json);
+    let page = std::fs::read_to_string(&report).unwrap();
+    clean("--report", &page);
+    assert!(page.contains("${env.KILN_TEST_SECRET_DIR}") && page.contains("KilnNodeExec"), "the report shows the template and the plan");
     assert_eq!(kiln_tests::read_parquet_rows(&dir.join("out")).len(), 1, "the env param (150) filtered the rows");
 
     let (code, text) = run(&["explain"], &dir, Some("150"));

@@ -1,0 +1,403 @@
+//! Per-node metrics (`--metrics`, `--report`; SPEC §10): rows, bytes, time,
+//! spill and partition sizes for every node of the spec.
+//!
+//! DataFusion's optimizer fuses and moves operators, so a node's operators are
+//! found by a *marker* around each node's plan, inserted only when a run asks
+//! for metrics ([`enable`]): a logical extension ([`NodeMark`]) that lets
+//! filters, projections and limits through, planned as a pass-through operator
+//! ([`NodeMetricsExec`]) that counts the rows and bytes leaving the node per
+//! output partition. After the run, the operators between a marker and the
+//! markers below it are the node's: their compute time and spill are summed
+//! ([`collect`]). A subtree several plans share is counted once.
+//!
+//! What the figures mean, as in Spark's SQL tab: `rows_out` counts the rows
+//! that left the node in the executed plan. Later nodes' filters are not
+//! pushed into it logically (the marker stops them), but a limit is, and a
+//! Parquet source counts only the row groups a later filter did not prune.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchemaRef, Result, Statistics};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::CardinalityEffect;
+use datafusion::physical_plan::filter_pushdown::{ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricValue, MetricsSet};
+use datafusion::physical_plan::projection::{ProjectionExec, make_with_child};
+use datafusion::physical_plan::{ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, StatisticsArgs};
+use datafusion::prelude::SessionContext;
+use futures::{Stream, StreamExt};
+
+/// The markers a run executed; a session config extension, present only when
+/// the run collects metrics.
+#[derive(Debug, Default)]
+pub struct Registry {
+    markers: Mutex<Vec<NodeMetricsExec>>,
+}
+
+impl Registry {
+    fn register(&self, exec: &NodeMetricsExec) {
+        let mut markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
+        if !markers.iter().any(|m| Arc::ptr_eq(&m.input, &exec.input) && m.node == exec.node) {
+            markers.push(exec.clone());
+        }
+    }
+
+    /// Forgets what ran so far (planning-time passes: hot keys, checkpoints, skew report).
+    pub fn clear(&self) {
+        self.markers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// The session's registry, when the run collects metrics.
+pub fn registry(ctx: &SessionContext) -> Option<Arc<Registry>> {
+    ctx.state().config().get_extension::<Registry>()
+}
+
+/// Makes the session collect per-node metrics.
+pub fn enable(config: datafusion::prelude::SessionConfig) -> datafusion::prelude::SessionConfig {
+    config.with_extension(Arc::new(Registry::default()))
+}
+
+/// `plan` inside a marker for `node`.
+pub fn mark(node: &str, plan: LogicalPlan) -> LogicalPlan {
+    LogicalPlan::Extension(Extension { node: Arc::new(NodeMark { input: plan, node: node.to_string(), counts: true }) })
+}
+
+/// `plan` (node `node`'s, as a sink reads it) inside a marker that counts
+/// nothing: the operators the optimizer moved above the node's own marker
+/// (a sort floats up to the sink that needs the order) are still the node's.
+pub fn mark_top(node: &str, plan: LogicalPlan) -> LogicalPlan {
+    LogicalPlan::Extension(Extension { node: Arc::new(NodeMark { input: plan, node: node.to_string(), counts: false }) })
+}
+
+/// The logical marker: no expressions, the input's schema, transparent to
+/// projection and limit pushdown. Filters stop here, so a node's rows are its
+/// own (a source's are the rows it read, not those a later filter kept); the
+/// physical marker lets them through again, so a Parquet scan still prunes
+/// row groups with them, and hash joins' dynamic filters still reach scans.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub struct NodeMark {
+    input: LogicalPlan,
+    pub node: String,
+    /// False for a sink's top marker ([`mark_top`]).
+    pub counts: bool,
+}
+
+impl UserDefinedLogicalNodeCore for NodeMark {
+    fn name(&self) -> &str {
+        "KilnNode"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        self.input.schema()
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        vec![]
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "KilnNode: {}", self.node)
+    }
+
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+        Ok(NodeMark { input: inputs.swap_remove(0), node: self.node.clone(), counts: self.counts })
+    }
+
+    fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        Some(vec![output_columns.to_vec()])
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        true
+    }
+}
+
+/// The physical marker: passes batches through, counting them.
+#[derive(Debug, Clone)]
+pub struct NodeMetricsExec {
+    input: Arc<dyn ExecutionPlan>,
+    node: String,
+    counts: bool,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl NodeMetricsExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>, node: String, counts: bool) -> Self {
+        NodeMetricsExec { input, node, counts, metrics: ExecutionPlanMetricsSet::new() }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    fn rewrap(&self, input: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+        Arc::new(NodeMetricsExec::new(input, self.node.clone(), self.counts))
+    }
+}
+
+impl DisplayAs for NodeMetricsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "KilnNodeExec: {}{}", self.node, if self.counts { "" } else { " (top)" })
+    }
+}
+
+impl ExecutionPlan for NodeMetricsExec {
+    fn name(&self) -> &str {
+        "KilnNodeExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self.rewrap(children.swap_remove(0)))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if let Some(registry) = context.session_config().get_extension::<Registry>() {
+            registry.register(self);
+        }
+        let input = self.input.execute(partition, context)?;
+        let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let bytes = MetricBuilder::new(&self.metrics).counter("output_bytes", partition);
+        let start = MetricBuilder::new(&self.metrics).start_timestamp(partition);
+        let end = MetricBuilder::new(&self.metrics).end_timestamp(partition);
+        Ok(Box::pin(CountingStream { input, rows, bytes, start: Some(start), end }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(&self, input_stats: &[Arc<Statistics>], _args: &StatisticsArgs) -> Result<Arc<Statistics>> {
+        Ok(Arc::clone(&input_stats[0]))
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        true
+    }
+
+    fn cardinality_effect(&self) -> CardinalityEffect {
+        CardinalityEffect::Equal
+    }
+
+    /// P(M(x)) → M(P(x)): the projection goes under the marker (never handed to
+    /// the input's own swap, which assumes the projection sits right on it).
+    fn try_swapping_with_projection(&self, projection: &ProjectionExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        Ok(Some(self.rewrap(make_with_child(projection, &self.input)?)))
+    }
+
+    fn gather_filters_for_pushdown(&self, _phase: FilterPushdownPhase, parent_filters: Vec<Arc<dyn PhysicalExpr>>, _config: &ConfigOptions) -> Result<FilterDescription> {
+        FilterDescription::from_children(parent_filters, &self.children())
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        Ok(FilterPushdownPropagation::if_all(child_pushdown_result))
+    }
+}
+
+struct CountingStream {
+    input: SendableRecordBatchStream,
+    rows: datafusion::physical_plan::metrics::Count,
+    bytes: datafusion::physical_plan::metrics::Count,
+    start: Option<datafusion::physical_plan::metrics::Timestamp>,
+    end: datafusion::physical_plan::metrics::Timestamp,
+}
+
+impl Stream for CountingStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(start) = self.start.take() {
+            start.record();
+        }
+        let poll = self.input.poll_next_unpin(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(batch))) => {
+                self.rows.add(batch.num_rows());
+                self.bytes.add(batch.get_array_memory_size());
+            }
+            Poll::Ready(None) => self.end.record(),
+            _ => {}
+        }
+        poll
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.input.size_hint()
+    }
+}
+
+impl RecordBatchStream for CountingStream {
+    fn schema(&self) -> SchemaRef {
+        self.input.schema()
+    }
+}
+
+/// One node's figures (`--metrics` JSON, `nodes.NAME`; schema in the README).
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct NodeMetrics {
+    /// Rows that left the node in the executed plan.
+    pub rows_out: u64,
+    /// Their in-memory size (Arrow buffers).
+    pub bytes_out: u64,
+    /// Time the node's operators computed, summed over partitions (CPU time, as
+    /// Spark's operator times): decoding for sources, hashing for joins, ….
+    pub elapsed_ms: f64,
+    /// From the first batch asked of the node to its last partition's end.
+    pub wall_ms: f64,
+    pub spill_count: u64,
+    pub spill_bytes: u64,
+    pub spill_rows: u64,
+    /// Peak memory its operators reserved (hash tables, sort buffers), summed over partitions.
+    pub peak_memory_bytes: u64,
+    /// Output partitions and their rows: skew shows as max ≫ median.
+    pub partitions: usize,
+    pub partition_rows_max: u64,
+    pub partition_rows_median: u64,
+    pub partition_rows: Vec<u64>,
+    /// DataFusion operators attributed to the node, outermost first.
+    pub operators: Vec<String>,
+}
+
+/// The executed plan as each sink read its input node (with every operator's
+/// metrics), keyed by that node.
+pub fn plans(registry: &Registry) -> BTreeMap<String, String> {
+    let markers = registry.markers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    markers
+        .iter()
+        .filter(|m| !m.counts)
+        .map(|m| (m.node.clone(), datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(m.input.as_ref()).indent(true).to_string()))
+        .collect()
+}
+
+/// The figures of every node the run executed.
+pub fn collect(registry: &Registry) -> BTreeMap<String, NodeMetrics> {
+    let markers = registry.markers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut out: BTreeMap<String, NodeMetrics> = BTreeMap::new();
+    let mut seen: HashSet<usize> = HashSet::new();
+    let mut spans: HashMap<String, (Option<i64>, Option<i64>)> = HashMap::new();
+    for marker in &markers {
+        let m = out.entry(marker.node.clone()).or_default();
+        if !marker.counts {
+            segment(&marker.input, m, &mut seen);
+            continue;
+        }
+        let set = marker.metrics.clone_inner();
+        let n = marker.input.properties().partitioning.partition_count();
+        let mut per_partition = vec![0u64; n];
+        let span = spans.entry(marker.node.clone()).or_default();
+        for metric in set.iter() {
+            match (metric.value(), metric.partition()) {
+                (MetricValue::OutputRows(c), Some(p)) if p < n => per_partition[p] += c.value() as u64,
+                (MetricValue::Count { name, count }, _) if name == "output_bytes" => m.bytes_out += count.value() as u64,
+                (MetricValue::StartTimestamp(t), _) => {
+                    if let Some(ns) = t.value().and_then(|v| v.timestamp_nanos_opt()) {
+                        span.0 = Some(span.0.map_or(ns, |s| s.min(ns)));
+                    }
+                }
+                (MetricValue::EndTimestamp(t), _) => {
+                    if let Some(ns) = t.value().and_then(|v| v.timestamp_nanos_opt()) {
+                        span.1 = Some(span.1.map_or(ns, |e| e.max(ns)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        m.rows_out += per_partition.iter().sum::<u64>();
+        if m.partition_rows.len() < per_partition.len() {
+            m.partition_rows.resize(per_partition.len(), 0);
+        }
+        for (i, r) in per_partition.iter().enumerate() {
+            m.partition_rows[i] += r;
+        }
+        segment(&marker.input, m, &mut seen);
+    }
+    for (node, m) in out.iter_mut() {
+        if let Some((Some(s), Some(e))) = spans.get(node) {
+            m.wall_ms = (e - s).max(0) as f64 / 1e6;
+        }
+        m.partitions = m.partition_rows.len();
+        let mut sorted = m.partition_rows.clone();
+        sorted.sort_unstable();
+        m.partition_rows_max = sorted.last().copied().unwrap_or(0);
+        m.partition_rows_median = if sorted.is_empty() { 0 } else { sorted[(sorted.len() - 1) / 2] };
+        m.elapsed_ms = (m.elapsed_ms * 1000.0).round() / 1000.0;
+    }
+    out
+}
+
+/// Adds the operators under a marker, down to the next markers, to `m`.
+fn segment(plan: &Arc<dyn ExecutionPlan>, m: &mut NodeMetrics, seen: &mut HashSet<usize>) {
+    if plan.downcast_ref::<NodeMetricsExec>().is_some() {
+        return;
+    }
+    if !seen.insert(Arc::as_ptr(plan) as *const () as usize) {
+        return;
+    }
+    m.operators.push(plan.name().to_string());
+    if let Some(set) = plan.metrics() {
+        let mut nanos = set.elapsed_compute().unwrap_or(0);
+        for metric in set.iter() {
+            if let MetricValue::Time { name, time } = metric.value() {
+                // File scans time their decoding under this name, not elapsed_compute.
+                if name == "time_elapsed_processing" {
+                    nanos += time.value();
+                }
+            }
+        }
+        m.elapsed_ms += nanos as f64 / 1e6;
+        m.spill_count += set.spill_count().unwrap_or(0) as u64;
+        m.spill_bytes += set.spilled_bytes().unwrap_or(0) as u64;
+        m.spill_rows += set.spilled_rows().unwrap_or(0) as u64;
+        m.peak_memory_bytes += set.sum(|x| matches!(x.value(), MetricValue::PeakMemoryUsage { .. })).map_or(0, |v| v.as_usize() as u64);
+    }
+    for child in plan.children() {
+        segment(child, m, seen);
+    }
+}

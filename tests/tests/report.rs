@@ -1,0 +1,122 @@
+//! `--metrics FILE.json` and `--report FILE.html` from a job binary (SPEC §10,
+//! issue 19). The report is opened in a real browser (Chromium from Debian's
+//! package, headless): the DOM it builds must hold every node with the row
+//! count the metrics JSON gives, a histogram bar per partition, and the script
+//! must have run without a console error; a page with a broken script fails
+//! the same check. A screenshot is left in target/test-artifacts/.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_tests::{build_job, repo_root};
+
+fn chromium() -> PathBuf {
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(out) = Command::new("which").arg(name).output() {
+            if out.status.success() {
+                return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            }
+        }
+    }
+    panic!("no Chromium: `apt-get install chromium` (.ci/run does)");
+}
+
+/// What headless Chromium made of `page`: the DOM after scripts ran, and the
+/// console's errors (uncaught exceptions, console.error).
+fn open(page: &Path, screenshot: Option<&Path>) -> (String, Vec<String>) {
+    let profile = tempfile::tempdir().unwrap();
+    let mut c = Command::new(chromium());
+    c.args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr", "--v=0", "--window-size=1400,1600"])
+        .arg(format!("--user-data-dir={}", profile.path().display()));
+    match screenshot {
+        Some(png) => c.arg(format!("--screenshot={}", png.display())),
+        None => c.arg("--dump-dom"),
+    };
+    let out = c.arg(format!("file://{}", page.display())).output().unwrap();
+    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains(":ERROR:") || l.to_lowercase().contains("error")))
+        .map(str::to_string)
+        .collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), errors)
+}
+
+/// The value of `attr` on the element whose opening tag contains `marker`.
+fn attr(dom: &str, marker: &str, attr: &str) -> Option<String> {
+    let at = dom.find(marker)?;
+    let tag_start = dom[..at + 1].rfind('<')?;
+    let tag = &dom[tag_start..tag_start + dom[tag_start..].find('>')?];
+    let key = format!("{attr}=\"");
+    let v = &tag[tag.find(&key)? + key.len()..];
+    Some(v[..v.find('"')?].to_string())
+}
+
+#[test]
+fn the_report_shows_every_node_in_a_browser_and_the_metrics_agree() {
+    let binary = build_job("specs/skew_join.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let (metrics, report) = (dir.path().join("m.json"), dir.path().join("report.html"));
+    let out = Command::new(&binary)
+        .args(["run", "--threads", "4", "--param"])
+        .arg(format!("data={}", repo_root().join("specs/data").display()))
+        .arg("--param")
+        .arg(format!("output={}", dir.path().join("out").display()))
+        .arg("--metrics")
+        .arg(&metrics)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The JSON: SPEC §10's minimum per node, and the sink's rows.
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert_eq!(m["version"], 1);
+    let nodes = m["nodes"].as_object().unwrap();
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), ["customers", "orders", "orders_customers", "region"]);
+    for (name, n) in nodes {
+        for key in ["rows_out", "elapsed_ms", "spill_bytes", "partition_rows_max", "partition_rows_median"] {
+            assert!(n[key].is_number(), "{name}.{key}: {n}");
+        }
+    }
+    assert_eq!(m["sinks"][0]["rows"], nodes["region"]["rows_out"]);
+    assert_eq!(nodes["orders"]["rows_out"], 1000);
+
+    // The page in a browser.
+    let (dom, errors) = open(&report, None);
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    assert_eq!(attr(&dom, "<body", "data-ready").as_deref(), Some("yes"), "the page's script did not run");
+    for (name, n) in nodes {
+        let vertex = format!("class=\"vertex\" data-node=\"{name}\"");
+        assert_eq!(attr(&dom, &vertex, "data-rows"), Some(n["rows_out"].to_string()), "DAG box of {name}");
+        assert!(dom.contains(&format!("<tr data-node=\"{name}\">")), "table row of {name}");
+        let partitions = n["partitions"].as_u64().unwrap();
+        if partitions > 1 {
+            let figure = dom.find(&format!("class=\"histogram")).is_some();
+            assert!(figure);
+            let start = dom.find(&format!("data-node=\"{name}\"><figcaption>")).unwrap_or_else(|| panic!("no histogram of {name}"));
+            let end = start + dom[start..].find("</figure>").unwrap();
+            assert_eq!(dom[start..end].matches("class=\"bar\"").count() as u64, partitions, "bars of {name}");
+        }
+    }
+    assert!(dom.contains("class=\"vertex sink\" data-node=\"sink:region_parquet\""));
+    assert!(dom.contains(&format!("spec sha256:<code id=\"spec-hash\">")));
+    assert!(dom.contains("KilnNodeExec"), "the executed plan is shown");
+
+    // A screenshot, kept as an artifact.
+    let artifacts = repo_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let png = artifacts.join("run-report.png");
+    let _ = std::fs::remove_file(&png);
+    open(&report, Some(&png));
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "screenshot of {} bytes", bytes.len());
+
+    // The same check fails on a page whose script is broken.
+    let broken = dir.path().join("broken.html");
+    std::fs::write(&broken, std::fs::read_to_string(&report).unwrap().replace("document.body.setAttribute('data-ready', 'yes');", "undefinedFunction(); document.body.setAttribute('data-ready', 'yes');")).unwrap();
+    let (dom, errors) = open(&broken, None);
+    assert!(!errors.is_empty() && attr(&dom, "<body", "data-ready").is_none(), "a broken page passed: {errors:?}");
+}
