@@ -39,6 +39,9 @@ struct Settings {
     /// sizes, data quality, the executed plans.
     #[arg(long, value_name = "FILE.html")]
     report: Option<std::path::PathBuf>,
+    /// No progress line on the terminal.
+    #[arg(long)]
+    quiet: bool,
     /// Before running, count every join's keys: partition sizes (max/median) and top keys per
     /// side, and a warning when one key holds more than 20% of a side.
     #[arg(long)]
@@ -188,6 +191,7 @@ impl Settings {
             cluster: None,
             analyze: false,
             node_metrics: self.metrics.is_some() || self.report.is_some(),
+            progress: crate::progress::wanted(self.quiet),
         }
     }
 }
@@ -195,9 +199,9 @@ impl Settings {
 /// The whole `main` of a generated binary.
 pub fn main(pipeline: Pipeline) -> ExitCode {
     crate::models::init_threads();
-    // Ballista and DataFusion log through `log`/`tracing`: warnings by default, KILN_LOG=info (or any filter) for more.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Kiln, Ballista and DataFusion log through `log`/`tracing`: warnings by default, KILN_LOG=info
+    // (or any filter) for more, KILN_LOG_FORMAT=json for JSON lines; every line carries the run id.
+    crate::logging::init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -251,6 +255,7 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
         _ => None,
     };
     opts.analyze = matches!(&command, Command::Explain(e) if e.analyze);
+    opts.progress = opts.progress && matches!(&command, Command::Run(_) | Command::Submit(_));
     let settings_for_run = settings.clone();
     let result = runtime.block_on(async {
         match command {
@@ -279,7 +284,7 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
                 report
             }).and_then(|report| {
                 if let Some(path) = &settings_for_run.metrics {
-                    let mut json = serde_json::json!({ "version": 1, "pipeline": pipeline.name, "spec_sha256": pipeline.spec_hash });
+                    let mut json = serde_json::json!({ "version": 1, "run_id": crate::logging::run_id(), "pipeline": pipeline.name, "spec_sha256": pipeline.spec_hash });
                     if let (Some(obj), Ok(serde_json::Value::Object(fields))) = (json.as_object_mut(), serde_json::to_value(&report)) {
                         obj.extend(fields);
                     }

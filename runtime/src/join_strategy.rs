@@ -175,7 +175,7 @@ impl ExtensionPlanner for HintPlanner {
             return Ok(Some(crate::shared::plan(s, Arc::clone(&physical_inputs[0]))));
         }
         if let Some(m) = node.as_any().downcast_ref::<crate::node_metrics::NodeMark>() {
-            return Ok(Some(Arc::new(crate::node_metrics::NodeMetricsExec::new(Arc::clone(&physical_inputs[0]), m.node.clone(), m.counts))));
+            return Ok(Some(Arc::new(crate::node_metrics::NodeMetricsExec::new(Arc::clone(&physical_inputs[0]), m.node.clone(), m.sink.clone()))));
         }
         let Some(h) = node.as_any().downcast_ref::<JoinHint>() else {
             return Ok(None);

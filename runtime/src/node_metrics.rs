@@ -41,10 +41,29 @@ use futures::{Stream, StreamExt};
 /// the run collects metrics.
 #[derive(Debug, Default)]
 pub struct Registry {
+    /// Whether every node is marked (`--metrics`/`--report`), or only each sink's
+    /// top (progress).
+    pub nodes: bool,
     markers: Mutex<Vec<NodeMetricsExec>>,
 }
 
 impl Registry {
+    /// Rows each running sink has received so far (its top marker's count), by sink.
+    pub fn sink_rows(&self) -> Vec<(String, u64)> {
+        let markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for m in markers.iter() {
+            if let Some(sink) = &m.sink {
+                let rows = m.metrics.clone_inner().output_rows().unwrap_or(0) as u64;
+                match out.iter_mut().find(|(s, _)| s == sink) {
+                    Some((_, r)) => *r += rows,
+                    None => out.push((sink.clone(), rows)),
+                }
+            }
+        }
+        out
+    }
+
     fn register(&self, exec: &NodeMetricsExec) {
         let mut markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
         if !markers.iter().any(|m| Arc::ptr_eq(&m.input, &exec.input) && m.node == exec.node) {
@@ -63,21 +82,23 @@ pub fn registry(ctx: &SessionContext) -> Option<Arc<Registry>> {
     ctx.state().config().get_extension::<Registry>()
 }
 
-/// Makes the session collect per-node metrics.
-pub fn enable(config: datafusion::prelude::SessionConfig) -> datafusion::prelude::SessionConfig {
-    config.with_extension(Arc::new(Registry::default()))
+/// Makes the session count rows into each sink (progress) and, with `nodes`,
+/// collect per-node metrics.
+pub fn enable(config: datafusion::prelude::SessionConfig, nodes: bool) -> datafusion::prelude::SessionConfig {
+    config.with_extension(Arc::new(Registry { nodes, ..Registry::default() }))
 }
 
 /// `plan` inside a marker for `node`.
 pub fn mark(node: &str, plan: LogicalPlan) -> LogicalPlan {
-    LogicalPlan::Extension(Extension { node: Arc::new(NodeMark { input: plan, node: node.to_string(), counts: true }) })
+    LogicalPlan::Extension(Extension { node: Arc::new(NodeMark { input: plan, node: node.to_string(), sink: None }) })
 }
 
-/// `plan` (node `node`'s, as a sink reads it) inside a marker that counts
-/// nothing: the operators the optimizer moved above the node's own marker
-/// (a sort floats up to the sink that needs the order) are still the node's.
-pub fn mark_top(node: &str, plan: LogicalPlan) -> LogicalPlan {
-    LogicalPlan::Extension(Extension { node: Arc::new(NodeMark { input: plan, node: node.to_string(), counts: false }) })
+/// `plan` (node `node`'s, as sink `sink` reads it) inside a sink's top marker:
+/// it counts the rows reaching the sink (progress), not as the node's; the
+/// operators the optimizer moved above the node's own marker (a sort floats up
+/// to the sink that needs the order) are still the node's.
+pub fn mark_top(node: &str, sink: &str, plan: LogicalPlan) -> LogicalPlan {
+    LogicalPlan::Extension(Extension { node: Arc::new(NodeMark { input: plan, node: node.to_string(), sink: Some(sink.to_string()) }) })
 }
 
 /// The logical marker: no expressions, the input's schema, transparent to
@@ -89,8 +110,8 @@ pub fn mark_top(node: &str, plan: LogicalPlan) -> LogicalPlan {
 pub struct NodeMark {
     input: LogicalPlan,
     pub node: String,
-    /// False for a sink's top marker ([`mark_top`]).
-    pub counts: bool,
+    /// The sink, for a sink's top marker ([`mark_top`]).
+    pub sink: Option<String>,
 }
 
 impl UserDefinedLogicalNodeCore for NodeMark {
@@ -115,7 +136,7 @@ impl UserDefinedLogicalNodeCore for NodeMark {
     }
 
     fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
-        Ok(NodeMark { input: inputs.swap_remove(0), node: self.node.clone(), counts: self.counts })
+        Ok(NodeMark { input: inputs.swap_remove(0), node: self.node.clone(), sink: self.sink.clone() })
     }
 
     fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
@@ -132,13 +153,13 @@ impl UserDefinedLogicalNodeCore for NodeMark {
 pub struct NodeMetricsExec {
     input: Arc<dyn ExecutionPlan>,
     node: String,
-    counts: bool,
+    sink: Option<String>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl NodeMetricsExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, node: String, counts: bool) -> Self {
-        NodeMetricsExec { input, node, counts, metrics: ExecutionPlanMetricsSet::new() }
+    pub fn new(input: Arc<dyn ExecutionPlan>, node: String, sink: Option<String>) -> Self {
+        NodeMetricsExec { input, node, sink, metrics: ExecutionPlanMetricsSet::new() }
     }
 
     pub fn node(&self) -> &str {
@@ -150,13 +171,16 @@ impl NodeMetricsExec {
     }
 
     fn rewrap(&self, input: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
-        Arc::new(NodeMetricsExec::new(input, self.node.clone(), self.counts))
+        Arc::new(NodeMetricsExec::new(input, self.node.clone(), self.sink.clone()))
     }
 }
 
 impl DisplayAs for NodeMetricsExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "KilnNodeExec: {}{}", self.node, if self.counts { "" } else { " (top)" })
+        match &self.sink {
+            None => write!(f, "KilnNodeExec: {}", self.node),
+            Some(sink) => write!(f, "KilnNodeExec: {} (into sink {sink})", self.node),
+        }
     }
 }
 
@@ -311,7 +335,7 @@ pub fn plans(registry: &Registry) -> BTreeMap<String, String> {
     let markers = registry.markers.lock().unwrap_or_else(|e| e.into_inner()).clone();
     markers
         .iter()
-        .filter(|m| !m.counts)
+        .filter(|m| m.sink.is_some())
         .map(|m| (m.node.clone(), datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(m.input.as_ref()).indent(true).to_string()))
         .collect()
 }
@@ -324,7 +348,7 @@ pub fn collect(registry: &Registry) -> BTreeMap<String, NodeMetrics> {
     let mut spans: HashMap<String, (Option<i64>, Option<i64>)> = HashMap::new();
     for marker in &markers {
         let m = out.entry(marker.node.clone()).or_default();
-        if !marker.counts {
+        if marker.sink.is_some() {
             segment(&marker.input, m, &mut seen);
             continue;
         }

@@ -263,7 +263,7 @@ figure.histogram {{ display: inline-block; margin: 6px 18px 6px 0; }} figcaption
 </style></head>
 <body>
 <h1>{name}</h1>
-<p class="meta">Kiln {version} · spec sha256:<code id="spec-hash">{hash}</code> · ran in <span id="seconds">{seconds:.2}</span> s · metrics format version 1</p>
+<p class="meta">Kiln {version} · run <code id="run-id">{run_id}</code> · spec sha256:<code id="spec-hash">{hash}</code> · ran in <span id="seconds">{seconds:.2}</span> s · metrics format version 1</p>
 <h2>Pipeline</h2>
 <p class="legend">Boxes are coloured by their share of the run's compute time: <span style="background:{c0}"></span> none <span style="background:{c1}"></span> half <span style="background:{c2}"></span> all. Click one to find its row.</p>
 {svg}
@@ -301,6 +301,7 @@ figure.histogram {{ display: inline-block; margin: 6px 18px 6px 0; }} figcaption
         name = esc(&pipeline.name),
         version = crate::KILN_VERSION,
         hash = esc(&pipeline.spec_hash),
+        run_id = crate::logging::run_id(),
         seconds = report.seconds,
         c0 = heat(0.0),
         c1 = heat(0.5),

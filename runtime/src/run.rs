@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub analyze: bool,
     /// `--metrics`/`--report`: collect per-node figures ([`crate::node_metrics`]; local runs).
     pub node_metrics: bool,
+    /// Show progress on stderr ([`crate::progress`]; local runs).
+    pub progress: bool,
 }
 
 /// What a run did, per sink.
@@ -315,7 +317,7 @@ async fn planned(
 ) -> Result<HashMap<String, LogicalPlan>> {
     let choices = choices(pipeline, values, session_memory_limit(ctx));
     let readers = readers(pipeline, skipped);
-    let marking = crate::node_metrics::registry(ctx).is_some();
+    let marking = crate::node_metrics::registry(ctx).is_some_and(|r| r.nodes);
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     for node in &pipeline.nodes {
         // `auto` joins get the strategy chosen from the data this run reads.
@@ -421,6 +423,7 @@ async fn planned(
 /// If any sink fails, none is committed.
 pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     let started = Instant::now();
+    tracing::info!(pipeline = %pipeline.name, cluster = opts.cluster.is_some(), "run started");
     let values = params::resolve(&pipeline.params, &opts.params, env)?;
     crate::storage::configure_pipeline(pipeline, &values)?;
     let session_opts = opts.session.clone().over(&pipeline.runtime);
@@ -428,11 +431,11 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
         None => session::context(&session_opts)?,
         Some(cluster) => crate::cluster::context(pipeline, cluster, &session_opts).await?,
     };
-    if opts.node_metrics && opts.cluster.is_none() {
+    if (opts.node_metrics || opts.progress) && opts.cluster.is_none() {
         let state = ctx.state_ref();
         let mut state = state.write();
         let config = std::mem::take(state.config_mut());
-        *state.config_mut() = crate::node_metrics::enable(config);
+        *state.config_mut() = crate::node_metrics::enable(config, opts.node_metrics);
     }
     // Sources on object stores get the checks `prepare` gives local files.
     for node in &pipeline.nodes {
@@ -534,6 +537,10 @@ async fn run_planned(
     if let Some(r) = &registry {
         r.clear();
     }
+    let ticker = match &registry {
+        Some(r) if opts.progress => Some(crate::progress::Ticker::start(pipeline.name.clone(), r.clone(), started)),
+        _ => None,
+    };
     // Sinks run concurrently: a small sink's work fills the gaps of a big one's
     // (its single-threaded phases: the end of a sort, the last file's write).
     // Data-quality summaries run with them, reading shared nodes in step with the
@@ -542,11 +549,14 @@ async fn run_planned(
         check_quality(pipeline, &ctx, &plans),
         futures::future::join_all(work.iter().map(|(sink, target, _)| {
             let plan = plans[&sink.input].clone();
-            let plan = if registry.is_some() { crate::node_metrics::mark_top(&sink.input, plan) } else { plan };
+            let plan = if registry.is_some() { crate::node_metrics::mark_top(&sink.input, &sink.name, plan) } else { plan };
             sinks::stage(DataFrame::new(ctx.state(), plan), sink, target)
         })),
     )
     .await;
+    if let Some(t) = ticker {
+        t.finish().await;
+    }
     let mut staged: Vec<Staged> = Vec::new();
     let mut failed = None;
     for r in results {
@@ -622,9 +632,13 @@ async fn run_planned(
     for (sink, _, path) in work {
         reports.push(SinkReport { name: sink.name.clone(), path, rows: rows.get(&sink.name).copied() });
     }
-    let nodes = registry.as_ref().map(|r| crate::node_metrics::collect(r)).unwrap_or_default();
-    let plans = registry.as_ref().map(|r| crate::node_metrics::plans(r)).unwrap_or_default();
+    let nodes = registry.as_ref().filter(|r| r.nodes).map(|r| crate::node_metrics::collect(r)).unwrap_or_default();
+    let plans = registry.as_ref().filter(|r| r.nodes).map(|r| crate::node_metrics::plans(r)).unwrap_or_default();
     let params = values.0.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    for r in &reports {
+        tracing::info!(sink = %r.name, rows = r.rows, "sink committed");
+    }
+    tracing::info!(pipeline = %pipeline.name, seconds = started.elapsed().as_secs_f64(), "run finished");
     Ok(Report { sinks: reports, quality, seconds: started.elapsed().as_secs_f64(), nodes, plans, params })
 }
 

@@ -295,7 +295,7 @@ fn a_cluster_with_the_operators_certificates_admits_only_their_holders() {
     let cases: Vec<(&str, Vec<std::ffi::OsString>, Option<&str>, &str)> = vec![
         ("no certificate", vec![], None, "--tls-cert/--tls-key/--tls-ca"),
         ("another CA's certificate", tls_flags(&theirs), None, "the TLS handshake failed"),
-        ("another CA's certificate, trusting both CAs", tls_flags(&other_ca_only), None, "the scheduler does not accept this client's certificate"),
+        ("another CA's certificate, trusting both CAs", tls_flags(&other_ca_only), None, "does not accept this client's certificate"),
         ("a token", vec![], Some(TOKEN), "token differs from the cluster's"),
     ];
     for (what, flags, token, says) in cases {

@@ -120,3 +120,87 @@ fn the_report_shows_every_node_in_a_browser_and_the_metrics_agree() {
     let (dom, errors) = open(&broken, None);
     assert!(!errors.is_empty() && attr(&dom, "<body", "data-ready").is_none(), "a broken page passed: {errors:?}");
 }
+
+fn run_job(extra_env: &[(&str, &str)], extra_args: &[&str]) -> (std::process::Output, tempfile::TempDir) {
+    let binary = build_job("specs/skew_join.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Command::new(&binary);
+    c.args(["run", "--param"])
+        .arg(format!("data={}", repo_root().join("specs/data").display()))
+        .arg("--param")
+        .arg(format!("output={}", dir.path().join("out").display()))
+        .args(extra_args)
+        .env_remove("KILN_LOG")
+        .env_remove("KILN_LOG_FORMAT")
+        .env_remove("KILN_PROGRESS");
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (out, dir)
+}
+
+#[test]
+fn json_logs_carry_the_run_id_of_the_metrics() {
+    let metrics = tempfile::tempdir().unwrap();
+    let m = metrics.path().join("m.json");
+    let (out, _dir) = run_job(&[("KILN_LOG", "info"), ("KILN_LOG_FORMAT", "json")], &["--metrics", m.to_str().unwrap()]);
+    let run_id = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&m).unwrap()).unwrap()["run_id"].as_str().unwrap().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert!(messages.contains(&"run started") && messages.contains(&"run finished") && messages.contains(&"sink committed"), "{stderr}");
+    for l in &lines {
+        assert_eq!(l["run_id"].as_str(), Some(run_id.as_str()), "{l}");
+        assert!(l["level"].is_string() && l["timestamp"].is_string(), "{l}");
+    }
+    let committed = lines.iter().find(|l| l["message"] == "sink committed").unwrap();
+    assert_eq!((committed["sink"].as_str(), committed["rows"].as_u64()), (Some("region_parquet"), Some(5)));
+    // Text logs carry it too, first on the line.
+    let (out, _dir) = run_job(&[("KILN_LOG", "info")], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let started = stderr.lines().find(|l| l.contains("run started")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(started.starts_with("run=") && started.contains("pipeline=skew_join"), "{started}");
+}
+
+/// The job's output when run in a terminal (`script` gives it a pseudo-terminal;
+/// util-linux, essential on Debian): stdout and stderr together, as a person sees them.
+fn in_terminal(args: &str) -> String {
+    let binary = build_job("specs/skew_join.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = format!(
+        "{} run --param data={} --param output={} {args}",
+        binary.display(),
+        repo_root().join("specs/data").display(),
+        dir.path().join("out").display()
+    );
+    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).env("KILN_PROGRESS_MS", "10").env_remove("KILN_PROGRESS").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn progress_shows_rows_per_sink_in_a_terminal_and_is_erased() {
+    let seen = in_terminal("--threads 1");
+    let frames: Vec<&str> = seen.split('\r').filter(|f| f.starts_with("\x1b[2Kskew_join: ")).collect();
+    assert!(!frames.is_empty(), "no progress line: {seen:?}");
+    // Every frame that names the sink counts rows, never more than it wrote (5).
+    for f in frames.iter().filter(|f| f.contains("region_parquet")) {
+        let rows: u64 = f.split("region_parquet ").nth(1).unwrap().split(' ').next().unwrap().replace(',', "").parse().unwrap();
+        assert!(rows <= 5, "{f}");
+    }
+    // Erased before the summary, which starts on a clean line.
+    let last = seen.rfind("\x1b[2Kskew_join: ").unwrap();
+    let after = &seen[last..];
+    let summary = after.find("sink `region_parquet`: 5 rows").unwrap_or_else(|| panic!("{after:?}"));
+    assert!(after[..summary].contains("\r\x1b[2K"), "{after:?}");
+    // --quiet hides it; so does a stderr that is not a terminal.
+    assert!(!in_terminal("--quiet").contains("\x1b[2Kskew_join: "));
+    let (out, _dir) = run_job(&[("KILN_PROGRESS_MS", "10")], &[]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains('\r'));
+    // KILN_PROGRESS=always shows it anyway (CI logs).
+    let (out, _dir) = run_job(&[("KILN_PROGRESS", "always"), ("KILN_PROGRESS_MS", "10")], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\x1b[2Kskew_join: "));
+}
