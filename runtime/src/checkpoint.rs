@@ -56,8 +56,8 @@ pub async fn apply(ctx: &SessionContext, pipeline: &Pipeline, name: &str, plan: 
 fn fingerprint(pipeline: &Pipeline, name: &str, plan: &LogicalPlan, values: &Values, dir: &str) -> Result<Option<String>> {
     let mut h = Sha256::new();
     h.update(crate::KILN_VERSION.as_bytes());
-    // The plan without the per-process ids of shared nodes and splits.
-    let stable = crate::shared::unwrap(crate::split::to_filters(plan.clone())?)?;
+    // The plan without the per-process ids of shared nodes and splits, nor metrics markers.
+    let stable = crate::node_metrics::unmark(crate::shared::unwrap(crate::split::to_filters(plan.clone())?)?)?;
     h.update(stable.display_indent_schema().to_string().as_bytes());
     // Rust functions' bodies are in the binary: a rebuilt binary recomputes.
     if !crate::functions::kiln_udfs().is_empty() {

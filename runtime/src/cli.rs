@@ -288,11 +288,13 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
                     if let (Some(obj), Ok(serde_json::Value::Object(fields))) = (json.as_object_mut(), serde_json::to_value(&report)) {
                         obj.extend(fields);
                     }
+                    // Each string is redacted before serialization escapes it.
+                    redact_strings(&mut json);
                     let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Usage(e.to_string()))?;
-                    write_output(path, &redact::text(&text))?;
+                    write_output(path, &text)?;
                 }
                 if let Some(path) = &settings_for_run.report {
-                    write_output(path, &redact::text(&crate::report::html(&pipeline, &report, &report.params)))?;
+                    write_output(path, &crate::report::html(&pipeline, &report, &report.params))?;
                     eprintln!("report -> {}", path.display());
                 }
                 Ok(())
@@ -311,6 +313,22 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
     }
 }
 
+/// Every string in `v` (keys too) with environment values replaced by their templates.
+fn redact_strings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => *s = redact::text(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_strings),
+        serde_json::Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (k, mut item) in entries {
+                redact_strings(&mut item);
+                map.insert(redact::text(&k), item);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Writes a metrics or report file whole (a temporary file renamed into place).
 fn write_output(path: &std::path::Path, text: &str) -> Result<(), Error> {
     let tmp = path.with_extension("kiln-tmp");
@@ -323,5 +341,18 @@ pub fn exit_code(e: &Error) -> u8 {
         Error::Usage(_) | Error::Param { .. } => 2,
         Error::Expectation(_) => 3,
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod metrics_json_tests {
+    #[test]
+    fn json_strings_are_redacted_before_they_are_escaped() {
+        crate::redact::remember("q\"uo\\te-secret-9b2c", "${env.KILN_JSON_TEST_PW}");
+        let mut v = serde_json::json!({ "params": { "pw": "q\"uo\\te-secret-9b2c" }, "sinks": [{ "path": "/x/q\"uo\\te-secret-9b2c" }] });
+        super::redact_strings(&mut v);
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(!text.contains("9b2c"), "{text}");
+        assert!(text.contains("${env.KILN_JSON_TEST_PW}"), "{text}");
     }
 }

@@ -44,7 +44,40 @@ pub struct Registry {
     /// Whether every node is marked (`--metrics`/`--report`), or only each sink's
     /// top (progress).
     pub nodes: bool,
-    markers: Mutex<Vec<NodeMetricsExec>>,
+    markers: Mutex<Vec<Registered>>,
+}
+
+/// A marker that ran. The registry holds no plan: a finished sink's plan (a
+/// broadcast join's hash table, say) is freed while other sinks still run. The
+/// marker's own counters stay (`metrics`); its segment's figures are read from
+/// the plan while it lives and from the snapshot its streams leave when they end.
+#[derive(Debug, Clone)]
+struct Registered {
+    node: String,
+    sink: Option<String>,
+    partitions: usize,
+    metrics: ExecutionPlanMetricsSet,
+    input: std::sync::Weak<dyn ExecutionPlan>,
+    snapshot: Arc<Mutex<Option<Segment>>>,
+}
+
+/// A segment's operators, as one stream's end saw them.
+#[derive(Debug, Clone, Default)]
+struct Segment {
+    operators: Vec<Operator>,
+    /// With per-node metrics, a sink's executed plan with its operators' metrics.
+    plan: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Operator {
+    /// Identity within the run (address and name), to count a shared operator once.
+    id: (usize, String),
+    nanos: u64,
+    spill_count: u64,
+    spill_bytes: u64,
+    spill_rows: u64,
+    peak: u64,
 }
 
 impl Registry {
@@ -66,8 +99,15 @@ impl Registry {
 
     fn register(&self, exec: &NodeMetricsExec) {
         let mut markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
-        if !markers.iter().any(|m| Arc::ptr_eq(&m.input, &exec.input) && m.node == exec.node) {
-            markers.push(exec.clone());
+        if !markers.iter().any(|m| Arc::ptr_eq(&m.snapshot, &exec.snapshot)) {
+            markers.push(Registered {
+                node: exec.node.clone(),
+                sink: exec.sink.clone(),
+                partitions: exec.input.properties().partitioning.partition_count(),
+                metrics: exec.metrics.clone(),
+                input: Arc::downgrade(&exec.input),
+                snapshot: exec.snapshot.clone(),
+            });
         }
     }
 
@@ -86,6 +126,20 @@ pub fn registry(ctx: &SessionContext) -> Option<Arc<Registry>> {
 /// collect per-node metrics.
 pub fn enable(config: datafusion::prelude::SessionConfig, nodes: bool) -> datafusion::prelude::SessionConfig {
     config.with_extension(Arc::new(Registry { nodes, ..Registry::default() }))
+}
+
+/// `plan` without its markers (what a run without metrics plans).
+pub fn unmark(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    Ok(plan
+        .transform_up(|p| match &p {
+            LogicalPlan::Extension(e) => match e.node.as_any().downcast_ref::<NodeMark>() {
+                Some(m) => Ok(Transformed::yes(m.input.clone())),
+                None => Ok(Transformed::no(p)),
+            },
+            _ => Ok(Transformed::no(p)),
+        })?
+        .data)
 }
 
 /// `plan` inside a marker for `node`.
@@ -155,11 +209,12 @@ pub struct NodeMetricsExec {
     node: String,
     sink: Option<String>,
     metrics: ExecutionPlanMetricsSet,
+    snapshot: Arc<Mutex<Option<Segment>>>,
 }
 
 impl NodeMetricsExec {
     pub fn new(input: Arc<dyn ExecutionPlan>, node: String, sink: Option<String>) -> Self {
-        NodeMetricsExec { input, node, sink, metrics: ExecutionPlanMetricsSet::new() }
+        NodeMetricsExec { input, node, sink, metrics: ExecutionPlanMetricsSet::new(), snapshot: Arc::default() }
     }
 
     pub fn node(&self) -> &str {
@@ -214,15 +269,18 @@ impl ExecutionPlan for NodeMetricsExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        if let Some(registry) = context.session_config().get_extension::<Registry>() {
+        let registry = context.session_config().get_extension::<Registry>();
+        if let Some(registry) = &registry {
             registry.register(self);
         }
+        // With per-node metrics, each stream's end records the segment's figures.
+        let snapshot = registry.filter(|r| r.nodes).map(|_| (Arc::clone(&self.input), self.snapshot.clone(), self.sink.is_some()));
         let input = self.input.execute(partition, context)?;
         let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let bytes = MetricBuilder::new(&self.metrics).counter("output_bytes", partition);
         let start = MetricBuilder::new(&self.metrics).start_timestamp(partition);
         let end = MetricBuilder::new(&self.metrics).end_timestamp(partition);
-        Ok(Box::pin(CountingStream { input, rows, bytes, start: Some(start), end }))
+        Ok(Box::pin(CountingStream { input, rows, bytes, start: Some(start), end, snapshot }))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -271,6 +329,8 @@ struct CountingStream {
     bytes: datafusion::physical_plan::metrics::Count,
     start: Option<datafusion::physical_plan::metrics::Timestamp>,
     end: datafusion::physical_plan::metrics::Timestamp,
+    /// The segment to record when this stream ends, where to, and whether with the plan's text.
+    snapshot: Option<(Arc<dyn ExecutionPlan>, Arc<Mutex<Option<Segment>>>, bool)>,
 }
 
 impl Stream for CountingStream {
@@ -286,7 +346,12 @@ impl Stream for CountingStream {
                 self.rows.add(batch.num_rows());
                 self.bytes.add(batch.get_array_memory_size());
             }
-            Poll::Ready(None) => self.end.record(),
+            Poll::Ready(None) => {
+                self.end.record();
+                if let Some((plan, slot, with_text)) = &self.snapshot {
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot(plan, *with_text));
+                }
+            }
             _ => {}
         }
         poll
@@ -329,31 +394,52 @@ pub struct NodeMetrics {
     pub operators: Vec<String>,
 }
 
-/// The executed plan as each sink read its input node (with every operator's
-/// metrics), keyed by that node.
+/// The segment under a marker as it is now (its operators' metrics so far).
+fn snapshot(plan: &Arc<dyn ExecutionPlan>, with_text: bool) -> Segment {
+    let mut operators = Vec::new();
+    segment(plan, &mut operators);
+    let plan = with_text.then(|| datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true).to_string());
+    Segment { operators, plan }
+}
+
+/// A marker's segment: from its plan if that still lives, else its last snapshot.
+fn current(m: &Registered, with_text: bool) -> Segment {
+    match m.input.upgrade() {
+        Some(plan) => snapshot(&plan, with_text),
+        None => m.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default(),
+    }
+}
+
+/// The executed plan (with every operator's metrics) each sink ran, by sink.
 pub fn plans(registry: &Registry) -> BTreeMap<String, String> {
     let markers = registry.markers.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    markers
-        .iter()
-        .filter(|m| m.sink.is_some())
-        .map(|m| (m.node.clone(), datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(m.input.as_ref()).indent(true).to_string()))
-        .collect()
+    markers.iter().filter_map(|m| Some((m.sink.clone()?, current(m, true).plan?))).collect()
 }
 
 /// The figures of every node the run executed.
 pub fn collect(registry: &Registry) -> BTreeMap<String, NodeMetrics> {
     let markers = registry.markers.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut out: BTreeMap<String, NodeMetrics> = BTreeMap::new();
-    let mut seen: HashSet<usize> = HashSet::new();
+    let mut seen: HashSet<(usize, String)> = HashSet::new();
     let mut spans: HashMap<String, (Option<i64>, Option<i64>)> = HashMap::new();
     for marker in &markers {
         let m = out.entry(marker.node.clone()).or_default();
+        for op in current(marker, false).operators {
+            if seen.insert(op.id.clone()) {
+                m.operators.push(op.id.1.clone());
+                m.elapsed_ms += op.nanos as f64 / 1e6;
+                m.spill_count += op.spill_count;
+                m.spill_bytes += op.spill_bytes;
+                m.spill_rows += op.spill_rows;
+                m.peak_memory_bytes += op.peak;
+            }
+        }
         if marker.sink.is_some() {
-            segment(&marker.input, m, &mut seen);
+            // A sink's top marker: its operators are the node's; its rows are the sink's.
             continue;
         }
         let set = marker.metrics.clone_inner();
-        let n = marker.input.properties().partitioning.partition_count();
+        let n = marker.partitions;
         let mut per_partition = vec![0u64; n];
         let span = spans.entry(marker.node.clone()).or_default();
         for metric in set.iter() {
@@ -380,7 +466,6 @@ pub fn collect(registry: &Registry) -> BTreeMap<String, NodeMetrics> {
         for (i, r) in per_partition.iter().enumerate() {
             m.partition_rows[i] += r;
         }
-        segment(&marker.input, m, &mut seen);
     }
     for (node, m) in out.iter_mut() {
         if let Some((Some(s), Some(e))) = spans.get(node) {
@@ -396,15 +481,16 @@ pub fn collect(registry: &Registry) -> BTreeMap<String, NodeMetrics> {
     out
 }
 
-/// Adds the operators under a marker, down to the next markers, to `m`.
-fn segment(plan: &Arc<dyn ExecutionPlan>, m: &mut NodeMetrics, seen: &mut HashSet<usize>) {
+/// The operators under a marker, down to the next markers.
+fn segment(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Operator>) {
     if plan.downcast_ref::<NodeMetricsExec>().is_some() {
         return;
     }
-    if !seen.insert(Arc::as_ptr(plan) as *const () as usize) {
+    let id = (Arc::as_ptr(plan) as *const () as usize, plan.name().to_string());
+    if out.iter().any(|o| o.id == id) {
         return;
     }
-    m.operators.push(plan.name().to_string());
+    let mut op = Operator { id, nanos: 0, spill_count: 0, spill_bytes: 0, spill_rows: 0, peak: 0 };
     if let Some(set) = plan.metrics() {
         let mut nanos = set.elapsed_compute().unwrap_or(0);
         for metric in set.iter() {
@@ -415,13 +501,14 @@ fn segment(plan: &Arc<dyn ExecutionPlan>, m: &mut NodeMetrics, seen: &mut HashSe
                 }
             }
         }
-        m.elapsed_ms += nanos as f64 / 1e6;
-        m.spill_count += set.spill_count().unwrap_or(0) as u64;
-        m.spill_bytes += set.spilled_bytes().unwrap_or(0) as u64;
-        m.spill_rows += set.spilled_rows().unwrap_or(0) as u64;
-        m.peak_memory_bytes += set.sum(|x| matches!(x.value(), MetricValue::PeakMemoryUsage { .. })).map_or(0, |v| v.as_usize() as u64);
+        op.nanos = nanos as u64;
+        op.spill_count = set.spill_count().unwrap_or(0) as u64;
+        op.spill_bytes = set.spilled_bytes().unwrap_or(0) as u64;
+        op.spill_rows = set.spilled_rows().unwrap_or(0) as u64;
+        op.peak = set.sum(|x| matches!(x.value(), MetricValue::PeakMemoryUsage { .. })).map_or(0, |v| v.as_usize() as u64);
     }
+    out.push(op);
     for child in plan.children() {
-        segment(child, m, seen);
+        segment(child, out);
     }
 }

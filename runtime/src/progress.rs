@@ -10,8 +10,8 @@
 //! it, `KILN_PROGRESS=always` shows it anyway (logs of CI jobs).
 //! `KILN_PROGRESS_MS` sets the interval. The rows come from the counting marker
 //! on top of each sink's plan ([`crate::node_metrics::mark_top`]); the line is
-//! erased when the run ends. On a cluster, the client sees rows as executors
-//! return them.
+//! erased when the run ends. Local runs only: on a cluster the markers would
+//! have to travel to the executors (no codec yet), so there is no line.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;

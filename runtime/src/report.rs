@@ -5,7 +5,7 @@
 //! the executed plans with their operators' metrics, the parameters and the
 //! spec's hash. No network: inline CSS, inline SVG and a few lines of inline
 //! JavaScript (clicking a node highlights its row). Every value from the
-//! environment is redacted by the caller ([`crate::redact::text`]).
+//! environment is redacted ([`crate::redact::text`]) before it is escaped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
@@ -13,8 +13,10 @@ use std::fmt::Write;
 use crate::plan::{Op, Pipeline};
 use crate::run::Report;
 
+/// `s` with every environment value replaced by its template, then HTML-escaped
+/// (redacting after escaping would miss a value holding `&`, `<`, `"`…).
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    crate::redact::text(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
 fn human_bytes(b: u64) -> String {
@@ -205,7 +207,7 @@ pub fn html(pipeline: &Pipeline, report: &Report, params: &BTreeMap<String, Stri
                 i as f64 * bar + 0.5,
                 hh - bh + 2.0,
                 (bar - 1.0).max(0.5),
-                if *rows == m.partition_rows_max && m.partition_rows_median > 0 && *rows > 10 * m.partition_rows_median { "#d64545" } else { "#4a7fb5" },
+                if *rows > 10 * m.partition_rows_median.max(1) { "#d64545" } else { "#4a7fb5" },
                 thousands(*rows)
             );
         }
@@ -241,7 +243,7 @@ pub fn html(pipeline: &Pipeline, report: &Report, params: &BTreeMap<String, Stri
 
     let mut plans = String::new();
     for (node, text) in &report.plans {
-        let _ = write!(plans, "<details><summary>as the sinks read <b>{}</b></summary><pre>{}</pre></details>", esc(node), esc(text));
+        let _ = write!(plans, "<details><summary>sink <b>{}</b></summary><pre>{}</pre></details>", esc(node), esc(text));
     }
 
     format!(
@@ -307,4 +309,37 @@ figure.histogram {{ display: inline-block; margin: 6px 18px 6px 0; }} figcaption
         c1 = heat(0.5),
         c2 = heat(1.0),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_values_are_redacted_before_they_are_escaped() {
+        crate::redact::remember("p&ss<w\"rd-7f3a", "${env.KILN_REPORT_TEST_PW}");
+        let pipeline = Pipeline {
+            name: "t".into(),
+            description: String::new(),
+            spec_hash: String::new(),
+            params: vec![],
+            runtime: Default::default(),
+            nodes: vec![],
+            sinks: vec![],
+            tests: vec![],
+        };
+        let report = Report {
+            sinks: vec![crate::run::SinkReport { name: "s".into(), path: "/data/p&ss<w\"rd-7f3a/out".into(), rows: Some(1) }],
+            quality: vec![],
+            seconds: 0.1,
+            nodes: Default::default(),
+            plans: [("s".to_string(), "DataSourceExec: file=p&ss<w\"rd-7f3a".to_string())].into(),
+            params: [("pw".to_string(), "p&ss<w\"rd-7f3a".to_string())].into(),
+        };
+        let page = html(&pipeline, &report, &report.params);
+        for leaked in ["p&ss<w\"rd-7f3a", "p&amp;ss&lt;w&quot;rd-7f3a", "7f3a"] {
+            assert!(!page.contains(leaked), "{leaked} in the page");
+        }
+        assert!(page.contains("${env.KILN_REPORT_TEST_PW}"));
+    }
 }

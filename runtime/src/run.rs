@@ -393,8 +393,6 @@ async fn planned(
                 transforms::build(&node.name, op, &inputs)?
             }
         };
-        // Per-node metrics: the node's plan inside a transparent marker.
-        let plan = if marking { crate::node_metrics::mark(&node.name, plan) } else { plan };
         // `checkpoint = true`: read back the stored result, or compute and store it now.
         let plan = match checkpoint_dir {
             Some(dir) if pipeline.runtime.checkpoints.contains(&node.name) => {
@@ -403,6 +401,10 @@ async fn planned(
             }
             _ => plan,
         };
+        // Per-node metrics: the node's plan inside a transparent marker (after the
+        // checkpoint, whose fingerprint is the plan's text: a checkpointed node counts
+        // the rows read back).
+        let plan = if marking { crate::node_metrics::mark(&node.name, plan) } else { plan };
         let plan = match (&mut shared, readers.get(node.name.as_str())) {
             (Some(ids), Some(&n)) if n > 1 => {
                 let (plan, id) = crate::shared::share(plan, &node.name, n);

@@ -146,6 +146,11 @@ impl Postgres {
         assert!(out.status.success(), "{tool} failed: {}\n{}\nserver log:\n{log}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
 
+    /// The directory holding the server's Unix socket (`local` connections: trust).
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The server's log (every statement: `log_statement = all`).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()

@@ -96,4 +96,15 @@ fn a_rerun_resumes_from_checkpoints_whose_inputs_did_not_change() {
     // No staging or lock left beside the checkpoint.
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("checkpoints")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers, ["x"]);
+
+    // `--metrics` plans the same checkpoint (its markers are no part of the fingerprint):
+    // `x` is read back, and counted as the rows read back.
+    let before = EVALUATED.load(Ordering::SeqCst);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let report = rt.block_on(kiln::run::run(&spec(dir.path(), "length(g)"), &kiln::run::RunOptions { node_metrics: true, ..Default::default() })).unwrap();
+    assert_eq!(EVALUATED.load(Ordering::SeqCst) - before, 0, "a metrics run recomputed the checkpoint");
+    assert_eq!((report.nodes["x"].rows_out, report.nodes["last"].rows_out), (1001, 1001));
+    // And a plain run after it still finds it valid.
+    let (ok, evaluated) = run(&spec(dir.path(), "length(g)"));
+    assert!(ok && evaluated == 0);
 }

@@ -101,7 +101,7 @@ fn a_forced_spill_shows_in_the_sorting_node() {
         format!(
             "[pipeline]\nname = \"spill\"\n[sources.many]\nformat = \"parquet\"\npath = \"{}\"\n\
              [transforms.by_key]\ntype = \"sort\"\ninput = \"many\"\norder_by = [\"key DESC\"]\n\
-             [sinks.out]\ninput = \"by_key\"\nformat = \"parquet\"\npath = \"{}/sorted.parquet\"\n",
+             [sinks.out]\ninput = \"by_key\"\nformat = \"parquet\"\npath = \"{}/sorted.parquet\"\nsingle_file = true\n",
             input.display(),
             out.display()
         )
@@ -124,8 +124,22 @@ fn a_forced_spill_shows_in_the_sorting_node() {
     let spilled: u64 = report.nodes.values().map(|m| m.spill_bytes).sum();
     assert_eq!(spilled, sort.spill_bytes);
     assert_eq!(report.nodes["by_key"].rows_out, 400_000);
-    let unlimited = run(&pipeline(&text(free.path())), &with_metrics());
+    let mut one_partition = with_metrics();
+    one_partition.session.target_partitions = Some(1);
+    let unlimited = run(&pipeline(&text(free.path())), &one_partition);
     assert_eq!(unlimited.nodes.values().map(|m| m.spill_bytes).sum::<u64>(), 0);
+    // The rows in file order: sorted alike with and without metrics (the markers keep order).
+    let plain_dir = tempfile::tempdir().unwrap();
+    let mut plain = RunOptions::default();
+    plain.session.target_partitions = Some(1);
+    run(&pipeline(&text(plain_dir.path())), &plain);
+    let in_order = |d: &Path| kiln_tests::read_parquet_rows(&d.join("sorted.parquet"));
+    let keys = |rows: Vec<kiln_tests::Row>| rows.into_iter().map(|r| r["key"].clone()).collect::<Vec<_>>();
+    let expected = keys(in_order(plain_dir.path()));
+    assert_eq!(expected.len(), 400_000);
+    assert!(expected.windows(2).all(|w| match (&w[0], &w[1]) { (kiln_tests::Cell::Str(a), kiln_tests::Cell::Str(b)) => a >= b, _ => false }), "not sorted descending");
+    assert_eq!(keys(in_order(free.path())), expected);
+    assert_eq!(keys(in_order(small.path())), expected);
     // Spilling changed nothing in the output.
     assert_eq!(parquet_outputs(small.path()), parquet_outputs(free.path()));
 }

@@ -482,6 +482,15 @@ fn tls_is_negotiated_and_verified_as_libpq_does() {
     // An unverified run leaves the table as the last run wrote it.
     assert_eq!(read_back(), expected);
 
+    // A Unix socket takes no TLS; the default (prefer) and `disable` both connect through it
+    // (libpq's key = value form, with spaces around `=`).
+    for mode in ["", " sslmode = disable"] {
+        pg.psql("DROP TABLE IF EXISTS tls_totals");
+        let conninfo = format!("host={} port={} user=postgres dbname=postgres{mode}", pg.socket_dir().display(), pg.port);
+        run(&pipeline(&tls_spec(&conninfo))).unwrap_or_else(|e| panic!("unix socket{mode}: {e}"));
+        assert_eq!(read_back(), expected, "unix socket{mode}");
+    }
+
     // A client certificate: `certuser` has no password; the server's pg_hba.conf takes
     // its certificate (signed by the server's CA) as the login, and nothing else.
     let certs = tls.certs.display().to_string();

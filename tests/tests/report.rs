@@ -94,8 +94,6 @@ fn the_report_shows_every_node_in_a_browser_and_the_metrics_agree() {
         assert!(dom.contains(&format!("<tr data-node=\"{name}\">")), "table row of {name}");
         let partitions = n["partitions"].as_u64().unwrap();
         if partitions > 1 {
-            let figure = dom.find(&format!("class=\"histogram")).is_some();
-            assert!(figure);
             let start = dom.find(&format!("data-node=\"{name}\"><figcaption>")).unwrap_or_else(|| panic!("no histogram of {name}"));
             let end = start + dom[start..].find("</figure>").unwrap();
             assert_eq!(dom[start..end].matches("class=\"bar\"").count() as u64, partitions, "bars of {name}");
@@ -186,7 +184,8 @@ fn progress_shows_rows_per_sink_in_a_terminal_and_is_erased() {
     let seen = in_terminal("--threads 1");
     let frames: Vec<&str> = seen.split('\r').filter(|f| f.starts_with("\x1b[2Kskew_join: ")).collect();
     assert!(!frames.is_empty(), "no progress line: {seen:?}");
-    // Every frame that names the sink counts rows, never more than it wrote (5).
+    // Once the sink runs, frames name it, counting rows, never more than it wrote (5).
+    assert!(frames.iter().any(|f| f.contains("region_parquet")), "{frames:?}");
     for f in frames.iter().filter(|f| f.contains("region_parquet")) {
         let rows: u64 = f.split("region_parquet ").nth(1).unwrap().split(' ').next().unwrap().replace(',', "").parse().unwrap();
         assert!(rows <= 5, "{f}");

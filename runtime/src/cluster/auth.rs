@@ -286,7 +286,7 @@ pub async fn probe_scheduler(addr: &str, auth: Option<&ClusterAuth>) -> Result<(
         // TLS 1.3: a server refusing the client's certificate may close the connection
         // after the client finished its side of the handshake: the client sees it closed.
         Err(why) if auth.is_some_and(|a| a.files.is_some()) && (why.contains("closed") || why.contains("Canceled") || why.contains("reset")) => Err(refused(
-            "the TLS handshake failed (the scheduler closed the connection: it does not accept this client's certificate — is it signed by a CA in the scheduler's --tls-ca?)".to_string()
+            "the TLS handshake failed (the scheduler closed the connection: either it does not accept this client's certificate — is it signed by a CA in the scheduler's --tls-ca? — or it went away)".to_string()
         )),
         Err(why) if auth.is_none() && (why.contains("closed") || why.contains("Reset") || why.contains("reset") || why.contains("transport error")) => Err(refused(format!(
             "it closed the connection unanswered (a cluster started with a token or certificates refuses clients without them: pass the same token with --auth-token-file FILE or ${TOKEN_ENV}, or the cluster's certificates with --tls-cert/--tls-key/--tls-ca)"

@@ -70,7 +70,9 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
 pub async fn connect(url: &str) -> Result<Client, String> {
     let (rest, tls) = tls::split(url).map_err(|e| format!("the PostgreSQL url: {e}"))?;
     let mut cfg: Config = rest.parse().map_err(|e| format!("the PostgreSQL url does not parse: {e}"))?;
-    cfg.ssl_mode(tls.pg_mode());
+    if tls.mode_given {
+        cfg.ssl_mode(tls.pg_mode());
+    }
     let client_cert = tls.cert.is_some();
     let connector = tls.connector().map_err(|e| format!("TLS to {}: {e}", describe_config(&cfg)))?;
     if cfg.get_connect_timeout().is_none() {
@@ -83,7 +85,20 @@ pub async fn connect(url: &str) -> Result<Client, String> {
         _ => "-c TimeZone=UTC".to_string(),
     };
     cfg.options(options);
-    let (client, connection) = cfg.connect(connector).await.map_err(|e| {
+    let mut attempt = cfg.connect(connector).await;
+    let mut tls_failure = None;
+    // libpq's `prefer`/`allow`: a TLS handshake that fails is retried without TLS.
+    if let Err(e) = &attempt {
+        let opportunistic = matches!(tls.mode, tls::SslMode::Prefer | tls::SslMode::Allow) && cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer;
+        if opportunistic && e.as_db_error().is_none() && is_tls_failure(&error_text(e)) {
+            tracing::info!("PostgreSQL at {}: the TLS handshake failed ({}); trying without TLS, as sslmode=prefer does", describe_config(&cfg), error_text(e));
+            let mut plain = cfg.clone();
+            plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            tls_failure = Some(error_text(e));
+            attempt = plain.connect(tls.connector().map_err(|e| format!("TLS to {}: {e}", describe_config(&cfg)))?).await;
+        }
+    }
+    let (client, connection) = attempt.map_err(|e| {
         let why = error_text(&e);
         let hint = if why.contains("not valid for name") {
             " (sslmode=verify-full checks that the certificate was issued for the url's host: connect by that name, or use sslmode=verify-ca)"
@@ -94,7 +109,10 @@ pub async fn connect(url: &str) -> Result<Client, String> {
         } else {
             ""
         };
-        format!("cannot connect to {}: {why}{hint}", describe_config(&cfg))
+        match &tls_failure {
+            Some(first) => format!("cannot connect to {}: the TLS handshake failed ({first}), and without TLS: {why}{hint}", describe_config(&cfg)),
+            None => format!("cannot connect to {}: {why}{hint}", describe_config(&cfg)),
+        }
     })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -102,6 +120,11 @@ pub async fn connect(url: &str) -> Result<Client, String> {
         }
     });
     Ok(client)
+}
+
+/// Whether a connection error came from the TLS layer (not the server or the network).
+fn is_tls_failure(text: &str) -> bool {
+    ["TLS", "tls", "certificate", "handshake", "alert", "HandshakeFailure", "PeerIncompatible"].iter().any(|w| text.contains(w))
 }
 
 /// `name` as a PostgreSQL identifier: `schema.table` quoted part by part.

@@ -63,6 +63,8 @@ impl SslMode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsParams {
     pub mode: SslMode,
+    /// Whether the url said `sslmode` (else libpq's default applies).
+    pub mode_given: bool,
     pub root_cert: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,
@@ -70,7 +72,7 @@ pub struct TlsParams {
 
 impl Default for TlsParams {
     fn default() -> Self {
-        TlsParams { mode: SslMode::Prefer, root_cert: None, cert: None, key: None }
+        TlsParams { mode: SslMode::Prefer, mode_given: false, root_cert: None, cert: None, key: None }
     }
 }
 
@@ -82,7 +84,10 @@ pub fn split(url: &str) -> Result<(String, TlsParams), String> {
     let mut params = TlsParams::default();
     let mut take = |key: &str, value: String| -> Result<(), String> {
         match key {
-            "sslmode" => params.mode = SslMode::parse(&value)?,
+            "sslmode" => {
+                params.mode = SslMode::parse(&value)?;
+                params.mode_given = true;
+            }
             "sslrootcert" => params.root_cert = Some(value),
             "sslcert" => params.cert = Some(value),
             "sslkey" => params.key = Some(value),
@@ -107,19 +112,90 @@ pub fn split(url: &str) -> Result<(String, TlsParams), String> {
             }
         }
     } else {
-        let mut kept = Vec::new();
-        for token in url.split_whitespace() {
-            match token.split_once('=') {
-                Some((k, v)) if TLS_KEYS.contains(&k.trim()) => take(k.trim(), v.trim_matches('\'').to_string())?,
-                _ => kept.push(token),
+        // libpq's key = value form: spaces around `=`, values in single quotes with \' and \\.
+        let mut rest = String::new();
+        for (key, value, text) in conninfo_pairs(url)? {
+            if TLS_KEYS.contains(&key.as_str()) {
+                take(&key, value)?;
+            } else {
+                if !rest.is_empty() {
+                    rest.push(' ');
+                }
+                rest.push_str(text);
             }
         }
-        kept.join(" ")
+        rest
     };
     if params.cert.is_some() != params.key.is_some() {
         return Err("a client certificate needs both `sslcert` and `sslkey`".into());
     }
+    // libpq 16: the operating system's roots trust any public certificate, so they only
+    // mean something with the host name checked.
+    if params.root_cert.as_deref() == Some("system") {
+        if !params.mode_given {
+            params.mode = SslMode::VerifyFull;
+        } else if params.mode != SslMode::VerifyFull {
+            return Err("sslrootcert=system needs sslmode=verify-full (any public certificate is signed by a system root: only the host name check makes it safe)".into());
+        }
+    }
     Ok((rest, params))
+}
+
+/// The `key = value` pairs of a libpq connection string, each with its text as written.
+fn conninfo_pairs(s: &str) -> Result<Vec<(String, String, &str)>, String> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut out = Vec::new();
+    loop {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= b.len() {
+            return Ok(out);
+        }
+        let start = i;
+        while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = s[start..i].to_string();
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= b.len() || b[i] != b'=' {
+            return Err(format!("the PostgreSQL connection string has `{key}` without `=`"));
+        }
+        i += 1;
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let mut value = Vec::new();
+        if i < b.len() && b[i] == b'\'' {
+            i += 1;
+            loop {
+                match b.get(i) {
+                    None => return Err(format!("the value of `{key}` has no closing quote")),
+                    Some(b'\\') if i + 1 < b.len() => {
+                        value.push(b[i + 1]);
+                        i += 2;
+                    }
+                    Some(b'\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(c) => {
+                        value.push(*c);
+                        i += 1;
+                    }
+                }
+            }
+        } else {
+            while i < b.len() && !b[i].is_ascii_whitespace() {
+                value.push(b[i]);
+                i += 1;
+            }
+        }
+        out.push((key, String::from_utf8_lossy(&value).into_owned(), &s[start..i]));
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -198,7 +274,9 @@ impl TlsParams {
         let path = match &self.root_cert {
             Some(p) => PathBuf::from(p),
             None => {
-                let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+                let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from) else {
+                    return Err("sslmode=verify-ca/verify-full without sslrootcert looks for ~/.postgresql/root.crt, and HOME is not set: set sslrootcert=FILE".into());
+                };
                 let default = home.join(".postgresql/root.crt");
                 if !default.exists() {
                     return Err(format!(
@@ -277,15 +355,18 @@ where
     type TlsConnect = Connect;
     type Error = io::Error;
 
+    /// A host that is no DNS name or IP (a Unix socket's directory, none with
+    /// `hostaddr`) fails only if TLS is actually attempted: tokio-postgres asks
+    /// for a connector before it knows whether it will use one.
     fn make_tls_connect(&mut self, domain: &str) -> io::Result<Connect> {
-        let name = ServerName::try_from(domain.to_string()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let name = ServerName::try_from(domain.to_string()).map_err(|e| format!("TLS needs the server's host name, and `{domain}` is none: {e}"));
         Ok(Connect { config: self.0.clone(), name })
     }
 }
 
 pub struct Connect {
     config: Arc<ClientConfig>,
-    name: ServerName<'static>,
+    name: Result<ServerName<'static>, String>,
 }
 
 impl<S> TlsConnect<S> for Connect
@@ -297,7 +378,10 @@ where
     type Future = Pin<Box<dyn Future<Output = io::Result<Stream<S>>> + Send>>;
 
     fn connect(self, stream: S) -> Self::Future {
-        Box::pin(async move { Ok(Stream(tokio_rustls::TlsConnector::from(self.config).connect(self.name, stream).await?)) })
+        Box::pin(async move {
+            let name = self.name.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            Ok(Stream(tokio_rustls::TlsConnector::from(self.config).connect(name, stream).await?))
+        })
     }
 }
 
@@ -335,11 +419,19 @@ mod tests {
     fn tls_parameters_leave_the_url_tokio_postgres_parses() {
         let (rest, p) = split("postgresql://u:p@db:5432/x?sslmode=verify-full&application_name=a&sslrootcert=%2Fetc%2Fca.pem").unwrap();
         assert_eq!(rest, "postgresql://u:p@db:5432/x?application_name=a");
-        assert_eq!(p, TlsParams { mode: SslMode::VerifyFull, root_cert: Some("/etc/ca.pem".into()), cert: None, key: None });
+        assert_eq!(p, TlsParams { mode: SslMode::VerifyFull, mode_given: true, root_cert: Some("/etc/ca.pem".into()), cert: None, key: None });
         let (rest, p) = split("postgres://u@db/x").unwrap();
         assert_eq!((rest.as_str(), p), ("postgres://u@db/x", TlsParams::default()));
         let (rest, p) = split("host=db user=u sslmode=require dbname=x").unwrap();
         assert_eq!((rest.as_str(), p.mode), ("host=db user=u dbname=x", SslMode::Require));
+        // libpq's spaces around `=` and quoted values.
+        let (rest, p) = split("host=db sslmode = require password='a  b\\'c' sslrootcert = '/a b/ca.pem'").unwrap();
+        assert_eq!(rest, "host=db password='a  b\\'c'");
+        assert_eq!((p.mode, p.mode_given, p.root_cert.as_deref()), (SslMode::Require, true, Some("/a b/ca.pem")));
+        // The system's roots only with the host checked.
+        assert_eq!(split("postgres://db/x?sslrootcert=system").unwrap().1.mode, SslMode::VerifyFull);
+        assert!(split("postgres://db/x?sslrootcert=system&sslmode=require").unwrap_err().contains("verify-full"));
+        assert!(!split("postgres://db/x").unwrap().1.mode_given);
         assert!(split("postgres://db/x?sslmode=verify").unwrap_err().contains("not one of"));
         assert!(split("postgres://db/x?sslcert=/c.pem").unwrap_err().contains("sslkey"));
     }
