@@ -313,14 +313,15 @@ fn a_cluster_with_the_operators_certificates_admits_only_their_holders() {
         assert!(error.contains(&format!("cannot talk to the scheduler at {scheduler_addr}")) && error.contains(says), "{what}: {error}");
     }
 
-    // A server name the certificates do not carry is refused by the client; the one they carry works.
+    // A server name its own certificate does not carry is refused at start; the one it carries works.
     let out = job(&binary)
         .args(["submit", "--scheduler", &scheduler_addr, "--tls-server-name", "kiln.example"])
         .args(tls_flags(&ours))
         .args(params(&dir.path().join("named")))
         .output()
         .unwrap();
-    assert!(!out.status.success() && text(&out).contains("NotValidForName"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("does not carry --tls-server-name kiln.example"), "{}", text(&out));
     let named = tempfile::tempdir().unwrap();
     let out = job(&binary).args(["submit", "--scheduler", &scheduler_addr, "--tls-server-name", "localhost"]).args(tls_flags(&ours)).args(params(named.path())).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -332,4 +333,77 @@ fn a_cluster_with_the_operators_certificates_admits_only_their_holders() {
         all.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
     }
     assert!(all.contains("refused a TLS connection from") && all.contains("a certificate the cluster's CA did not sign?"), "the refusals were not logged:\n{all}");
+}
+
+/// `--tls-server-name`: every node's certificate carries one name, and the gates
+/// refuse a certificate the same CA signed for another workload.
+#[test]
+fn with_a_server_name_the_gate_refuses_the_cas_other_certificates() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let binary = build_job("specs/skew_join.toml");
+    let dir = tempfile::tempdir().unwrap();
+    // One CA; the cluster's certificate (kiln-node, and 127.0.0.1 so that a client
+    // without --tls-server-name accepts the scheduler), and a billing service's.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "shared issuer");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+    for (file, names) in [("node", vec!["kiln-node".to_string(), "127.0.0.1".to_string()]), ("billing", vec!["billing".to_string()])] {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.path().join(format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.path().join(format!("{file}.key")), key.serialize_pem()).unwrap();
+    }
+    let flags = |who: &str, name: Option<&str>| {
+        let mut f: Vec<std::ffi::OsString> = vec!["--tls-cert".into(), dir.path().join(format!("{who}.pem")).into(), "--tls-key".into(), dir.path().join(format!("{who}.key")).into(), "--tls-ca".into(), dir.path().join("ca.pem").into()];
+        if let Some(n) = name {
+            f.extend(["--tls-server-name".into(), n.into()]);
+        }
+        f
+    };
+    // A certificate without the name is refused at start.
+    let out = job(&binary).arg("scheduler").args(flags("billing", Some("kiln-node"))).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("does not carry --tls-server-name kiln-node"), "{}", text(&out));
+
+    let ip = IpAddr::from([127, 0, 0, 1]);
+    let sched = free_pair(ip);
+    let mut scheduler = {
+        let mut c = job(&binary);
+        c.args(["scheduler", "--bind", &format!("127.0.0.1:{sched}")]).args(flags("node", Some("kiln-node")));
+        spawn_logged(c, &dir.path().join("scheduler.log"))
+    };
+    wait_for_port(ip, sched, &mut scheduler);
+    let mut procs = Procs(vec![scheduler]);
+    let port = free_pair(ip);
+    let mut c = job(&binary);
+    c.args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "2"]).args(flags("node", Some("kiln-node")));
+    let mut child = spawn_logged(c, &dir.path().join("executor.log"));
+    wait_for_port(ip, port + 1, &mut child);
+    procs.0.push(child);
+    let addr = format!("127.0.0.1:{sched}");
+
+    // The cluster's own client runs the job.
+    let local = tempfile::tempdir().unwrap();
+    let out = job(&binary).arg("run").args(params(local.path())).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let remote = tempfile::tempdir().unwrap();
+    let out = job(&binary).args(["submit", "--scheduler", &addr]).args(flags("node", Some("kiln-node"))).args(params(remote.path())).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(outputs(remote.path()), outputs(local.path()));
+
+    // The billing service's certificate, from the same CA: the scheduler's gate refuses it.
+    let refused = tempfile::tempdir().unwrap();
+    let target = refused.path().join("out");
+    let out = job(&binary).args(["submit", "--scheduler", &addr]).args(flags("billing", None)).args(params(&target)).output().unwrap();
+    assert!(!out.status.success(), "the CA's other certificate was served: {}", text(&out));
+    assert!(text(&out).contains("does not accept this client's certificate"), "{}", text(&out));
+    assert!(!target.exists() || std::fs::read_dir(&target).unwrap().next().is_none());
+    drop(procs);
+    let log = std::fs::read_to_string(dir.path().join("scheduler.log")).unwrap();
+    assert!(log.contains("refused a TLS connection") && log.contains("not valid for name \"kiln-node\""), "{log}");
 }

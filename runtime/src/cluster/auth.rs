@@ -214,6 +214,19 @@ impl ClusterAuth {
                 files.ca.display()
             )));
         }
+        // With --tls-server-name, a peer must also carry that name (the CA may sign others'
+        // certificates too); this process's own certificate first.
+        let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match &files.server_name {
+            None => verifier,
+            Some(name) => {
+                let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| Error::Usage(format!("--tls-server-name {name}: {e}")))?;
+                let named = Arc::new(NamedClients { inner: verifier, name });
+                if let Err(e) = named.check_name(&leaf) {
+                    return Err(Error::Usage(format!("--tls-cert {} does not carry --tls-server-name {}: {e}", files.cert.display(), named.name.to_str())));
+                }
+                named
+            }
+        };
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_err)?
@@ -246,6 +259,69 @@ impl ClusterAuth {
             let endpoint = ballista_core::utils::create_grpc_client_endpoint(format!("https://{authority}"), Some(&config))?;
             Ok(endpoint.tls_config(tls.clone())?)
         })
+    }
+}
+
+/// The CA's verdict on a client certificate, and then its name: with
+/// `--tls-server-name`, every node of the cluster carries that name, so a
+/// certificate the CA signed for another workload is refused.
+#[derive(Debug)]
+struct NamedClients {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl NamedClients {
+    fn check_name(&self, end_entity: &CertificateDer<'_>) -> std::result::Result<(), rustls::Error> {
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, &self.name)
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for NamedClients {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        self.check_name(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
