@@ -140,7 +140,7 @@ fn a_cluster_with_a_token_admits_only_its_own_processes() {
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {stderr}"));
-        assert!(error.contains(&format!("cannot talk to the scheduler at {scheduler_addr}")) && error.contains(says), "{what}: {error}");
+        assert!(error.contains(&format!("cannot talk to the scheduler at {scheduler_addr}")) && says.split('|').any(|s| error.contains(s)), "{what}: {error}");
         assert!(!text(&out).contains(OTHER_TOKEN), "the token was printed");
     }
 
@@ -295,7 +295,10 @@ fn a_cluster_with_the_operators_certificates_admits_only_their_holders() {
     let cases: Vec<(&str, Vec<std::ffi::OsString>, Option<&str>, &str)> = vec![
         ("no certificate", vec![], None, "--tls-cert/--tls-key/--tls-ca"),
         ("another CA's certificate", tls_flags(&theirs), None, "the TLS handshake failed"),
-        ("another CA's certificate, trusting both CAs", tls_flags(&other_ca_only), None, "does not accept this client's certificate"),
+        // The gate refuses the certificate after the client finished its side of the TLS 1.3
+        // handshake: the client sees the alert, the connection closed, or (under load) its
+        // own timeout. The gate's log says why (checked below).
+        ("another CA's certificate, trusting both CAs", tls_flags(&other_ca_only), None, "does not accept this client's certificate|Timeout expired"),
         ("a token", vec![], Some(TOKEN), "token differs from the cluster's"),
     ];
     for (what, flags, token, says) in cases {
@@ -310,7 +313,7 @@ fn a_cluster_with_the_operators_certificates_admits_only_their_holders() {
         assert!(!target.exists() || std::fs::read_dir(&target).unwrap().next().is_none(), "a refused client with {what} wrote output");
         let stderr = String::from_utf8_lossy(&out.stderr);
         let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {stderr}"));
-        assert!(error.contains(&format!("cannot talk to the scheduler at {scheduler_addr}")) && error.contains(says), "{what}: {error}");
+        assert!(error.contains(&format!("cannot talk to the scheduler at {scheduler_addr}")) && says.split('|').any(|s| error.contains(s)), "{what}: {error}");
     }
 
     // A server name its own certificate does not carry is refused at start; the one it carries works.
@@ -401,7 +404,8 @@ fn with_a_server_name_the_gate_refuses_the_cas_other_certificates() {
     let target = refused.path().join("out");
     let out = job(&binary).args(["submit", "--scheduler", &addr]).args(flags("billing", None)).args(params(&target)).output().unwrap();
     assert!(!out.status.success(), "the CA's other certificate was served: {}", text(&out));
-    assert!(text(&out).contains("does not accept this client's certificate"), "{}", text(&out));
+    // (The alert, the closed connection or, under load, a timeout: see the test above.)
+    assert!(["does not accept this client's certificate", "Timeout expired"].iter().any(|s| text(&out).contains(s)), "{}", text(&out));
     assert!(!target.exists() || std::fs::read_dir(&target).unwrap().next().is_none());
     drop(procs);
     let log = std::fs::read_to_string(dir.path().join("scheduler.log")).unwrap();
