@@ -47,7 +47,7 @@ impl Ticker {
                     _ = interval.tick() => {
                         let mut line = format!("{name}: {:.1} s", started.elapsed().as_secs_f64());
                         for (sink, rows) in registry.sink_rows() {
-                            line.push_str(&format!(" · {sink} {} rows", thousands(rows)));
+                            line.push_str(&format!(" · {sink} {} rows", crate::report::thousands(rows)));
                         }
                         let mut err = std::io::stderr().lock();
                         let _ = write!(err, "\r\x1b[2K{}", crate::redact::text(&line));
@@ -79,16 +79,4 @@ impl Drop for Ticker {
             let _ = stop.send(());
         }
     }
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

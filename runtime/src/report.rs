@@ -30,7 +30,8 @@ fn human_bytes(b: u64) -> String {
     if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", units[u]) }
 }
 
-fn thousands(n: u64) -> String {
+/// `1234567` as `1,234,567` (the report, the progress line).
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

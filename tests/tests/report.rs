@@ -203,3 +203,46 @@ fn progress_shows_rows_per_sink_in_a_terminal_and_is_erased() {
     let (out, _dir) = run_job(&[("KILN_PROGRESS", "always"), ("KILN_PROGRESS_MS", "10")], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("\x1b[2Kskew_join: "));
 }
+
+/// SPEC §10's words, from a spec written from SPEC.md alone: "`--metrics` writes … a
+/// `nodes` object keyed by node name, each with at least `rows_out`, `elapsed_ms`,
+/// `spill_bytes`, `partition_rows_max`, `partition_rows_median`; `--report FILE.html`
+/// writes one self-contained HTML page". Row counts by hand from the 6-row CSV.
+#[test]
+fn a_spec_written_from_the_contract_alone_gets_metrics_and_a_report() {
+    let binary = build_job("tests/fixtures/metrics/user_spec.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let (metrics, report) = (dir.path().join("m.json"), dir.path().join("r.html"));
+    let out = Command::new(&binary)
+        .args(["run", "--param"])
+        .arg(format!("input={}", repo_root().join("tests/fixtures/metrics/sales.csv").display()))
+        .arg("--param")
+        .arg(format!("output={}", dir.path().join("totals").display()))
+        .arg("--metrics")
+        .arg(&metrics)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    // 6 rows; 4 above 10 (20, 30, 40, 50); 2 regions among them (north, south).
+    for (node, rows) in [("sales", 6), ("big", 4), ("by_region", 2)] {
+        let n = &m["nodes"][node];
+        assert_eq!(n["rows_out"], rows, "{node}: {n}");
+        for key in ["elapsed_ms", "spill_bytes", "partition_rows_max", "partition_rows_median"] {
+            assert!(n[key].is_number(), "{node}.{key}: {n}");
+        }
+    }
+    assert_eq!(kiln_tests::read_parquet_rows(&dir.path().join("totals")).len(), 2);
+    let page = std::fs::read_to_string(&report).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    // Nothing fetched from elsewhere (the SVG namespace is a name, not a fetch).
+    let fetched = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+    assert!(!fetched.contains("http://") && !fetched.contains("https://") && !fetched.contains("<link") && !fetched.contains(" src="), "the page loads something from elsewhere");
+    let (dom, errors) = open(&report, None);
+    assert!(errors.is_empty(), "{errors:?}");
+    for (node, rows) in [("sales", 6), ("big", 4), ("by_region", 2)] {
+        assert_eq!(attr(&dom, &format!("class=\"vertex\" data-node=\"{node}\""), "data-rows"), Some(rows.to_string()), "{node}");
+    }
+}
