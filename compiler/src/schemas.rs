@@ -23,6 +23,12 @@ pub fn read(spec: &Spec, base: &Path) -> FileSchemas {
             out.insert(s.name.value.clone(), postgres_schema(spec, pg));
             continue;
         }
+        if s.format.value == SourceFormat::Delta {
+            let Some(path) = &s.path else { continue };
+            let text = substitute_defaults(spec, path.as_str());
+            out.insert(s.name.value.clone(), delta_schema(&text, base, s));
+            continue;
+        }
         let infer = s.infer_schema.as_ref().is_some_and(|b| b.value);
         let (ext, read): (&str, fn(&Path, &crate::spec::SourceDecl) -> Result<SchemaRef, String>) = match s.format.value {
             SourceFormat::Parquet => ("parquet", parquet_schema),
@@ -45,6 +51,23 @@ pub fn read(spec: &Spec, base: &Path) -> FileSchemas {
     out
 }
 
+/// A Delta table's schema from its log, at the version or time the source reads.
+fn delta_schema(text: &str, base: &Path, s: &crate::spec::SourceDecl) -> Result<SchemaRef, String> {
+    let location = if kiln::storage::is_remote(text) {
+        configure_store(text, s)?;
+        text.to_string()
+    } else {
+        base.join(text).display().to_string()
+    };
+    let travel = kiln::plan::DeltaSource {
+        version: s.version.as_ref().map(|v| v.value.max(0) as u64),
+        timestamp: s.timestamp.as_ref().map(|t| t.value.clone()),
+    };
+    kiln::storage::block_on(async move { kiln::sources::delta::schema(&location, &travel).await })
+        .map(std::sync::Arc::new)
+        .map_err(|e| kiln::redact::text(&e.to_string()).replace(&base.display().to_string(), "."))
+}
+
 /// The schema of the first `.ext` object at an object-store URL: Parquet
 /// footers and Avro headers are read with range requests; CSV and JSON
 /// inference reads local files only. `${env.X}` in `storage_options` takes the
@@ -53,6 +76,14 @@ fn remote_schema(url: &str, ext: &str, s: &crate::spec::SourceDecl) -> Result<Sc
     if !matches!(ext, "parquet" | "avro" | "orc") {
         return Err(format!("infer_schema reads local files; declare `schema` for {url}"));
     }
+    configure_store(url, s)?;
+    let ext = ext.to_string();
+    kiln::storage::block_on(async move { kiln::sources::remote::first_schema(url, &ext).await }).map(std::sync::Arc::new)
+}
+
+/// Registers the source's `storage_options` for `url`'s bucket (`${env.X}` from
+/// the compiler's environment).
+fn configure_store(url: &str, s: &crate::spec::SourceDecl) -> Result<(), String> {
     let env = |v: &str| std::env::var(v).ok();
     let values = kiln::params::Values::default();
     let opts: Vec<(String, String)> = s
@@ -60,9 +91,7 @@ fn remote_schema(url: &str, ext: &str, s: &crate::spec::SourceDecl) -> Result<Sc
         .iter()
         .filter_map(|(k, v)| Some((k.value.clone(), kiln::params::interpolate(&v.value, &values, env).ok()?)))
         .collect();
-    kiln::storage::configure(url, &opts).map_err(|e| e.to_string())?;
-    let ext = ext.to_string();
-    kiln::storage::block_on(async move { kiln::sources::remote::first_schema(url, &ext).await }).map(std::sync::Arc::new)
+    kiln::storage::configure(url, &opts).map_err(|e| e.to_string())
 }
 
 /// The columns a PostgreSQL source reads, asked of the server. `${env.X}` in

@@ -184,14 +184,15 @@ impl ExtensionPlanner for HintPlanner {
     }
 }
 
-/// DataFusion's planner plus [`HintPlanner`].
+/// DataFusion's planner plus [`HintPlanner`] and delta-rs' planner of its
+/// own nodes (the metrics of a Delta write, in `sinks::delta`).
 #[derive(Debug)]
 pub struct KilnQueryPlanner;
 
 #[async_trait]
 impl QueryPlanner for KilnQueryPlanner {
     async fn create_physical_plan(&self, logical_plan: &LogicalPlan, session: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(HintPlanner)])
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(HintPlanner), deltalake_core::delta_datafusion::planner::DeltaExtensionPlanner::new()])
             .create_physical_plan(logical_plan, session)
             .await
     }

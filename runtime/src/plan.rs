@@ -400,6 +400,7 @@ pub fn format_name(format: &SourceFormat) -> &'static str {
         SourceFormat::Avro => "avro",
         SourceFormat::Orc => "orc",
         SourceFormat::Postgres(_) => "postgres",
+        SourceFormat::Delta(_) => "delta",
         SourceFormat::Inline(_) => "inline",
     }
 }
@@ -443,8 +444,20 @@ pub enum SourceFormat {
     Orc,
     /// A PostgreSQL table or query (`path` is empty).
     Postgres(PgSource),
+    /// A Delta Lake table (`path` is its root), at a version or time if given.
+    Delta(DeltaSource),
     /// Rows given in the spec, one `ScalarValue` per schema column.
     Inline(Vec<Vec<ScalarValue>>),
+}
+
+/// A `delta` source's time travel (SPEC §3, §6a): at most one is set; neither
+/// reads the latest version.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeltaSource {
+    pub version: Option<u64>,
+    /// RFC 3339 (`2024-05-01T00:00:00Z`) or a date (`2024-05-01`, midnight UTC):
+    /// the latest version committed at or before it.
+    pub timestamp: Option<String>,
 }
 
 /// A `postgres` source (SPEC §3).
@@ -505,8 +518,12 @@ pub struct Sink {
     pub single_file: bool,
     /// postgres: the table written (`schema.table` allowed).
     pub table: String,
-    /// postgres `upsert`: the conflict keys.
+    /// postgres `upsert` and delta `merge`: the keys rows are matched on.
     pub keys: Vec<String>,
+    /// delta `overwrite`: replace only the rows this predicate selects (unqualified columns).
+    pub replace_where: Option<Expr>,
+    /// delta: `schema_mode = "merge"` admits columns the table does not have yet.
+    pub schema_merge: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -519,6 +536,8 @@ pub enum SinkFormat {
     Orc,
     /// A PostgreSQL table: `path` holds the url, `table` the table, `keys` the upsert keys.
     Postgres,
+    /// A Delta Lake table at `path`: one transaction per run.
+    Delta,
     Console,
 }
 
@@ -533,6 +552,8 @@ pub enum WriteMode {
     OverwritePartitions,
     /// postgres: insert new keys, update existing ones (`INSERT … ON CONFLICT (keys) DO UPDATE`).
     Upsert,
+    /// delta: rows whose `keys` match a row of the table update it, the others are inserted.
+    Merge,
 }
 
 impl Pipeline {

@@ -125,7 +125,8 @@ fn source_row_width(schema: &datafusion::arrow::datatypes::Schema) -> f64 {
 
 fn file_estimate(path: &Path, format: &SourceFormat, row_width: f64) -> Option<(Estimate, String)> {
     let ext = match format {
-        SourceFormat::Parquet => "parquet",
+        // A Delta table's Parquet files (of every version kept: an upper bound).
+        SourceFormat::Parquet | SourceFormat::Delta(_) => "parquet",
         SourceFormat::Csv(_) => "csv",
         SourceFormat::Json => "json",
         SourceFormat::Avro => "avro",
@@ -136,7 +137,7 @@ fn file_estimate(path: &Path, format: &SourceFormat, row_width: f64) -> Option<(
     if files.is_empty() {
         return None;
     }
-    if let SourceFormat::Parquet = format {
+    if let SourceFormat::Parquet | SourceFormat::Delta(_) = format {
         let (mut rows, mut bytes) = (0f64, 0f64);
         for f in &files {
             let reader = SerializedFileReader::new(std::fs::File::open(f).ok()?).ok()?;

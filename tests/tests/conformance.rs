@@ -315,9 +315,27 @@ fn read_sink(sink: &kiln::plan::Sink, params: &[(String, String)], pipeline: &ki
     if sink.single_file && Path::new(&path).exists() {
         assert!(Path::new(&path).is_file(), "sink `{}` has single_file = true but {path} is a directory", sink.name);
     }
+    if sink.format == kiln::plan::SinkFormat::Delta {
+        return read_delta(Path::new(&path));
+    }
     let mut rows = Vec::new();
     read_output(Path::new(&path), &mut rows);
     rows
+}
+
+/// A Delta table's rows as the `deltalake` Python package reads them
+/// (tests/delta/oracle.py; `.ci/run` installs the package into the tools cache).
+fn read_delta(path: &Path) -> Vec<Value> {
+    let pydelta = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default().join(".cache/kiln/tools/pydelta");
+    let out = std::process::Command::new("python3")
+        .arg(kiln_tests::repo_root().join("tests/delta/oracle.py"))
+        .arg("rows")
+        .arg(path)
+        .env("PYTHONPATH", pydelta)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "reading the Delta table {} with the deltalake Python package failed (.ci/run installs it):\n{}", path.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn read_output(path: &Path, rows: &mut Vec<Value>) {

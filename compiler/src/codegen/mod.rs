@@ -221,7 +221,7 @@ fn pipeline(p: &Pipeline) -> Result<TokenStream, Unsupported> {
         })
     };
     let nodes = p.nodes.iter().map(node).collect::<Result<Vec<_>, _>>()?;
-    let sinks = p.sinks.iter().map(sink).collect::<Vec<_>>();
+    let sinks = p.sinks.iter().map(sink).collect::<Result<Vec<_>, _>>()?;
     let tests = p.tests.iter().map(test).collect::<Result<Vec<_>, _>>()?;
     Ok(quote! {
         Pipeline {
@@ -534,6 +534,11 @@ fn source(s: &Source) -> Result<TokenStream, Unsupported> {
             let upper = option(pg.upper_bound.map(|b| quote!(#b)));
             quote!(SourceFormat::Postgres(PgSource { url: #url.into(), table: #table, query: #query, partition_column: #column, partitions: #partitions, lower_bound: #lower, upper_bound: #upper }))
         }
+        SourceFormat::Delta(d) => {
+            let version = option(d.version.map(|v| quote!(#v)));
+            let timestamp = option(d.timestamp.as_ref().map(|t| quote!(#t.into())));
+            quote!(SourceFormat::Delta(DeltaSource { version: #version, timestamp: #timestamp }))
+        }
         SourceFormat::Inline(rows) => {
             let rows = rows_tokens(rows)?;
             quote!(SourceFormat::Inline(#rows))
@@ -553,7 +558,7 @@ fn source(s: &Source) -> Result<TokenStream, Unsupported> {
     Ok(quote!(Source { format: #format, path: #path.into(), schema: schema(Vec::from([#(#fields),*])), partitions: Vec::from([#(#partitions),*]), hints: #hints }))
 }
 
-fn sink(s: &Sink) -> TokenStream {
+fn sink(s: &Sink) -> Result<TokenStream, Unsupported> {
     let (name, input, path) = (&s.name, &s.input, &s.path);
     let format = match s.format {
         SinkFormat::Parquet => quote!(SinkFormat::Parquet),
@@ -562,6 +567,7 @@ fn sink(s: &Sink) -> TokenStream {
         SinkFormat::Avro => quote!(SinkFormat::Avro),
         SinkFormat::Orc => quote!(SinkFormat::Orc),
         SinkFormat::Postgres => quote!(SinkFormat::Postgres),
+        SinkFormat::Delta => quote!(SinkFormat::Delta),
         SinkFormat::Console => quote!(SinkFormat::Console),
     };
     let mode = match s.mode {
@@ -571,13 +577,16 @@ fn sink(s: &Sink) -> TokenStream {
         WriteMode::Ignore => quote!(WriteMode::Ignore),
         WriteMode::OverwritePartitions => quote!(WriteMode::OverwritePartitions),
         WriteMode::Upsert => quote!(WriteMode::Upsert),
+        WriteMode::Merge => quote!(WriteMode::Merge),
     };
     let partition_by = strings(&s.partition_by);
     let compression = option(s.compression.as_ref().map(|c| quote!(#c.into())));
     let single_file = s.single_file;
     let table = &s.table;
     let keys = strings(&s.keys);
-    quote!(Sink {
+    let replace_where = option(s.replace_where.as_ref().map(expr::expr).transpose()?);
+    let schema_merge = s.schema_merge;
+    Ok(quote!(Sink {
         name: #name.into(),
         input: #input.into(),
         format: #format,
@@ -588,7 +597,9 @@ fn sink(s: &Sink) -> TokenStream {
         single_file: #single_file,
         table: #table.into(),
         keys: #keys,
-    })
+        replace_where: #replace_where,
+        schema_merge: #schema_merge,
+    }))
 }
 
 /// An identifier for a Rust name read from a udf file (unraw'd by `udfs`): raw

@@ -20,10 +20,14 @@ pub struct SinkDecl {
     pub url: Option<Sp<String>>,
     pub table: Option<Sp<String>>,
     pub keys: Vec<Sp<String>>,
+    /// delta: `replace_where` (with `overwrite`) and `schema_mode = "merge"`.
+    pub replace_where: Option<Sp<String>>,
+    pub schema_mode: Option<Sp<String>>,
 }
 
-const FORMATS: &[&str] = &["parquet", "csv", "json", "avro", "orc", "postgres", "console"];
-const LATER_FORMATS: &[&str] = &["delta"];
+const FORMATS: &[&str] = &["parquet", "csv", "json", "avro", "orc", "delta", "postgres", "console"];
+const LATER_FORMATS: &[&str] = &[];
+const DELTA_MODES: &[&str] = &["append", "overwrite", "error_if_exists", "ignore", "merge"];
 const PG_MODES: &[&str] = &["append", "overwrite", "upsert", "error_if_exists", "ignore"];
 const MODES: &[&str] = &["overwrite", "append", "error_if_exists", "ignore", "overwrite_partitions"];
 const PARQUET_CODECS: &[&str] = &["snappy", "gzip", "zstd", "lz4", "lz4_raw", "brotli", "uncompressed"];
@@ -47,6 +51,9 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
     let console = format.as_ref().is_some_and(|f| f.as_str() == "console");
     if format.as_ref().is_some_and(|f| f.as_str() == "postgres") {
         return postgres(name, input, format, t, d);
+    }
+    if format.as_ref().is_some_and(|f| f.as_str() == "delta") {
+        return delta(name, input, format, t, d);
     }
     let path = if console { t.str("path", d) } else { t.req_str("path", d, Some("a directory of part files (or the file, with single_file = true)")) };
     let mode = t.str("mode", d).filter(|m| one_of(m, MODES, "write mode", d));
@@ -100,7 +107,7 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
         }
     }
     t.finish(d);
-    Some(SinkDecl { name, input: input?, format: format?, path, mode, partition_by, compression, single_file, storage_options, url: None, table: None, keys: Vec::new() })
+    Some(SinkDecl { name, input: input?, format: format?, path, mode, partition_by, compression, single_file, storage_options, url: None, table: None, keys: Vec::new(), replace_where: None, schema_mode: None })
 }
 
 /// A `postgres` sink: `url`, `table`, `mode` (append, overwrite, upsert with `keys`,
@@ -139,5 +146,70 @@ fn postgres(name: Sp<String>, input: Option<Sp<String>>, format: Option<Sp<Strin
         url: Some(url?),
         table: Some(table?),
         keys,
+        replace_where: None,
+        schema_mode: None,
+    })
+}
+
+/// A `delta` sink (SPEC §6a): `path`, `mode` (append, overwrite, error_if_exists,
+/// ignore, merge with `keys`), `replace_where` with overwrite, `schema_mode = "merge"`,
+/// `partition_by`, `compression` (of the Parquet files), `storage_options`.
+fn delta(name: Sp<String>, input: Option<Sp<String>>, format: Option<Sp<String>>, t: &Table, d: &mut Diags) -> Option<SinkDecl> {
+    let path = t.req_str("path", d, Some("the table's root directory (it holds _delta_log)"));
+    let mode = t.str("mode", d).filter(|m| {
+        if m.as_str() == "overwrite_partitions" {
+            d.push(
+                Diagnostic::error("kiln::bad-value", m.span.clone(), format!("{}: a delta sink replaces partitions with `replace_where`", t.what))
+                    .label("not a delta write mode")
+                    .help("mode = \"overwrite\" with replace_where = \"day = '2024-05-01'\" replaces the rows the predicate selects"),
+            );
+            return false;
+        }
+        one_of(m, DELTA_MODES, "delta write mode", d)
+    });
+    let partition_by = t.str_list("partition_by", d).map(|p| p.value).unwrap_or_default();
+    let compression = t.str("compression", d);
+    if let Some(c) = &compression {
+        let base = c.as_str().split('(').next().unwrap_or("");
+        one_of(&Sp::new(base.to_string(), c.span.clone()), PARQUET_CODECS, "delta (Parquet) compression", d);
+    }
+    let storage_options = super::storage_options(t, path.as_ref(), d);
+    let keys = t.str_list("keys", d).map(|k| k.value).unwrap_or_default();
+    let replace_where = t.str("replace_where", d);
+    let schema_mode = t.str("schema_mode", d).filter(|m| one_of(m, &["merge"], "schema_mode", d));
+    let merge = mode.as_ref().is_some_and(|m| m.as_str() == "merge");
+    let overwrite = mode.as_ref().is_none_or(|m| m.as_str() == "overwrite");
+    match (merge, keys.first()) {
+        (true, None) => d.push(
+            Diagnostic::error("kiln::missing-key", mode.as_ref().map_or(t.span.clone(), |m| m.span.clone()), format!("{}: mode = \"merge\" needs `keys`", t.what))
+                .label("match rows by which columns?")
+                .help("keys = [\"id\"]: rows whose keys match a row of the table update it, the others are inserted"),
+        ),
+        (false, Some(k)) => d.push(Diagnostic::error("kiln::conflict", k.span.clone(), format!("{}: `keys` is only used with mode = \"merge\"", t.what)).label("not used")),
+        _ => {}
+    }
+    if let (Some(r), false) = (&replace_where, overwrite) {
+        d.push(
+            Diagnostic::error("kiln::conflict", r.span.clone(), format!("{}: `replace_where` goes with mode = \"overwrite\"", t.what))
+                .label("replaces rows only when overwriting")
+                .help("set mode = \"overwrite\": the rows the predicate selects are replaced by the new data, the others kept"),
+        );
+    }
+    t.finish(d);
+    Some(SinkDecl {
+        name,
+        input: input?,
+        format: format?,
+        path: Some(path?),
+        mode,
+        partition_by,
+        compression,
+        single_file: None,
+        storage_options,
+        url: None,
+        table: None,
+        keys,
+        replace_where,
+        schema_mode,
     })
 }

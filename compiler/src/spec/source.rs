@@ -14,6 +14,7 @@ pub enum SourceFormat {
     Avro,
     Orc,
     Postgres,
+    Delta,
     Inline,
 }
 
@@ -55,15 +56,18 @@ pub struct SourceDecl {
     pub rows: Vec<Sp<Vec<(Sp<String>, Sp<Literal>)>>>,
     /// Options of the object store `path` names (SPEC §6a).
     pub storage_options: Vec<(Sp<String>, Sp<String>)>,
+    /// `delta` sources: time travel to a version or a time (SPEC §3).
+    pub version: Option<Sp<i64>>,
+    pub timestamp: Option<Sp<String>>,
     /// `postgres` sources.
     pub pg: Option<PgDecl>,
 }
 
-const FORMATS: &[&str] = &["csv", "parquet", "json", "avro", "orc", "postgres", "inline"];
-const LATER_FORMATS: &[&str] = &["delta", "kafka"];
+const FORMATS: &[&str] = &["csv", "parquet", "json", "avro", "orc", "delta", "postgres", "inline"];
+const LATER_FORMATS: &[&str] = &["kafka"];
 
 pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SourceDecl> {
-    let format_text = t.req_str("format", d, Some("sources need a format: csv, parquet, json, avro, orc, postgres or inline"))?;
+    let format_text = t.req_str("format", d, Some("sources need a format: csv, parquet, json, avro, orc, delta, postgres or inline"))?;
     let format = match format_text.as_str() {
         "csv" => SourceFormat::Csv,
         "parquet" => SourceFormat::Parquet,
@@ -71,6 +75,7 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
         "avro" => SourceFormat::Avro,
         "orc" => SourceFormat::Orc,
         "postgres" => SourceFormat::Postgres,
+        "delta" => SourceFormat::Delta,
         "inline" => SourceFormat::Inline,
         other if LATER_FORMATS.contains(&other) => {
             d.push(
@@ -102,6 +107,8 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
         size_hint: None,
         rows: Vec::new(),
         storage_options: Vec::new(),
+        version: None,
+        timestamp: None,
         pg: None,
     };
     match format {
@@ -117,6 +124,27 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
                 );
             }
             decl.storage_options = super::storage_options(t, decl.path.as_ref(), d);
+        }
+        SourceFormat::Delta => {
+            decl.path = t.req_str("path", d, Some("the table's root directory (the one holding _delta_log)"));
+            decl.storage_options = super::storage_options(t, decl.path.as_ref(), d);
+            decl.version = t.int("version", d);
+            decl.timestamp = t.str("timestamp", d);
+            if let Some(v) = decl.version.as_ref().filter(|v| v.value < 0) {
+                d.push(Diagnostic::error("kiln::bad-value", v.span.clone(), format!("{}: `version` is a table version, 0 or more", t.what)).label("negative"));
+            }
+            if let Some(ts) = &decl.timestamp {
+                if let Err(why) = kiln::sources::delta::parse_timestamp(&ts.value) {
+                    d.push(Diagnostic::error("kiln::bad-value", ts.span.clone(), format!("{}: `timestamp`: {why}", t.what)).label("not a time").help("timestamp = \"2024-05-01T12:00:00Z\" (RFC 3339) or \"2024-05-01\" (midnight UTC)"));
+                }
+            }
+            if let (Some(_), Some(ts)) = (&decl.version, &decl.timestamp) {
+                d.push(
+                    Diagnostic::error("kiln::conflict", ts.span.clone(), format!("{}: `version` and `timestamp` exclude each other", t.what))
+                        .label("second point in time")
+                        .help("read the table as of a version, or as of a time, not both"),
+                );
+            }
         }
         SourceFormat::Postgres => decl.pg = postgres(t, d),
         SourceFormat::Inline => {

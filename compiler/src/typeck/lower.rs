@@ -92,6 +92,38 @@ pub(super) fn source(s: &SourceDecl, files: &FileSchemas, d: &mut Diags) -> Opti
             });
             (format, schema)
         }
+        SourceFormat::Delta => {
+            let schema = match (files.get(&s.name.value), declared) {
+                (Some(Ok(found)), Some(declared)) => {
+                    check_declared_against_file(s, &declared, found, d);
+                    found.clone()
+                }
+                (Some(Ok(found)), None) => found.clone(),
+                (Some(Err(why)), Some(declared)) => {
+                    d.push(
+                        Diagnostic::warning("kiln::schema-unreadable", path_span.clone(), format!("source `{}`: cannot read the Delta table's schema; using the declared `schema`", s.name.value))
+                            .label(why.clone())
+                            .help("the run checks the table's schema against it before writing anything"),
+                    );
+                    declared
+                }
+                (Some(Err(why)), None) => {
+                    d.push(
+                        Diagnostic::error("kiln::schema-unreadable", path_span, format!("source `{}`: cannot read the Delta table's schema", s.name.value))
+                            .label(why.clone())
+                            .help("make the table readable at compile time (a path holding _delta_log), or declare `schema`"),
+                    );
+                    return None;
+                }
+                (None, Some(declared)) => declared,
+                (None, None) => return None,
+            };
+            let format = kiln::plan::SourceFormat::Delta(kiln::plan::DeltaSource {
+                version: s.version.as_ref().map(|v| v.value.max(0) as u64),
+                timestamp: s.timestamp.as_ref().map(|t| t.value.clone()),
+            });
+            (format, schema)
+        }
         SourceFormat::Csv | SourceFormat::Json | SourceFormat::Parquet | SourceFormat::Avro | SourceFormat::Orc => {
             let what = match s.format.value {
                 SourceFormat::Parquet => "Parquet schema",
@@ -611,7 +643,7 @@ pub(super) fn duplicate_output(name: &str, span: &std::ops::Range<usize>) -> Dia
 
 // ---------------------------------------------------------------- sinks
 
-pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<Sink> {
+pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, checker: &ExprChecker, d: &mut Diags) -> Option<Sink> {
     let columns = schema_names(input.schema().inner());
     let before = d.0.len();
     for p in &s.partition_by {
@@ -647,6 +679,20 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<S
             }
         }
     }
+    // delta: merge keys are columns; replace_where is a condition on the written columns.
+    let mut replace_where = None;
+    if s.format.as_str() == "delta" {
+        for k in &s.keys {
+            require_column(k, &columns, d);
+        }
+        if let Some(text) = &s.replace_where {
+            if let Some(e) = parse_checked(checker, text, input, d, |b, e| b.filter(e)) {
+                if require_boolean(&e, text, input, checker, d).is_some() {
+                    replace_where = Some(unqualified(e));
+                }
+            }
+        }
+    }
     if s.format.as_str() == "postgres" {
         for k in &s.keys {
             require_column(k, &columns, d);
@@ -671,6 +717,7 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<S
         "avro" => SinkFormat::Avro,
         "orc" => SinkFormat::Orc,
         "postgres" => SinkFormat::Postgres,
+        "delta" => SinkFormat::Delta,
         _ => SinkFormat::Console,
     };
     let mode = match s.mode.as_ref().map(|m| m.as_str()) {
@@ -679,6 +726,7 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<S
         Some("ignore") => WriteMode::Ignore,
         Some("overwrite_partitions") => WriteMode::OverwritePartitions,
         Some("upsert") => WriteMode::Upsert,
+        Some("merge") => WriteMode::Merge,
         _ => WriteMode::Overwrite,
     };
     Some(Sink {
@@ -692,5 +740,21 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, d: &mut Diags) -> Option<S
         single_file: s.single_file.as_ref().is_some_and(|v| v.value),
         table: s.table.as_ref().map(|t| t.value.clone()).unwrap_or_default(),
         keys: s.keys.iter().map(|k| k.value.clone()).collect(),
+        replace_where,
+        schema_merge: s.schema_mode.as_ref().is_some_and(|m| m.as_str() == "merge"),
     })
+}
+
+/// `e` with its columns unqualified (`node.day` → `day`): a Delta predicate is
+/// evaluated against the table, whose columns have no qualifier.
+fn unqualified(e: Expr) -> Expr {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    e.transform(|e| {
+        Ok(match e {
+            Expr::Column(c) if c.relation.is_some() => Transformed::yes(Expr::Column(datafusion::common::Column::new_unqualified(c.name))),
+            other => Transformed::no(other),
+        })
+    })
+    .map(|t| t.data)
+    .expect("rewriting columns cannot fail")
 }

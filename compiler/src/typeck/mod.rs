@@ -124,7 +124,7 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
         let s = &spec.sinks[i];
         let Some(plan) = plans.get(s.input.as_str()) else { continue };
         let before = errors(&d);
-        match lower::sink(s, plan, &mut d) {
+        match lower::sink(s, plan, &checker, &mut d) {
             Some(sink) => sinks.push(sink),
             None => explain(&mut d, before, &s.name.span, &format!("sink `{}`", s.name.value)),
         }

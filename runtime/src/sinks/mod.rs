@@ -8,6 +8,7 @@
 
 mod avro;
 mod commit;
+pub mod delta;
 mod orc;
 pub mod journal;
 
@@ -46,6 +47,8 @@ pub enum Target {
     Remote(remote::Target),
     /// A PostgreSQL table: the url (resolved) it is written through.
     Postgres(String),
+    /// A Delta table's root (local or object store), committed by a Delta transaction.
+    Delta(String),
 }
 
 impl Target {
@@ -53,6 +56,9 @@ impl Target {
     pub fn resolve(sink: &Sink, path: &str) -> Result<Target> {
         if sink.format == SinkFormat::Postgres {
             return Ok(Target::Postgres(path.to_string()));
+        }
+        if sink.format == SinkFormat::Delta {
+            return Ok(Target::Delta(path.to_string()));
         }
         if storage::is_remote(path) {
             let loc = storage::locate(path).map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() })?;
@@ -68,6 +74,7 @@ impl Target {
             Target::Local(p) => p.display().to_string(),
             Target::Remote(t) => t.loc.url.clone(),
             Target::Postgres(url) => crate::postgres::describe(url),
+            Target::Delta(location) => crate::redact::text(location),
         }
     }
 
@@ -77,6 +84,7 @@ impl Target {
             Target::Local(p) => Ok(p.exists()),
             Target::Remote(t) => t.exists().await,
             Target::Postgres(_) => Ok(false),
+            Target::Delta(location) => delta::exists(location).await,
         }
     }
 
@@ -89,7 +97,8 @@ impl Target {
                 Ok(())
             }
             Target::Remote(t) => t.recover().await,
-            Target::Postgres(_) => Ok(()),
+            // A killed run's data files are in no commit: not part of the table.
+            Target::Postgres(_) | Target::Delta(_) => Ok(()),
         }
     }
 }
@@ -128,6 +137,8 @@ enum StagedKind {
     Remote { staging: Location, target: remote::Target, run: String, depth: usize },
     /// An open transaction holding the rows.
     Postgres { staged: crate::postgres::write::PgStaged, table: String },
+    /// Data files written, the Delta commit held at its gate.
+    Delta(delta::Held),
     Console(Vec<RecordBatch>),
 }
 
@@ -151,6 +162,10 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged
         Target::Postgres(url) => {
             let staged = crate::postgres::write::stage(df, sink, url).await?;
             return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, rows: staged.rows, kind: StagedKind::Postgres { staged, table: sink.table.clone() } });
+        }
+        Target::Delta(location) => {
+            let (held, rows) = delta::stage(df, sink, location).await?;
+            return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, rows, kind: StagedKind::Delta(held) });
         }
     };
     let staging = commit::staging_path(target)?;
@@ -186,7 +201,7 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged
                 }
             }
         }
-        SinkFormat::Console | SinkFormat::Postgres => unreachable!("handled above"),
+        SinkFormat::Console | SinkFormat::Postgres | SinkFormat::Delta => unreachable!("handled above"),
     };
     match result {
         Ok(counts) => {
@@ -259,7 +274,7 @@ async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target) -> Re
             let _ = std::fs::remove_dir_all(&local);
             uploaded
         }
-        SinkFormat::Console | SinkFormat::Postgres => unreachable!("handled by stage"),
+        SinkFormat::Console | SinkFormat::Postgres | SinkFormat::Delta => unreachable!("handled by stage"),
     };
     match result {
         Ok(rows) => Ok(Staged {
@@ -349,14 +364,14 @@ impl Staged {
                 Ok(())
             }
             StagedKind::Files { staging, target } => commit::commit(&staging, &target, self.mode),
-            StagedKind::Remote { .. } | StagedKind::Postgres { .. } => Err(Error::Usage("an object-store or PostgreSQL sink commits with commit_remote".into())),
+            StagedKind::Remote { .. } | StagedKind::Postgres { .. } | StagedKind::Delta(_) => Err(Error::Usage("an object-store, PostgreSQL or Delta sink commits with commit_remote".into())),
         }
     }
 
     /// Whether this sink commits on its own (an object store's manifest, a
     /// PostgreSQL transaction), by [`Staged::commit_remote`].
     pub fn is_remote(&self) -> bool {
-        matches!(self.kind, StagedKind::Remote { .. } | StagedKind::Postgres { .. })
+        matches!(self.kind, StagedKind::Remote { .. } | StagedKind::Postgres { .. } | StagedKind::Delta(_))
     }
 
     /// Commits an object-store sink (see [`crate::storage::remote`]) or a PostgreSQL one.
@@ -364,6 +379,7 @@ impl Staged {
         match self.kind {
             StagedKind::Remote { staging, target, run, depth } => target.commit(&staging, self.mode, self.rows, &run, depth).await,
             StagedKind::Postgres { staged, table } => staged.commit(&self.sink, &table).await,
+            StagedKind::Delta(held) => held.commit(&self.sink).await,
             _ => Err(Error::Usage("not an object-store sink".into())),
         }
     }
@@ -383,6 +399,7 @@ impl Staged {
             // Left behind if this fails: the next run that writes the target removes it.
             StagedKind::Remote { staging, target, .. } => drop(target.abort(&staging).await),
             StagedKind::Postgres { staged, .. } => staged.abort().await,
+            StagedKind::Delta(held) => held.abort().await,
             StagedKind::Console(_) => {}
         }
     }

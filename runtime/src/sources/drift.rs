@@ -130,7 +130,7 @@ pub(super) fn compare(pinned: &Schema, found: &Schema, names_only: bool) -> std:
 }
 
 /// String and binary encodings are interchangeable; everything else must match.
-fn same_type(a: &DataType, b: &DataType) -> bool {
+pub(crate) fn same_type(a: &DataType, b: &DataType) -> bool {
     use DataType::*;
     let family = |t: &DataType| match t {
         Utf8 | LargeUtf8 | Utf8View => Some(0),

@@ -5,6 +5,7 @@
 
 pub mod bad_rows;
 pub mod csv_errors;
+pub mod delta;
 pub mod drift;
 pub mod files;
 mod inline;
@@ -46,6 +47,26 @@ pub async fn scan(
             };
             let table = crate::postgres::read::PgTable::new(spec, source.schema.clone());
             ctx.read_table(std::sync::Arc::new(table))?.into_unoptimized_plan()
+        }
+        SourceFormat::Delta(travel) => {
+            let location = interpolate(&source.path, params, env)?;
+            let provider = delta::provider(ctx, &location, travel, &source.schema).await?;
+            // The pinned columns, as pinned: columns added to the table since `kiln check`
+            // are not read, and partition values come out of their dictionaries.
+            let found = provider.schema();
+            let columns: Vec<datafusion::logical_expr::Expr> = source
+                .schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let c = datafusion::logical_expr::col(datafusion::common::Column::new_unqualified(f.name()));
+                    match found.field_with_name(f.name()) {
+                        Ok(have) if have.data_type() != f.data_type() => datafusion::logical_expr::cast(c, f.data_type().clone()).alias(f.name()),
+                        _ => c,
+                    }
+                })
+                .collect();
+            ctx.read_table(provider)?.select(columns)?.into_unoptimized_plan()
         }
         _ => {
             let mut path = match read_from {
@@ -112,7 +133,7 @@ pub fn no_skipped_files(path: &str, format: &SourceFormat) -> Result<()> {
         SourceFormat::Json => "json",
         SourceFormat::Avro => "avro",
         SourceFormat::Orc => "orc",
-        SourceFormat::Inline(_) | SourceFormat::Postgres(_) => return Ok(()),
+        SourceFormat::Inline(_) | SourceFormat::Postgres(_) | SourceFormat::Delta(_) => return Ok(()),
     };
     if path.contains("://") || !p.is_dir() {
         return Ok(());

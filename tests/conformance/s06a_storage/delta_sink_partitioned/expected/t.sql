@@ -1,0 +1,1 @@
+SELECT order_id, amount, region FROM 'data/tr_orders.parquet'

@@ -1,0 +1,252 @@
+//! Delta Lake sources and sinks (SPEC §3, §6a; issue 15), checked against the
+//! `deltalake` Python package (tests/delta/oracle.py): every table Kiln writes
+//! is read back by it, every table it writes is read by Kiln, and the expected
+//! rows are written out by hand below. `.ci/run` installs the package into
+//! `~/.cache/kiln/tools/pydelta`; a test that cannot find it installs it there.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln::run::{RunOptions, run};
+use serde_json::{Value, json};
+
+/// Where the `deltalake` Python package is installed (`.ci/run` puts it there).
+fn pydelta() -> PathBuf {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let dir = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cache/kiln/tools/pydelta");
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let ok = |d: &Path| Command::new("python3").args(["-c", "import deltalake"]).env("PYTHONPATH", d).status().is_ok_and(|s| s.success());
+    if !ok(&dir) {
+        let status = Command::new("python3").args(["-m", "pip", "install", "-q", "--target"]).arg(&dir).arg("deltalake==1.6.6").status().unwrap();
+        assert!(status.success() && ok(&dir), "installing the deltalake Python package failed: python3 -m pip install --target ~/.cache/kiln/tools/pydelta deltalake==1.6.6");
+    }
+    dir
+}
+
+/// Runs tests/delta/oracle.py; its standard output.
+fn oracle(args: &[&str]) -> String {
+    let script = kiln_tests::repo_root().join("tests/delta/oracle.py");
+    let out = Command::new("python3").arg(script).args(args).env("PYTHONPATH", pydelta()).output().unwrap();
+    assert!(out.status.success(), "oracle.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The table's rows as the Python package reads them (at `version`), sorted by `id`.
+fn rows(table: &Path, version: Option<u64>) -> Vec<Value> {
+    let v = version.map(|v| v.to_string());
+    let mut args = vec!["rows", table.to_str().unwrap()];
+    if let Some(v) = &v {
+        args.push(v);
+    }
+    let mut rows: Vec<Value> = oracle(&args).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    rows.sort_by_key(|r| r["id"].as_i64());
+    rows
+}
+
+fn info(table: &Path) -> Value {
+    serde_json::from_str(&oracle(&["info", table.to_str().unwrap()])).unwrap()
+}
+
+fn version(table: &Path) -> u64 {
+    info(table)["version"].as_u64().unwrap()
+}
+
+/// `{id, day, amount}` rows, sorted by id.
+fn expected(rows: &[(i64, &str, f64)]) -> Vec<Value> {
+    let mut out: Vec<Value> = rows.iter().map(|(id, day, amount)| json!({"id": id, "day": day, "amount": amount})).collect();
+    out.sort_by_key(|r| r["id"].as_i64());
+    out
+}
+
+/// Inline rows for a spec.
+fn inline(rows: &[(i64, &str, f64)]) -> String {
+    let cells: Vec<String> = rows.iter().map(|(id, day, amount)| format!("{{ id = {id}, day = \"{day}\", amount = {amount:?} }}")).collect();
+    format!("[ {} ]", cells.join(", "))
+}
+
+/// A spec writing `rows` to the Delta table at `table` with the sink keys `sink`.
+fn write_spec(table: &Path, rows: &[(i64, &str, f64)], sink: &str) -> String {
+    format!(
+        "[pipeline]\nname = \"delta_write\"\n\n[sources.batch]\nformat = \"inline\"\nschema = {{ id = \"int64\", day = \"string\", amount = \"float64\" }}\nrows = {}\n\n[sinks.table]\ninput = \"batch\"\nformat = \"delta\"\npath = \"{}\"\n{sink}\n",
+        inline(rows),
+        table.display()
+    )
+}
+
+fn go(text: &str) -> kiln::Result<kiln::run::Report> {
+    let pipeline = kiln_tests::pipeline(text);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run(&pipeline, &RunOptions::default()))
+}
+
+fn write(table: &Path, rows: &[(i64, &str, f64)], sink: &str) -> kiln::Result<kiln::run::Report> {
+    go(&write_spec(table, rows, sink))
+}
+
+const A: &[(i64, &str, f64)] = &[(1, "2024-05-01", 10.0), (2, "2024-05-01", 20.5), (3, "2024-05-02", 30.0), (4, "2024-05-02", 40.25)];
+const B: &[(i64, &str, f64)] = &[(5, "2024-05-03", 50.0), (6, "2024-05-01", 60.0)];
+
+#[test]
+fn every_sink_mode_is_one_delta_commit_the_python_package_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("orders");
+
+    // overwrite creates the table, partitioned as the spec says.
+    let report = write(&table, A, "mode = \"overwrite\"\npartition_by = [\"day\"]").unwrap();
+    assert_eq!(report.sinks[0].rows, Some(4));
+    assert_eq!(rows(&table, None), expected(A));
+    let meta = info(&table);
+    assert_eq!(meta["version"], 0);
+    assert_eq!(meta["partitions"], json!(["day"]));
+    assert!(table.join("day=2024-05-01").is_dir(), "hive-style partition directories");
+
+    // append adds a version.
+    let report = write(&table, B, "mode = \"append\"").unwrap();
+    assert_eq!(report.sinks[0].rows, Some(2));
+    assert_eq!(version(&table), 1);
+    let a_and_b: Vec<(i64, &str, f64)> = A.iter().chain(B).copied().collect();
+    assert_eq!(rows(&table, None), expected(&a_and_b));
+
+    // merge on `id`: id 2 and 5 are updated, 7 inserted, the others kept.
+    let upsert = [(2, "2024-05-01", 22.0), (5, "2024-05-03", 55.0), (7, "2024-05-02", 70.0)];
+    let report = write(&table, &upsert, "mode = \"merge\"\nkeys = [\"id\"]").unwrap();
+    assert_eq!(report.sinks[0].rows, Some(3), "a merge reports its source rows");
+    assert_eq!(version(&table), 2);
+    let merged = [
+        (1, "2024-05-01", 10.0),
+        (2, "2024-05-01", 22.0),
+        (3, "2024-05-02", 30.0),
+        (4, "2024-05-02", 40.25),
+        (5, "2024-05-03", 55.0),
+        (6, "2024-05-01", 60.0),
+        (7, "2024-05-02", 70.0),
+    ];
+    assert_eq!(rows(&table, None), expected(&merged));
+
+    // replace_where: only 2024-05-02 is replaced.
+    let day2 = [(8, "2024-05-02", 80.0)];
+    write(&table, &day2, "mode = \"overwrite\"\nreplace_where = \"day = '2024-05-02'\"").unwrap();
+    assert_eq!(version(&table), 3);
+    let replaced = [(1, "2024-05-01", 10.0), (2, "2024-05-01", 22.0), (5, "2024-05-03", 55.0), (6, "2024-05-01", 60.0), (8, "2024-05-02", 80.0)];
+    assert_eq!(rows(&table, None), expected(&replaced));
+
+    // New rows outside the predicate are an error, and nothing is committed.
+    let err = write(&table, &[(9, "2024-05-09", 1.0)], "mode = \"overwrite\"\nreplace_where = \"day = '2024-05-02'\"").unwrap_err().to_string();
+    assert!(err.contains("do not satisfy `replace_where`") && err.contains("2024-05-09"), "{err}");
+    assert_eq!(version(&table), 3);
+    assert_eq!(rows(&table, None), expected(&replaced));
+
+    // error_if_exists fails before running; ignore does nothing.
+    let err = write(&table, A, "mode = \"error_if_exists\"").unwrap_err().to_string();
+    assert!(err.contains("exists"), "{err}");
+    let report = write(&table, A, "mode = \"ignore\"").unwrap();
+    assert_eq!(report.sinks[0].rows, None);
+    assert_eq!(version(&table), 3);
+
+    // A plain overwrite replaces everything; earlier versions stay readable.
+    write(&table, B, "mode = \"overwrite\"").unwrap();
+    assert_eq!(version(&table), 4);
+    assert_eq!(rows(&table, None), expected(B));
+    assert_eq!(rows(&table, Some(2)), expected(&merged));
+}
+
+#[test]
+fn a_new_column_needs_schema_mode_merge_and_is_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("t");
+    write(&table, A, "mode = \"overwrite\"").unwrap();
+    let wider = format!(
+        "[pipeline]\nname = \"wider\"\n\n[sources.batch]\nformat = \"inline\"\nrows = [ {{ id = 10, day = \"2024-06-01\", amount = 1.5, channel = \"web\" }} ]\n\n[sinks.table]\ninput = \"batch\"\nformat = \"delta\"\npath = \"{}\"\nmode = \"append\"\n",
+        table.display()
+    );
+    let err = go(&wider).unwrap_err().to_string();
+    assert!(err.contains("`channel` (Utf8)") && err.contains("schema_mode = \"merge\""), "{err}");
+    assert_eq!(version(&table), 0, "a refused schema change commits nothing");
+    assert_eq!(rows(&table, None), expected(A));
+
+    // Other changes are refused with schema_mode = "merge" too: a column's type, a missing column.
+    let retyped = wider.replace("amount = 1.5, channel = \"web\"", "amount = \"1.5\"");
+    let err = go(&format!("{retyped}schema_mode = \"merge\"\n")).unwrap_err().to_string();
+    assert!(err.contains("column `amount` is Float64 in the table but Utf8"), "{err}");
+    let narrower = wider.replace(", amount = 1.5, channel = \"web\"", "");
+    let err = go(&format!("{narrower}schema_mode = \"merge\"\n")).unwrap_err().to_string();
+    assert!(err.contains("column(s) the new data lacks: amount"), "{err}");
+    assert_eq!(version(&table), 0);
+
+    go(&format!("{wider}schema_mode = \"merge\"\n")).unwrap();
+    let meta = info(&table);
+    assert_eq!(meta["version"], 1);
+    assert_eq!(meta["columns"], json!(["id", "day", "amount", "channel"]));
+    let got = rows(&table, None);
+    assert_eq!(got.len(), 5);
+    assert_eq!(got[0]["channel"], Value::Null, "old rows read the new column as null");
+    assert_eq!(got[4], json!({"id": 10, "day": "2024-06-01", "amount": 1.5, "channel": "web"}));
+}
+
+#[test]
+fn a_failing_run_adds_nothing_to_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("t");
+    write(&table, A, "mode = \"overwrite\"").unwrap();
+    // The Delta sink's files are written; the other sink's plan fails: the gate refuses the commit.
+    let text = format!(
+        "[pipeline]\nname = \"two\"\n\n[sources.batch]\nformat = \"inline\"\nrows = {}\n\n[transforms.boom]\ntype = \"with_columns\"\ninput = \"batch\"\ncolumns.n = \"CAST('x' AS BIGINT) + id\"\n\n[sinks.table]\ninput = \"batch\"\nformat = \"delta\"\npath = \"{}\"\nmode = \"append\"\n\n[sinks.other]\ninput = \"boom\"\nformat = \"parquet\"\npath = \"{}\"\n",
+        inline(B),
+        table.display(),
+        dir.path().join("other").display()
+    );
+    let parquet_files = || kiln::sources::files_under(&table, Some("parquet")).len();
+    let committed = parquet_files();
+    let err = go(&text).unwrap_err().to_string();
+    assert!(err.contains("sink `other`"), "{err}");
+    assert_eq!(version(&table), 0);
+    assert_eq!(rows(&table, None), expected(A));
+    assert!(parquet_files() > committed, "the Delta sink wrote its files and was stopped at its commit");
+
+    // A `fail` rule that trips: the same.
+    let text = format!(
+        "[pipeline]\nname = \"checked\"\n\n[sources.batch]\nformat = \"inline\"\nrows = {}\n\n[transforms.checked]\ntype = \"expect\"\ninput = \"batch\"\nrules.small = {{ check = \"amount < 55\", on_fail = \"fail\" }}\n\n[sinks.table]\ninput = \"checked\"\nformat = \"delta\"\npath = \"{}\"\nmode = \"append\"\n",
+        inline(B),
+        table.display()
+    );
+    let err = go(&text).unwrap_err().to_string();
+    assert!(err.contains("small"), "{err}");
+    assert_eq!(version(&table), 0);
+    assert_eq!(rows(&table, None), expected(A));
+}
+
+#[test]
+fn kiln_reads_what_the_python_package_wrote_at_any_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("py");
+    let t = table.to_str().unwrap();
+    let as_json = |rows: &[(i64, &str, f64)]| serde_json::to_string(&expected(rows)).unwrap();
+    oracle(&["write", t, "overwrite", &as_json(A), "day"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    oracle(&["write", t, "append", &as_json(B), "day"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    oracle(&["write", t, "overwrite", &as_json(&[(9, "2024-07-01", 9.0)]), "day"]);
+
+    // Each version, read by a Kiln source, equals the Python package's read of it.
+    let times: Vec<Value> = oracle(&["times", t]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for v in 0..=2u64 {
+        for travel in [format!("version = {v}"), format!("timestamp = \"{}\"", times[v as usize]["timestamp"].as_str().unwrap())] {
+            let spec = format!(
+                "[pipeline]\nname = \"read\"\n\n[sources.orders]\nformat = \"delta\"\npath = \"{t}\"\n{travel}\n\n[sinks.out]\ninput = \"orders\"\nformat = \"json\"\npath = \"{}\"\nsingle_file = true\n",
+                dir.path().join("out.json").display()
+            );
+            go(&spec).unwrap();
+            let text = std::fs::read_to_string(dir.path().join("out.json")).unwrap();
+            let mut got: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            got.sort_by_key(|r| r["id"].as_i64());
+            assert_eq!(got, rows(&table, Some(v)), "{travel}");
+        }
+    }
+    // The latest version by default; a version that does not exist is refused at check time.
+    let spec = |travel: &str| format!("[pipeline]\nname = \"read\"\n\n[sources.orders]\nformat = \"delta\"\npath = \"{t}\"\n{travel}\n\n[sinks.out]\ninput = \"orders\"\nformat = \"console\"\n");
+    let checked = kiln_compiler::check_text(Path::new("read.toml"), &spec(""), &kiln_tests::repo_root());
+    assert!(!checked.has_errors(), "{}", checked.render(false));
+    let checked = kiln_compiler::check_text(Path::new("read.toml"), &spec("version = 7"), &kiln_tests::repo_root());
+    let text = checked.render(false);
+    assert!(checked.has_errors() && text.contains("version 7") && text.contains("read.toml:6:"), "{text}");
+}
