@@ -39,22 +39,26 @@ impl Ticker {
         let every = std::env::var("KILN_PROGRESS_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(250u64);
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            let draw = || {
+                let mut line = format!("{name}: {:.1} s", started.elapsed().as_secs_f64());
+                for (sink, rows) in registry.sink_rows() {
+                    line.push_str(&format!(" · {sink} {} rows", crate::report::thousands(rows)));
+                }
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[2K{}", crate::redact::text(&line));
+                let _ = err.flush();
+            };
             let mut interval = tokio::time::interval(Duration::from_millis(every.max(10)));
             interval.tick().await;
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
-                    _ = interval.tick() => {
-                        let mut line = format!("{name}: {:.1} s", started.elapsed().as_secs_f64());
-                        for (sink, rows) in registry.sink_rows() {
-                            line.push_str(&format!(" · {sink} {} rows", crate::report::thousands(rows)));
-                        }
-                        let mut err = std::io::stderr().lock();
-                        let _ = write!(err, "\r\x1b[2K{}", crate::redact::text(&line));
-                        let _ = err.flush();
-                    }
+                    _ = interval.tick() => draw(),
                 }
             }
+            // The final counts, drawn once before the line is erased (a terminal
+            // recording shows where the run ended, however short it was).
+            draw();
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");
             let _ = err.flush();

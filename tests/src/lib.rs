@@ -299,3 +299,25 @@ pub fn register_counting_udf(counter: &'static std::sync::atomic::AtomicUsize) {
     );
     kiln::functions::register_udfs([std::sync::Arc::new(udf)]);
 }
+
+/// Where the `deltalake` Python package is installed (`.ci/run` puts it in the
+/// tools cache; a test that cannot find it installs it there).
+pub fn pydelta() -> PathBuf {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let dir = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cache/kiln/tools/pydelta");
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let ok = |d: &Path| std::process::Command::new("python3").args(["-c", "import deltalake"]).env("PYTHONPATH", d).status().is_ok_and(|s| s.success());
+    if !ok(&dir) {
+        let status = std::process::Command::new("python3").args(["-m", "pip", "install", "-q", "--target"]).arg(&dir).arg("deltalake==1.6.6").status().unwrap();
+        assert!(status.success() && ok(&dir), "installing the deltalake Python package failed: python3 -m pip install --target ~/.cache/kiln/tools/pydelta deltalake==1.6.6");
+    }
+    dir
+}
+
+/// Runs tests/delta/oracle.py (the `deltalake` Python package reading or
+/// writing a Delta table); its standard output.
+pub fn delta_oracle(args: &[&str]) -> String {
+    let out = std::process::Command::new("python3").arg(repo_root().join("tests/delta/oracle.py")).args(args).env("PYTHONPATH", pydelta()).output().unwrap();
+    assert!(out.status.success(), "oracle.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -323,19 +323,9 @@ fn read_sink(sink: &kiln::plan::Sink, params: &[(String, String)], pipeline: &ki
     rows
 }
 
-/// A Delta table's rows as the `deltalake` Python package reads them
-/// (tests/delta/oracle.py; `.ci/run` installs the package into the tools cache).
+/// A Delta table's rows as the `deltalake` Python package reads them (tests/delta/oracle.py).
 fn read_delta(path: &Path) -> Vec<Value> {
-    let pydelta = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default().join(".cache/kiln/tools/pydelta");
-    let out = std::process::Command::new("python3")
-        .arg(kiln_tests::repo_root().join("tests/delta/oracle.py"))
-        .arg("rows")
-        .arg(path)
-        .env("PYTHONPATH", pydelta)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "reading the Delta table {} with the deltalake Python package failed (.ci/run installs it):\n{}", path.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    kiln_tests::delta_oracle(&["rows", path.to_str().unwrap()]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn read_output(path: &Path, rows: &mut Vec<Value>) {

@@ -4,32 +4,12 @@
 //! rows are written out by hand below. `.ci/run` installs the package into
 //! `~/.cache/kiln/tools/pydelta`; a test that cannot find it installs it there.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use kiln::run::{RunOptions, run};
 use serde_json::{Value, json};
 
-/// Where the `deltalake` Python package is installed (`.ci/run` puts it there).
-fn pydelta() -> PathBuf {
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let dir = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cache/kiln/tools/pydelta");
-    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let ok = |d: &Path| Command::new("python3").args(["-c", "import deltalake"]).env("PYTHONPATH", d).status().is_ok_and(|s| s.success());
-    if !ok(&dir) {
-        let status = Command::new("python3").args(["-m", "pip", "install", "-q", "--target"]).arg(&dir).arg("deltalake==1.6.6").status().unwrap();
-        assert!(status.success() && ok(&dir), "installing the deltalake Python package failed: python3 -m pip install --target ~/.cache/kiln/tools/pydelta deltalake==1.6.6");
-    }
-    dir
-}
-
-/// Runs tests/delta/oracle.py; its standard output.
-fn oracle(args: &[&str]) -> String {
-    let script = kiln_tests::repo_root().join("tests/delta/oracle.py");
-    let out = Command::new("python3").arg(script).args(args).env("PYTHONPATH", pydelta()).output().unwrap();
-    assert!(out.status.success(), "oracle.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use kiln_tests::delta_oracle as oracle;
 
 /// The table's rows as the Python package reads them (at `version`), sorted by `id`.
 fn rows(table: &Path, version: Option<u64>) -> Vec<Value> {
