@@ -23,6 +23,8 @@ const ORC_TABLE: &[u8] = b"KILN-ORC-TABLE:";
 const ORC_SCAN: &[u8] = b"KILN-ORC-SCAN:";
 /// Prefix of a PostgreSQL table (then its spec, as JSON; the url keeps its `${env.X}`).
 const PG_TABLE: &[u8] = b"KILN-PG-TABLE:";
+/// Prefix of a Delta source (then its data files, as JSON: see `sources::delta`).
+const DELTA_FILES: &[u8] = b"KILN-DELTA-FILES:";
 /// Prefix of a PostgreSQL scan (then its spec and SELECTs as JSON, and its `FileScanExecConf`).
 const PG_SCAN: &[u8] = b"KILN-PG-SCAN:";
 
@@ -71,6 +73,10 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
             let spec: crate::postgres::read::PgTableSpec = serde_json::from_slice(spec).map_err(internal)?;
             return Ok(Arc::new(crate::postgres::read::PgTable::new(spec, schema)));
         }
+        if let Some(spec) = buf.strip_prefix(DELTA_FILES) {
+            let spec: crate::sources::delta::DeltaFiles = serde_json::from_slice(spec).map_err(internal)?;
+            return Ok(Arc::new(crate::sources::delta::DeltaFilesTable::new(spec, schema)));
+        }
         self.ballista.try_decode_table_provider(buf, table_ref, schema, ctx)
     }
 
@@ -83,6 +89,17 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
         if let Some(pg) = node.downcast_ref::<crate::postgres::read::PgTable>() {
             buf.extend_from_slice(PG_TABLE);
             buf.extend_from_slice(&serde_json::to_vec(&pg.spec).map_err(internal)?);
+            return Ok(());
+        }
+        if let Some(delta) = node.downcast_ref::<crate::sources::delta::DeltaSourceTable>() {
+            let files = delta.files().map_err(|e| DataFusionError::External(Box::new(e)))?;
+            buf.extend_from_slice(DELTA_FILES);
+            buf.extend_from_slice(&serde_json::to_vec(&files).map_err(internal)?);
+            return Ok(());
+        }
+        if let Some(files) = node.downcast_ref::<crate::sources::delta::DeltaFilesTable>() {
+            buf.extend_from_slice(DELTA_FILES);
+            buf.extend_from_slice(&serde_json::to_vec(&files.spec).map_err(internal)?);
             return Ok(());
         }
         self.ballista.try_encode_table_provider(table_ref, node, buf)

@@ -429,16 +429,6 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     let values = params::resolve(&pipeline.params, &opts.params, env)?;
     crate::storage::configure_pipeline(pipeline, &values)?;
     let session_opts = opts.session.clone().over(&pipeline.runtime);
-    if opts.cluster.is_some() {
-        // delta-rs' scan and write nodes have no Ballista codec yet: say so before anything runs.
-        let delta_source = pipeline.nodes.iter().find(|n| matches!(&n.op, Op::Source(s) if matches!(s.format, crate::plan::SourceFormat::Delta(_))));
-        let delta_sink = pipeline.sinks.iter().find(|s| s.format == SinkFormat::Delta);
-        if let Some(what) = delta_source.map(|n| format!("source `{}`", n.name)).or(delta_sink.map(|s| format!("sink `{}`", s.name))) {
-            return Err(Error::Usage(format!(
-                "{what} is a Delta table: Delta sources and sinks run in one process in this version of kiln, not on a cluster; run without --cluster (object-store tables work from one process)"
-            )));
-        }
-    }
     let ctx = match &opts.cluster {
         None => session::context(&session_opts)?,
         Some(cluster) => crate::cluster::context(pipeline, cluster, &session_opts).await?,
@@ -473,7 +463,10 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     let mut _locks = Vec::new();
     let mut targets = HashMap::new();
     for sink in pipeline.sinks.iter().filter(|s| s.format != SinkFormat::Console) {
-        let target = sinks::Target::resolve(sink, &interpolate(&sink.path, &values, env)?)?;
+        let mut target = sinks::Target::resolve(sink, &interpolate(&sink.path, &values, env)?)?;
+        if let sinks::Target::Delta { cluster, .. } = &mut target {
+            *cluster = opts.cluster.is_some();
+        }
         if let sinks::Target::Local(path) = &target {
             _locks.push(sinks::lock(&sink.name, path)?);
         }

@@ -110,7 +110,11 @@ fn same_columns(sink: &Sink, table: &datafusion::arrow::datatypes::Schema, new: 
 
 /// Executes `df` into the Delta table at `location` and holds the commit.
 /// Returns the held write and the rows it commits (the source rows of a merge).
-pub async fn stage(df: DataFrame, sink: &Sink, location: &str) -> Result<(Held, u64)> {
+///
+/// On a cluster (`cluster`), the plan runs there and its rows stream back to
+/// this process, which writes the files and commits: delta-rs' write and merge
+/// nodes are planned by a local session, over the distributed plan as a table.
+pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool) -> Result<(Held, u64)> {
     let err = |e: DeltaTableError| sink_error(&sink.name, &e);
     let (reached_tx, reached_rx) = oneshot::channel::<u64>();
     let (decide_tx, decide_rx) = oneshot::channel::<bool>();
@@ -127,6 +131,7 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str) -> Result<(Held, 
         let have = table::plain(provider.schema().as_ref());
         same_columns(sink, &have, df.schema().as_arrow())?;
     }
+    let df = if cluster { planned(df, &sink.name).await? } else { df };
     let (state, plan) = df.clone().into_parts();
     let state = Arc::new(state);
     let properties = writer_properties(sink).map_err(|message| Error::Sink { sink: sink.name.clone(), message })?;
@@ -195,6 +200,14 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str) -> Result<(Held, 
             Err(e) => Err(Error::Sink { sink: sink.name.clone(), message: format!("the Delta write stopped: {e}") }),
         },
     }
+}
+
+/// `df` planned by its (cluster) session, read by a local one.
+async fn planned(df: DataFrame, sink: &str) -> Result<DataFrame> {
+    let failed = |e: datafusion::error::DataFusionError| Error::Sink { sink: sink.to_string(), message: crate::redact::text(&e.to_string()) };
+    let physical = df.create_physical_plan().await.map_err(failed)?;
+    let local = crate::session::context(&Default::default())?;
+    local.read_table(Arc::new(Planned(physical))).map_err(failed)
 }
 
 /// A physical plan, planned already, read as a table.

@@ -47,8 +47,9 @@ pub enum Target {
     Remote(remote::Target),
     /// A PostgreSQL table: the url (resolved) it is written through.
     Postgres(String),
-    /// A Delta table's root (local or object store), committed by a Delta transaction.
-    Delta(String),
+    /// A Delta table's root (local or object store), committed by a Delta transaction;
+    /// `cluster`: the run's plans execute on a Ballista cluster.
+    Delta { location: String, cluster: bool },
 }
 
 impl Target {
@@ -58,7 +59,7 @@ impl Target {
             return Ok(Target::Postgres(path.to_string()));
         }
         if sink.format == SinkFormat::Delta {
-            return Ok(Target::Delta(path.to_string()));
+            return Ok(Target::Delta { location: path.to_string(), cluster: false });
         }
         if storage::is_remote(path) {
             let loc = storage::locate(path).map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() })?;
@@ -74,7 +75,7 @@ impl Target {
             Target::Local(p) => p.display().to_string(),
             Target::Remote(t) => t.loc.url.clone(),
             Target::Postgres(url) => crate::postgres::describe(url),
-            Target::Delta(location) => crate::redact::text(location),
+            Target::Delta { location, .. } => crate::redact::text(location),
         }
     }
 
@@ -84,7 +85,7 @@ impl Target {
             Target::Local(p) => Ok(p.exists()),
             Target::Remote(t) => t.exists().await,
             Target::Postgres(_) => Ok(false),
-            Target::Delta(location) => delta::exists(location).await,
+            Target::Delta { location, .. } => delta::exists(location).await,
         }
     }
 
@@ -98,7 +99,7 @@ impl Target {
             }
             Target::Remote(t) => t.recover().await,
             // A killed run's data files are in no commit: not part of the table.
-            Target::Postgres(_) | Target::Delta(_) => Ok(()),
+            Target::Postgres(_) | Target::Delta { .. } => Ok(()),
         }
     }
 }
@@ -163,8 +164,8 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged
             let staged = crate::postgres::write::stage(df, sink, url).await?;
             return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, rows: staged.rows, kind: StagedKind::Postgres { staged, table: sink.table.clone() } });
         }
-        Target::Delta(location) => {
-            let (held, rows) = delta::stage(df, sink, location).await?;
+        Target::Delta { location, cluster } => {
+            let (held, rows) = delta::stage(df, sink, location, *cluster).await?;
             return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, rows, kind: StagedKind::Delta(held) });
         }
     };

@@ -48,7 +48,17 @@ pub fn table_url(location: &str) -> Result<Url> {
         return Url::parse(&format!("{}/", location.trim_end_matches('/'))).map_err(|e| Error::Usage(format!("`{}` is not a URL: {e}", crate::redact::text(location))));
     }
     let path = location.strip_prefix("file://").unwrap_or(location);
-    let abs = std::path::absolute(path).map_err(|e| Error::io(format!("resolving {path}"), e))?;
+    // `a/../b` as `b`: object-store paths have no `..` (the directory may not exist yet).
+    let mut abs = std::path::PathBuf::new();
+    for part in std::path::absolute(path).map_err(|e| Error::io(format!("resolving {path}"), e))?.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                abs.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => abs.push(other),
+        }
+    }
     Url::from_directory_path(&abs).map_err(|()| Error::Usage(format!("`{}` is not a path Delta can use", abs.display())))
 }
 
@@ -124,11 +134,202 @@ pub(crate) fn plain(schema: &Schema) -> Schema {
 pub async fn provider(ctx: &SessionContext, location: &str, travel: &DeltaSource, pinned: &Schema) -> Result<Arc<dyn TableProvider>> {
     let table = open(location, travel).await?;
     table.update_datafusion_session(&ctx.state()).map_err(|e| error(location, e))?;
-    let provider = table.table_provider().await.map_err(|e| error(location, e))?;
+    let inner = table.table_provider().await.map_err(|e| error(location, e))?;
+    let provider = Arc::new(DeltaSourceTable { location: location.to_string(), table, inner });
     let found = plain(provider.schema().as_ref());
     super::drift::compare(pinned, &found, false).map_err(|message| Error::Read {
         path: crate::redact::text(location),
         message: format!("the table's schema changed since `kiln check` pinned it: {message}; check and build the spec again"),
     })?;
     Ok(provider)
+}
+
+/// A Delta source as Kiln registers it: delta-rs' scan in a local run; on a
+/// cluster, [`crate::codec::KilnLogicalCodec`] ships it as the list of the
+/// version's data files ([`DeltaFiles`]), which the scheduler turns into a
+/// plain Parquet scan that datafusion-proto sends to executors (delta-rs' own
+/// scan node has no codec).
+#[derive(Debug)]
+pub struct DeltaSourceTable {
+    location: String,
+    table: DeltaTable,
+    inner: Arc<dyn TableProvider>,
+}
+
+impl DeltaSourceTable {
+    /// The data files of the loaded version, their partition values as the log
+    /// writes them. Tables whose rows need more than their files to be read
+    /// (deletion vectors, column mapping) are refused.
+    pub fn files(&self) -> Result<DeltaFiles> {
+        let state = self.table.snapshot().map_err(|e| error(&self.location, e))?;
+        let mapping = format!("{:?}", state.snapshot().table_configuration().column_mapping_mode());
+        if mapping != "None" {
+            return Err(Error::Read { path: crate::redact::text(&self.location), message: format!("a table with column mapping ({mapping}) is read in one process only: run it without --cluster") });
+        }
+        let partitions = state.metadata().partition_columns().to_vec();
+        let root = self.table.table_url().clone();
+        let store = root[..url::Position::BeforePath].to_string();
+        let prefix = object_store::path::Path::from_url_path(root.path()).map_err(|e| Error::Usage(e.to_string()))?;
+        let mut files = Vec::new();
+        for f in state.log_data().iter() {
+            if f.deletion_vector_descriptor().is_some() {
+                return Err(Error::Read {
+                    path: crate::redact::text(&self.location),
+                    message: format!("{} has a deletion vector: a table with deleted rows is read in one process only (run it without --cluster, or OPTIMIZE/purge the table)", f.path()),
+                });
+            }
+            let values = f.partition_values_map();
+            files.push(DeltaFile {
+                path: prefix.parts().chain(f.object_store_path().parts()).collect::<object_store::path::Path>().to_string(),
+                size: f.size().max(0) as u64,
+                partition_values: partitions.iter().map(|c| values.get(c).cloned().flatten()).collect(),
+            });
+        }
+        Ok(DeltaFiles { store, partitions, files })
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for DeltaSourceTable {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&datafusion::logical_expr::Expr]) -> datafusion::error::Result<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        use datafusion::logical_expr::TableProviderFilterPushDown::{Inexact, Unsupported};
+        // Inexact at most: the plan keeps every filter, so the file list shipped to a
+        // cluster (which prunes nothing) gives the same rows.
+        Ok(self.inner.supports_filters_pushdown(filters)?.into_iter().map(|p| if p == Unsupported { Unsupported } else { Inexact }).collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        self.inner.scan(state, projection, filters, limit).await
+    }
+}
+
+/// A Delta version's data files: what a cluster reads of a Delta source.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DeltaFiles {
+    /// `file://` or `s3://bucket`: the store the paths are in.
+    pub store: String,
+    /// Partition columns, in the order of `partition_values`.
+    pub partitions: Vec<String>,
+    pub files: Vec<DeltaFile>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DeltaFile {
+    /// From the store's root.
+    pub path: String,
+    pub size: u64,
+    /// As the log writes them (`None`: null).
+    pub partition_values: Vec<Option<String>>,
+}
+
+/// [`DeltaFiles`] as a table: a Parquet scan of exactly those files, partition
+/// values from the log (typed as the table's schema says, dictionary-encoded
+/// as delta-rs' scan gives them).
+#[derive(Debug)]
+pub struct DeltaFilesTable {
+    pub spec: DeltaFiles,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+}
+
+impl DeltaFilesTable {
+    pub fn new(spec: DeltaFiles, schema: datafusion::arrow::datatypes::SchemaRef) -> Self {
+        DeltaFilesTable { spec, schema }
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for DeltaFilesTable {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::logical_expr::Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+        use datafusion::common::ScalarValue;
+        use datafusion::datasource::listing::PartitionedFile;
+        use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+        use datafusion::datasource::source::DataSourceExec;
+        use datafusion::datasource::table_schema::TableSchema;
+        use datafusion::execution::object_store::ObjectStoreUrl;
+        use datafusion::physical_expr::expressions::Column;
+        use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+        let spec = &self.spec;
+        let is_partition = |f: &Field| spec.partitions.contains(f.name());
+        let file_fields: Vec<FieldRef> = self.schema.fields().iter().filter(|f| !is_partition(f)).cloned().collect();
+        let partition_fields: Vec<FieldRef> = spec.partitions.iter().map(|p| self.schema.field_with_name(p).map(|f| Arc::new(f.clone()))).collect::<std::result::Result<_, _>>()?;
+        let value = |text: &Option<String>, ty: &DataType| -> datafusion::error::Result<ScalarValue> {
+            let (inner, dict) = match ty {
+                DataType::Dictionary(k, v) => (v.as_ref(), Some(k.as_ref())),
+                t => (t, None),
+            };
+            let v = match text {
+                // The log writes an empty string for a null partition value of a non-string column.
+                None => ScalarValue::try_from(inner)?,
+                Some(s) if s.is_empty() && inner != &DataType::Utf8 => ScalarValue::try_from(inner)?,
+                Some(s) => ScalarValue::try_from_string(s.clone(), inner)?,
+            };
+            Ok(match dict {
+                Some(k) => ScalarValue::Dictionary(Box::new(k.clone()), Box::new(v)),
+                None => v,
+            })
+        };
+        let mut files = Vec::with_capacity(spec.files.len());
+        for f in &spec.files {
+            let mut pf = PartitionedFile::new_from_meta(object_store::ObjectMeta {
+                location: object_store::path::Path::parse(&f.path).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?,
+                last_modified: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+                size: f.size,
+                e_tag: None,
+                version: None,
+            });
+            pf.partition_values = f.partition_values.iter().zip(&partition_fields).map(|(v, field)| value(v, field.data_type())).collect::<datafusion::error::Result<_>>()?;
+            files.push(pf);
+        }
+        let slots = state.config().target_partitions().max(1);
+        let per = files.len().div_ceil(slots).max(1);
+        let groups: Vec<FileGroup> = files.chunks(per).map(|c| FileGroup::new(c.to_vec())).collect();
+        let table_schema = TableSchema::builder(Arc::new(datafusion::arrow::datatypes::Schema::new(file_fields))).with_table_partition_cols(partition_fields).build();
+        let source = Arc::new(ParquetSource::new(table_schema));
+        let url = ObjectStoreUrl::parse(&spec.store)?;
+        let scan = DataSourceExec::from_data_source(FileScanConfigBuilder::new(url, source).with_file_groups(groups).build());
+        // The scan gives files' columns, then partition columns: put them in the table's order (projected).
+        let scanned = datafusion::physical_plan::ExecutionPlan::schema(scan.as_ref());
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let exprs = wanted
+            .iter()
+            .map(|&i| {
+                let name = self.schema.field(i).name();
+                let at = scanned.index_of(name)?;
+                Ok(ProjectionExpr::new(Arc::new(Column::new(name, at)), name.clone()))
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
+    }
 }
