@@ -37,7 +37,9 @@ def info(path):
 
 def write(path, mode, data, partitions=None):
     table = pa.Table.from_pylist(json.loads(data))
-    write_deltalake(path, table, mode=mode, partition_by=partitions.split(",") if partitions else None)
+    # An overwrite may change the schema (what a producer's schema change looks like to a reader).
+    schema_mode = "overwrite" if mode == "overwrite" else None
+    write_deltalake(path, table, mode=mode, partition_by=partitions.split(",") if partitions else None, schema_mode=schema_mode)
 
 
 def times(path):

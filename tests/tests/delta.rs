@@ -102,6 +102,11 @@ fn every_sink_mode_is_one_delta_commit_the_python_package_reads() {
         (7, "2024-05-02", 70.0),
     ];
     assert_eq!(rows(&table, None), expected(&merged));
+    // Two new rows matching one row of the table: an error (as Spark's MERGE), nothing committed.
+    let err = write(&table, &[(1, "2024-05-01", 1.0), (1, "2024-05-01", 2.0)], "mode = \"merge\"\nkeys = [\"id\"]").unwrap_err().to_string();
+    assert!(err.contains("multiple source rows"), "{err}");
+    assert_eq!(version(&table), 2);
+    assert_eq!(rows(&table, None), expected(&merged));
 
     // replace_where: only 2024-05-02 is replaced.
     let day2 = [(8, "2024-05-02", 80.0)];
@@ -229,4 +234,33 @@ fn kiln_reads_what_the_python_package_wrote_at_any_version() {
     let checked = kiln_compiler::check_text(Path::new("read.toml"), &spec("version = 7"), &kiln_tests::repo_root());
     let text = checked.render(false);
     assert!(checked.has_errors() && text.contains("version 7") && text.contains("read.toml:6:"), "{text}");
+}
+
+#[test]
+fn a_missing_table_and_a_changed_schema_are_clear_errors_before_any_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t");
+    let spec = |path: &Path| {
+        format!(
+            "[pipeline]\nname = \"read\"\n\n[sources.orders]\nformat = \"delta\"\npath = \"{}\"\n\n[sinks.out]\ninput = \"orders\"\nformat = \"parquet\"\npath = \"{}\"\n",
+            path.display(),
+            dir.path().join("out").display()
+        )
+    };
+    // Not a table: `kiln check` says so at the path.
+    std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+    let checked = kiln_compiler::check_text(Path::new("read.toml"), &spec(&dir.path().join("empty")), &kiln_tests::repo_root());
+    let text = checked.render(false);
+    assert!(checked.has_errors() && text.contains("not a Delta table") && text.contains("read.toml:6:"), "{text}");
+
+    // The producer changes a column's type after `kiln check` pinned the schema: the run
+    // fails naming the table and the column, and writes nothing.
+    let as_json = |rows: &[(i64, &str, f64)]| serde_json::to_string(&expected(rows)).unwrap();
+    oracle(&["write", t.to_str().unwrap(), "overwrite", &as_json(A)]);
+    let pipeline = kiln_tests::pipeline(&spec(&t));
+    oracle(&["write", t.to_str().unwrap(), "overwrite", r#"[{"id": 1, "day": "2024-05-01", "amount": "ten"}]"#]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let err = rt.block_on(run(&pipeline, &RunOptions::default())).unwrap_err().to_string();
+    assert!(err.contains(t.to_str().unwrap()) && err.contains("`amount`") && err.contains("kiln check"), "{err}");
+    assert!(!dir.path().join("out").exists(), "nothing was written");
 }
