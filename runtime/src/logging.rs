@@ -36,6 +36,11 @@ struct Tagged {
 
 impl Write for Tagged {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = buf.len();
+        // SPEC §10: no `${env.X}` value in any log line, whoever logged it (DataFusion and
+        // Ballista log paths and plans at debug): each line is redacted as a whole.
+        let redacted = crate::redact::text(&String::from_utf8_lossy(buf));
+        let buf = redacted.as_bytes();
         let mut err = std::io::stderr().lock();
         match (self.json, buf.first()) {
             (true, Some(b'{')) => {
@@ -52,7 +57,7 @@ impl Write for Tagged {
             }
             _ => err.write_all(buf)?,
         }
-        Ok(buf.len())
+        Ok(written)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -39,6 +39,22 @@ fn environment_values_are_never_printed() {
     assert!(page.contains("${env.KILN_TEST_SECRET_DIR}") && page.contains("KilnNodeExec"), "the report shows the template and the plan");
     assert_eq!(kiln_tests::read_parquet_rows(&dir.join("out")).len(), 1, "the env param (150) filtered the rows");
 
+    // Debug logs (Kiln's, DataFusion's, Ballista's), as text and as JSON.
+    for format in ["text", "json"] {
+        let out = Command::new(&binary)
+            .arg("run")
+            .env("KILN_TEST_SECRET_DIR", &dir)
+            .env("KILN_TEST_SECRET_LIMIT", "150")
+            .env("KILN_LOG", "debug")
+            .env("KILN_LOG_FORMAT", format)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        assert!(text.lines().count() > 20 && text.contains("${env.KILN_TEST_SECRET_DIR}"), "debug logs name the template: {text}");
+        clean(&format!("{format} debug logs"), &text);
+    }
+
     let (code, text) = run(&["explain"], &dir, Some("150"));
     assert_eq!(code, Some(0), "{text}");
     clean("explain", &text);
