@@ -1,4 +1,4 @@
-# Sourced by bench/joins.sh, udf.sh and cluster.sh: `--rows N --runs N` (defaults ROWS=10000000,
+# Sourced by bench/joins.sh, udf.sh, cluster.sh and delta.sh: `--rows N --runs N` (defaults ROWS=10000000,
 # RUNS=3), the shared paths, the venv made by bench/run.sh, the guide's data generated if missing
 # ($data), and a dev build of kiln ($KILN).
 set -euo pipefail

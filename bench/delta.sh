@@ -10,23 +10,8 @@
 #
 # Needs the bench data and venv (bench/run.sh makes them) and the deltalake Python package
 # (.ci/run installs it into ~/.cache/kiln/tools/pydelta). Results: bench/results/delta-<rows>.md/.tsv.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ROWS=10000000
-RUNS=3
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rows) ROWS=$2; shift 2 ;;
-    --runs) RUNS=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kiln/target}
-PY=${BENCH_VENV:-/tmp/benchvenv}/bin/python
+source "$(dirname "$0")/common.sh"
 PYDELTA=${PYDELTA:-$HOME/.cache/kiln/tools/pydelta}
-SHARED=${SHARED_BENCH:-$(pwd)/../shared/bench}
-data=${BENCH_ROOT:-/tmp/benchdata}/rows_$ROWS
-[ -f "$data/_GENERATED" ] || "$PY" "$SHARED/gen_data.py" --rows "$ROWS" --out "$data"
 [ -d "$data/transactions_delta/_delta_log" ] || PYTHONPATH=$PYDELTA python3 -c "
 import pyarrow.parquet as pq
 from deltalake import write_deltalake
@@ -37,8 +22,6 @@ rm -rf "$work" && mkdir -p "$work"
 "$PY" "$SHARED/duckdb_jobs.py" --job etl --data "$data" --out "$work/duckdb" >/dev/null
 expected=$("$PY" -c "import duckdb; print(' '.join(str(x) for x in duckdb.sql(\"SELECT count(*), round(sum(total_spent), 2) FROM read_parquet('$work/duckdb/etl/**/*.parquet')\").fetchall()[0]))")
 
-cargo build -q -p kiln-compiler
-KILN=$CARGO_TARGET_DIR/debug/kiln
 VARIANTS="parquet_to_parquet_by_category parquet_to_delta delta_to_parquet"
 declare -A BIN
 for v in $VARIANTS; do

@@ -321,3 +321,21 @@ pub fn delta_oracle(args: &[&str]) -> String {
     assert!(out.status.success(), "oracle.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// `rows` transactions in the etl spec's CSV layout (deterministic), and optionally one bad row.
+pub fn write_transactions(path: &Path, rows: usize, bad_row_at: Option<usize>) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(f, "transaction_id,customer_id,amount,date,category").unwrap();
+    for i in 0..rows {
+        if Some(i) == bad_row_at {
+            writeln!(f, "T{i:010},C{:06},not-a-number,2024-01-01,A", i % 5000).unwrap();
+            continue;
+        }
+        let amount = ((i * 7919) % 100_000) as f64 / 100.0 - 50.0;
+        let category = ["A", "B", "C", "D", "E"][i % 5];
+        // Every 50th id repeats the previous one, so the dedupe has work to do.
+        let id = if i % 50 == 0 && i > 0 { i - 1 } else { i };
+        writeln!(f, "T{id:010},C{:06},{amount},2024-{:02}-{:02},{category}", (i * 31) % 50_000, 1 + i % 12, 1 + i % 28).unwrap();
+    }
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kiln_tests::Procs as Cluster;
 use kiln_tests::parquet_outputs as outputs;
-use kiln_tests::{build_job, repo_root};
+use kiln_tests::{build_job, repo_root, write_transactions};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -91,24 +91,6 @@ fn every_spec_runs_on_a_cluster_with_the_local_result() {
             run(&binary, &["run", "--standalone"], spec, standalone.path());
             assert_eq!(outputs(standalone.path()), expected, "{spec}: standalone output differs");
         }
-    }
-}
-
-/// `rows` transactions in the etl spec's CSV layout (deterministic), and optionally one bad row.
-fn write_transactions(path: &Path, rows: usize, bad_row_at: Option<usize>) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    writeln!(f, "transaction_id,customer_id,amount,date,category").unwrap();
-    for i in 0..rows {
-        if Some(i) == bad_row_at {
-            writeln!(f, "T{i:010},C{:06},not-a-number,2024-01-01,A", i % 5000).unwrap();
-            continue;
-        }
-        let amount = ((i * 7919) % 100_000) as f64 / 100.0 - 50.0;
-        let category = ["A", "B", "C", "D", "E"][i % 5];
-        // Every 50th id repeats the previous one, so the dedupe has work to do.
-        let id = if i % 50 == 0 && i > 0 { i - 1 } else { i };
-        writeln!(f, "T{id:010},C{:06},{amount},2024-{:02}-{:02},{category}", (i * 31) % 50_000, 1 + i % 12, 1 + i % 28).unwrap();
     }
 }
 

@@ -446,18 +446,6 @@ fn s3_cluster(binary: &Path, s3: &S3, dirs: &[tempfile::TempDir]) -> (kiln_tests
     (procs, sched)
 }
 
-/// `rows` transactions in the etl spec's CSV layout (deterministic).
-fn write_transactions(path: &Path, rows: usize) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    writeln!(f, "transaction_id,customer_id,amount,date,category").unwrap();
-    for i in 0..rows {
-        let amount = ((i * 7919) % 100_000) as f64 / 100.0 - 50.0;
-        let category = ["A", "B", "C", "D", "E"][i % 5];
-        writeln!(f, "T{i:010},C{:06},{amount},2024-{:02}-{:02},{category}", (i * 31) % 50_000, 1 + i % 12, 1 + i % 28).unwrap();
-    }
-}
-
 /// SIGKILL one of two executors while the etl job runs on S3: the scheduler
 /// reruns the lost tasks on the other, and the committed output equals the
 /// local run's, with no duplicate or partial file: the manifest names only
@@ -469,7 +457,7 @@ fn a_killed_executor_leaves_no_duplicate_or_partial_file_on_s3() {
     let binary = build_job("specs/etl.toml");
     let data = tempfile::tempdir().unwrap();
     let csv = data.path().join("transactions.csv");
-    write_transactions(&csv, 1_500_000);
+    kiln_tests::write_transactions(&csv, 1_500_000, None);
     s3.put("in/transactions.csv", &csv);
     let out = data.path().join("out");
     assert!(Command::new(&binary).args(["run", "--param"]).arg(format!("input={}", csv.display())).arg("--param").arg(format!("output={}", out.display())).status().unwrap().success());

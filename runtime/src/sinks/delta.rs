@@ -127,8 +127,7 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool) ->
     let exists = t.verify_deltatable_existence().await.map_err(err)?;
     if exists {
         t.load().await.map_err(err)?;
-        let provider = t.table_provider().await.map_err(|e| Error::Sink { sink: sink.name.clone(), message: crate::redact::text(&e.to_string()) })?;
-        let have = table::plain(provider.schema().as_ref());
+        let have = t.snapshot().map_err(err)?.snapshot().arrow_schema();
         same_columns(sink, &have, df.schema().as_arrow())?;
     }
     let df = if cluster { planned(df, &sink.name).await? } else { df };
@@ -313,7 +312,7 @@ pub fn rows_in_commit(bytes: &[u8]) -> u64 {
     for line in bytes.split(|&b| b == b'\n') {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
         let Some(metrics) = v.get("commitInfo").and_then(|c| c.get("operationMetrics")) else { continue };
-        for key in ["num_source_rows", "num_added_rows", "numSourceRows", "numOutputRows"] {
+        for key in ["num_source_rows", "num_added_rows"] {
             if let Some(n) = metrics.get(key).and_then(|n| n.as_u64().or_else(|| n.as_str().and_then(|s| s.parse().ok()))) {
                 return n;
             }

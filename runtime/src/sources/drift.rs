@@ -101,7 +101,7 @@ pub(super) fn compare(pinned: &Schema, found: &Schema, names_only: bool) -> std:
         match found.field_with_name(want.name()) {
             Err(_) => {
                 return Err(format!(
-                    "schema drift: column `{}` ({}) is missing; the file has: {}",
+                    "schema drift: column `{}` ({}) is missing; found: {}",
                     want.name(),
                     want.data_type(),
                     found.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
@@ -109,7 +109,7 @@ pub(super) fn compare(pinned: &Schema, found: &Schema, names_only: bool) -> std:
             }
             Ok(f) if !names_only && !same_type(f.data_type(), want.data_type()) => {
                 return Err(format!(
-                    "schema drift: column `{}` is {} in this file, but the schema pinned at compile time says {}",
+                    "schema drift: column `{}` is {} here, but the schema pinned at compile time says {}",
                     want.name(),
                     f.data_type(),
                     want.data_type()
