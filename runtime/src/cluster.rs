@@ -12,10 +12,12 @@
 //! What differs from a local run: join strategy hints are not shipped —
 //! Ballista's planner chooses on the scheduler (sides under `broadcast_threshold`
 //! are broadcast, as `auto` does locally); Kiln's physical operators
-//! (first-per-key) are, through [`crate::codec::KilnPhysicalCodec`]. Sinks are written by the client's
-//! job into a staging path and committed only when every job succeeded, as in
-//! a local run; with executors on other machines the paths must be shared
-//! storage (an object store or a shared file system).
+//! (first-per-key, Delta writes) are, through [`crate::codec::KilnPhysicalCodec`].
+//! The executors write each sink's files (into its staging path; a Delta
+//! sink's into the table, named by no commit yet) and the client commits them
+//! only when every job succeeded, as in a local run; with executors on other
+//! machines the paths must be shared storage (an object store or a shared file
+//! system).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,6 +84,7 @@ fn state(pipeline: &Pipeline, opts: &SessionOptions, cluster: &Cluster) -> Resul
         .with_runtime_env(storage_runtime()?)
         .with_default_features()
         .with_physical_optimizer_rules(crate::join_strategy::physical_rules())
+        .with_query_planner(Arc::new(crate::sinks::delta_write::SchedulerPlanner))
         .build();
     register(&mut state, pipeline)?;
     Ok(state)
@@ -166,6 +169,8 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Opt
         let mut state = SessionStateBuilder::new_from_existing(state)
             .with_runtime_env(storage_runtime()?)
             .with_physical_optimizer_rules(crate::join_strategy::physical_rules())
+            // Delta sinks written by the executors (`sinks::delta_write`).
+            .with_query_planner(Arc::new(crate::sinks::delta_write::SchedulerPlanner))
             .build();
         for f in &funcs {
             state.register_udf(f.clone())?;

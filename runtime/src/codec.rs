@@ -12,6 +12,7 @@ use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 
 use crate::join_strategy::{Hint, JoinHint};
+use crate::sinks::delta_write::{DeltaWrite, DeltaWriteExec};
 use crate::sources::orc::{OrcTable, OrcTableSpec};
 use datafusion::common::DataFusionError;
 use datafusion::datasource::physical_plan::FileScanConfig;
@@ -25,6 +26,8 @@ const ORC_SCAN: &[u8] = b"KILN-ORC-SCAN:";
 const PG_TABLE: &[u8] = b"KILN-PG-TABLE:";
 /// Prefix of a Delta source (then its data files, as JSON: see `sources::delta`).
 const DELTA_FILES: &[u8] = b"KILN-DELTA-FILES:";
+/// Prefix of a Delta write, logical or physical (then its `WriteSpec`, as JSON).
+const DELTA_WRITE: &[u8] = b"KILN-DELTA-WRITE:";
 /// Prefix of a PostgreSQL scan (then its spec and SELECTs as JSON, and its `FileScanExecConf`).
 const PG_SCAN: &[u8] = b"KILN-PG-SCAN:";
 
@@ -32,7 +35,7 @@ fn internal(e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Internal(e.to_string())
 }
 
-/// Kiln's logical nodes and tables (join hints, ORC and PostgreSQL tables) on
+/// Kiln's logical nodes and tables (join hints, Delta writes; ORC, PostgreSQL and Delta tables) on
 /// top of Ballista's codec, which handles the rest (file formats of sinks, its
 /// own nodes): the client encodes with it, the scheduler decodes with it.
 #[derive(Debug, Default)]
@@ -46,13 +49,25 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
             [0] => Hint::Broadcast,
             [1] => Hint::Shuffle,
             [2] => Hint::SortMerge,
-            _ => return self.ballista.try_decode(buf, inputs, ctx),
+            _ => {
+                if let Some(spec) = buf.strip_prefix(DELTA_WRITE) {
+                    let [input] = inputs else { return exec_err!("a Delta write has one input") };
+                    let spec = serde_json::from_slice(spec).map_err(internal)?;
+                    return Ok(Extension { node: Arc::new(DeltaWrite::new(input.clone(), spec)?) });
+                }
+                return self.ballista.try_decode(buf, inputs, ctx);
+            }
         };
         let [input] = inputs else { return exec_err!("a join hint has one input") };
         Ok(Extension { node: Arc::new(JoinHint::new(input.clone(), hint)) })
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(w) = node.node.as_any().downcast_ref::<DeltaWrite>() {
+            buf.extend_from_slice(DELTA_WRITE);
+            buf.extend_from_slice(&serde_json::to_vec(&w.spec).map_err(internal)?);
+            return Ok(());
+        }
         let Some(h) = node.node.as_any().downcast_ref::<JoinHint>() else {
             return self.ballista.try_encode(node, buf);
         };
@@ -168,6 +183,11 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
             let conf = datafusion_proto::physical_plan::from_proto::parse_protobuf_file_scan_config(&proto, &decode_ctx, converter, source)?;
             return Ok(DataSourceExec::from_data_source(conf));
         }
+        if let Some(spec) = buf.strip_prefix(DELTA_WRITE) {
+            let [input] = inputs else { return exec_err!("a Delta write has one input") };
+            let spec = serde_json::from_slice(spec).map_err(internal)?;
+            return Ok(Arc::new(DeltaWriteExec::new(input.clone(), spec)));
+        }
         let Some(mut rest) = buf.strip_prefix(MAGIC) else {
             return self.ballista.try_decode(buf, inputs, ctx, converter);
         };
@@ -220,6 +240,11 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
             buf.extend_from_slice(PG_SCAN);
             put(buf, &serde_json::to_vec(&(&pg.spec, &pg.selects)).map_err(internal)?);
             put(buf, &datafusion_proto::physical_plan::to_proto::serialize_file_scan_config(conf, self, converter)?.encode_to_vec());
+            return Ok(());
+        }
+        if let Some(w) = node.downcast_ref::<DeltaWriteExec>() {
+            buf.extend_from_slice(DELTA_WRITE);
+            buf.extend_from_slice(&serde_json::to_vec(&w.spec).map_err(internal)?);
             return Ok(());
         }
         let Some(f) = node.downcast_ref::<crate::first_per_key::FirstPerKeyExec>() else {

@@ -409,8 +409,8 @@ fn cluster_without_a_shared_disk_writes_to_s3() {
 }
 
 /// A scheduler (in `dirs[0]`) and an executor in each further directory, each
-/// process in its own working directory with the server's credentials; the
-/// scheduler's port.
+/// process in its own working directory with the server's credentials (an
+/// executor logs Kiln's `info` lines to `executor.log` there); the scheduler's port.
 fn s3_cluster(binary: &Path, s3: &S3, dirs: &[tempfile::TempDir]) -> (kiln_tests::Procs, u16) {
     let free = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let wait = |port: u16| {
@@ -437,7 +437,8 @@ fn s3_cluster(binary: &Path, s3: &S3, dirs: &[tempfile::TempDir]) -> (kiln_tests
                 .args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "1"])
                 .current_dir(d.path())
                 .envs(s3.env())
-                .stderr(Stdio::null())
+                .env("KILN_LOG", "kiln=info")
+                .stderr(std::fs::File::create(d.path().join("executor.log")).unwrap())
                 .spawn()
                 .unwrap(),
         );
@@ -587,4 +588,91 @@ fn delta_table_on_s3() {
     got.sort_by_key(|r| r["id"].as_i64());
     assert_eq!(got, python(Some("1")));
     assert_eq!(got.len(), 3);
+}
+
+/// Delta sinks on a cluster without a shared disk (issue 15): the executors
+/// write the data files into the tables on S3, and the client commits one
+/// version per sink. The `deltalake` Python package reads the bucket's tables
+/// equal to a local run's, version by version: an overwrite replaces, an
+/// append adds, a null category is a null partition value, and the timestamp
+/// column is Delta's (microseconds).
+#[test]
+fn delta_sinks_on_a_cluster_are_written_by_the_executors() {
+    let s3 = S3::start("deltacluster");
+    let binary = build_job("tests/delta/s3_cluster.toml");
+    let input = repo_root().join("specs/data/transactions.csv");
+    s3.put("in/transactions.csv", &input);
+    let rows = |table: &Path, version: Option<&str>| -> Vec<String> {
+        let mut args = vec!["rows", table.to_str().unwrap()];
+        args.extend(version);
+        let mut r: Vec<String> = kiln_tests::delta_oracle(&args).lines().map(String::from).collect();
+        r.sort();
+        r
+    };
+    let local = tempfile::tempdir().unwrap();
+    let run = Command::new(&binary).args(["run", "--param"]).arg(format!("input={}", input.display())).arg("--param").arg(format!("output={}", local.path().display())).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (_procs, sched) = s3_cluster(&binary, &s3, &dirs[..3]);
+    let submit = || {
+        let output = Command::new(&binary)
+            .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/lake")])
+            .current_dir(dirs[3].path())
+            .envs(s3.env())
+            .env("KILN_LOG", "kiln=info")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    let client = submit();
+    for sink in ["per_day", "large"] {
+        let want = rows(&local.path().join(sink), None);
+        assert!(want.len() > 20, "{sink}: {want:?}");
+        assert_eq!(rows(&s3.file(&format!("lake/{sink}")), None), want, "{sink}: the cluster's table differs from the local run's");
+    }
+    // Every transaction is counted once; the 20 without a category are one null partition.
+    let counted: i64 = rows(&s3.file("lake/per_day"), None).iter().map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["n"].as_i64().unwrap()).sum();
+    assert_eq!(counted, 1000);
+    assert!(s3.file("lake/per_day/category=__HIVE_DEFAULT_PARTITION__").is_dir(), "{:?}", files(&s3.file("lake/per_day")));
+    // The files were written by the executors' tasks, not by the client.
+    let logs: String = dirs[1..3].iter().map(|d| std::fs::read_to_string(d.path().join("executor.log")).unwrap()).collect();
+    assert!(logs.matches("wrote Delta data files").count() >= 2, "{logs}");
+    assert!(!client.contains("wrote Delta data files"), "{client}");
+    for d in &dirs {
+        assert!(files(d.path()).iter().all(|f| !f.ends_with(".parquet")), "{:?}", files(d.path()));
+    }
+
+    // Again: the overwrite is a new version with the same rows, the append doubles.
+    submit();
+    let info = |sink: &str| -> serde_json::Value { serde_json::from_str(&kiln_tests::delta_oracle(&["info", s3.file(&format!("lake/{sink}")).to_str().unwrap()])).unwrap() };
+    assert_eq!(info("per_day")["version"], 1);
+    assert_eq!(info("large")["version"], 1);
+    assert_eq!(rows(&s3.file("lake/per_day"), None), rows(&local.path().join("per_day"), None));
+    assert_eq!(rows(&s3.file("lake/per_day"), Some("0")), rows(&local.path().join("per_day"), None));
+    let once = rows(&local.path().join("large"), None);
+    let mut twice: Vec<String> = once.iter().chain(&once).cloned().collect();
+    twice.sort();
+    assert_eq!(rows(&s3.file("lake/large"), None), twice);
+    assert_eq!(rows(&s3.file("lake/large"), Some("0")), once);
+
+    // A run whose other sink fails commits nothing, even where the executors had written files.
+    let other = s3.file("other/large");
+    kiln_tests::delta_oracle(&["write", other.to_str().unwrap(), "overwrite", r#"[{"id": 1}]"#]);
+    let output = Command::new(&binary)
+        .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/other")])
+        .current_dir(dirs[3].path())
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("sink `large`") && stderr.contains("the new data lacks: id"), "{stderr}");
+    assert!(!s3.file("other/per_day/_delta_log").exists(), "{:?}", files(&s3.file("other")));
+    assert_eq!(info_at(&other)["version"], 0);
+}
+
+fn info_at(table: &Path) -> serde_json::Value {
+    serde_json::from_str(&kiln_tests::delta_oracle(&["info", table.to_str().unwrap()])).unwrap()
 }

@@ -15,7 +15,12 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::Expr;
-use deltalake_core::kernel::transaction::{CommitProperties, TransactionError};
+use datafusion::arrow::datatypes::Schema;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, PROTOCOL, TableReference, TransactionError};
+use deltalake_core::kernel::{Action, Add, EagerSnapshot, MetadataExt, StructType, normalize_for_delta};
+use deltalake_core::operations::create::CreateBuilder;
+use deltalake_core::operations::write::WriterStatsConfig;
+use deltalake_core::protocol::DeltaOperation;
 use deltalake_core::logstore::{CommitOrBytes, LogStore, LogStoreConfig, LogStoreRef};
 use deltalake_core::operations::write::SchemaMode;
 use deltalake_core::protocol::SaveMode;
@@ -36,9 +41,17 @@ pub async fn exists(location: &str) -> Result<bool> {
 
 /// A sink's write, executed and held before its commit.
 pub struct Held {
-    decide: Option<oneshot::Sender<bool>>,
-    task: tokio::task::JoinHandle<std::result::Result<(), DeltaTableError>>,
+    state: HeldState,
     location: String,
+}
+
+enum HeldState {
+    /// delta-rs wrote the files; its commit waits at the gate.
+    Gated { decide: Option<oneshot::Sender<bool>>, task: tokio::task::JoinHandle<std::result::Result<(), DeltaTableError>> },
+    /// The cluster's executors wrote the files; the commit is Kiln's to make.
+    Written(Box<Written>),
+    /// Nothing to commit.
+    Nothing,
 }
 
 impl std::fmt::Debug for Held {
@@ -48,25 +61,102 @@ impl std::fmt::Debug for Held {
 }
 
 impl Held {
-    /// Opens the gate: delta-rs writes the commit (retrying past concurrent
-    /// appends, failing on a real conflict).
-    pub async fn commit(mut self, sink: &str) -> Result<()> {
-        if let Some(d) = self.decide.take() {
-            let _ = d.send(true);
-        }
-        match (&mut self.task).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(sink_error(sink, &e)),
-            Err(e) => Err(Error::Sink { sink: sink.to_string(), message: format!("the Delta write stopped: {e}") }),
+    /// Commits the write: opens the gate (delta-rs writes the commit, retrying
+    /// past concurrent appends, failing on a real conflict), or commits the
+    /// files the executors wrote the same way.
+    pub async fn commit(self, sink: &str) -> Result<()> {
+        match self.state {
+            HeldState::Gated { mut decide, mut task } => {
+                if let Some(d) = decide.take() {
+                    let _ = d.send(true);
+                }
+                match (&mut task).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(sink_error(sink, &e)),
+                    Err(e) => Err(Error::Sink { sink: sink.to_string(), message: format!("the Delta write stopped: {e}") }),
+                }
+            }
+            HeldState::Written(w) => w.commit().await.map_err(|e| sink_error(sink, &e)),
+            HeldState::Nothing => Ok(()),
         }
     }
 
     /// Refuses the commit: the table keeps its current version.
-    pub async fn abort(mut self) {
-        if let Some(d) = self.decide.take() {
-            let _ = d.send(false);
+    pub async fn abort(self) {
+        match self.state {
+            HeldState::Gated { mut decide, mut task } => {
+                if let Some(d) = decide.take() {
+                    let _ = d.send(false);
+                }
+                let _ = (&mut task).await;
+            }
+            HeldState::Written(w) => w.abort().await,
+            HeldState::Nothing => {}
         }
-        let _ = (&mut self.task).await;
+    }
+}
+
+/// Data files a cluster wrote into a table, and the commit that adds them.
+struct Written {
+    log_store: LogStoreRef,
+    /// The table as this write found it; `None`: the commit creates the table.
+    snapshot: Option<EagerSnapshot>,
+    /// The table's schema after the write, and its partition columns.
+    schema: StructType,
+    partition_by: Vec<String>,
+    mode: SaveMode,
+    /// Schema changes and (overwrite) the removal of every current file.
+    actions: Vec<Action>,
+    adds: Vec<Add>,
+    rows: u64,
+}
+
+impl Written {
+    async fn commit(self) -> std::result::Result<(), DeltaTableError> {
+        let removed = self.actions.iter().filter(|a| matches!(a, Action::Remove(_))).count();
+        // What delta-rs records for its own writes (and `rows_in_commit` reads).
+        let metrics = serde_json::json!({
+            "num_added_rows": self.rows,
+            "num_added_files": self.adds.len(),
+            "num_removed_files": removed,
+        });
+        let properties = CommitProperties::default().with_metadata([("operationMetrics".to_string(), metrics)]);
+        let adds = self.adds.into_iter().map(Action::Add);
+        match self.snapshot {
+            // Created with its first files in one commit (fails if another writer created it meanwhile).
+            None => {
+                CreateBuilder::new()
+                    .with_log_store(self.log_store)
+                    .with_columns(self.schema.fields().cloned())
+                    .with_partition_columns(self.partition_by)
+                    .with_actions(adds)
+                    .with_commit_properties(properties)
+                    .await?;
+            }
+            Some(snapshot) => {
+                let operation = DeltaOperation::Write {
+                    mode: self.mode,
+                    partition_by: (!self.partition_by.is_empty()).then_some(self.partition_by),
+                    predicate: None,
+                };
+                let actions = self.actions.into_iter().chain(adds).collect();
+                CommitBuilder::from(properties)
+                    .with_actions(actions)
+                    .build(Some(&snapshot as &dyn TableReference), self.log_store, operation)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the files (best effort: a file left behind is named by no commit).
+    async fn abort(self) {
+        let store = self.log_store.object_store(None);
+        for add in &self.adds {
+            if let Ok(path) = object_store::path::Path::from_url_path(&add.path) {
+                let _ = store.delete(&path).await;
+            }
+        }
     }
 }
 
@@ -88,6 +178,8 @@ fn sink_error(sink: &str, e: &DeltaTableError) -> Error {
 /// file is written.
 fn same_columns(sink: &Sink, table: &datafusion::arrow::datatypes::Schema, new: &datafusion::arrow::datatypes::Schema) -> Result<()> {
     let fail = |message: String| Err(Error::Sink { sink: sink.name.clone(), message });
+    // As Delta stores them (DataFusion's nanosecond timestamps are Delta's microseconds).
+    let new = normalize_for_delta(&Arc::new(new.clone()));
     let missing: Vec<&str> = table.fields().iter().filter(|f| new.field_with_name(f.name()).is_err()).map(|f| f.name().as_str()).collect();
     if !missing.is_empty() {
         return fail(format!("the table has column(s) the new data lacks: {}; select them (NULL AS name, cast to the table's type) or write to a new table", missing.join(", ")));
@@ -111,10 +203,15 @@ fn same_columns(sink: &Sink, table: &datafusion::arrow::datatypes::Schema, new: 
 /// Executes `df` into the Delta table at `location` and holds the commit.
 /// Returns the held write and the rows it commits (the source rows of a merge).
 ///
-/// On a cluster (`cluster`), the plan runs there and its rows stream back to
-/// this process, which writes the files and commits: delta-rs' write and merge
-/// nodes are planned by a local session, over the distributed plan as a table.
+/// On a cluster (`cluster`), the executors write the files and this process
+/// commits them ([`stage_on_cluster`]); where a write needs delta-rs' own writer,
+/// the plan runs there and its rows stream back to this process, which writes
+/// the files and commits: delta-rs' write and merge nodes are planned by a
+/// local session, over the distributed plan as a table.
 pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool) -> Result<(Held, u64)> {
+    if cluster && let Some(staged) = stage_on_cluster(df.clone(), sink, location).await? {
+        return Ok(staged);
+    }
     let err = |e: DeltaTableError| sink_error(&sink.name, &e);
     let (reached_tx, reached_rx) = oneshot::channel::<u64>();
     let (decide_tx, decide_rx) = oneshot::channel::<bool>();
@@ -133,7 +230,7 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool) ->
     let df = if cluster { planned(df, &sink.name).await? } else { df };
     let (state, plan) = df.clone().into_parts();
     let state = Arc::new(state);
-    let properties = writer_properties(sink).map_err(|message| Error::Sink { sink: sink.name.clone(), message })?;
+    let properties = writer_properties(sink.compression.as_deref()).map_err(|message| Error::Sink { sink: sink.name.clone(), message })?;
     let task: futures::future::BoxFuture<'static, std::result::Result<(), DeltaTableError>> = if sink.mode == WriteMode::Merge && exists {
         let on = sink
             .keys
@@ -190,15 +287,120 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool) ->
         rows = reached_rx => {
             // The data files are written; the commit waits at the gate.
             let rows = rows.unwrap_or(0);
-            Ok((Held { decide: Some(decide_tx), task, location: location.to_string() }, rows))
+            Ok((Held { state: HeldState::Gated { decide: Some(decide_tx), task }, location: location.to_string() }, rows))
         }
         done = &mut task => match done {
             // Finished without committing anything (nothing to do).
-            Ok(Ok(())) => Ok((Held { decide: Some(decide_tx), task: tokio::spawn(async { Ok(()) }), location: location.to_string() }, 0)),
+            Ok(Ok(())) => Ok((Held { state: HeldState::Nothing, location: location.to_string() }, 0)),
             Ok(Err(e)) => Err(err(e)),
             Err(e) => Err(Error::Sink { sink: sink.name.clone(), message: format!("the Delta write stopped: {e}") }),
         },
     }
+}
+
+/// Stages a write whose data files the cluster's executors write
+/// ([`super::delta_write`]), to be committed by this process. `None` when the
+/// write needs delta-rs' own writer here: a merge into an existing table,
+/// `replace_where` (both read the table's current files), a column-mapped table.
+async fn stage_on_cluster(df: DataFrame, sink: &Sink, location: &str) -> Result<Option<(Held, u64)>> {
+    use deltalake_core::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+    let err = |e: DeltaTableError| sink_error(&sink.name, &e);
+    let fail = |message: String| Error::Sink { sink: sink.name.clone(), message };
+    let failed = |e: datafusion::error::DataFusionError| fail(crate::redact::text(&e.to_string()));
+    if sink.replace_where.is_some() {
+        return Ok(None);
+    }
+    let log_store = table::log_store(location)?;
+    let mut t = DeltaTable::new(log_store.clone());
+    let input = df.schema().as_arrow().clone();
+    let overwrite = !matches!(sink.mode, WriteMode::Append | WriteMode::Merge);
+    let mut actions = Vec::new();
+    let (snapshot, schema, partition_by, stats) = if t.verify_deltatable_existence().await.map_err(err)? {
+        match sink.mode {
+            WriteMode::Merge => return Ok(None),
+            WriteMode::Ignore => return Ok(Some((Held { state: HeldState::Nothing, location: location.to_string() }, 0))),
+            WriteMode::ErrorIfExists => return Err(fail(format!("the Delta table {} exists (mode = \"error_if_exists\")", crate::redact::text(location)))),
+            _ => {}
+        }
+        t.load().await.map_err(err)?;
+        let snapshot = t.snapshot().map_err(err)?.snapshot().clone();
+        let config = snapshot.table_configuration();
+        if config.column_mapping_mode() != delta_kernel::table_features::ColumnMappingMode::None {
+            return Ok(None);
+        }
+        PROTOCOL.can_write_to(&snapshot).map_err(|e| err(e.into()))?;
+        if overwrite {
+            PROTOCOL.check_append_only(&snapshot).map_err(|e| err(e.into()))?;
+        }
+        same_columns(sink, &snapshot.arrow_schema(), &input)?;
+        let have = snapshot.schema();
+        let added: Vec<_> = input.fields().iter().filter(|f| have.field(f.name()).is_none()).cloned().collect();
+        let schema = if added.is_empty() {
+            have.as_ref().clone()
+        } else {
+            let added: StructType = normalize_for_delta(&Arc::new(Schema::new(added))).as_ref().try_into_kernel().map_err(|e| err(e.into()))?;
+            let merged = StructType::try_new(have.fields().cloned().chain(added.fields().cloned())).map_err(|e| err(e.into()))?;
+            PROTOCOL.check_can_write_timestamp_ntz(&snapshot, &merged).map_err(|e| err(e.into()))?;
+            actions.push(Action::Metadata(snapshot.metadata().clone().with_schema(&merged).map_err(|e| fail(e.to_string()))?));
+            merged
+        };
+        let partition_by = snapshot.metadata().partition_columns().to_vec();
+        if !sink.partition_by.is_empty() && sink.partition_by != partition_by {
+            return Err(fail(format!("the table is partitioned by [{}], the sink by [{}]", partition_by.join(", "), sink.partition_by.join(", "))));
+        }
+        let stats = WriterStatsConfig::from_config(config);
+        if overwrite {
+            actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))));
+        }
+        (Some(snapshot), schema, partition_by, stats)
+    } else {
+        let schema: StructType = normalize_for_delta(&Arc::new(input.clone())).as_ref().try_into_kernel().map_err(|e| err(e.into()))?;
+        (None, schema, sink.partition_by.clone(), WriterStatsConfig::new(delta_kernel::table_properties::DataSkippingNumIndexedCols::NumColumns(32), None))
+    };
+    // The rows in the table's types (the writer writes what it is given).
+    let target: Schema = (&schema).try_into_arrow().map_err(|e| fail(e.to_string()))?;
+    let columns = target
+        .fields()
+        .iter()
+        .map(|f| {
+            let column = Expr::Column(unqualified(f.name()));
+            match input.field_with_name(f.name()) {
+                Ok(have) if have.data_type() == f.data_type() => column,
+                _ => datafusion::logical_expr::cast(column, f.data_type().clone()).alias(f.name()),
+            }
+        })
+        .collect::<Vec<_>>();
+    let (state, plan) = df.select(columns).map_err(failed)?.into_parts();
+    let spec = super::delta_write::WriteSpec {
+        table: table::table_url(location)?.to_string(),
+        partition_by: partition_by.clone(),
+        compression: sink.compression.clone(),
+        stats_first: match stats.num_indexed_cols {
+            delta_kernel::table_properties::DataSkippingNumIndexedCols::AllColumns => None,
+            delta_kernel::table_properties::DataSkippingNumIndexedCols::NumColumns(n) => Some(n),
+        },
+        stats_columns: stats.stats_columns,
+    };
+    let node = super::delta_write::DeltaWrite::new(plan, spec).map_err(failed)?;
+    let write = DataFrame::new(state, datafusion::logical_expr::LogicalPlan::Extension(datafusion::logical_expr::Extension { node: Arc::new(node) }));
+    let mut adds = Vec::new();
+    for batch in write.collect().await.map_err(failed)? {
+        let Some(json) = batch.column(0).as_any().downcast_ref::<datafusion::arrow::array::StringArray>() else {
+            return Err(fail("the cluster's write returned no actions".into()));
+        };
+        for a in json.iter().flatten() {
+            adds.push(serde_json::from_str::<Add>(a).map_err(|e| fail(format!("a written file's action: {e}")))?);
+        }
+    }
+    let rows = adds.iter().map(|a| a.stats.as_deref().map_or(0, records)).sum();
+    let mode = if overwrite { SaveMode::Overwrite } else { SaveMode::Append };
+    let written = Written { log_store, snapshot, schema, partition_by, mode, actions, adds, rows };
+    Ok(Some((Held { state: HeldState::Written(Box::new(written)), location: location.to_string() }, rows)))
+}
+
+/// `numRecords` of a file's statistics.
+fn records(stats: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(stats).ok().and_then(|v| v.get("numRecords")?.as_u64()).unwrap_or(0)
 }
 
 /// `df` planned by its (cluster) session, read by a local one.
@@ -254,9 +456,9 @@ fn unqualified(column: &str) -> datafusion::common::Column {
 
 /// The Parquet writer's settings: the sink's `compression` (Spark's names;
 /// snappy by default, as Spark and delta-rs write).
-fn writer_properties(sink: &Sink) -> std::result::Result<parquet::file::properties::WriterProperties, String> {
+pub(super) fn writer_properties(compression: Option<&str>) -> std::result::Result<parquet::file::properties::WriterProperties, String> {
     use std::str::FromStr;
-    let codec = match sink.compression.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let codec = match compression.map(str::to_ascii_lowercase).as_deref() {
         None => "snappy".to_string(),
         Some("gzip") => "gzip(6)".into(),
         Some("zstd") => "zstd(3)".into(),

@@ -9,6 +9,7 @@
 mod avro;
 mod commit;
 pub mod delta;
+pub mod delta_write;
 mod orc;
 pub mod journal;
 
