@@ -81,7 +81,7 @@ impl Build {
                 kiln::plan::Op::Predict { model, .. } => Some(model.path.clone()),
                 _ => None,
             }).collect::<Vec<_>>() {
-                if !m.contains("${") {
+                if !m.contains("${") && !kiln::storage::is_remote(m) {
                     println!("cargo:rerun-if-changed={}", base.join(m).display());
                 }
             }

@@ -84,10 +84,14 @@ fn remote_schema(url: &str, ext: &str, s: &crate::spec::SourceDecl) -> Result<Sc
 /// Registers the source's `storage_options` for `url`'s bucket (`${env.X}` from
 /// the compiler's environment).
 fn configure_store(url: &str, s: &crate::spec::SourceDecl) -> Result<(), String> {
+    configure_options(url, &s.storage_options)
+}
+
+/// Registers `storage_options` for `url`'s bucket (`${env.X}` from the compiler's environment).
+pub fn configure_options(url: &str, options: &[(crate::spec::Sp<String>, crate::spec::Sp<String>)]) -> Result<(), String> {
     let env = |v: &str| std::env::var(v).ok();
     let values = kiln::params::Values::default();
-    let opts: Vec<(String, String)> = s
-        .storage_options
+    let opts: Vec<(String, String)> = options
         .iter()
         .filter_map(|(k, v)| Some((k.value.clone(), kiln::params::interpolate(&v.value, &values, env).ok()?)))
         .collect();

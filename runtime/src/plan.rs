@@ -139,7 +139,7 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Model {
     pub name: String,
-    /// The safetensors file (relative to the working directory at run time).
+    /// The safetensors file (relative to the working directory at run time), or an object-store URL.
     pub path: String,
     pub architecture: Architecture,
     pub device: ModelDevice,

@@ -676,3 +676,107 @@ fn delta_sinks_on_a_cluster_are_written_by_the_executors() {
 fn info_at(table: &Path) -> serde_json::Value {
     serde_json::from_str(&kiln_tests::delta_oracle(&["info", table.to_str().unwrap()])).unwrap()
 }
+
+/// Models on an object store (SPEC §6a): `kiln check` reads the weights' header
+/// from the bucket with range requests (weights that do not fit the declared
+/// layers are a check error at the model's path), a run loads the model from
+/// the bucket once and scores what the same model scores from a local file,
+/// and a cluster's executors (no shared disk) score with the model they fetch.
+#[test]
+fn models_on_s3_are_checked_and_loaded_from_the_bucket() {
+    let s3 = S3::start("models");
+    let model = repo_root().join("specs/models/customer_score.safetensors");
+    let data = repo_root().join("specs/data/transactions.parquet");
+    s3.put("models/customer_score.safetensors", &model);
+    s3.put("in/transactions.parquet", &data);
+    let text = |data: &str, model: &str, options: &str, layers: &str, out: &Path| {
+        format!(
+            r#"[pipeline]
+name = "scores"
+
+[sources.t]
+format = "parquet"
+path = "{data}"
+{options}
+
+[models.m]
+path = "{model}"
+architecture = "mlp"
+layers = {layers}
+activation = "relu"
+output_activation = "sigmoid"
+{options}
+
+[transforms.known]
+type = "filter"
+input = "t"
+predicate = "amount IS NOT NULL"
+
+[transforms.f]
+type = "with_columns"
+input = "known"
+columns.a = "amount / 100"
+columns.b = "amount / 1000"
+columns.c = "ln(1 + abs(amount))"
+columns.d = "amount / 50"
+columns.e = "1.0"
+
+[transforms.scored]
+type = "predict"
+input = "f"
+model = "m"
+features = ["a", "b", "c", "d", "e"]
+output = "score"
+
+[sinks.out]
+input = "scored"
+format = "json"
+path = "{out}"
+single_file = true
+"#,
+            out = out.display()
+        )
+    };
+    let json = |f: &Path| -> Vec<String> {
+        let mut r: Vec<String> = std::fs::read_to_string(f).unwrap().lines().map(String::from).collect();
+        r.sort();
+        r
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (local, remote) = (dir.path().join("local.json"), dir.path().join("s3.json"));
+    go(&kiln_tests::pipeline(&text(data.to_str().unwrap(), model.to_str().unwrap(), "", "[5, 8, 1]", &local))).unwrap();
+    let url = s3.at("s3://data/models/customer_score.safetensors");
+    go(&s3.pipeline(&text("s3://data/in/transactions.parquet", "s3://data/models/customer_score.safetensors", &s3.options(), "[5, 8, 1]", &remote))).unwrap();
+    let want = json(&local);
+    assert!(want.len() > 900 && want[0].contains("\"score\""), "{:?}", &want[..2]);
+    assert_eq!(json(&remote), want);
+    assert_eq!(kiln::models::loads(&url), 1);
+
+    // The header, read from the bucket at check time, does not fit [5, 4, 1].
+    let wrong = s3.at(&text("s3://data/in/transactions.parquet", "s3://data/models/customer_score.safetensors", &s3.options(), "[5, 4, 1]", &remote));
+    let checked = kiln_compiler::check_text(Path::new("test.toml"), &wrong, &repo_root());
+    let rendered = checked.render(false);
+    assert!(checked.has_errors() && rendered.contains("do not fit") && rendered.contains("s3://"), "{rendered}");
+    // A missing object is a check error naming the URL.
+    let missing = s3.at(&text("s3://data/in/transactions.parquet", "s3://data/models/nope.safetensors", &s3.options(), "[5, 8, 1]", &remote));
+    let rendered = kiln_compiler::check_text(Path::new("test.toml"), &missing, &repo_root()).render(false);
+    assert!(rendered.contains(&format!("cannot read {}: no such object", s3.at("s3://data/models/nope.safetensors"))), "{rendered}");
+
+    // A cluster whose executors have no model file: they fetch it from the bucket.
+    let binary = build_job("specs/inference.toml");
+    let out = dir.path().join("out");
+    let run = Command::new(&binary).args(["run", "--param"]).arg(format!("data={}", repo_root().join("specs/data").display())).args(["--param"]).arg(format!("models={}", repo_root().join("specs/models").display())).arg("--param").arg(format!("output={}", out.display())).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let expected = sorted(read_parquet_rows(&out.join("scores.parquet")));
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (_procs, sched) = s3_cluster(&binary, &s3, &dirs[..3]);
+    let output = Command::new(&binary)
+        .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}")])
+        .args(["--param", &s3.at("data=s3://data/in"), "--param", &s3.at("models=s3://data/models"), "--param", &s3.at("output=s3://data/scored")])
+        .current_dir(dirs[3].path())
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(sorted(read_parquet_rows(&s3.file("scored/scores.parquet"))), expected);
+}

@@ -17,6 +17,8 @@ pub struct ModelDecl {
     pub activation: Option<Sp<String>>,
     pub output_activation: Option<Sp<String>>,
     pub device: Option<Sp<String>>,
+    /// For a model on an object store (SPEC §6a, as a source's).
+    pub storage_options: Vec<(Sp<String>, Sp<String>)>,
 }
 
 pub const BUILT_IN: &[&str] = &["linear", "logistic", "mlp"];
@@ -69,6 +71,7 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<ModelD
             }
         }
     }
+    let storage_options = super::storage_options(t, path.as_ref(), d);
     t.finish(d);
-    Some(ModelDecl { name, path: path?, architecture: architecture?, layers, activation, output_activation, device })
+    Some(ModelDecl { name, path: path?, architecture: architecture?, layers, activation, output_activation, device, storage_options })
 }

@@ -178,12 +178,13 @@ fn lower_runtime(spec: &Spec) -> RuntimeOptions {
     }
 }
 
-/// Every source's and sink's `storage_options`, with the path each applies to.
+/// Every source's, sink's and model's `storage_options`, with the path each applies to.
 fn storage_options(spec: &Spec) -> Vec<(String, Vec<(String, String)>)> {
     let text = |o: &[(crate::spec::Sp<String>, crate::spec::Sp<String>)]| o.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect::<Vec<_>>();
     let sources = spec.sources.iter().filter(|s| !s.storage_options.is_empty()).filter_map(|s| Some((s.path.as_ref()?.value.clone(), text(&s.storage_options))));
     let sinks = spec.sinks.iter().filter(|s| !s.storage_options.is_empty()).filter_map(|s| Some((s.path.as_ref()?.value.clone(), text(&s.storage_options))));
-    sources.chain(sinks).collect()
+    let models = spec.models.iter().filter(|m| !m.storage_options.is_empty()).map(|m| (m.path.value.clone(), text(&m.storage_options)));
+    sources.chain(sinks).chain(models).collect()
 }
 
 fn lower_params(spec: &Spec, d: &mut Diags) -> Vec<Param> {

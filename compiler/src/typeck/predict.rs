@@ -56,7 +56,11 @@ fn lower_model(m: &ModelDecl, files: &ModelFiles, rust: &[RustFile], d: &mut Dia
             d.push(
                 Diagnostic::error("kiln::model-unreadable", m.path.span.clone(), format!("model `{}`: cannot read its weights", m.name.value))
                     .label(why.clone())
-                    .help("the path is relative to the spec's directory; the file must exist when the spec is checked"),
+                    .help(if kiln::storage::is_remote(&m.path.value) {
+                        "the object must exist and be readable with the environment's credentials (or the model's `storage_options`) when the spec is checked"
+                    } else {
+                        "the path is relative to the spec's directory; the file must exist when the spec is checked"
+                    }),
             );
             return None;
         }

@@ -1,7 +1,8 @@
 //! Model inference with candle: `[models.NAME]` and the `predict` transform.
 //!
 //! - [`tensors`] reads a safetensors header (names, dtypes, shapes) without the
-//!   data: the compiler checks a spec's models with it.
+//!   data: the compiler checks a spec's models with it ([`tensors_at`]: with
+//!   range requests, from an object store, SPEC §6a).
 //! - [`shape_of`] says which tensors an architecture needs and what their shapes
 //!   imply (features in, values out), or why the file does not fit.
 //! - [`load`] loads a model once per process (every partition and thread shares
@@ -33,16 +34,44 @@ pub struct TensorInfo {
 /// The tensors of a safetensors file, read from its header only.
 pub fn tensors(path: &Path) -> Result<BTreeMap<String, TensorInfo>, String> {
     let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let not_st = |why: String| format!("{} is not a safetensors file: {why}", path.display());
+    let name = path.display().to_string();
     let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| not_st(e.to_string()))?;
-    let len = u64::from_le_bytes(len);
+    file.read_exact(&mut len).map_err(|e| not_safetensors(&name, e.to_string()))?;
+    let mut header = vec![0u8; header_len(&name, len)?];
+    file.read_exact(&mut header).map_err(|e| not_safetensors(&name, e.to_string()))?;
+    parse_header(&name, &header)
+}
+
+/// The same for a model at an object-store URL (SPEC §6a): two range requests.
+pub fn tensors_at(url: &str) -> Result<BTreeMap<String, TensorInfo>, String> {
+    let loc = crate::storage::locate(url).map_err(|e| e.to_string())?;
+    crate::storage::block_on(async move {
+        use object_store::ObjectStoreExt;
+        let failed = |e: object_store::Error| crate::storage::read_error(&loc.url, e).to_string();
+        let len = loc.raw.get_range(&loc.path, 0..8).await.map_err(failed)?;
+        let len: [u8; 8] = len.as_ref().try_into().map_err(|_| not_safetensors(url, "shorter than 8 bytes".into()))?;
+        let n = header_len(url, len)? as u64;
+        let header = loc.raw.get_range(&loc.path, 8..8 + n).await.map_err(failed)?;
+        parse_header(url, &header)
+    })
+}
+
+fn not_safetensors(name: &str, why: String) -> String {
+    format!("{name} is not a safetensors file: {why}")
+}
+
+/// The header's length, from the file's first 8 bytes.
+fn header_len(name: &str, bytes: [u8; 8]) -> Result<usize, String> {
+    let len = u64::from_le_bytes(bytes);
     if len > 100 << 20 {
-        return Err(not_st(format!("header of {len} bytes")));
+        return Err(not_safetensors(name, format!("header of {len} bytes")));
     }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(|e| not_st(e.to_string()))?;
-    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header).map_err(|e| not_st(e.to_string()))?;
+    Ok(len as usize)
+}
+
+fn parse_header(name: &str, header: &[u8]) -> Result<BTreeMap<String, TensorInfo>, String> {
+    let not_st = |why: String| not_safetensors(name, why);
+    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header).map_err(|e| not_st(e.to_string()))?;
     let mut out = BTreeMap::new();
     for (name, v) in header {
         if name == "__metadata__" {
@@ -57,6 +86,27 @@ pub fn tensors(path: &Path) -> Result<BTreeMap<String, TensorInfo>, String> {
         out.insert(name, TensorInfo { dtype: dtype.to_string(), shape });
     }
     Ok(out)
+}
+
+/// A model file on an object store: its size and modification time (the cache's key).
+fn remote_identity(url: &str) -> Result<(u64, Option<std::time::SystemTime>), String> {
+    let loc = crate::storage::locate(url).map_err(|e| e.to_string())?;
+    crate::storage::block_on(async move {
+        use object_store::ObjectStoreExt;
+        let meta = loc.raw.head(&loc.path).await.map_err(|e| crate::storage::read_error(&loc.url, e).to_string())?;
+        Ok((meta.size, Some(std::time::SystemTime::from(meta.last_modified))))
+    })
+}
+
+/// The whole file at an object-store URL.
+fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    let loc = crate::storage::locate(url).map_err(|e| e.to_string())?;
+    crate::storage::block_on(async move {
+        use object_store::ObjectStoreExt;
+        let failed = |e: object_store::Error| crate::storage::read_error(&loc.url, e).to_string();
+        let got = loc.raw.get(&loc.path).await.map_err(failed)?;
+        Ok(got.bytes().await.map_err(failed)?.to_vec())
+    })
 }
 
 /// The tensors an architecture reads: (name, expected shape), where a `None`
@@ -243,8 +293,13 @@ pub fn loads(path: &str) -> usize {
 
 /// The model, loaded on first use and shared by every later caller.
 pub fn load(model: &Model) -> Result<Arc<Loaded>, String> {
-    let meta = std::fs::metadata(&model.path).map_err(|e| format!("model `{}`: cannot open {}: {e}", model.name, model.path))?;
-    let key = (model.clone(), meta.len(), meta.modified().ok());
+    let (len, modified) = if crate::storage::is_remote(&model.path) {
+        remote_identity(&model.path).map_err(|e| format!("model `{}`: {e}", model.name))?
+    } else {
+        let meta = std::fs::metadata(&model.path).map_err(|e| format!("model `{}`: cannot open {}: {e}", model.name, model.path))?;
+        (meta.len(), meta.modified().ok())
+    };
+    let key = (model.clone(), len, modified);
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(m) = cache.get(&key) {
         return Ok(m.clone());
@@ -258,10 +313,19 @@ pub fn load(model: &Model) -> Result<Arc<Loaded>, String> {
 }
 
 fn read(model: &Model) -> Result<Loaded, String> {
-    let path = Path::new(&model.path);
-    let infos = tensors(path)?;
     let device = device(model.device)?;
-    let mut all = candle_core::safetensors::load(path, &device).map_err(|e| e.to_string())?;
+    // A model on an object store is fetched whole into memory (models are small
+    // next to data; candle reads the buffer as it reads a mapped file).
+    let (infos, mut all) = if crate::storage::is_remote(&model.path) {
+        let bytes = fetch(&model.path)?;
+        let len: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| not_safetensors(&model.path, "shorter than 8 bytes".into()))?;
+        let n = header_len(&model.path, len)?;
+        let infos = parse_header(&model.path, bytes.get(8..8 + n).ok_or_else(|| not_safetensors(&model.path, "truncated header".into()))?)?;
+        (infos, candle_core::safetensors::load_buffer(&bytes, &device).map_err(|e| e.to_string())?)
+    } else {
+        let path = Path::new(&model.path);
+        (tensors(path)?, candle_core::safetensors::load(path, &device).map_err(|e| e.to_string())?)
+    };
     let mut take = |name: &str| -> Result<Tensor, String> {
         all.remove(name).ok_or_else(|| format!("tensor `{name}` is missing"))?.to_dtype(DType::F32).map_err(|e| e.to_string())
     };
