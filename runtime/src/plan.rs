@@ -522,6 +522,9 @@ pub struct Sink {
     pub keys: Vec<String>,
     /// delta `overwrite`: replace only the rows this predicate selects (unqualified columns).
     pub replace_where: Option<Expr>,
+    /// delta `merge`: a matched table row is deleted when its new row satisfies this
+    /// (unqualified columns of the new data); such new rows are not inserted.
+    pub delete_where: Option<Expr>,
     /// delta: `schema_mode = "merge"` admits columns the table does not have yet.
     pub schema_merge: bool,
 }

@@ -264,3 +264,28 @@ fn a_missing_table_and_a_changed_schema_are_clear_errors_before_any_write() {
     assert!(err.contains(t.to_str().unwrap()) && err.contains("`amount`") && err.contains("kiln check"), "{err}");
     assert!(!dir.path().join("out").exists(), "nothing was written");
 }
+
+/// `delete_where` with `merge` (Spark's `whenMatchedDelete`, then
+/// `whenNotMatchedInsert` on its negation): a table row matched by a new row
+/// that satisfies it is deleted, the other matched rows are updated, and new
+/// rows that satisfy it are not inserted — also when the merge creates the table.
+#[test]
+fn merge_with_delete_where_deletes_the_rows_it_selects() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("accounts");
+    let merge = "mode = \"merge\"\nkeys = [\"id\"]\ndelete_where = \"amount < 0\"";
+    // A negative amount is a tombstone: id 2 is not inserted into the new table.
+    write(&table, &[(1, "d1", 10.0), (2, "d1", -1.0), (3, "d2", 30.0)], merge).unwrap();
+    assert_eq!(rows(&table, None), expected(&[(1, "d1", 10.0), (3, "d2", 30.0)]));
+    // 1 deleted, 3 updated, 4 (a tombstone for a row that is not there) ignored, 5 inserted.
+    write(&table, &[(1, "d1", -5.0), (3, "d2", 33.0), (4, "d2", -2.0), (5, "d3", 50.0)], merge).unwrap();
+    assert_eq!(rows(&table, None), expected(&[(3, "d2", 33.0), (5, "d3", 50.0)]));
+    assert_eq!(rows(&table, Some(0)), expected(&[(1, "d1", 10.0), (3, "d2", 30.0)]));
+    assert_eq!(version(&table), 1);
+
+    // Only with merge; and it is a condition on the new data's columns.
+    let checked = kiln_compiler::check_text(Path::new("t.toml"), &write_spec(&table, A, "mode = \"append\"\ndelete_where = \"amount < 0\""), Path::new("."));
+    assert!(checked.render(false).contains("`delete_where` goes with mode = \"merge\""), "{}", checked.render(false));
+    let checked = kiln_compiler::check_text(Path::new("t.toml"), &write_spec(&table, A, &format!("{merge}\n").replace("amount < 0", "missing < 0")), Path::new("."));
+    assert!(checked.has_errors() && checked.render(false).contains("missing"), "{}", checked.render(false));
+}

@@ -585,6 +585,7 @@ fn sink(s: &Sink) -> Result<TokenStream, Unsupported> {
     let table = &s.table;
     let keys = strings(&s.keys);
     let replace_where = option(s.replace_where.as_ref().map(expr::expr).transpose()?);
+    let delete_where = option(s.delete_where.as_ref().map(expr::expr).transpose()?);
     let schema_merge = s.schema_merge;
     Ok(quote!(Sink {
         name: #name.into(),
@@ -598,6 +599,7 @@ fn sink(s: &Sink) -> Result<TokenStream, Unsupported> {
         table: #table.into(),
         keys: #keys,
         replace_where: #replace_where,
+        delete_where: #delete_where,
         schema_merge: #schema_merge,
     }))
 }

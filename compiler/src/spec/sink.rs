@@ -23,6 +23,8 @@ pub struct SinkDecl {
     /// delta: `replace_where` (with `overwrite`) and `schema_mode = "merge"`.
     pub replace_where: Option<Sp<String>>,
     pub schema_mode: Option<Sp<String>>,
+    /// delta `merge`: matched rows whose new row satisfies it are deleted (and such new rows are not inserted).
+    pub delete_where: Option<Sp<String>>,
 }
 
 const FORMATS: &[&str] = &["parquet", "csv", "json", "avro", "orc", "delta", "postgres", "console"];
@@ -107,7 +109,7 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
         }
     }
     t.finish(d);
-    Some(SinkDecl { name, input: input?, format: format?, path, mode, partition_by, compression, single_file, storage_options, url: None, table: None, keys: Vec::new(), replace_where: None, schema_mode: None })
+    Some(SinkDecl { name, input: input?, format: format?, path, mode, partition_by, compression, single_file, storage_options, url: None, table: None, keys: Vec::new(), replace_where: None, schema_mode: None, delete_where: None })
 }
 
 /// A `postgres` sink: `url`, `table`, `mode` (append, overwrite, upsert with `keys`,
@@ -148,11 +150,12 @@ fn postgres(name: Sp<String>, input: Option<Sp<String>>, format: Option<Sp<Strin
         keys,
         replace_where: None,
         schema_mode: None,
+        delete_where: None,
     })
 }
 
 /// A `delta` sink (SPEC §6a): `path`, `mode` (append, overwrite, error_if_exists,
-/// ignore, merge with `keys`), `replace_where` with overwrite, `schema_mode = "merge"`,
+/// ignore, merge with `keys` and optionally `delete_where`), `replace_where` with overwrite, `schema_mode = "merge"`,
 /// `partition_by`, `compression` (of the Parquet files), `storage_options`.
 fn delta(name: Sp<String>, input: Option<Sp<String>>, format: Option<Sp<String>>, t: &Table, d: &mut Diags) -> Option<SinkDecl> {
     let path = t.req_str("path", d, Some("the table's root directory (it holds _delta_log)"));
@@ -176,6 +179,7 @@ fn delta(name: Sp<String>, input: Option<Sp<String>>, format: Option<Sp<String>>
     let storage_options = super::storage_options(t, path.as_ref(), d);
     let keys = t.str_list("keys", d).map(|k| k.value).unwrap_or_default();
     let replace_where = t.str("replace_where", d);
+    let delete_where = t.str("delete_where", d);
     let schema_mode = t.str("schema_mode", d).filter(|m| one_of(m, &["merge"], "schema_mode", d));
     let merge = mode.as_ref().is_some_and(|m| m.as_str() == "merge");
     let overwrite = mode.as_ref().is_none_or(|m| m.as_str() == "overwrite");
@@ -195,6 +199,13 @@ fn delta(name: Sp<String>, input: Option<Sp<String>>, format: Option<Sp<String>>
                 .help("set mode = \"overwrite\": the rows the predicate selects are replaced by the new data, the others kept"),
         );
     }
+    if let (Some(r), false) = (&delete_where, merge) {
+        d.push(
+            Diagnostic::error("kiln::conflict", r.span.clone(), format!("{}: `delete_where` goes with mode = \"merge\"", t.what))
+                .label("deletes matched rows only when merging")
+                .help("set mode = \"merge\" and `keys`: a table row matched by a new row that satisfies the predicate is deleted"),
+        );
+    }
     t.finish(d);
     Some(SinkDecl {
         name,
@@ -211,5 +222,6 @@ fn delta(name: Sp<String>, input: Option<Sp<String>>, format: Option<Sp<String>>
         keys,
         replace_where,
         schema_mode,
+        delete_where,
     })
 }

@@ -681,6 +681,7 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, checker: &ExprChecker, d: 
     }
     // delta: merge keys are columns; replace_where is a condition on the written columns.
     let mut replace_where = None;
+    let mut delete_where = None;
     if s.format.as_str() == "delta" {
         for k in &s.keys {
             require_column(k, &columns, d);
@@ -689,6 +690,13 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, checker: &ExprChecker, d: 
             if let Some(e) = parse_checked(checker, text, input, d, |b, e| b.filter(e)) {
                 if require_boolean(&e, text, input, checker, d).is_some() {
                     replace_where = Some(unqualified(e));
+                }
+            }
+        }
+        if let Some(text) = &s.delete_where {
+            if let Some(e) = parse_checked(checker, text, input, d, |b, e| b.filter(e)) {
+                if require_boolean(&e, text, input, checker, d).is_some() {
+                    delete_where = Some(unqualified(e));
                 }
             }
         }
@@ -741,6 +749,7 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, checker: &ExprChecker, d: 
         table: s.table.as_ref().map(|t| t.value.clone()).unwrap_or_default(),
         keys: s.keys.iter().map(|k| k.value.clone()).collect(),
         replace_where,
+        delete_where,
         schema_merge: s.schema_mode.as_ref().is_some_and(|m| m.as_str() == "merge"),
     })
 }

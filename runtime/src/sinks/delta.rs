@@ -228,6 +228,7 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool) ->
         same_columns(sink, &have, df.schema().as_arrow())?;
     }
     let df = if cluster { planned(df, &sink.name).await? } else { df };
+    let df = if exists { df } else { without_deleted(df, sink)? };
     let (state, plan) = df.clone().into_parts();
     let state = Arc::new(state);
     let properties = writer_properties(sink.compression.as_deref()).map_err(|message| Error::Sink { sink: sink.name.clone(), message })?;
@@ -245,17 +246,31 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool) ->
         let physical = df.clone().create_physical_plan().await.map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() })?;
         let ctx = datafusion::prelude::SessionContext::new_with_state(state.as_ref().clone());
         let source = ctx.read_table(Arc::new(Planned(physical))).map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() })?;
-        let builder = t
+        let mut builder = t
             .merge(source, on)
             .with_source_alias("source")
             .with_target_alias("target")
             .with_merge_schema(sink.schema_merge)
             .with_session_state(state)
             .with_writer_properties(properties)
-            .with_commit_properties(CommitProperties::default())
+            .with_commit_properties(CommitProperties::default());
+        // `delete_where` (Spark's whenMatchedDelete, then whenNotMatchedInsert on its
+        // negation): clauses apply in order, the first that holds wins.
+        let delete = sink.delete_where.clone().map(of_source).transpose().map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() })?;
+        if let Some(p) = &delete {
+            builder = builder.when_matched_delete(|d| d.predicate(p.clone())).map_err(err)?;
+        }
+        let keep = delete.map(|p| datafusion::logical_expr::not(datafusion::functions::expr_fn::coalesce(vec![p, datafusion::logical_expr::lit(false)])));
+        let builder = builder
             .when_matched_update(|u| columns.iter().fold(u, |u, c| u.update(unqualified(c), qualified("source", c))))
             .map_err(err)?
-            .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(unqualified(c), qualified("source", c))))
+            .when_not_matched_insert(|i| {
+                let i = columns.iter().fold(i, |i, c| i.set(unqualified(c), qualified("source", c)));
+                match keep {
+                    Some(p) => i.predicate(p),
+                    None => i,
+                }
+            })
             .map_err(err)?;
         Box::pin(async move { builder.await.map(|_| ()) })
     } else {
@@ -302,7 +317,7 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool) ->
 /// ([`super::delta_write`]), to be committed by this process. `None` when the
 /// write needs delta-rs' own writer here: a merge into an existing table,
 /// `replace_where` (both read the table's current files), a column-mapped table.
-async fn stage_on_cluster(df: DataFrame, sink: &Sink, location: &str) -> Result<Option<(Held, u64)>> {
+async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Result<Option<(Held, u64)>> {
     use deltalake_core::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
     let err = |e: DeltaTableError| sink_error(&sink.name, &e);
     let fail = |message: String| Error::Sink { sink: sink.name.clone(), message };
@@ -354,6 +369,7 @@ async fn stage_on_cluster(df: DataFrame, sink: &Sink, location: &str) -> Result<
         }
         (Some(snapshot), schema, partition_by, stats)
     } else {
+        df = without_deleted(df, sink)?;
         let schema: StructType = normalize_for_delta(&Arc::new(input.clone())).as_ref().try_into_kernel().map_err(|e| err(e.into()))?;
         (None, schema, sink.partition_by.clone(), WriterStatsConfig::new(delta_kernel::table_properties::DataSkippingNumIndexedCols::NumColumns(32), None))
     };
@@ -396,6 +412,16 @@ async fn stage_on_cluster(df: DataFrame, sink: &Sink, location: &str) -> Result<
     let mode = if overwrite { SaveMode::Overwrite } else { SaveMode::Append };
     let written = Written { log_store, snapshot, schema, partition_by, mode, actions, adds, rows };
     Ok(Some((Held { state: HeldState::Written(Box::new(written)), location: location.to_string() }, rows)))
+}
+
+/// A merge that creates its table inserts the new rows `delete_where` does not delete.
+fn without_deleted(df: DataFrame, sink: &Sink) -> Result<DataFrame> {
+    match (&sink.delete_where, sink.mode) {
+        (Some(p), WriteMode::Merge) => df
+            .filter(datafusion::logical_expr::not(datafusion::functions::expr_fn::coalesce(vec![p.clone(), datafusion::logical_expr::lit(false)])))
+            .map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() }),
+        _ => Ok(df),
+    }
 }
 
 /// `numRecords` of a file's statistics.
@@ -448,6 +474,16 @@ impl datafusion::catalog::TableProvider for Planned {
 
 fn qualified(relation: &str, column: &str) -> Expr {
     Expr::Column(datafusion::common::Column::new(Some(relation), column))
+}
+
+/// `e` with every column taken from the merge's new rows (`source.c`).
+fn of_source(e: Expr) -> datafusion::error::Result<Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    e.transform(|e| match e {
+        Expr::Column(c) => Ok(Transformed::yes(qualified("source", &c.name))),
+        e => Ok(Transformed::no(e)),
+    })
+    .map(|t| t.data)
 }
 
 fn unqualified(column: &str) -> datafusion::common::Column {
