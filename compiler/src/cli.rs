@@ -22,12 +22,14 @@ enum Command {
         #[arg(required = true)]
         specs: Vec<PathBuf>,
     },
-    /// Generate generated/NAME/ and build it; prints the binary's path last.
+    /// Generate the job crate and build it; prints the binary's path last. Outside
+    /// the Kiln checkout, the crate is built in Kiln's home (`$KILN_HOME`, default
+    /// ~/.cache/kiln) and the binary copied to ./target/kiln/NAME.
     Build {
         spec: PathBuf,
         #[arg(long)]
         release: bool,
-        /// The Kiln workspace to generate into (default: the one kiln was built from).
+        /// The Kiln workspace to generate into (default: Kiln's home, or the checkout kiln was built from when run inside it).
         #[arg(long)]
         workspace: Option<PathBuf>,
     },
@@ -55,6 +57,15 @@ enum Command {
     },
     /// Write a starter spec NAME.toml.
     New { name: String },
+    /// Start using Kiln in a repository (default: the current directory): a starter
+    /// pipeline with tests and sample data, .gitignore entries, and a GitHub Actions
+    /// workflow that checks and tests every spec. Existing files are kept.
+    Init {
+        dir: Option<PathBuf>,
+        /// Where the workflow's `cargo install --git` gets Kiln.
+        #[arg(long, value_name = "URL")]
+        kiln_git: Option<String>,
+    },
     /// Write Kubernetes manifests (scheduler, executors, a submit Job) and a Dockerfile.
     Deploy {
         spec: PathBuf,
@@ -74,6 +85,14 @@ enum Command {
         /// whose certificate carries the name NAME-cluster.
         #[arg(long, value_name = "SECRET")]
         tls_secret: Option<String>,
+        /// A binary already built (kiln build SPEC --release): the Dockerfile copies it
+        /// in and states the glibc it needs. Default: the Dockerfile builds it inside
+        /// the image (the binary then runs on the image's glibc, whatever built it).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// Where the in-image build's `cargo install --git` gets Kiln.
+        #[arg(long, value_name = "URL")]
+        kiln_git: Option<String>,
     },
 }
 
@@ -111,18 +130,57 @@ pub fn main() -> ExitCode {
         }
         Command::Explain { spec, params } => explain(&spec, &params),
         Command::New { name } => new(&name),
-        Command::Deploy { spec, k8s, image, shared_volume, tls_secret } => deploy(&spec, &k8s, image.as_deref(), shared_volume.as_deref(), tls_secret),
+        Command::Init { dir, kiln_git } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            match crate::init::init(&dir, kiln_git.as_deref().unwrap_or(crate::init::default_git())) {
+                Ok(written) => {
+                    for w in &written {
+                        println!("{}", w.display());
+                    }
+                    eprintln!("next: kiln check pipelines/orders.toml && kiln test pipelines/orders.toml && kiln run pipelines/orders.toml");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Deploy { spec, k8s, image, shared_volume, tls_secret, binary, kiln_git } => {
+            let docker = match binary {
+                Some(b) => match std::fs::read(&b) {
+                    Ok(bytes) => {
+                        let min_glibc = crate::deploy::min_glibc(&bytes);
+                        match min_glibc {
+                            Some((a, m)) if (a, m) > crate::deploy::IMAGE_GLIBC => eprintln!("warning: {} needs glibc {a}.{m}, newer than the image's; build it inside the image (omit --binary)", b.display()),
+                            Some((a, m)) => eprintln!("{} needs glibc {a}.{m} or newer", b.display()),
+                            None => eprintln!("{} needs no particular glibc (no versioned glibc symbols)", b.display()),
+                        }
+                        crate::deploy::Docker::Prebuilt { min_glibc }
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot read {}: {e}", b.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                None => crate::deploy::Docker::Build {
+                    spec: spec.to_string_lossy().replace('\\', "/").trim_start_matches("./").to_string(),
+                    kiln_git: kiln_git.unwrap_or_else(|| crate::init::default_git().to_string()),
+                },
+            };
+            deploy(&spec, &k8s, image.as_deref(), shared_volume.as_deref(), tls_secret, docker)
+        }
         Command::Test { specs } => test(&specs),
     }
 }
 
-fn deploy(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: Option<&str>, tls_secret: Option<String>) -> ExitCode {
-    match write_manifests(spec, dir, image, shared_volume, tls_secret) {
+fn deploy(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: Option<&str>, tls_secret: Option<String>, docker: crate::deploy::Docker) -> ExitCode {
+    match write_manifests(spec, dir, image, shared_volume, tls_secret, docker) {
         Ok(code) | Err(code) => code,
     }
 }
 
-fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: Option<&str>, tls_secret: Option<String>) -> Result<ExitCode, ExitCode> {
+fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: Option<&str>, tls_secret: Option<String>, docker: crate::deploy::Docker) -> Result<ExitCode, ExitCode> {
     let checked = load(spec)?;
     let pipeline = report(&checked)?;
     let (parsed, _) = crate::spec::parse(&checked.file.text);
@@ -157,7 +215,7 @@ fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: 
             return Err(ExitCode::from(1));
         }
     }
-    let environment = crate::deploy::Environment { params: env, secrets: env_references(&checked.file.text), shared_volume, tls_secret: tls_secret.clone() };
+    let environment = crate::deploy::Environment { params: env, secrets: env_references(&checked.file.text), shared_volume, tls_secret: tls_secret.clone(), docker };
     let files = crate::deploy::k8s(&pipeline.name, &image, &sizing, &environment);
     match crate::deploy::write(dir, &files) {
         Ok(paths) => {

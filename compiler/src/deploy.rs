@@ -58,6 +58,53 @@ pub struct Environment {
     /// `--tls-secret SECRET`: the cluster authenticates with the certificate in this
     /// `kubernetes.io/tls` Secret (mounted in every pod) instead of a token.
     pub tls_secret: Option<String>,
+    /// How the image gets the binary.
+    pub docker: Docker,
+}
+
+/// How `kiln deploy`'s Dockerfile gets the job's binary.
+#[derive(Debug, Clone)]
+pub enum Docker {
+    /// Built inside the image (the default): its first stage installs kiln from
+    /// `kiln_git` and builds `spec` (relative to the build context, the
+    /// repository's root), so the binary links the glibc of the image it runs in.
+    Build { spec: String, kiln_git: String },
+    /// `--binary PATH`: a binary built elsewhere, copied in; the newest glibc
+    /// symbol version it needs, when it has one.
+    Prebuilt { min_glibc: Option<(u32, u32)> },
+}
+
+impl Default for Docker {
+    fn default() -> Self {
+        Docker::Prebuilt { min_glibc: None }
+    }
+}
+
+/// glibc of the images the Dockerfiles use (Debian trixie).
+pub const IMAGE_GLIBC: (u32, u32) = (2, 41);
+
+/// The newest `GLIBC_2.N` symbol version an ELF binary asks for: the oldest
+/// glibc it runs with (`None`: no glibc symbol versions, e.g. a static binary).
+/// The version names are strings of the dynamic string table; scanning the
+/// bytes for them finds exactly those (a Rust binary holds no other).
+pub fn min_glibc(binary: &[u8]) -> Option<(u32, u32)> {
+    let needle = b"GLIBC_2.";
+    let mut best: Option<(u32, u32)> = None;
+    let mut i = 0;
+    while let Some(at) = binary[i..].iter().position(|&b| b == b'G') {
+        let start = i + at + needle.len();
+        if !binary[i + at..].starts_with(needle) {
+            i += at + 1;
+            continue;
+        }
+        let minor: String = binary[start..].iter().take_while(|b| b.is_ascii_digit()).map(|&b| b as char).collect();
+        let patch_ok = binary.get(start + minor.len()).is_none_or(|&b| b == 0 || b == b'.');
+        if let (Ok(m), true) = (minor.parse::<u32>(), patch_ok) {
+            best = best.max(Some((2, m)));
+        }
+        i = start;
+    }
+    best
 }
 
 /// Where a `--tls-secret` is mounted in every pod.
@@ -225,16 +272,7 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, environment: &Environment) 
         }
     });
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
-    let dockerfile = format!(
-        "# The {name} pipeline's binary: Ballista scheduler, executor and client in one.\n\
-         # 1. kiln build SPEC --release        (prints the binary's path; copy it next to this file)\n\
-         # 2. docker build -t {image} .\n\
-         # The base image needs a glibc at least as new as the build machine's.\n\
-         FROM debian:trixie-slim\n\
-         RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*\n\
-         COPY {name} /usr/local/bin/{name}\n\
-         ENTRYPOINT [\"/usr/local/bin/{name}\"]\n"
-    );
+    let dockerfile = dockerfile(name, image, &environment.docker);
     vec![
         ("Dockerfile".into(), dockerfile),
         ("scheduler-deployment.yaml".into(), pretty(&scheduler)),
@@ -243,6 +281,53 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, environment: &Environment) 
         ("submit-job.yaml".into(), pretty(&job)),
         ("network-policy.yaml".into(), pretty(&network_policy)),
     ]
+}
+
+/// The Dockerfile: a two-stage build (kiln and the job compiled in a Rust image,
+/// the binary copied into a slim one of the same Debian release), or a
+/// prebuilt binary copied in, with the glibc it needs stated.
+fn dockerfile(name: &str, image: &str, docker: &Docker) -> String {
+    let (major, minor) = IMAGE_GLIBC;
+    let runtime = format!(
+        "FROM debian:trixie-slim\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*\n"
+    );
+    match docker {
+        Docker::Build { spec, kiln_git } => format!(
+            "# The {name} pipeline's image: Ballista scheduler, executor and client in one binary.\n\
+             # The binary is built inside the image, so it links the glibc of the image it runs in\n\
+             # (Debian trixie, glibc {major}.{minor}) whatever machine runs the build. From the repository's root:\n\
+             #   docker build -f path/to/this/Dockerfile -t {image} .\n\
+             # The first build compiles Kiln and DataFusion (about 30 minutes on 2 cores); the cache\n\
+             # mounts keep them for the next one.\n\
+             FROM rust:1.95-slim-trixie AS build\n\
+             RUN apt-get update && apt-get install -y --no-install-recommends git ca-certificates && rm -rf /var/lib/apt/lists/*\n\
+             ARG KILN_GIT={kiln_git}\n\
+             RUN --mount=type=cache,target=/usr/local/cargo/registry cargo install --locked --git \"$KILN_GIT\" kiln-compiler\n\
+             WORKDIR /src\n\
+             COPY . .\n\
+             RUN --mount=type=cache,target=/usr/local/cargo/registry --mount=type=cache,target=/root/.cache/kiln \\\n    \
+             kiln build --release {spec} && cp target/kiln/{name} /{name}\n\n\
+             {runtime}\
+             COPY --from=build /{name} /usr/local/bin/{name}\n\
+             ENTRYPOINT [\"/usr/local/bin/{name}\"]\n"
+        ),
+        Docker::Prebuilt { min_glibc } => {
+            let needs = match min_glibc {
+                Some((a, b)) => format!("# The binary needs glibc {a}.{b} or newer (its newest glibc symbol version); this image has {major}.{minor}.\n"),
+                None => "# The binary asks for no glibc symbol version (static): any base image runs it.\n".to_string(),
+            };
+            format!(
+                "# The {name} pipeline's image: Ballista scheduler, executor and client in one binary,\n\
+                 # built on this machine (kiln build SPEC --release; copy it next to this file):\n\
+                 #   docker build -t {image} .\n\
+                 {needs}\
+                 {runtime}\
+                 COPY {name} /usr/local/bin/{name}\n\
+                 ENTRYPOINT [\"/usr/local/bin/{name}\"]\n"
+            )
+        }
+    }
 }
 
 /// Writes the files into `dir`; returns their paths.
@@ -256,4 +341,15 @@ pub fn write(dir: &Path, files: &[(String, String)]) -> Result<Vec<PathBuf>, Str
             Ok(p)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod glibc_tests {
+    use super::min_glibc;
+
+    #[test]
+    fn the_newest_glibc_version_is_the_minimum() {
+        assert_eq!(min_glibc(b"\0GLIBC_2.2.5\0GLIBC_2.34\0GLIBC_2.17\0GLIBC_PRIVATE\0"), Some((2, 34)));
+        assert_eq!(min_glibc(b"no versions here, GLIBC_ alone"), None);
+    }
 }

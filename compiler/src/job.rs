@@ -1,5 +1,10 @@
 //! Job crates on disk: finding the workspace, writing `generated/NAME/`, and
 //! building it with cargo into the workspace's one target directory.
+//!
+//! The workspace is the Kiln checkout when `kiln` runs inside the checkout it
+//! was built from (developing Kiln), else Kiln's home ([`crate::home`]): an
+//! installed `kiln` works in any directory, and its binaries are copied to
+//! `./target/kiln/NAME`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,16 +18,29 @@ use crate::codegen::{self, CrateInfo};
 pub struct Workspace {
     pub root: PathBuf,
     pub target_dir: PathBuf,
+    /// Kiln's home (an installed `kiln` used outside its checkout).
+    pub home: bool,
 }
 
-/// Finds the workspace: `explicit`, else `$KILN_WORKSPACE`, else the workspace
-/// this `kiln` was built from. cargo_metadata confirms it holds the runtime and
-/// gives the target directory (which honours `CARGO_TARGET_DIR`).
+/// The checkout this `kiln` was built from, when the current directory is inside it.
+fn own_checkout() -> Option<PathBuf> {
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.canonicalize().ok()?;
+    let here = std::env::current_dir().ok()?.canonicalize().ok()?;
+    (here.starts_with(&checkout) && checkout.join("runtime/Cargo.toml").is_file()).then_some(checkout)
+}
+
+/// Finds the workspace: `explicit`, else `$KILN_WORKSPACE`, else the checkout
+/// this `kiln` was built from when run inside it, else Kiln's home (unpacked
+/// on first use). cargo_metadata confirms it holds the runtime and gives the
+/// target directory (which honours `CARGO_TARGET_DIR`).
 pub fn locate(explicit: Option<&Path>) -> Result<Workspace, String> {
-    let root = explicit
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("KILN_WORKSPACE").map(PathBuf::from))
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    let chosen = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("KILN_WORKSPACE").filter(|w| !w.is_empty()).map(PathBuf::from)).or_else(own_checkout);
+    let Some(root) = chosen else {
+        // The home's manifest is Kiln's own; its `generated/*` may match nothing yet.
+        let root = crate::home::ensure()?;
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()).map_or_else(|| root.join("target"), PathBuf::from);
+        return Ok(Workspace { root, target_dir: std::path::absolute(&target_dir).unwrap_or(target_dir), home: true });
+    };
     let manifest = root.join("Cargo.toml");
     let metadata = cargo_metadata::MetadataCommand::new()
         .manifest_path(&manifest)
@@ -35,6 +53,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<Workspace, String> {
     Ok(Workspace {
         root: metadata.workspace_root.into_std_path_buf(),
         target_dir: metadata.target_directory.into_std_path_buf(),
+        home: false,
     })
 }
 
@@ -127,8 +146,21 @@ impl Workspace {
         if !binary.exists() {
             return Err(format!("cargo succeeded but {} is missing", binary.display()));
         }
-        Ok(binary)
+        if self.home { deliver(&binary, pipeline) } else { Ok(binary) }
     }
+}
+
+/// Copies a binary built in Kiln's home to `./target/kiln/NAME` (through a
+/// temporary name, so a running copy is replaced, not overwritten): the home's
+/// target directory is shared by every project this Kiln builds for.
+fn deliver(binary: &Path, pipeline: &str) -> Result<PathBuf, String> {
+    let dir = PathBuf::from("target").join("kiln");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let to = dir.join(pipeline);
+    let tmp = dir.join(format!(".{pipeline}.{}", std::process::id()));
+    std::fs::copy(binary, &tmp).map_err(|e| format!("cannot copy {} to {}: {e}", binary.display(), tmp.display()))?;
+    std::fs::rename(&tmp, &to).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    Ok(std::path::absolute(&to).unwrap_or(to))
 }
 
 /// A variable cargo sets for the package it runs (a binary or a test), not for builds.

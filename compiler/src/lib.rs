@@ -43,6 +43,8 @@ pub mod codegen;
 pub mod deploy;
 pub mod diag;
 pub mod embed;
+pub mod home;
+pub mod init;
 pub mod job;
 pub mod models;
 pub mod resolve;

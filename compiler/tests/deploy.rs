@@ -107,8 +107,26 @@ storage_options = { endpoint = "https://minio.internal:9000", secret_access_key 
         assert_eq!(labels["app.kubernetes.io/name"], "scoring_job", "{file}: its pods must match the policy");
     }
 
+    // By default the binary is built inside the image, on the Debian release it runs on.
     let docker = std::fs::read_to_string(out.join("Dockerfile")).unwrap();
-    assert!(docker.contains("COPY scoring_job /usr/local/bin/scoring_job") && docker.contains("ENTRYPOINT [\"/usr/local/bin/scoring_job\"]"), "{docker}");
+    let spec_arg = spec.to_str().unwrap().trim_start_matches("./");
+    assert!(docker.contains("FROM rust:1.95-slim-trixie AS build") && docker.contains("FROM debian:trixie-slim"), "{docker}");
+    assert!(docker.contains("cargo install --locked --git \"$KILN_GIT\" kiln-compiler"), "{docker}");
+    assert!(docker.contains(&format!("kiln build --release {spec_arg} && cp target/kiln/scoring_job /scoring_job")), "{docker}");
+    assert!(docker.contains("COPY --from=build /scoring_job /usr/local/bin/scoring_job") && docker.contains("ENTRYPOINT [\"/usr/local/bin/scoring_job\"]"), "{docker}");
+
+    // With --binary, the Dockerfile copies it in and states the glibc it needs: that of
+    // this very `kiln` binary here (a Rust binary linked like the jobs).
+    let kiln_bin = env!("CARGO_BIN_EXE_kiln");
+    let want = kiln_compiler::deploy::min_glibc(&std::fs::read(kiln_bin).unwrap()).unwrap();
+    assert!(want >= (2, 17), "{want:?}");
+    let out2 = dir.path().join("k8s-prebuilt");
+    let output = Command::new(kiln_bin).args(["deploy", spec.to_str().unwrap(), "--k8s", out2.to_str().unwrap(), "--binary", kiln_bin]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stated = format!("needs glibc {}.{} or newer", want.0, want.1);
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&stated), "{}", String::from_utf8_lossy(&output.stderr));
+    let docker = std::fs::read_to_string(out2.join("Dockerfile")).unwrap();
+    assert!(docker.contains(&stated) && docker.contains("COPY scoring_job /usr/local/bin/scoring_job") && !docker.contains("AS build"), "{docker}");
 }
 
 /// Local paths on a cluster lose output (each pod writes its own disk): deploy
