@@ -9,7 +9,9 @@
 //! by every job that Kiln builds (or `CARGO_TARGET_DIR`, where set), so
 //! DataFusion is compiled once per Kiln version. The hash is the bundle's, so
 //! two Kiln versions (or two builds of one) never share a home, and their
-//! builds never mix.
+//! builds never mix: the home's packages carry it in their version
+//! (`0.1.0-home.HASH`), which keeps their build outputs apart from a
+//! checkout's in a shared target directory.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,11 @@ pub fn base() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     cache.join("kiln")
+}
+
+/// The version the home's runtime carries: Kiln's, with the bundle's hash.
+fn home_version() -> String {
+    format!("{}-home.{}", kiln::KILN_VERSION, &HASH[..12])
 }
 
 /// This Kiln's home (not necessarily unpacked yet).
@@ -103,6 +110,13 @@ fn workspace_manifest(bytes: &[u8]) -> Result<String, String> {
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| format!("the bundled Cargo.toml: {e}"))?;
     let ws = doc.get_mut("workspace").and_then(|w| w.as_table_mut()).ok_or("the bundled Cargo.toml has no [workspace]")?;
     ws.insert("members".into(), toml::Value::Array(["runtime", "macros", "generated/*"].iter().map(|m| toml::Value::String(m.to_string())).collect()));
+    // Cargo names a path package's build outputs by its path relative to the workspace
+    // root and its version: the home's `runtime` would share them with a Kiln checkout's
+    // (or another home's) in one CARGO_TARGET_DIR, and each build would pass for the
+    // other's. The bundle's hash in the version keeps them apart.
+    if let Some(package) = ws.get_mut("package").and_then(|p| p.as_table_mut()) {
+        package.insert("version".into(), toml::Value::String(home_version()));
+    }
     ws.remove("default-members");
     if let Some(deps) = ws.get_mut("dependencies").and_then(|d| d.as_table_mut()) {
         // Path dependencies on crates the home does not hold.
@@ -132,5 +146,6 @@ mod tests {
         let deps = ws["dependencies"].as_table().unwrap();
         assert!(deps.contains_key("kiln") && deps.contains_key("datafusion") && !deps.contains_key("kiln-compiler"), "{deps:?}");
         assert!(doc.contains_key("profile"));
+        assert_eq!(ws["package"]["version"].as_str().unwrap(), home_version());
     }
 }

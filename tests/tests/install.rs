@@ -117,6 +117,16 @@ fn an_installed_kiln_works_in_any_repository() {
     let lib = second_checkout.join("runtime/src/lib.rs");
     let text = std::fs::read_to_string(&lib).unwrap();
     std::fs::write(&lib, format!("{text}\n// A second Kiln (tests/tests/install.rs).\n")).unwrap();
+    // Another version, as a second Kiln is: cargo keys a path package's build outputs by
+    // its workspace-relative path and version, so the same version would share (and
+    // overwrite) this checkout's outputs in the shared target directory.
+    let manifest = second_checkout.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replacen("version = \"0.1.0\"", "version = \"0.1.0-second\"", 1)).unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut update = Command::new(cargo);
+    update.args(["update", "--workspace", "--offline"]).current_dir(&second_checkout);
+    ok(clean(update, &home).output().unwrap(), "cargo update --workspace");
     let second = install(&second_checkout, &tmp.path().join("prefix2"), &home);
     std::fs::remove_dir_all(&second_checkout).unwrap();
     let (_, rows) = build_and_run(&second, &home, &project);
