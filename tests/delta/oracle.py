@@ -5,7 +5,7 @@ writer from Kiln's use of deltalake-core): the oracle of tests/tests/delta.rs.
   oracle.py rows PATH [VERSION]      the table's rows (at VERSION), sorted, as JSON lines
   oracle.py info PATH                {"version": N, "partitions": [...], "columns": [...]}
   oracle.py write PATH MODE JSON [PARTITION,...]   writes JSON rows (a list of objects)
-  oracle.py times PATH               each version's commit time (RFC 3339, UTC) as JSON lines
+  oracle.py times PATH               each version's commit time (RFC 3339, UTC), and half a second later, as JSON lines
 """
 import json
 import os
@@ -46,7 +46,11 @@ def times(path):
     t = DeltaTable(path)
     for h in sorted(t.history(), key=lambda h: h["version"]):
         at = datetime.fromtimestamp(h["timestamp"] / 1000, tz=timezone.utc)
-        print(json.dumps({"version": h["version"], "timestamp": at.isoformat(timespec="milliseconds")}))
+        # Half a second later: a time between this commit and the next (the tests write
+        # 1.1 s apart), whichever of the commit's clocks (commitInfo, or the log file's
+        # modification time, a few ms later) a reader resolves timestamps with.
+        later = datetime.fromtimestamp(h["timestamp"] / 1000 + 0.5, tz=timezone.utc)
+        print(json.dumps({"version": h["version"], "timestamp": at.isoformat(timespec="milliseconds"), "between": later.isoformat(timespec="milliseconds")}))
 
 
 if __name__ == "__main__":

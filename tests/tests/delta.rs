@@ -215,7 +215,7 @@ fn kiln_reads_what_the_python_package_wrote_at_any_version() {
     // Each version, read by a Kiln source, equals the Python package's read of it.
     let times: Vec<Value> = oracle(&["times", t]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     for v in 0..=2u64 {
-        for travel in [format!("version = {v}"), format!("timestamp = \"{}\"", times[v as usize]["timestamp"].as_str().unwrap())] {
+        for travel in [format!("version = {v}"), format!("timestamp = \"{}\"", times[v as usize]["between"].as_str().unwrap())] {
             let spec = format!(
                 "[pipeline]\nname = \"read\"\n\n[sources.orders]\nformat = \"delta\"\npath = \"{t}\"\n{travel}\n\n[sinks.out]\ninput = \"orders\"\nformat = \"json\"\npath = \"{}\"\nsingle_file = true\n",
                 dir.path().join("out.json").display()
