@@ -145,6 +145,9 @@ struct ExecutorArgs {
     /// Directory for shuffle files (default: a temporary directory).
     #[arg(long)]
     work_dir: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (tasks, rows, bytes, spills, compute time).
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<std::net::SocketAddr>,
     /// The cluster's shared secret (default: $KILN_CLUSTER_TOKEN); required to listen on a non-loopback address.
     #[arg(long, value_name = "FILE")]
     auth_token_file: Option<std::path::PathBuf>,
@@ -270,6 +273,7 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
                     slots: a.slots,
                     memory_limit: a.memory_limit,
                     work_dir: a.work_dir,
+                    metrics_bind: a.metrics_bind,
                 };
                 crate::cluster::executor(&pipeline, &opts).await
             }

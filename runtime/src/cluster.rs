@@ -34,6 +34,7 @@ use crate::session::SessionOptions;
 use crate::{Error, Result};
 
 pub mod auth;
+pub mod prom;
 
 /// Where a run's plans execute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +235,8 @@ pub struct ExecutorOptions {
     pub external_host: Option<String>,
     /// Concurrent tasks (default: the cores).
     pub slots: Option<usize>,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics_bind: Option<SocketAddr>,
     pub memory_limit: Option<u64>,
     pub work_dir: Option<String>,
 }
@@ -299,6 +302,12 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
         config.override_config_producer = Some(Arc::new(move || SessionConfig::new_with_ballista().with_ballista_override_create_grpc_client_endpoint(endpoint.clone())));
         auth::open_gate(opts.bind, listen, auth).await?;
         auth::open_gate(SocketAddr::new(opts.bind.ip(), grpc_port), SocketAddr::new(listen.ip(), grpc_port), auth).await?;
+    }
+    if let Some(addr) = opts.metrics_bind {
+        let registry = prom::Registry::new(&pipeline.name, slots);
+        config.override_execution_engine = Some(Arc::new(prom::Engine::new(registry.clone())));
+        prom::serve(addr, registry).await?;
+        eprintln!("{}: executor metrics at http://{addr}/metrics", pipeline.name);
     }
     if let Some(limit) = opts.memory_limit {
         config.memory_pool_size = Some(limit);

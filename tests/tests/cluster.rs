@@ -250,3 +250,56 @@ fn delta_tables_on_a_cluster_give_the_local_result() {
     let info: serde_json::Value = serde_json::from_str(&kiln_tests::delta_oracle(&["info", remote.path().join("big").to_str().unwrap()])).unwrap();
     assert_eq!(info["version"], 1);
 }
+
+/// `executor --metrics-bind ADDR` serves Prometheus' text format at /metrics
+/// (issue 19): after the etl job, the executor's totals count the tasks it ran
+/// and the rows they shuffled, each job's stages have their own series, every
+/// sample line parses, and other paths are 404.
+#[test]
+fn an_executor_serves_prometheus_metrics() {
+    let binary = build_job("specs/etl.toml");
+    let sched = free_port();
+    let mut procs = Cluster(vec![Command::new(&binary).args(["scheduler", "--bind", &format!("127.0.0.1:{sched}")]).stderr(Stdio::null()).spawn().unwrap()]);
+    wait_for_port(sched);
+    let (port, metrics) = (free_pair(), free_port());
+    procs.0.push(
+        Command::new(&binary)
+            .args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "2", "--metrics-bind", &format!("127.0.0.1:{metrics}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port + 1);
+    wait_for_port(metrics);
+    let get = |path: &str| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let before = get("/metrics");
+    assert!(before.starts_with("HTTP/1.1 200 OK") && before.contains("text/plain; version=0.0.4"), "{before}");
+    assert_eq!(value(&before, "kiln_executor_tasks_succeeded_total{pipeline=\"etl\"}"), 0.0);
+
+    let out = tempfile::tempdir().unwrap();
+    run(&binary, &["submit", "--scheduler", &format!("127.0.0.1:{sched}")], "etl", out.path());
+    let text = get("/metrics");
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    assert!(value(body, "kiln_executor_tasks_succeeded_total{pipeline=\"etl\"}") >= 2.0, "{body}");
+    assert_eq!(value(body, "kiln_executor_tasks_failed_total{pipeline=\"etl\"}"), 0.0);
+    // Every valid transaction passes through a shuffle at least once (1000 rows in the file).
+    assert!(value(body, "kiln_executor_output_rows_total{pipeline=\"etl\"}") >= 900.0, "{body}");
+    assert!(value(body, "kiln_executor_compute_seconds_total{pipeline=\"etl\"}") > 0.0, "{body}");
+    assert!(body.lines().any(|l| l.starts_with("kiln_executor_output_rows_total{pipeline=\"etl\",job=\"") && l.contains(",stage=\"")), "{body}");
+    // The text format: comments, or `name{labels} number`.
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let (series, number) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        assert!(series.starts_with("kiln_executor_") && series.ends_with('}') && number.parse::<f64>().is_ok(), "{line}");
+    }
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+}
