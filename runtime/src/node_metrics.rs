@@ -97,6 +97,12 @@ impl Registry {
         out
     }
 
+    /// Rows node `node`'s markers have passed so far (not a sink's top marker).
+    pub fn node_rows(&self, node: &str) -> u64 {
+        let markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
+        markers.iter().filter(|m| m.sink.is_none() && m.node == node).map(|m| m.metrics.clone_inner().output_rows().unwrap_or(0) as u64).sum()
+    }
+
     fn register(&self, exec: &NodeMetricsExec) {
         let mut markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
         if !markers.iter().any(|m| Arc::ptr_eq(&m.snapshot, &exec.snapshot)) {

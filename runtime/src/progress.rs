@@ -3,8 +3,17 @@
 //! sink has received, so a long run never looks hung:
 //!
 //! ```text
-//! etl: 12.4 s · by_category 1,204,331 rows · quality 1,204,331 rows
+//! etl: 12.4 s · by_category 1,204,331 rows · ~8 s left (sources 61%)
 //! ```
+//!
+//! The estimate of what remains needs the input's size: when every source is
+//! a local Parquet file or directory, their footers give the rows (read in the
+//! background as the run starts), each source's marker counts the rows it has
+//! produced, and the time left is the time so far scaled by the share not yet
+//! read. Reading is most of a typical job; what follows the last row (a
+//! sort's merge, the commit) is not in the estimate, and once every row is read
+//! the line says `sources read`. No estimate for CSV/JSON (their row count is
+//! not known without reading them) or object stores.
 //!
 //! Shown when stderr is a terminal; `--quiet` or `KILN_PROGRESS=never` hides
 //! it, `KILN_PROGRESS=always` shows it anyway (logs of CI jobs).
@@ -35,14 +44,31 @@ pub struct Ticker {
 }
 
 impl Ticker {
-    pub fn start(name: String, registry: Arc<Registry>, started: Instant) -> Ticker {
+    /// `sources`: every source's node and local Parquet path, when all are (for the estimate).
+    pub fn start(name: String, registry: Arc<Registry>, started: Instant, sources: Option<Vec<(String, std::path::PathBuf)>>) -> Ticker {
         let every = std::env::var("KILN_PROGRESS_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(250u64);
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        // Rows per source node, from the footers (None until read, or when unknown).
+        let totals: Arc<std::sync::Mutex<Option<Vec<(String, u64)>>>> = Arc::default();
+        if let Some(sources) = sources.filter(|s| !s.is_empty()) {
+            let totals = totals.clone();
+            tokio::task::spawn_blocking(move || {
+                let counted: Option<Vec<(String, u64)>> = sources.into_iter().map(|(node, path)| Some((node, parquet_rows(&path)?))).collect();
+                *totals.lock().unwrap_or_else(|e| e.into_inner()) = counted;
+            });
+        }
         let task = tokio::spawn(async move {
             let draw = || {
-                let mut line = format!("{name}: {:.1} s", started.elapsed().as_secs_f64());
+                let elapsed = started.elapsed().as_secs_f64();
+                let mut line = format!("{name}: {elapsed:.1} s");
                 for (sink, rows) in registry.sink_rows() {
                     line.push_str(&format!(" · {sink} {} rows", crate::report::thousands(rows)));
+                }
+                if let Some(totals) = totals.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    let total: u64 = totals.iter().map(|(_, t)| t).sum();
+                    // A source read by several sinks counts each reading; at most its rows.
+                    let read: u64 = totals.iter().map(|(node, t)| registry.node_rows(node).min(*t)).sum();
+                    line.push_str(&estimate(elapsed, read, total));
                 }
                 let mut err = std::io::stderr().lock();
                 let _ = write!(err, "\r\x1b[2K{}", crate::redact::text(&line));
@@ -74,6 +100,54 @@ impl Ticker {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+}
+
+/// The line's estimate: ` · ~N s left (sources P%)`, ` · sources read`, or
+/// nothing while too little has been read to say (under 2%, or half a second).
+pub fn estimate(elapsed: f64, read: u64, total: u64) -> String {
+    if total == 0 {
+        return String::new();
+    }
+    if read >= total {
+        return " · sources read".into();
+    }
+    let share = read as f64 / total as f64;
+    if share < 0.02 || elapsed < 0.5 {
+        return String::new();
+    }
+    let left = elapsed * (1.0 - share) / share;
+    let left = if left >= 90.0 { format!("{:.0} min", left / 60.0) } else { format!("{left:.0} s") };
+    format!(" · ~{left} left (sources {:.0}%)", share * 100.0)
+}
+
+/// Rows in the Parquet file(s) at `path`, from their footers.
+fn parquet_rows(path: &std::path::Path) -> Option<u64> {
+    let files = crate::sources::files_under(path, Some("parquet"));
+    if files.is_empty() {
+        return None;
+    }
+    let mut rows = 0u64;
+    for f in files {
+        let file = std::fs::File::open(&f).ok()?;
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&file).ok()?;
+        rows += meta.file_metadata().num_rows().max(0) as u64;
+    }
+    Some(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::estimate;
+
+    #[test]
+    fn the_time_left_scales_the_time_so_far_by_the_share_not_read() {
+        assert_eq!(estimate(10.0, 250, 1000), " · ~30 s left (sources 25%)");
+        assert_eq!(estimate(60.0, 100, 1000), " · ~9 min left (sources 10%)");
+        assert_eq!(estimate(5.0, 1000, 1000), " · sources read");
+        assert_eq!(estimate(5.0, 10, 1000), "");
+        assert_eq!(estimate(0.1, 500, 1000), "");
+        assert_eq!(estimate(5.0, 0, 0), "");
     }
 }
 

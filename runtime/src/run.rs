@@ -318,6 +318,8 @@ async fn planned(
     let choices = choices(pipeline, values, session_memory_limit(ctx));
     let readers = readers(pipeline, skipped);
     let marking = crate::node_metrics::registry(ctx).is_some_and(|r| r.nodes);
+    // Progress counts the rows each source has produced (its estimate of what remains).
+    let marking_sources = crate::node_metrics::registry(ctx).is_some();
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     for node in &pipeline.nodes {
         // `auto` joins get the strategy chosen from the data this run reads.
@@ -404,7 +406,7 @@ async fn planned(
         // Per-node metrics: the node's plan inside a transparent marker (after the
         // checkpoint, whose fingerprint is the plan's text: a checkpointed node counts
         // the rows read back).
-        let plan = if marking { crate::node_metrics::mark(&node.name, plan) } else { plan };
+        let plan = if marking || (marking_sources && matches!(node.op, Op::Source(_))) { crate::node_metrics::mark(&node.name, plan) } else { plan };
         let plan = match (&mut shared, readers.get(node.name.as_str())) {
             (Some(ids), Some(&n)) if n > 1 => {
                 let (plan, id) = crate::shared::share(plan, &node.name, n);
@@ -543,7 +545,22 @@ async fn run_planned(
         r.clear();
     }
     let ticker = match &registry {
-        Some(r) if opts.progress => Some(crate::progress::Ticker::start(pipeline.name.clone(), r.clone(), started)),
+        Some(r) if opts.progress => {
+            // Rows known before the run: every source a local Parquet file or directory.
+            let sources = pipeline
+                .nodes
+                .iter()
+                .filter_map(|n| match &n.op {
+                    Op::Source(s) => Some((n.name.clone(), s)),
+                    _ => None,
+                })
+                .map(|(name, s)| match s.format {
+                    crate::plan::SourceFormat::Parquet => interpolate(&s.path, &values, env).ok().filter(|p| !crate::storage::is_remote(p)).map(|p| (name, PathBuf::from(p))),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>();
+            Some(crate::progress::Ticker::start(pipeline.name.clone(), r.clone(), started, sources))
+        }
         _ => None,
     };
     // Sinks run concurrently: a small sink's work fills the gaps of a big one's

@@ -190,6 +190,9 @@ fn progress_shows_rows_per_sink_in_a_terminal_and_is_erased() {
         let rows: u64 = f.split("region_parquet ").nth(1).unwrap().split(' ').next().unwrap().replace(',', "").parse().unwrap();
         assert!(rows <= 5, "{f}");
     }
+    // Both sources are Parquet: their footers give the rows, and the last frame (drawn
+    // as the run ends) has read them all.
+    assert!(frames.last().unwrap().contains(" · sources read"), "{frames:?}");
     // Erased before the summary, which starts on a clean line.
     let last = seen.rfind("\x1b[2Kskew_join: ").unwrap();
     let after = &seen[last..];
