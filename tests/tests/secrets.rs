@@ -39,41 +39,29 @@ fn environment_values_are_never_printed() {
     assert!(page.contains("${env.KILN_TEST_SECRET_DIR}") && page.contains("KilnNodeExec"), "the report shows the template and the plan");
     assert_eq!(kiln_tests::read_parquet_rows(&dir.join("out")).len(), 1, "the env param (150) filtered the rows");
 
-    // Debug logs (Kiln's, DataFusion's, Ballista's), as text and as JSON.
-    for format in ["text", "json"] {
-        let out = Command::new(&binary)
-            .arg("run")
-            .env("KILN_TEST_SECRET_DIR", &dir)
-            .env("KILN_TEST_SECRET_LIMIT", "150")
-            .env("KILN_LOG", "debug")
-            .env("KILN_LOG_FORMAT", format)
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{text}");
-        assert!(text.lines().count() > 20 && text.contains("${env.KILN_TEST_SECRET_DIR}"), "debug logs name the template: {text}");
-        clean(&format!("{format} debug logs"), &text);
-    }
-
-    // A value that JSON and `{:?}` escape and a URL percent-encodes (a quote, a space)
-    // is replaced in those forms too.
+    // Debug logs (Kiln's, DataFusion's, Ballista's), as text and as JSON; also for a
+    // value that JSON and `{:?}` escape and a URL percent-encodes (a quote, a space).
+    let debug_logs = |dir: &std::path::Path, what: &str| {
+        for format in ["text", "json"] {
+            let out = Command::new(&binary)
+                .arg("run")
+                .env("KILN_TEST_SECRET_DIR", dir)
+                .env("KILN_TEST_SECRET_LIMIT", "150")
+                .env("KILN_LOG", "debug")
+                .env("KILN_LOG_FORMAT", format)
+                .output()
+                .unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "{text}");
+            assert!(text.lines().count() > 20 && text.contains("${env.KILN_TEST_SECRET_DIR}"), "debug logs name the template: {text}");
+            clean(&format!("{format} debug logs{what}"), &text);
+        }
+    };
+    debug_logs(&dir, "");
     let odd = root.path().join(format!("a \"quoted\" {SENTINEL}"));
     std::fs::create_dir_all(&odd).unwrap();
     std::fs::write(odd.join("t.csv"), "a,g\n1,x\n200,y\n").unwrap();
-    for format in ["text", "json"] {
-        let out = Command::new(&binary)
-            .arg("run")
-            .env("KILN_TEST_SECRET_DIR", &odd)
-            .env("KILN_TEST_SECRET_LIMIT", "150")
-            .env("KILN_LOG", "debug")
-            .env("KILN_LOG_FORMAT", format)
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{text}");
-        assert!(text.contains("${env.KILN_TEST_SECRET_DIR}"), "{text}");
-        clean(&format!("{format} debug logs of a quoted value"), &text);
-    }
+    debug_logs(&odd, " of a quoted value");
     assert_eq!(kiln_tests::read_parquet_rows(&odd.join("out")).len(), 1);
 
     let (code, text) = run(&["explain"], &dir, Some("150"));
