@@ -24,6 +24,43 @@ impl Drop for Procs {
     }
 }
 
+/// Starts a process that listens on `ports` consecutive ports from a base found
+/// free on `ip` (and on every interface) just before: `spawn(base)` starts it.
+/// A parallel test can take a port between the probe and the bind; the child
+/// then exits, and it is started again on new ports (five tries). Returns the
+/// child, listening on every port, and the base.
+pub fn spawn_listening(ip: std::net::IpAddr, ports: u16, mut spawn: impl FnMut(u16) -> std::process::Child) -> (std::process::Child, u16) {
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+    let free = |p: u16| TcpListener::bind((ip, p)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok();
+    for _ in 0..5 {
+        let base = loop {
+            let p = TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+            if p.checked_add(ports).is_some() && (0..ports).all(|k| free(p + k)) {
+                break p;
+            }
+        };
+        let mut child = spawn(base);
+        let start = Instant::now();
+        let exited = loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break true;
+            }
+            if (0..ports).all(|k| std::net::TcpStream::connect((ip, base + k)).is_ok()) {
+                // Another process may be the one listening: this child then fails to bind.
+                std::thread::sleep(Duration::from_millis(200));
+                break matches!(child.try_wait(), Ok(Some(_)));
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "nothing listens on {ip}:{base}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !exited {
+            return (child, base);
+        }
+    }
+    panic!("a process meant to listen on {ip} exited five times");
+}
+
 /// Every Parquet output under `dir` (a sink's directory or file), by path
 /// relative to it, rows sorted.
 pub fn parquet_outputs(dir: &Path) -> Vec<(PathBuf, Vec<Row>)> {

@@ -4,52 +4,29 @@
 //! equals the local run's (rows as a multiset, doubles within 1e-9 relative:
 //! sums may add in another order). Also `run --standalone`.
 
-use std::net::TcpListener;
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_tests::Procs as Cluster;
 use kiln_tests::parquet_outputs as outputs;
-use kiln_tests::{build_job, repo_root, write_transactions};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Two free consecutive ports (an executor's flight and gRPC ports).
-fn free_pair() -> u16 {
-    loop {
-        let p = free_port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
-
-fn wait_for_port(port: u16) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use kiln_tests::{build_job, repo_root, spawn_listening, write_transactions};
 
 /// A scheduler and two one-slot executors of `binary`; returns the scheduler's address.
 fn start(binary: &Path) -> (Cluster, String) {
-    let sched = free_port();
-    let quiet = || Stdio::null();
-    let mut procs = Cluster(vec![Command::new(binary).args(["scheduler", "--bind", &format!("127.0.0.1:{sched}")]).stderr(quiet()).spawn().unwrap()]);
-    wait_for_port(sched);
+    let lo = IpAddr::from([127, 0, 0, 1]);
+    let (scheduler, sched) = spawn_listening(lo, 1, |p| Command::new(binary).args(["scheduler", "--bind", &format!("127.0.0.1:{p}")]).stderr(Stdio::null()).spawn().unwrap());
+    let mut procs = Cluster(vec![scheduler]);
     for _ in 0..2 {
-        let port = free_pair();
-        let child = Command::new(binary)
-            .args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "1"])
-            .stderr(quiet())
-            .spawn()
-            .unwrap();
+        let (child, _) = spawn_listening(lo, 2, |port| {
+            Command::new(binary)
+                .args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "1"])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        });
         procs.0.push(child);
-        wait_for_port(port + 1);
     }
     (procs, format!("127.0.0.1:{sched}"))
 }
@@ -258,19 +235,19 @@ fn delta_tables_on_a_cluster_give_the_local_result() {
 #[test]
 fn an_executor_serves_prometheus_metrics() {
     let binary = build_job("specs/etl.toml");
-    let sched = free_port();
-    let mut procs = Cluster(vec![Command::new(&binary).args(["scheduler", "--bind", &format!("127.0.0.1:{sched}")]).stderr(Stdio::null()).spawn().unwrap()]);
-    wait_for_port(sched);
-    let (port, metrics) = (free_pair(), free_port());
-    procs.0.push(
+    let lo = IpAddr::from([127, 0, 0, 1]);
+    let (scheduler, sched) = spawn_listening(lo, 1, |p| Command::new(&binary).args(["scheduler", "--bind", &format!("127.0.0.1:{p}")]).stderr(Stdio::null()).spawn().unwrap());
+    let mut procs = Cluster(vec![scheduler]);
+    // Flight, gRPC and metrics ports, consecutive.
+    let (executor, port) = spawn_listening(lo, 3, |port| {
         Command::new(&binary)
-            .args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "2", "--metrics-bind", &format!("127.0.0.1:{metrics}")])
+            .args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "2", "--metrics-bind", &format!("127.0.0.1:{}", port + 2)])
             .stderr(Stdio::null())
             .spawn()
-            .unwrap(),
-    );
-    wait_for_port(port + 1);
-    wait_for_port(metrics);
+            .unwrap()
+    });
+    procs.0.push(executor);
+    let metrics = port + 2;
     let get = |path: &str| -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();

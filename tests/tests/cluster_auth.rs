@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_tests::{Procs, build_job, parquet_outputs as outputs, repo_root};
+use kiln_tests::{Procs, build_job, parquet_outputs as outputs, repo_root, spawn_listening};
 
 const TOKEN: &str = "kiln-test-token-7f3a9c1e5b2d4806a1b2c3d4";
 const OTHER_TOKEN: &str = "another-token-0a1b2c3d4e5f60718293a4b5c6";
@@ -33,17 +33,6 @@ fn free_pair(ip: IpAddr) -> u16 {
         if p < u16::MAX && TcpListener::bind((ip, p + 1)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok() {
             return p;
         }
-    }
-}
-
-fn wait_for_port(ip: IpAddr, port: u16, child: &mut Child) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect((ip, port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the process meant to listen on {ip}:{port} exited: {status}");
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "nothing listens on {ip}:{port}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -95,21 +84,19 @@ fn a_cluster_with_a_token_admits_only_its_own_processes() {
 
     // The scheduler on every interface (the token from a file); executors on this
     // machine's address (the token from the environment), as pods would be.
-    let sched = free_pair(ip);
-    let mut scheduler = {
+    let (scheduler, sched) = spawn_listening(ip, 1, |sched| {
         let mut c = job(&binary);
         c.args(["scheduler", "--bind", &format!("0.0.0.0:{sched}"), "--external-host", &ip.to_string(), "--auth-token-file"]).arg(&token_file);
         spawn_logged(c, &logs.join("scheduler.log"))
-    };
-    wait_for_port(ip, sched, &mut scheduler);
+    });
     let mut procs = Procs(vec![scheduler]);
     for i in 0..2 {
-        let port = free_pair(ip);
-        let mut c = job(&binary);
-        c.env("KILN_CLUSTER_TOKEN", TOKEN)
-            .args(["executor", "--scheduler", &format!("{ip}:{sched}"), "--bind", &format!("{ip}:{port}"), "--slots", "1"]);
-        let mut child = spawn_logged(c, &logs.join(format!("executor{i}.log")));
-        wait_for_port(ip, port + 1, &mut child);
+        let (child, _) = spawn_listening(ip, 2, |port| {
+            let mut c = job(&binary);
+            c.env("KILN_CLUSTER_TOKEN", TOKEN)
+                .args(["executor", "--scheduler", &format!("{ip}:{sched}"), "--bind", &format!("{ip}:{port}"), "--slots", "1"]);
+            spawn_logged(c, &logs.join(format!("executor{i}.log")))
+        });
         procs.0.push(child);
     }
     let scheduler_addr = format!("{ip}:{sched}");
@@ -188,12 +175,12 @@ fn a_plain_text_client_gets_nothing_from_a_gated_port() {
     use std::io::{Read, Write};
     let binary = build_job("specs/etl.toml");
     let ip = IpAddr::from([127, 0, 0, 1]);
-    let port = free_pair(ip);
     let dir = tempfile::tempdir().unwrap();
-    let mut c = job(&binary);
-    c.env("KILN_CLUSTER_TOKEN", TOKEN).args(["scheduler", "--bind", &format!("127.0.0.1:{port}")]);
-    let mut child = spawn_logged(c, &dir.path().join("scheduler.log"));
-    wait_for_port(ip, port, &mut child);
+    let (child, port) = spawn_listening(ip, 1, |port| {
+        let mut c = job(&binary);
+        c.env("KILN_CLUSTER_TOKEN", TOKEN).args(["scheduler", "--bind", &format!("127.0.0.1:{port}")]);
+        spawn_logged(c, &dir.path().join("scheduler.log"))
+    });
     let _procs = Procs(vec![child]);
     let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -255,20 +242,18 @@ fn a_cluster_with_the_operators_certificates_admits_only_their_holders() {
     assert!(text(&out).contains("one or the other"), "{}", text(&out));
 
     // The scheduler on every interface, two executors on this machine's address.
-    let sched = free_pair(ip);
-    let mut scheduler = {
+    let (scheduler, sched) = spawn_listening(ip, 1, |sched| {
         let mut c = job(&binary);
         c.args(["scheduler", "--bind", &format!("0.0.0.0:{sched}"), "--external-host", &ip.to_string()]).args(tls_flags(&ours));
         spawn_logged(c, &logs.join("scheduler.log"))
-    };
-    wait_for_port(ip, sched, &mut scheduler);
+    });
     let mut procs = Procs(vec![scheduler]);
     for i in 0..2 {
-        let port = free_pair(ip);
-        let mut c = job(&binary);
-        c.args(["executor", "--scheduler", &format!("{ip}:{sched}"), "--bind", &format!("{ip}:{port}"), "--slots", "1"]).args(tls_flags(&ours));
-        let mut child = spawn_logged(c, &logs.join(format!("executor{i}.log")));
-        wait_for_port(ip, port + 1, &mut child);
+        let (child, _) = spawn_listening(ip, 2, |port| {
+            let mut c = job(&binary);
+            c.args(["executor", "--scheduler", &format!("{ip}:{sched}"), "--bind", &format!("{ip}:{port}"), "--slots", "1"]).args(tls_flags(&ours));
+            spawn_logged(c, &logs.join(format!("executor{i}.log")))
+        });
         procs.0.push(child);
     }
     let scheduler_addr = format!("{ip}:{sched}");
@@ -374,19 +359,17 @@ fn with_a_server_name_the_gate_refuses_the_cas_other_certificates() {
     assert!(text(&out).contains("does not carry --tls-server-name kiln-node"), "{}", text(&out));
 
     let ip = IpAddr::from([127, 0, 0, 1]);
-    let sched = free_pair(ip);
-    let mut scheduler = {
+    let (scheduler, sched) = spawn_listening(ip, 1, |sched| {
         let mut c = job(&binary);
         c.args(["scheduler", "--bind", &format!("127.0.0.1:{sched}")]).args(flags("node", Some("kiln-node")));
         spawn_logged(c, &dir.path().join("scheduler.log"))
-    };
-    wait_for_port(ip, sched, &mut scheduler);
+    });
     let mut procs = Procs(vec![scheduler]);
-    let port = free_pair(ip);
-    let mut c = job(&binary);
-    c.args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "2"]).args(flags("node", Some("kiln-node")));
-    let mut child = spawn_logged(c, &dir.path().join("executor.log"));
-    wait_for_port(ip, port + 1, &mut child);
+    let (child, _) = spawn_listening(ip, 2, |port| {
+        let mut c = job(&binary);
+        c.args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "2"]).args(flags("node", Some("kiln-node")));
+        spawn_logged(c, &dir.path().join("executor.log"))
+    });
     procs.0.push(child);
     let addr = format!("127.0.0.1:{sched}");
 

@@ -60,19 +60,15 @@ impl S3 {
     fn start(bucket: &str) -> S3 {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join(bucket)).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(s3s_fs())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", KEY, "--secret-key", SECRET])
-            .arg(root.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "s3s-fs did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (child, port) = kiln_tests::spawn_listening(std::net::IpAddr::from([127, 0, 0, 1]), 1, |port| {
+            Command::new(s3s_fs())
+                .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", KEY, "--secret-key", SECRET])
+                .arg(root.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        });
         S3 { child, root, port, bucket: bucket.to_string() }
     }
 
@@ -412,27 +408,13 @@ fn cluster_without_a_shared_disk_writes_to_s3() {
 /// process in its own working directory with the server's credentials (an
 /// executor logs Kiln's `info` lines to `executor.log` there); the scheduler's port.
 fn s3_cluster(binary: &Path, s3: &S3, dirs: &[tempfile::TempDir]) -> (kiln_tests::Procs, u16) {
-    let free = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let wait = |port: u16| {
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(30), "nothing listens on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    let sched = free();
-    let mut procs = kiln_tests::Procs(vec![
-        Command::new(binary).args(["scheduler", "--bind", &format!("127.0.0.1:{sched}")]).current_dir(dirs[0].path()).envs(s3.env()).stderr(Stdio::null()).spawn().unwrap(),
-    ]);
-    wait(sched);
+    let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+    let (scheduler, sched) = kiln_tests::spawn_listening(lo, 1, |sched| {
+        Command::new(binary).args(["scheduler", "--bind", &format!("127.0.0.1:{sched}")]).current_dir(dirs[0].path()).envs(s3.env()).stderr(Stdio::null()).spawn().unwrap()
+    });
+    let mut procs = kiln_tests::Procs(vec![scheduler]);
     for d in &dirs[1..] {
-        let port = loop {
-            let p = free();
-            if TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-                break p;
-            }
-        };
-        procs.0.push(
+        let (child, _) = kiln_tests::spawn_listening(lo, 2, |port| {
             Command::new(binary)
                 .args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "1"])
                 .current_dir(d.path())
@@ -440,9 +422,9 @@ fn s3_cluster(binary: &Path, s3: &S3, dirs: &[tempfile::TempDir]) -> (kiln_tests
                 .env("KILN_LOG", "kiln=info")
                 .stderr(std::fs::File::create(d.path().join("executor.log")).unwrap())
                 .spawn()
-                .unwrap(),
-        );
-        wait(port + 1);
+                .unwrap()
+        });
+        procs.0.push(child);
     }
     (procs, sched)
 }
