@@ -110,13 +110,13 @@ impl Postgres {
         if as_postgres {
             assert!(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap().success());
         }
-        let pg = Postgres { port: free_port(), bin, dir, as_postgres };
+        let mut pg = Postgres { port: free_port(), bin, dir, as_postgres };
         let data = pg.dir.join("data");
         pg.run(
             "initdb",
             &["-D", &data.to_string_lossy(), "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile", &pg.dir.join("pw").to_string_lossy()],
         );
-        let mut opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c log_statement=all", pg.port, pg.dir.display());
+        let mut opts = format!("-k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c log_statement=all", pg.dir.display());
         if let Some((cert, key, ca)) = tls {
             // The server reads its key only if the postgres user owns it, mode 0600.
             for (from, name) in [(cert, "server.crt"), (key, "server.key"), (ca, "root.crt")] {
@@ -130,18 +130,34 @@ impl Postgres {
             std::fs::write(data.join("pg_hba.conf"), format!("local all all trust\nhostssl all {CERT_USER} 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 scram-sha-256\n")).unwrap();
             opts.push_str(" -c ssl=on -c ssl_ca_file=root.crt -c log_connections=on");
         }
-        pg.run("pg_ctl", &["-D", &data.to_string_lossy(), "-l", &pg.dir.join("log").to_string_lossy(), "-w", "-t", "60", "-o", &opts, "start"]);
+        // A parallel test may take the probed port first: then start on another.
+        for attempt in 0.. {
+            let start = ["-D", &data.to_string_lossy(), "-l", &pg.dir.join("log").to_string_lossy(), "-w", "-t", "60", "-o", &format!("-p {} {opts}", pg.port), "start"].map(String::from);
+            let start: Vec<&str> = start.iter().map(String::as_str).collect();
+            if attempt == 2 {
+                pg.run("pg_ctl", &start);
+                break;
+            }
+            if pg.output("pg_ctl", &start).status.success() {
+                break;
+            }
+            pg.port = free_port();
+        }
         pg
     }
 
-    fn run(&self, tool: &str, args: &[&str]) {
+    fn output(&self, tool: &str, args: &[&str]) -> std::process::Output {
         let exe = self.bin.join(tool);
-        let out = if self.as_postgres {
+        if self.as_postgres {
             Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(args).output()
         } else {
             Command::new(&exe).args(args).output()
         }
-        .unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
+        .unwrap_or_else(|e| panic!("running {}: {e}", exe.display()))
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.output(tool, args);
         let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
         assert!(out.status.success(), "{tool} failed: {}\n{}\nserver log:\n{log}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
