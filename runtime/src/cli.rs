@@ -55,6 +55,14 @@ struct RunArgs {
     /// Run on an in-process Ballista scheduler and executor (as a cluster would).
     #[arg(long)]
     standalone: bool,
+    /// A streaming pipeline's trigger instead of the spec's: `available_now` (read what is
+    /// there, then exit) or an interval such as `10s` (SPEC §8).
+    #[arg(long, value_parser = parse_trigger)]
+    trigger: Option<crate::plan::Trigger>,
+}
+
+fn parse_trigger(text: &str) -> std::result::Result<crate::plan::Trigger, String> {
+    crate::plan::Trigger::parse(text).ok_or_else(|| format!("`{text}` is neither available_now nor a duration such as 10s"))
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -195,6 +203,7 @@ impl Settings {
             analyze: false,
             node_metrics: self.metrics.is_some() || self.report.is_some(),
             progress: crate::progress::wanted(self.quiet),
+            trigger: None,
         }
     }
 }
@@ -258,6 +267,13 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
         _ => None,
     };
     opts.analyze = matches!(&command, Command::Explain(e) if e.analyze);
+    if let Command::Run(r) = &command {
+        if r.trigger.is_some() && pipeline.streaming.is_none() {
+            eprintln!("error: --trigger is for streaming pipelines ([pipeline] mode = \"streaming\")");
+            return ExitCode::from(2);
+        }
+        opts.trigger = r.trigger;
+    }
     opts.progress = opts.progress && matches!(&command, Command::Run(_) | Command::Submit(_));
     let settings_for_run = settings.clone();
     let result = runtime.block_on(async {

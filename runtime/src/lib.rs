@@ -34,6 +34,7 @@ pub mod storage;
 pub mod split;
 pub mod stats;
 pub mod strategy;
+pub mod streaming;
 pub mod testing;
 pub mod transforms;
 pub mod udfs;

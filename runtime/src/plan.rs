@@ -22,6 +22,84 @@ pub struct Pipeline {
     pub sinks: Vec<Sink>,
     /// `[[tests]]`, run by `kiln test` and `NAME test`.
     pub tests: Vec<TestCase>,
+    /// `[pipeline] mode = "streaming"` (SPEC §8): run in micro-batches.
+    pub streaming: Option<Streaming>,
+}
+
+/// A streaming pipeline's settings (SPEC §8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Streaming {
+    /// `[pipeline] trigger`; `run --trigger` overrides it.
+    pub trigger: Trigger,
+    /// The sources read as streams (directories of files), each with the most
+    /// files one batch takes (`max_files_per_trigger`; all new files when unset).
+    pub sources: Vec<(String, Option<usize>)>,
+}
+
+/// When micro-batches run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Everything present at start, in as many batches as the limits need; then exit.
+    AvailableNow,
+    /// A batch at most every so many milliseconds (0: as soon as the last one committed).
+    IntervalMs(u64),
+}
+
+impl Trigger {
+    /// `"available_now"` or a duration (`"10s"`, `"500ms"`, `"1m"`).
+    pub fn parse(text: &str) -> Option<Trigger> {
+        match text.trim() {
+            "available_now" => Some(Trigger::AvailableNow),
+            t => parse_duration_us(t).filter(|us| *us >= 0).map(|us| Trigger::IntervalMs((us / 1000) as u64)),
+        }
+    }
+}
+
+/// A duration such as `"5m"`, `"10s"`, `"250ms"`, `"1h"`, `"2d"` or `"90us"`, in microseconds.
+pub fn parse_duration_us(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = t.split_at(split);
+    let n: i64 = n.parse().ok()?;
+    let per = match unit.trim() {
+        "us" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        "m" | "min" => 60_000_000,
+        "h" => 3_600_000_000,
+        "d" => 86_400_000_000,
+        _ => return None,
+    };
+    n.checked_mul(per)
+}
+
+/// An event-time window aggregate (SPEC §8): rows grouped by the windows their
+/// `time_column` falls in (`[start, end)`, aligned to the Unix epoch) and by `keys`.
+/// Output: `window_start`, `window_end`, the keys, the aggregates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventWindow {
+    pub time_column: String,
+    /// Window length, microseconds.
+    pub size_us: i64,
+    /// Step between window starts, microseconds (= `size_us` for tumbling windows).
+    pub slide_us: i64,
+    /// How far behind the largest event time seen the watermark trails, microseconds
+    /// (streaming only; a batch run groups every row).
+    pub watermark_us: i64,
+    /// `partition_by`: group keys, aliased to their output names.
+    pub keys: Vec<Expr>,
+    /// Aliased aggregate expressions.
+    pub aggregates: Vec<Expr>,
+    pub output_mode: OutputMode,
+}
+
+/// When a streaming window's rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Once, final, when the watermark passes the window's end.
+    Append,
+    /// Every batch that changed the window, with its value so far.
+    Update,
 }
 
 /// One `[[tests]]` entry: sources replaced by test data, expectations on nodes.
@@ -133,6 +211,8 @@ pub enum Op {
     /// Model inference: the input plus `output` (a score), or for a model with
     /// several outputs `output` (the class, argmax) and `output_probability`.
     Predict { input: String, model: Model, features: Features, output: String, batch_size: usize },
+    /// A `window` with a `time_column` (SPEC §8).
+    EventWindow { input: String, window: EventWindow },
 }
 
 /// `[models.NAME]`: a model read from a safetensors file, checked at compile time.
@@ -350,7 +430,8 @@ impl Op {
             | Op::Limit { input, .. }
             | Op::Repartition { input, .. }
             | Op::Coalesce { input, .. }
-            | Op::Predict { input, .. } => vec![input.as_str()],
+            | Op::Predict { input, .. }
+            | Op::EventWindow { input, .. } => vec![input.as_str()],
             Op::Join { left, right, .. } => vec![left.as_str(), right.as_str()],
             Op::Union { inputs, .. } | Op::Sql { inputs, .. } => inputs.iter().map(String::as_str).collect(),
             Op::Expect { input, rules, .. } => std::iter::once(input.as_str())
@@ -387,6 +468,7 @@ impl Op {
             Op::Sql { .. } => "sql",
             Op::Expect { .. } => "expect",
             Op::Predict { .. } => "predict",
+            Op::EventWindow { .. } => "window",
         }
     }
 }

@@ -328,11 +328,13 @@ mod tests {
             nodes: vec![],
             sinks: vec![],
             tests: vec![],
+            streaming: None,
         };
         let report = Report {
             sinks: vec![crate::run::SinkReport { name: "s".into(), path: "/data/p&ss<w\"rd-7f3a/out".into(), rows: Some(1) }],
             quality: vec![],
             seconds: 0.1,
+            batches: vec![],
             nodes: Default::default(),
             plans: [("s".to_string(), "DataSourceExec: file=p&ss<w\"rd-7f3a".to_string())].into(),
             params: [("pw".to_string(), "p&ss<w\"rd-7f3a".to_string())].into(),

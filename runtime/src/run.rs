@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub node_metrics: bool,
     /// Show progress on stderr ([`crate::progress`]; local runs).
     pub progress: bool,
+    /// `run --trigger`: a streaming pipeline's trigger instead of the spec's.
+    pub trigger: Option<crate::plan::Trigger>,
 }
 
 /// What a run did, per sink.
@@ -48,6 +50,9 @@ pub struct Report {
     pub plans: std::collections::BTreeMap<String, String>,
     /// The parameters' values this run used (printed redacted).
     pub params: std::collections::BTreeMap<String, String>,
+    /// A streaming run's micro-batches (SPEC §8), like Spark's `StreamingQueryProgress`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<crate::streaming::BatchReport>,
 }
 
 /// An `expect` node's summary: rows checked and failures per rule.
@@ -74,7 +79,7 @@ pub struct SinkReport {
     pub rows: Option<u64>,
 }
 
-fn env(name: &str) -> Option<String> {
+pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
@@ -306,7 +311,7 @@ fn readers<'a>(pipeline: &'a Pipeline, skipped: &std::collections::HashSet<Strin
 
 /// Plans every node; with `shared`, each node read by several plans is computed
 /// once for all of them ([`crate::shared`]), and the ids are pushed there.
-async fn planned(
+pub(crate) async fn planned(
     pipeline: &Pipeline,
     ctx: &SessionContext,
     values: &Values,
@@ -426,6 +431,9 @@ async fn planned(
 /// Runs the pipeline: every sink is staged, then all are committed together.
 /// If any sink fails, none is committed.
 pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
+    if let Some(streaming) = &pipeline.streaming {
+        return crate::streaming::run(pipeline, opts, streaming).await;
+    }
     let started = Instant::now();
     tracing::info!(pipeline = %pipeline.name, cluster = opts.cluster.is_some(), "run started");
     let values = params::resolve(&pipeline.params, &opts.params, env)?;
@@ -661,17 +669,17 @@ async fn run_planned(
         tracing::info!(sink = %r.name, rows = r.rows, "sink committed");
     }
     tracing::info!(pipeline = %pipeline.name, seconds = started.elapsed().as_secs_f64(), "run finished");
-    Ok(Report { sinks: reports, quality, seconds: started.elapsed().as_secs_f64(), nodes, plans, params })
+    Ok(Report { sinks: reports, quality, seconds: started.elapsed().as_secs_f64(), nodes, plans, params, batches: Vec::new() })
 }
 
 /// Throws away every staged sink.
-async fn abort_all(staged: Vec<Staged>) {
+pub(crate) async fn abort_all(staged: Vec<Staged>) {
     futures::future::join_all(staged.into_iter().map(Staged::abort)).await;
 }
 
 /// Evaluates every `expect` node's rules (one aggregate pass each), prints the
 /// summary, and fails with [`Error::Expectation`] when a `fail` rule tripped.
-async fn check_quality(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMap<String, LogicalPlan>) -> Result<Vec<QualityReport>> {
+pub(crate) async fn check_quality(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMap<String, LogicalPlan>) -> Result<Vec<QualityReport>> {
     use crate::plan::{ExpectOutput, OnFail, RuleKind};
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::Int64Type;
@@ -728,7 +736,7 @@ async fn check_quality(pipeline: &Pipeline, ctx: &SessionContext, plans: &HashMa
 /// cleaned into a work directory (removed when this is dropped).
 pub struct Prepared {
     /// Source name → the cleaned path to read instead.
-    read_from: HashMap<String, String>,
+    pub(crate) read_from: HashMap<String, String>,
     /// (source, quarantine target, bad rows).
     quarantines: Vec<(String, PathBuf, Vec<sources::csv_errors::BadLine>)>,
     /// (source, rows skipped).
@@ -744,7 +752,7 @@ impl Drop for Prepared {
     }
 }
 
-fn prepare(pipeline: &Pipeline, values: &Values, spill_dir: Option<&str>) -> Result<Prepared> {
+pub(crate) fn prepare(pipeline: &Pipeline, values: &Values, spill_dir: Option<&str>) -> Result<Prepared> {
     use crate::plan::{OnError, SourceFormat};
     let mut prepared = Prepared { read_from: HashMap::new(), quarantines: Vec::new(), skipped: Vec::new(), work: None };
     for node in &pipeline.nodes {

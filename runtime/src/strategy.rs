@@ -132,6 +132,7 @@ mod tests {
             ],
             sinks: vec![],
             tests: vec![],
+            streaming: None,
         }
     }
 

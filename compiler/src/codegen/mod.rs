@@ -223,6 +223,17 @@ fn pipeline(p: &Pipeline) -> Result<TokenStream, Unsupported> {
     let nodes = p.nodes.iter().map(node).collect::<Result<Vec<_>, _>>()?;
     let sinks = p.sinks.iter().map(sink).collect::<Result<Vec<_>, _>>()?;
     let tests = p.tests.iter().map(test).collect::<Result<Vec<_>, _>>()?;
+    let streaming = option(p.streaming.as_ref().map(|s| {
+        let trigger = match s.trigger {
+            kiln::plan::Trigger::AvailableNow => quote!(Trigger::AvailableNow),
+            kiln::plan::Trigger::IntervalMs(ms) => quote!(Trigger::IntervalMs(#ms)),
+        };
+        let sources = s.sources.iter().map(|(n, max)| {
+            let max = option(max.map(|m| quote!(#m)));
+            quote!((#n.into(), #max))
+        });
+        quote!(Streaming { trigger: #trigger, sources: Vec::from([#(#sources),*]) })
+    }));
     Ok(quote! {
         Pipeline {
             name: #name.into(),
@@ -233,6 +244,7 @@ fn pipeline(p: &Pipeline) -> Result<TokenStream, Unsupported> {
             nodes: Vec::from([#(#nodes),*]),
             sinks: Vec::from([#(#sinks),*]),
             tests: Vec::from([#(#tests),*]),
+            streaming: #streaming,
         }
     })
 }
@@ -379,6 +391,19 @@ fn node(n: &Node) -> Result<TokenStream, Unsupported> {
             let aggs = aggregates.iter().map(expr::expr).collect::<Result<Vec<_>, _>>()?;
             let having = option(having.as_ref().map(expr::expr).transpose()?);
             quote!(Op::Aggregate { input: #input.into(), group_by: Vec::from([#(#group),*]), aggregates: Vec::from([#(#aggs),*]), having: #having })
+        }
+        Op::EventWindow { input, window: w } => {
+            let (time, size, slide, watermark) = (&w.time_column, w.size_us, w.slide_us, w.watermark_us);
+            let keys = exprs(&w.keys)?;
+            let aggs = exprs(&w.aggregates)?;
+            let mode = match w.output_mode {
+                kiln::plan::OutputMode::Append => quote!(OutputMode::Append),
+                kiln::plan::OutputMode::Update => quote!(OutputMode::Update),
+            };
+            quote!(Op::EventWindow {
+                input: #input.into(),
+                window: EventWindow { time_column: #time.into(), size_us: #size, slide_us: #slide, watermark_us: #watermark, keys: #keys, aggregates: #aggs, output_mode: #mode },
+            })
         }
         Op::Window { input, partition_by, order_by, frame, columns } => {
             let partition = exprs(partition_by)?;

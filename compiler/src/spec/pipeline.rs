@@ -10,6 +10,10 @@ pub struct PipelineDecl {
     pub description: String,
     /// Rust files holding `#[kiln::udf]` functions and `#[kiln::model]` types.
     pub udfs: Vec<Sp<String>>,
+    /// `mode = "streaming"` (SPEC §8); `batch` otherwise.
+    pub mode: Option<Sp<String>>,
+    /// `trigger = "available_now" | "10s"` (streaming only).
+    pub trigger: Option<Sp<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,7 +54,20 @@ pub(super) fn parse_pipeline(t: &Table, d: &mut Diags) -> PipelineDecl {
     }
     decl.description = t.str("description", d).map(|s| s.value).unwrap_or_default();
     decl.udfs = t.str_list("udfs", d).map(|l| l.value).unwrap_or_default();
-    t.unsupported(&["mode"], d);
+    decl.mode = t.str("mode", d);
+    if let Some(m) = &decl.mode {
+        super::one_of(m, &["batch", "streaming"], "pipeline mode", d);
+    }
+    decl.trigger = t.str("trigger", d);
+    if let Some(tr) = &decl.trigger {
+        if kiln::plan::Trigger::parse(&tr.value).is_none() {
+            d.push(
+                Diagnostic::error("kiln::bad-value", tr.span.clone(), format!("pipeline: `trigger = \"{}\"` is neither \"available_now\" nor a duration", tr.value))
+                    .label("not a trigger")
+                    .help("trigger = \"available_now\", or an interval such as \"10s\", \"500ms\", \"1m\""),
+            );
+        }
+    }
     t.finish(d);
     decl
 }

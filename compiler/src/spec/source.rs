@@ -61,6 +61,10 @@ pub struct SourceDecl {
     pub timestamp: Option<Sp<String>>,
     /// `postgres` sources.
     pub pg: Option<PgDecl>,
+    /// Streaming pipelines (SPEC §8): whether a file source is read as a stream
+    /// (default: when its path names a directory), and the most files a batch takes.
+    pub streaming: Option<Sp<bool>>,
+    pub max_files_per_trigger: Option<Sp<i64>>,
 }
 
 const FORMATS: &[&str] = &["csv", "parquet", "json", "avro", "orc", "delta", "postgres", "inline"];
@@ -110,6 +114,8 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
         version: None,
         timestamp: None,
         pg: None,
+        streaming: None,
+        max_files_per_trigger: None,
     };
     match format {
         SourceFormat::Csv | SourceFormat::Parquet | SourceFormat::Json | SourceFormat::Avro | SourceFormat::Orc => {
@@ -124,6 +130,11 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
                 );
             }
             decl.storage_options = super::storage_options(t, decl.path.as_ref(), d);
+            decl.streaming = t.bool("streaming", d);
+            decl.max_files_per_trigger = t.int("max_files_per_trigger", d);
+            if let Some(n) = decl.max_files_per_trigger.as_ref().filter(|n| n.value < 1) {
+                d.push(Diagnostic::error("kiln::bad-value", n.span.clone(), format!("{}: `max_files_per_trigger` must be at least 1", t.what)).label("too small"));
+            }
         }
         SourceFormat::Delta => {
             decl.path = t.req_str("path", d, Some("the table's root directory (the one holding _delta_log)"));

@@ -39,6 +39,8 @@ pub enum TransformBody {
     Dedupe { keys: Option<Vec<Sp<String>>>, keep: Option<Sp<String>>, order_by: Vec<Sp<String>> },
     Aggregate { group_by: Vec<Sp<String>>, aggregates: Pairs, having: Option<Sp<String>> },
     Window { partition_by: Vec<Sp<String>>, order_by: Vec<Sp<String>>, frame: Option<Sp<String>>, columns: Pairs },
+    /// A `window` with `time_column` (SPEC §8): durations as written, checked when lowered.
+    EventWindow { time_column: Sp<String>, size: Sp<String>, slide: Option<Sp<String>>, watermark: Option<Sp<String>>, output_mode: Option<Sp<String>>, partition_by: Vec<Sp<String>>, columns: Pairs },
     /// `how` and `strategy` already checked against their allowed values.
     Join { how: Sp<String>, on: Vec<Sp<String>>, strategy: Option<Sp<String>>, salt: Option<SaltDecl> },
     Union { by_name: bool, distinct: bool },
@@ -160,6 +162,46 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Transf
             let aggregates = map_or_missing(t.str_map("aggregates", d), t, "aggregates", d);
             let having = t.str("having", d);
             aggregates.map(|aggregates| TransformBody::Aggregate { group_by, aggregates, having })
+        }
+        "window" if t.get("time_column").is_some() => {
+            let time_column = t.str("time_column", d)?;
+            let partition_by = t.str_list("partition_by", d).map(|g| g.value).unwrap_or_default();
+            let watermark = t.str("watermark", d);
+            let output_mode = t.str("output_mode", d);
+            if let Some(m) = &output_mode {
+                one_of(m, &["append", "update"], "output mode", d);
+            }
+            let (size, slide) = match (t.str("tumble", d), t.table("hop", d)) {
+                (Some(size), None) => (size, None),
+                (None, Some(hop)) => {
+                    let (size, slide) = (hop.req_str("size", d, Some("hop = { size = \"10m\", slide = \"5m\" }")), hop.req_str("slide", d, Some("hop = { size = \"10m\", slide = \"5m\" }")));
+                    hop.finish(d);
+                    (size?, Some(slide?))
+                }
+                (Some(_), Some(_)) => {
+                    d.push(Diagnostic::error("kiln::bad-value", t.key_span("hop").unwrap_or(kind.span.clone()), format!("{}: a window is either `tumble` or `hop`", t.what)).label("one or the other"));
+                    return None;
+                }
+                (None, None) => {
+                    d.push(
+                        Diagnostic::error("kiln::missing-key", kind.span.clone(), format!("{}: a window with `time_column` needs `tumble` or `hop`", t.what))
+                            .label("which windows?")
+                            .help("tumble = \"5m\", or hop = { size = \"10m\", slide = \"5m\" }"),
+                    );
+                    return None;
+                }
+            };
+            for key in ["order_by", "frame"] {
+                if let Some(span) = t.get(key).and_then(|_| t.key_span(key)) {
+                    d.push(
+                        Diagnostic::error("kiln::bad-value", span, format!("{}: an event-time window (with `time_column`) takes no `{key}`", t.what))
+                            .label("not with time_column")
+                            .help("rows are grouped by the windows their time falls in; order_by and frame belong to analytic windows"),
+                    );
+                }
+            }
+            map_or_missing(t.str_map("columns", d), t, "columns", d)
+                .map(|columns| TransformBody::EventWindow { time_column, size, slide, watermark, output_mode, partition_by, columns })
         }
         "window" => {
             let partition_by = t.str_list("partition_by", d).map(|g| g.value).unwrap_or_default();

@@ -520,6 +520,10 @@ pub(super) fn transform(
         TransformBody::Window { partition_by, order_by, frame, columns: items } => {
             super::window::lower(t, input, partition_by, order_by, frame.as_ref(), items, checker, d)?
         }
+        TransformBody::EventWindow { time_column, size, slide, watermark, output_mode, partition_by, columns: items } => {
+            let window = super::window::lower_event(t, input, time_column, (size, slide.as_ref(), watermark.as_ref()), output_mode.as_ref(), partition_by, items, checker, d)?;
+            Op::EventWindow { input: inp, window }
+        }
         TransformBody::Predict { model, features, list, output, batch_size } => {
             super::predict::lower(t, input, model, features, *list, output, batch_size.as_ref(), models, d)?
         }

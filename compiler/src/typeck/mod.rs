@@ -12,6 +12,7 @@ mod join;
 mod lower;
 mod predict;
 mod spark;
+mod streaming;
 mod tests;
 mod window;
 
@@ -130,6 +131,7 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
         }
     }
     let tests = tests::lower(spec, &nodes, &plans, &mut d);
+    let streaming = if d.has_errors() { None } else { streaming::lower(spec, &nodes, &mut d) };
     if d.has_errors() || sinks.len() != spec.sinks.len() {
         // A sink whose input failed is covered by that input's error.
         return (None, d.0);
@@ -143,6 +145,7 @@ pub fn typeck(input: &Input) -> (Option<Pipeline>, Vec<Diagnostic>) {
         nodes,
         sinks,
         tests,
+        streaming,
     };
     (Some(pipeline), d.0)
 }

@@ -105,3 +105,128 @@ fn window_function(e: &Expr) -> Option<&WindowFunction> {
         _ => None,
     }
 }
+
+/// Lowering a `window` with `time_column` (SPEC §8): the time column must be a
+/// timestamp, durations positive (`slide` at most `size`, as Spark's), keys are
+/// expressions of the input, each column one aggregate (or an expression of
+/// aggregates), checked as an `aggregate` transform's.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn lower_event(
+    t: &TransformDecl,
+    input: &LogicalPlan,
+    time_column: &Sp<String>,
+    (size, slide, watermark): (&Sp<String>, Option<&Sp<String>>, Option<&Sp<String>>),
+    output_mode: Option<&Sp<String>>,
+    partition_by: &[Sp<String>],
+    items: &[(Sp<String>, Sp<String>)],
+    checker: &ExprChecker,
+    d: &mut Diags,
+) -> Option<kiln::plan::EventWindow> {
+    use datafusion::arrow::datatypes::DataType;
+    let schema = input.schema().as_ref();
+    let columns = schema_names(input.schema().inner());
+    let before = d.0.len();
+    match schema.field_with_unqualified_name(&time_column.value).map(|f| f.data_type().clone()) {
+        Err(_) => d.push(super::lower::unknown_column(&time_column.value, &time_column.span, &columns)),
+        Ok(DataType::Timestamp(_, _)) => {}
+        Ok(other) => d.push(
+            Diagnostic::error("kiln::type-mismatch", time_column.span.clone(), format!("`time_column` `{}` is {}, not a timestamp", time_column.value, crate::spec::types::display(&other)))
+                .label("event time must be a timestamp")
+                .help("cast it first, e.g. a with_columns transform with `to_timestamp(ts)`"),
+        ),
+    }
+    let duration = |text: &Sp<String>, what: &str, zero_ok: bool, d: &mut Diags| -> Option<i64> {
+        match kiln::plan::parse_duration_us(&text.value) {
+            Some(us) if us > 0 || (zero_ok && us == 0) => Some(us),
+            _ => {
+                d.push(
+                    Diagnostic::error("kiln::bad-value", text.span.clone(), format!("{}: `{what}` = \"{}\" is not a {}duration", t.name.value, text.value, if zero_ok { "" } else { "positive " }))
+                        .label("not a duration")
+                        .help("a number and a unit: \"500ms\", \"10s\", \"5m\", \"1h\", \"1d\""),
+                );
+                None
+            }
+        }
+    };
+    let size_us = duration(size, if slide.is_some() { "hop.size" } else { "tumble" }, false, d);
+    let slide_us = match slide {
+        Some(s) => duration(s, "hop.slide", false, d),
+        None => size_us,
+    };
+    if let (Some(size_us), Some(slide_us), Some(s)) = (size_us, slide_us, slide) {
+        if slide_us > size_us {
+            d.push(
+                Diagnostic::error("kiln::bad-value", s.span.clone(), format!("{}: the slide ({}) is longer than the window ({})", t.name.value, s.value, size.value))
+                    .label("rows between windows would belong to none")
+                    .help("a slide at most the size; equal to it is a tumbling window"),
+            );
+        }
+    }
+    let watermark_us = match watermark {
+        Some(w) => duration(w, "watermark", true, d),
+        None => Some(0),
+    };
+    let mut outputs: HashSet<String> = ["window_start".to_string(), "window_end".to_string()].into();
+    let mut keys = Vec::new();
+    for k in partition_by {
+        let Ok(e) = checker.parse(k, schema).map_err(|e| d.push(e)) else { continue };
+        let out = match &e {
+            Expr::Column(c) => c.name.clone(),
+            Expr::Alias(a) => a.name.clone(),
+            _ => k.value.clone(),
+        };
+        if !outputs.insert(out.clone()) {
+            d.push(duplicate_output(&out, &k.span));
+        }
+        keys.push(match e {
+            Expr::Alias(_) => e,
+            Expr::Column(c) => Expr::Column(c),
+            e => e.alias(out),
+        });
+    }
+    let mut aggregates = Vec::new();
+    for (out, text) in items {
+        if !outputs.insert(out.value.clone()) {
+            d.push(duplicate_output(&out.value, &out.span).note("a window's output is window_start, window_end, the partition_by columns and the columns"));
+            continue;
+        }
+        let Ok(e) = checker.parse(text, schema).map_err(|e| d.push(e)) else { continue };
+        let e = match e {
+            Expr::Alias(a) => *a.expr,
+            e => e,
+        };
+        if datafusion::logical_expr::utils::find_aggregate_exprs([&e]).is_empty() {
+            d.push(
+                Diagnostic::error("kiln::not-an-aggregate", checker.span_of(text), format!("`{}` computes no aggregate", text.value))
+                    .label("expected an aggregate call such as count(*), sum(x), avg(x)")
+                    .help("an event-time window aggregates the rows of each window; compute row expressions before it"),
+            );
+            continue;
+        }
+        let e = e.alias(&out.value);
+        let one = kiln::plan::Op::Aggregate { input: String::new(), group_by: keys.clone(), aggregates: vec![e.clone()], having: None };
+        let plan = kiln::transforms::build(&t.name.value, &one, &[input.clone()]).map_err(|e| match e {
+            kiln::Error::DataFusion(e) => e,
+            e => datafusion::error::DataFusionError::Plan(e.to_string()),
+        });
+        match plan.and_then(|p| checker.analyze(p)) {
+            Ok(_) => aggregates.push(e),
+            Err(err) => d.push(checker.diagnostic(&err, text, schema, false)),
+        }
+    }
+    if d.0.iter().skip(before).any(|x| x.is_error()) {
+        return None;
+    }
+    Some(kiln::plan::EventWindow {
+        time_column: time_column.value.clone(),
+        size_us: size_us?,
+        slide_us: slide_us?,
+        watermark_us: watermark_us?,
+        keys,
+        aggregates,
+        output_mode: match output_mode.map(|m| m.as_str()) {
+            Some("update") => kiln::plan::OutputMode::Update,
+            _ => kiln::plan::OutputMode::Append,
+        },
+    })
+}

@@ -25,7 +25,7 @@ pub(super) fn sibling(target: &Path, tag: &str) -> Result<PathBuf> {
 }
 
 /// A fresh staging path beside `target` (its parent directory is created).
-pub(super) fn staging_path(target: &Path) -> Result<PathBuf> {
+pub fn staging_path(target: &Path) -> Result<PathBuf> {
     let path = sibling(target, STAGING)?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;

@@ -26,7 +26,7 @@ use crate::storage::{self, Location, remote};
 use crate::plan::{Sink, SinkFormat, WriteMode};
 use crate::{Error, Result};
 
-pub use commit::{TargetLock, clean_stale_staging, lock};
+pub use commit::{TargetLock, clean_stale_staging, lock, staging_path};
 pub use orc::orc_schema;
 
 /// Spark writes a null partition value as this directory name; so does Kiln.

@@ -5,6 +5,7 @@
 //! what was type-checked is exactly what runs.
 
 mod dedupe;
+pub mod event_window;
 pub mod expect;
 mod join;
 pub mod sql;
@@ -145,6 +146,7 @@ fn build_unaliased(name: &str, op: &Op, inputs: &[LogicalPlan]) -> Result<Logica
         Op::Sql { plan, inputs: names, .. } => sql::build(plan, names, inputs)?,
         Op::Expect { rules, output, .. } => expect::build(nth(0)?, rules, &inputs[1..], *output)?,
         Op::Predict { model, features, output, batch_size, .. } => predict(name, input()?, model, features, output, *batch_size)?,
+        Op::EventWindow { window, .. } => event_window::build(name, nth(0)?, window)?,
     };
     Ok(plan)
 }

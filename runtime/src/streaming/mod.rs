@@ -1,0 +1,562 @@
+//! Streaming pipelines (SPEC §8): micro-batches over directories of files.
+//!
+//! Each batch is a bounded run of the pipeline: every stream source reads only
+//! the files that arrived since the last batch (hard-linked into the batch's
+//! work directory, so the ordinary sources, drift checks and CSV cleaning read
+//! them), static sources are read whole, and each event-time window runs one
+//! step from its state ([`window`]). The windows' results are written to the
+//! batch directory and read back as Parquet sources, so the rest of the
+//! pipeline is planned as a batch run plans it.
+//!
+//! **Exactly once.** A batch's sink files (appended) and its new checkpoint
+//! state — the files read per source, each window's watermark and open rows —
+//! commit in one journal ([`crate::sinks::journal`]): the state directory is
+//! replaced like an overwritten sink, the part files move into the sinks. A
+//! process killed before the journal's commit point leaves no trace of the
+//! batch (the next start rolls it back and runs it again from the same files);
+//! one killed after it is completed on the next start. Either way each file's
+//! rows reach the sinks once.
+//!
+//! Layout of `checkpoint_dir`: `state/` (`checkpoint.json`, `WINDOW.arrow`),
+//! `batches/N/` (a batch's links and window results; removed after its commit,
+//! and by the next start when a process died).
+
+mod window;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use crate::params::{self, Values, interpolate};
+use crate::plan::{EventWindow, Op, Pipeline, SinkFormat, Source, SourceFormat, Streaming, Trigger, WriteMode};
+use crate::run::{Report, RunOptions, SinkReport, env};
+use crate::sinks::{self, Staged};
+use crate::{Error, Result, session};
+
+/// One micro-batch, as Spark's `StreamingQueryProgress` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchReport {
+    /// 0 for the first batch this checkpoint ever committed.
+    pub batch: u64,
+    /// New files read, per stream source.
+    pub files: BTreeMap<String, u64>,
+    /// Rows the stream sources produced.
+    pub rows_in: u64,
+    /// Rows written, per sink.
+    pub rows_out: BTreeMap<String, u64>,
+    pub seconds: f64,
+    pub rows_per_second: f64,
+    /// Per event-time window.
+    pub windows: BTreeMap<String, WindowReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowReport {
+    /// After this batch, as an RFC 3339 time (UTC); none before the first row.
+    pub watermark: Option<String>,
+    /// Rows of still-open windows kept in the checkpoint.
+    pub state_rows: u64,
+    /// Rows dropped because every window they fall in had closed.
+    pub late_rows: u64,
+    pub rows_in: u64,
+    pub rows_out: u64,
+}
+
+/// `state/checkpoint.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    version: u32,
+    pipeline: String,
+    /// What the state means: the stream sources and the windows (see [`fingerprint`]).
+    fingerprint: Vec<String>,
+    /// Batches committed so far.
+    batches: u64,
+    /// Stream source → files read, relative to its directory.
+    files: BTreeMap<String, Vec<String>>,
+    /// Window → watermark, microseconds since the epoch (UTC).
+    watermarks: BTreeMap<String, Option<i64>>,
+}
+
+const STATE_FILE: &str = "checkpoint.json";
+
+/// What a checkpoint's state depends on: a spec whose stream sources or windows
+/// differ cannot continue from it (SPEC §8). Stateless transforms may change.
+fn fingerprint(pipeline: &Pipeline, streaming: &Streaming) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, _) in &streaming.sources {
+        if let Some(Op::Source(s)) = pipeline.node(name).map(|n| &n.op) {
+            out.push(format!("source {name}: {}", crate::plan::format_name(&s.format)));
+        }
+    }
+    for n in &pipeline.nodes {
+        if let Op::EventWindow { input, window: w } = &n.op {
+            let list = |e: &[datafusion::logical_expr::Expr]| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
+            out.push(format!(
+                "window {} over {input}: time {}, size {}us, slide {}us, watermark {}us, keys [{}], aggregates [{}], {:?} output",
+                n.name,
+                w.time_column,
+                w.size_us,
+                w.slide_us,
+                w.watermark_us,
+                list(&w.keys),
+                list(&w.aggregates),
+                w.output_mode
+            ));
+        }
+    }
+    out
+}
+
+/// A stream source: its directory, the extension its files have, the batch limit.
+struct Stream {
+    name: String,
+    dir: PathBuf,
+    ext: &'static str,
+    max_files: Option<usize>,
+}
+
+/// Runs a streaming pipeline until its trigger says stop (`available_now`) or forever.
+pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) -> Result<Report> {
+    let started = Instant::now();
+    if opts.cluster.is_some() {
+        return Err(Error::Usage(
+            "a streaming pipeline runs its micro-batches in one process in this version of kiln; run it with `run` (not --standalone or submit)".into(),
+        ));
+    }
+    let trigger = opts.trigger.unwrap_or(streaming.trigger);
+    let values = params::resolve(&pipeline.params, &opts.params, env)?;
+    crate::storage::configure_pipeline(pipeline, &values)?;
+    let session_opts = opts.session.clone().over(&pipeline.runtime);
+    let ctx = session::context(&session_opts)?;
+    let dir = pipeline.runtime.checkpoint_dir.as_deref().ok_or_else(|| Error::Usage("a streaming pipeline needs [runtime] checkpoint_dir".into()))?;
+    let dir = PathBuf::from(interpolate(dir, &values, env)?);
+    if crate::storage::is_remote(&dir.to_string_lossy()) {
+        return Err(Error::Usage(format!("checkpoint_dir `{}`: a streaming checkpoint is kept on a local (or mounted) disk in this version of kiln", dir.display())));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating checkpoint_dir {}", dir.display()), e))?;
+    let state_dir = dir.join("state");
+
+    let mut streams = Vec::new();
+    for (name, max_files) in &streaming.sources {
+        let Some(Op::Source(source)) = pipeline.node(name).map(|n| &n.op) else { continue };
+        let path = interpolate(&source.path, &values, env)?;
+        if crate::storage::is_remote(&path) {
+            return Err(Error::in_node(name, format!("`{path}`: streams from object stores are not supported by this version of kiln yet (a local or mounted directory is)")));
+        }
+        let dir = PathBuf::from(&path);
+        if !dir.is_dir() {
+            return Err(Error::in_node(name, format!("a stream source reads a directory, and `{path}` is {}", if dir.exists() { "a file" } else { "missing" })));
+        }
+        let ext = match source.format {
+            SourceFormat::Csv(_) => "csv",
+            SourceFormat::Json => "json",
+            SourceFormat::Parquet => "parquet",
+            SourceFormat::Avro => "avro",
+            _ => return Err(Error::in_node(name, "only csv, json, parquet and avro sources can be streams")),
+        };
+        streams.push(Stream { name: name.clone(), dir, ext, max_files: *max_files });
+    }
+
+    // Sinks and the checkpoint are held for the whole run; a killed batch's commit is
+    // settled (see `sinks::journal`), then leftovers of killed batches are removed.
+    let mut locks = vec![sinks::lock("checkpoint", &state_dir)?];
+    let mut targets = HashMap::new();
+    let mut local = vec![state_dir.clone()];
+    for sink in pipeline.sinks.iter().filter(|s| s.format != SinkFormat::Console) {
+        let target = sinks::Target::resolve(sink, &interpolate(&sink.path, &values, env)?)?;
+        let sinks::Target::Local(path) = &target else {
+            return Err(Error::Sink { sink: sink.name.clone(), message: "streaming sinks write local (or mounted) directories in this version of kiln".into() });
+        };
+        locks.push(sinks::lock(&sink.name, path)?);
+        local.push(path.clone());
+        targets.insert(sink.name.clone(), target);
+    }
+    let journal = sinks::journal::path(&local).ok_or_else(|| Error::Usage("a sink path has no file name".into()))?;
+    sinks::journal::recover(&journal)?;
+    for target in targets.values() {
+        target.clean_leftovers().await?;
+    }
+    sinks::clean_stale_staging(&state_dir);
+    let _ = std::fs::remove_dir_all(dir.join("batches"));
+
+    let print = fingerprint(pipeline, streaming);
+    let mut checkpoint = load(&state_dir)?;
+    match &checkpoint {
+        Some(c) if c.fingerprint != print || c.pipeline != pipeline.name => {
+            let theirs: Vec<&String> = c.fingerprint.iter().filter(|f| !print.contains(f)).collect();
+            let ours: Vec<&String> = print.iter().filter(|f| !c.fingerprint.contains(f)).collect();
+            return Err(Error::Usage(format!(
+                "checkpoint_dir {} was written by another spec (pipeline `{}`), and its state cannot be read by this one:\n  the checkpoint has: {}\n  this spec has: {}\nuse a new checkpoint_dir, or delete this one to start over (every file is read again)",
+                dir.display(),
+                c.pipeline,
+                if theirs.is_empty() { "nothing else".to_string() } else { theirs.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ") },
+                if ours.is_empty() { "nothing else".to_string() } else { ours.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ") },
+            )));
+        }
+        _ => {}
+    }
+    let mut checkpoint = checkpoint.take().unwrap_or(Checkpoint { version: 1, pipeline: pipeline.name.clone(), fingerprint: print, ..Default::default() });
+    let mut states: HashMap<String, window::State> = HashMap::new();
+    for n in &pipeline.nodes {
+        if let Op::EventWindow { .. } = &n.op {
+            let rows = read_ipc(&state_dir.join(format!("{}.arrow", n.name)))?;
+            states.insert(n.name.clone(), window::State { watermark_us: checkpoint.watermarks.get(&n.name).copied().flatten(), rows });
+        }
+    }
+
+    // `available_now`: the files present at start, nothing that arrives later.
+    let available: Option<HashSet<(String, String)>> = match trigger {
+        Trigger::AvailableNow => Some(streams.iter().flat_map(|s| listing(s).into_iter().map(|(f, _)| (s.name.clone(), f))).collect()),
+        Trigger::IntervalMs(_) => None,
+    };
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut reports = Vec::new();
+    loop {
+        let batch_started = Instant::now();
+        let mut picked: Vec<(usize, Vec<String>)> = Vec::new();
+        for (i, s) in streams.iter().enumerate() {
+            let read: HashSet<&str> = checkpoint.files.get(&s.name).map(|f| f.iter().map(String::as_str).collect()).unwrap_or_default();
+            let mut new: Vec<(String, SystemTime)> = listing(s)
+                .into_iter()
+                .filter(|(f, _)| !read.contains(f.as_str()))
+                .filter(|(f, _)| available.as_ref().is_none_or(|a| a.contains(&(s.name.clone(), f.clone()))))
+                .collect();
+            // Oldest first, as Spark's file source.
+            new.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+            new.truncate(s.max_files.unwrap_or(usize::MAX));
+            picked.push((i, new.into_iter().map(|(f, _)| f).collect()));
+        }
+        if picked.iter().all(|(_, f)| f.is_empty()) {
+            match trigger {
+                Trigger::AvailableNow => break,
+                Trigger::IntervalMs(ms) => {
+                    tokio::time::sleep(Duration::from_millis(ms.max(200))).await;
+                    continue;
+                }
+            }
+        }
+        let id = checkpoint.batches;
+        let work = dir.join("batches").join(id.to_string());
+        let outcome = batch(pipeline, &ctx, &values, &session_opts, &streams, &picked, &work, &targets, &state_dir, &journal, &mut checkpoint, &mut states).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let mut report = outcome?;
+        report.seconds = batch_started.elapsed().as_secs_f64();
+        report.rows_per_second = report.rows_in as f64 / report.seconds.max(1e-9);
+        for (sink, rows) in &report.rows_out {
+            *totals.entry(sink.clone()).or_default() += rows;
+        }
+        eprintln!("{}", describe(&report));
+        tracing::info!(batch = report.batch, rows_in = report.rows_in, seconds = report.seconds, "batch committed");
+        reports.push(report);
+        if let Trigger::IntervalMs(ms) = trigger {
+            let next = batch_started + Duration::from_millis(ms);
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
+    drop(locks);
+    let sinks = pipeline
+        .sinks
+        .iter()
+        .map(|s| SinkReport { name: s.name.clone(), path: interpolate(&s.path, &values, env).unwrap_or_default(), rows: Some(totals.get(&s.name).copied().unwrap_or(0)) })
+        .collect();
+    let params = values.0.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    Ok(Report { sinks, quality: Vec::new(), seconds: started.elapsed().as_secs_f64(), nodes: Default::default(), plans: Default::default(), params, batches: reports })
+}
+
+/// One line per batch on stderr.
+fn describe(r: &BatchReport) -> String {
+    let files: u64 = r.files.values().sum();
+    let out: u64 = r.rows_out.values().sum();
+    let mut line = format!("batch {}: {files} file(s), {} rows in ({:.0} rows/s), {out} rows out, {:.2}s", r.batch, r.rows_in, r.rows_per_second, r.seconds);
+    for (name, w) in &r.windows {
+        line.push_str(&format!(
+            "; window `{name}`: watermark {}, {} state rows, {} late rows dropped",
+            w.watermark.as_deref().unwrap_or("none"),
+            w.state_rows,
+            w.late_rows
+        ));
+    }
+    line
+}
+
+/// The files of a stream's directory with the source's extension, relative to
+/// it, and when each was last modified. Names starting with `.` or `_` (staging
+/// files of writers, `_SUCCESS`) are skipped at every level, as Spark does.
+fn listing(s: &Stream) -> Vec<(String, SystemTime)> {
+    crate::sources::files_under(&s.dir, Some(s.ext))
+        .into_iter()
+        .filter_map(|p| {
+            let rel = p.strip_prefix(&s.dir).ok()?.to_path_buf();
+            if rel.components().any(|c| c.as_os_str().to_string_lossy().starts_with(['.', '_'])) {
+                return None;
+            }
+            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+            Some((rel.to_string_lossy().into_owned(), modified))
+        })
+        .collect()
+}
+
+/// Runs and commits one batch; updates `checkpoint` and `states` once committed.
+#[allow(clippy::too_many_arguments)]
+async fn batch(
+    pipeline: &Pipeline,
+    ctx: &SessionContext,
+    values: &Values,
+    session_opts: &session::SessionOptions,
+    streams: &[Stream],
+    picked: &[(usize, Vec<String>)],
+    work: &Path,
+    targets: &HashMap<String, sinks::Target>,
+    state_dir: &Path,
+    journal: &Path,
+    checkpoint: &mut Checkpoint,
+    states: &mut HashMap<String, window::State>,
+) -> Result<BatchReport> {
+    let id = checkpoint.batches;
+    // The new files, linked under the batch directory: the stream sources read it.
+    let mut p = pipeline.clone();
+    let mut files = BTreeMap::new();
+    for (i, names) in picked {
+        let s = &streams[*i];
+        let at = work.join(&s.name);
+        std::fs::create_dir_all(&at).map_err(|e| Error::io(format!("creating {}", at.display()), e))?;
+        for f in names {
+            link(&s.dir.join(f), &at.join(f))?;
+        }
+        files.insert(s.name.clone(), names.len() as u64);
+        if let Some(node) = p.nodes.iter_mut().find(|n| n.name == s.name) {
+            if let Op::Source(source) = &mut node.op {
+                source.path = format!("{}/", at.display());
+            }
+        }
+    }
+    let rows_in = Arc::new(std::sync::atomic::AtomicU64::new(0));
+
+    // Each window's step, on its input's rows of this batch; its result becomes a
+    // Parquet source of the rest of the batch.
+    let mut window_reports = BTreeMap::new();
+    let mut new_states = HashMap::new();
+    if p.nodes.iter().any(|n| matches!(n.op, Op::EventWindow { .. })) {
+        let prepared = crate::run::prepare(&p, values, session_opts.spill_dir.as_deref())?;
+        let plans = crate::run::planned(&p, ctx, values, &prepared.read_from, None, &Default::default(), None).await?;
+        let windows: Vec<(String, String, EventWindow)> = p
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::EventWindow { input, window } => Some((n.name.clone(), input.clone(), window.clone())),
+                _ => None,
+            })
+            .collect();
+        for (name, input, w) in windows {
+            let plan = plans[&input].clone();
+            let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+            let new = DataFrame::new(ctx.state(), plan).collect().await.map_err(|e| Error::in_node(&input, e))?;
+            let state = states.remove(&name).unwrap_or_default();
+            let step = window::step(ctx, &name, &input, &w, schema, new, state).await.map_err(|e| Error::in_node(&name, e))?;
+            let out = work.join("_windows").join(format!("{name}.parquet"));
+            write_parquet(&out, &step.output_schema, &step.output)?;
+            window_reports.insert(
+                name.clone(),
+                WindowReport {
+                    watermark: step.state.watermark_us.map(format_time),
+                    state_rows: step.state_rows,
+                    late_rows: step.late_rows,
+                    rows_in: step.rows_in,
+                    rows_out: step.rows_out,
+                },
+            );
+            let node = p.nodes.iter_mut().find(|n| n.name == name).expect("window node");
+            node.op = Op::Source(Source { format: SourceFormat::Parquet, path: out.display().to_string(), schema: step.output_schema.clone(), partitions: Vec::new(), hints: Default::default() });
+            new_states.insert(name, step.state);
+        }
+    }
+
+    // The batch as a batch run: every sink appends, the expectations are checked.
+    let prepared = crate::run::prepare(&p, values, session_opts.spill_dir.as_deref())?;
+    let mut shared_ids = Vec::new();
+    let plans = crate::run::planned(&p, ctx, values, &prepared.read_from, Some(&mut shared_ids), &Default::default(), None).await;
+    let staged = match plans {
+        Ok(plans) => stage(&p, ctx, &plans, targets, streams, &rows_in).await,
+        Err(e) => Err(e),
+    };
+    crate::shared::release(&shared_ids);
+    let staged = staged?;
+
+    // The new checkpoint, staged beside the state directory, commits with the sinks.
+    let mut next = Checkpoint {
+        version: 1,
+        pipeline: checkpoint.pipeline.clone(),
+        fingerprint: checkpoint.fingerprint.clone(),
+        batches: id + 1,
+        files: checkpoint.files.clone(),
+        watermarks: checkpoint.watermarks.clone(),
+    };
+    for (i, names) in picked {
+        next.files.entry(streams[*i].name.clone()).or_default().extend(names.iter().cloned());
+    }
+    for (name, s) in &new_states {
+        next.watermarks.insert(name.clone(), s.watermark_us);
+    }
+    let staging = sinks::staging_path(state_dir)?;
+    let written = (|| -> Result<()> {
+        std::fs::create_dir_all(&staging).map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
+        for n in &pipeline.nodes {
+            if let Op::EventWindow { .. } = &n.op {
+                let rows = match new_states.get(&n.name) {
+                    Some(s) => &s.rows,
+                    None => &states.get(&n.name).map(|s| s.rows.clone()).unwrap_or_default(),
+                };
+                write_ipc(&staging.join(format!("{}.arrow", n.name)), rows)?;
+            }
+        }
+        let json = serde_json::to_vec_pretty(&next).map_err(|e| Error::Usage(e.to_string()))?;
+        std::fs::write(staging.join(STATE_FILE), json).map_err(|e| Error::io(format!("writing {}", staging.display()), e))
+    })();
+    if let Err(e) = written {
+        sinks::discard(&staging);
+        crate::run::abort_all(staged).await;
+        return Err(e);
+    }
+    let mut rows_out = BTreeMap::new();
+    let mut moves = Vec::new();
+    let mut consoles = Vec::new();
+    for s in staged {
+        rows_out.insert(s.sink.clone(), s.rows);
+        match s.into_move() {
+            Ok(m) => moves.push(m),
+            Err(console) => consoles.push(console),
+        }
+    }
+    moves.push((staging, state_dir.to_path_buf(), WriteMode::Overwrite));
+    sinks::journal::commit_all(journal, &moves)?;
+    // Committed: consoles print (at least once: a process killed here prints again).
+    for console in consoles {
+        console.commit()?;
+    }
+    *checkpoint = next;
+    for (name, s) in new_states {
+        states.insert(name, s);
+    }
+    Ok(BatchReport { batch: id, files, rows_in: rows_in.load(std::sync::atomic::Ordering::Relaxed), rows_out, seconds: 0.0, rows_per_second: 0.0, windows: window_reports })
+}
+
+/// Stages every sink of the batch (appending), with the expectations' summaries.
+/// `rows_in` gets the rows the stream sources produced.
+async fn stage(
+    p: &Pipeline,
+    ctx: &SessionContext,
+    plans: &HashMap<String, datafusion::logical_expr::LogicalPlan>,
+    targets: &HashMap<String, sinks::Target>,
+    streams: &[Stream],
+    rows_in: &std::sync::atomic::AtomicU64,
+) -> Result<Vec<Staged>> {
+    // Rows in: each stream source counted on its own (cheap next to the batch's work).
+    for s in streams {
+        let n = DataFrame::new(ctx.state(), plans[&s.name].clone()).count().await.map_err(|e| Error::in_node(&s.name, e))?;
+        rows_in.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    let sinks: Vec<_> = p
+        .sinks
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            if s.format != SinkFormat::Console {
+                s.mode = WriteMode::Append;
+            }
+            s
+        })
+        .collect();
+    let (quality, results) = futures::future::join(
+        crate::run::check_quality(p, ctx, plans),
+        futures::future::join_all(sinks.iter().map(|sink| {
+            let target = targets.get(&sink.name).cloned().unwrap_or_else(|| sinks::Target::Local(PathBuf::new()));
+            let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());
+            async move { sinks::stage(df, sink, &target).await }
+        })),
+    )
+    .await;
+    let mut staged = Vec::new();
+    let mut failed = None;
+    for r in results {
+        match r {
+            Ok(s) => staged.push(s),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    if let Err(e) = quality {
+        failed = failed.or(Some(e));
+    }
+    if let Some(e) = failed {
+        crate::run::abort_all(staged).await;
+        return Err(e);
+    }
+    Ok(staged)
+}
+
+/// `from` at `to`: a hard link (no copy) where the file system allows, else a copy.
+fn link(from: &Path, to: &Path) -> Result<()> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to).map(|_| ()).map_err(|e| Error::io(format!("reading {}", from.display()), e))
+}
+
+fn load(state_dir: &Path) -> Result<Option<Checkpoint>> {
+    let path = state_dir.join(STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Usage(format!("{} is not a kiln checkpoint: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+fn read_ipc(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    let reader = datafusion::arrow::ipc::reader::FileReader::try_new(file, None).map_err(|e| Error::Usage(format!("reading {}: {e}", path.display())))?;
+    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::Usage(format!("reading {}: {e}", path.display())))
+}
+
+fn write_ipc(path: &Path, batches: &[RecordBatch]) -> Result<()> {
+    let Some(first) = batches.first() else { return Ok(()) };
+    let io = |e: std::io::Error| Error::io(format!("writing {}", path.display()), e);
+    let arrow = |e: datafusion::arrow::error::ArrowError| Error::Usage(format!("writing {}: {e}", path.display()));
+    let file = std::fs::File::create(path).map_err(io)?;
+    let mut w = datafusion::arrow::ipc::writer::FileWriter::try_new(file, &first.schema()).map_err(arrow)?;
+    for b in batches {
+        w.write(b).map_err(arrow)?;
+    }
+    w.finish().map_err(arrow)
+}
+
+fn write_parquet(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let err = |e: parquet::errors::ParquetError| Error::Usage(format!("writing {}: {e}", path.display()));
+    let file = std::fs::File::create(path).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).map_err(err)?;
+    for b in batches {
+        w.write(b).map_err(err)?;
+    }
+    w.close().map_err(err)?;
+    Ok(())
+}
+
+/// Microseconds since the epoch as RFC 3339 (UTC).
+fn format_time(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).map_or_else(|| us.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+}

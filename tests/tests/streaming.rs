@@ -1,0 +1,327 @@
+//! Streaming pipelines (SPEC §8, issue 17): directories of JSON files read in
+//! micro-batches, event-time windows with a watermark, exactly-once commits with
+//! the checkpoint, restarts after kill -9 and after a crash inside a commit.
+//!
+//! Every expected output comes from `tests/streaming/oracle.py`, which replays
+//! the batches with DuckDB (the events, one file per batch, in order).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kiln_tests::{Row, build_job, read_expected_csv, read_parquet_rows, repo_root, sorted};
+
+/// The spec's windows: 5-minute tumbling, 2-minute watermark.
+const TUMBLE: (u64, u64, u64) = (300, 300, 120);
+
+/// `files` files of `rows` click events each, in order of arrival: times advance a
+/// minute per file, with jitter up to 7 minutes back (out of order; some late) and
+/// 1 minute forward; a few negative durations (filtered) and times missing (no window).
+fn write_events(dir: &Path, first: usize, files: usize, rows: usize, seed: u64) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = seed;
+    let mut next = move |n: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let pages = ["/home", "/cart", "/checkout", "/help"];
+    let mut written = Vec::new();
+    for f in first..first + files {
+        let mut text = String::new();
+        for _ in 0..rows {
+            let base = 1_714_557_600 + f as i64 * 60; // 2024-05-01T10:00:00 + a minute per file
+            let t = base - next(420) as i64 + next(60) as i64;
+            let ts = match next(40) {
+                0 => "null".to_string(),
+                _ => {
+                    // Seconds into 2024-05-01 (UTC); every time falls on that day.
+                    let s = t - 1_714_521_600;
+                    format!("\"2024-05-01T{:02}:{:02}:{:02}\"", s / 3600, s / 60 % 60, s % 60)
+                }
+            };
+            let duration = next(3000) as i64 - 100;
+            text.push_str(&format!("{{\"user_id\": \"u{}\", \"page\": \"{}\", \"ts\": {ts}, \"duration_ms\": {duration}}}\n", next(25), pages[next(4) as usize]));
+        }
+        let path = dir.join(format!("part-{f:04}.json"));
+        // Written beside and renamed in, as a producer should (a stream never sees half a file).
+        let tmp = dir.join(format!(".part-{f:04}.json.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        // Distinct modification times keep the arrival order.
+        let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + f as u64);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        written.push(path);
+    }
+    written
+}
+
+fn python_with_duckdb() -> Command {
+    let mut c = Command::new("python3");
+    let duck = std::env::var("KILN_PYDUCK").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kiln/tools/pyduck"));
+    c.env("PYTHONPATH", duck);
+    c
+}
+
+/// The oracle's rows and its figures (`late`, `watermark`).
+fn oracle(files: &[PathBuf], (size, slide, delay): (u64, u64, u64), mode: &str) -> (Vec<Row>, serde_json::Value) {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let o = python_with_duckdb()
+        .arg(repo_root().join("tests/streaming/oracle.py"))
+        .arg(out.path())
+        .args([size.to_string(), slide.to_string(), delay.to_string(), mode.to_string()])
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "oracle: {}", String::from_utf8_lossy(&o.stderr));
+    (sorted(read_expected_csv(out.path())), serde_json::from_slice(&o.stdout).unwrap())
+}
+
+fn output(dir: &Path) -> Vec<Row> {
+    let counts = dir.join("counts");
+    if !counts.exists() {
+        return Vec::new();
+    }
+    sorted(read_parquet_rows(&counts))
+}
+
+struct Dirs {
+    _root: tempfile::TempDir,
+    events: PathBuf,
+    out: PathBuf,
+    checkpoints: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let root = tempfile::tempdir().unwrap();
+    let p = root.path().to_path_buf();
+    Dirs { events: p.join("events"), out: p.join("out"), checkpoints: p.join("checkpoints"), _root: root }
+}
+
+fn params(d: &Dirs) -> Vec<String> {
+    [("events", &d.events), ("output", &d.out), ("checkpoints", &d.checkpoints)]
+        .iter()
+        .flat_map(|(k, v)| ["--param".to_string(), format!("{k}={}", v.display())])
+        .collect()
+}
+
+fn run(binary: &Path, d: &Dirs, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(binary).arg("run").args(params(d)).args(extra).envs(env.iter().copied()).output().unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn files_stream_into_the_windows_duckdb_computes_and_a_rerun_continues() {
+    let binary = build_job("specs/clickstream.toml");
+    let d = dirs();
+    let mut files = write_events(&d.events, 0, 8, 60, 7);
+    let metrics = d.checkpoints.with_extension("metrics.json");
+    let o = run(&binary, &d, &["--metrics", metrics.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (expected, figures) = oracle(&files, TUMBLE, "append");
+    assert!(expected.len() >= 6, "too few windows to say anything: {expected:?}");
+    assert_eq!(output(&d.out), expected);
+
+    // The metrics: a batch per file, late rows and the watermark as the oracle counts them.
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    let batches = m["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 8, "{m:#}");
+    let late: u64 = batches.iter().map(|b| b["windows"]["per_5m"]["late_rows"].as_u64().unwrap()).sum();
+    assert_eq!(late, figures["late"].as_u64().unwrap(), "{m:#}");
+    assert!(late > 0, "the events hold no late row: the test would prove nothing about the watermark");
+    assert_eq!(batches[7]["windows"]["per_5m"]["watermark"], figures["watermark"]);
+    assert_eq!(batches.iter().map(|b| b["rows_in"].as_u64().unwrap()).sum::<u64>(), 8 * 60);
+    let written: u64 = batches.iter().map(|b| b["rows_out"]["counts"].as_u64().unwrap()).sum();
+    assert_eq!(written as usize, expected.len());
+    assert_eq!(m["sinks"][0]["rows"].as_u64(), Some(written));
+    assert!(batches.iter().all(|b| b["seconds"].as_f64().unwrap() > 0.0 && b["rows_per_second"].as_f64().unwrap() > 0.0), "{m:#}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("batch 7: 1 file(s), 60 rows in"), "{stderr}");
+
+    // Nothing new: nothing written, nothing read again.
+    let o = run(&binary, &d, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(output(&d.out), expected);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("batch "), "{}", text(&o));
+
+    // More files: the run continues from the checkpoint (watermark and open windows).
+    files.extend(write_events(&d.events, 8, 3, 60, 8));
+    let o = run(&binary, &d, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("batch 8: ") && stderr.contains("batch 10: ") && !stderr.contains("batch 11"), "{stderr}");
+    assert_eq!(output(&d.out), oracle(&files, TUMBLE, "append").0);
+}
+
+/// A crash at each point of a batch's commit, then a restart: every window once.
+#[test]
+fn a_crash_inside_a_commit_loses_nothing_and_doubles_nothing() {
+    let binary = build_job("specs/clickstream.toml");
+    for fault in ["before-journal", "after-journal", "after-commit-1", "after-commit-2", "after-done"] {
+        let d = dirs();
+        let mut files = write_events(&d.events, 0, 4, 40, 11);
+        let o = run(&binary, &d, &[], &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        files.extend(write_events(&d.events, 4, 4, 40, 12));
+        let o = run(&binary, &d, &[], &[("KILN_FAULT", fault)]);
+        assert!(!o.status.success(), "{fault}: the fault did not fire: {}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("KILN_FAULT={fault}")), "{}", text(&o));
+        let o = run(&binary, &d, &[], &[]);
+        assert!(o.status.success(), "{fault}: {}", text(&o));
+        assert_eq!(output(&d.out), oracle(&files, TUMBLE, "append").0, "after a crash at {fault}");
+        // No staging, journal or batch directory is left behind.
+        let leftovers: Vec<_> = walk(&d.out).into_iter().chain(walk(&d.checkpoints)).filter(|p| p.to_string_lossy().contains("kiln") || p.to_string_lossy().contains("batches/")).collect();
+        assert!(leftovers.is_empty(), "{fault}: {leftovers:?}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// kill -9 of a process running with an interval trigger, at several moments
+/// (after a batch line, and at arbitrary times), then a final `available_now` run.
+#[test]
+fn a_killed_process_restarts_from_its_checkpoint() {
+    let binary = build_job("specs/clickstream.toml");
+    let d = dirs();
+    let files = write_events(&d.events, 0, 12, 200, 21);
+    let spawn = || Command::new(&binary).arg("run").args(params(&d)).args(["--trigger", "50ms"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // Killed right after its second batch's line.
+    let mut child = spawn();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = 0;
+    while let Some(Ok(line)) = lines.next() {
+        if line.starts_with("batch ") {
+            seen += 1;
+            if seen == 2 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(seen, 2, "the stream stopped early");
+    // Killed at arbitrary moments (inside a batch, or between two).
+    for ms in [150, 400, 90] {
+        let mut child = spawn();
+        std::thread::sleep(Duration::from_millis(ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let o = run(&binary, &d, &["--trigger", "available_now"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(output(&d.out), oracle(&files, TUMBLE, "append").0);
+}
+
+/// The spec with `window` replaced (in-process runs of a checked spec text).
+fn variant(window: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join("specs/clickstream.toml")).unwrap();
+    let start = text.find("tumble = \"5m\"").unwrap();
+    let end = text[start..].find("partition_by").unwrap() + start;
+    format!("{}{window}\n{}", &text[..start], &text[end..])
+}
+
+fn run_in_process(spec: &str, d: &Dirs) -> kiln::Result<kiln::run::Report> {
+    let pipeline = kiln_tests::pipeline(spec);
+    let opts = kiln::run::RunOptions {
+        params: vec![
+            ("events".into(), d.events.display().to_string()),
+            ("output".into(), d.out.display().to_string()),
+            ("checkpoints".into(), d.checkpoints.display().to_string()),
+        ],
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(kiln::run::run(&pipeline, &opts))
+}
+
+#[test]
+fn hopping_windows_and_update_mode_match_duckdb() {
+    // Hopping: 10-minute windows every 5 minutes (a row in two windows), 3-minute watermark.
+    let d = dirs();
+    let files = write_events(&d.events, 0, 6, 80, 31);
+    let report = run_in_process(&variant("hop = { size = \"10m\", slide = \"5m\" }\nwatermark = \"3m\""), &d).unwrap();
+    let (expected, figures) = oracle(&files, (600, 300, 180), "append");
+    assert_eq!(output(&d.out), expected);
+    assert_eq!(report.batches.iter().map(|b| b.windows["per_5m"].late_rows).sum::<u64>(), figures["late"].as_u64().unwrap());
+
+    // Update mode: each batch writes the windows it touched, with their values so far.
+    let d = dirs();
+    let files = write_events(&d.events, 0, 6, 80, 32);
+    run_in_process(&variant("tumble = \"5m\"\nwatermark = \"2m\"\noutput_mode = \"update\""), &d).unwrap();
+    let (expected, _) = oracle(&files, TUMBLE, "update");
+    assert!(expected.len() > oracle(&files, TUMBLE, "append").0.len(), "update mode wrote no more rows than append mode");
+    assert_eq!(output(&d.out), expected);
+}
+
+#[test]
+fn a_checkpoint_refuses_a_spec_with_other_windows() {
+    let d = dirs();
+    write_events(&d.events, 0, 2, 20, 41);
+    let base = std::fs::read_to_string(repo_root().join("specs/clickstream.toml")).unwrap();
+    run_in_process(&base, &d).unwrap();
+    let before = output(&d.out);
+    write_events(&d.events, 2, 2, 20, 42);
+    let err = run_in_process(&variant("tumble = \"10m\"\nwatermark = \"2m\""), &d).unwrap_err().to_string();
+    assert!(err.contains("was written by another spec") && err.contains("size 300000000us") && err.contains("size 600000000us"), "{err}");
+    assert!(err.contains(&d.checkpoints.display().to_string()), "{err}");
+    let err = run_in_process(&base.replace("count(DISTINCT user_id)", "approx_distinct(user_id)"), &d).unwrap_err().to_string();
+    assert!(err.contains("approx_distinct"), "{err}");
+    assert_eq!(output(&d.out), before, "a refused run wrote output");
+    // A changed stateless transform is fine: the state means the same.
+    run_in_process(&base.replace("duration_ms >= 0", "duration_ms >= 0 AND user_id IS NOT NULL"), &d).unwrap();
+}
+
+fn check_errors(text: &str) -> String {
+    let checked = kiln_compiler::check_text(Path::new("stream.toml"), text, &repo_root());
+    assert!(checked.has_errors(), "expected errors in:\n{text}");
+    checked.render(false)
+}
+
+#[test]
+fn what_a_stream_cannot_compute_is_a_check_error() {
+    let base = std::fs::read_to_string(repo_root().join("specs/clickstream.toml")).unwrap();
+    let base = base.split("[[tests]]").next().unwrap().to_string();
+    // An aggregate with no window over a stream.
+    let e = check_errors(&format!("{base}\n[transforms.totals]\ntype = \"aggregate\"\ninput = \"valid\"\ngroup_by = [\"page\"]\naggregates.n = \"count(*)\"\n[sinks.totals]\ninput = \"totals\"\nformat = \"console\"\n"));
+    assert!(e.contains("transform `totals`: an aggregate over a stream never finishes") && e.contains("time_column"), "{e}");
+    // Two streams joined.
+    let e = check_errors(&format!("{base}\n[sources.more]\nformat = \"json\"\npath = \"data/clicks/\"\nschema = {{ user_id = \"string\", extra = \"string\" }}\n[transforms.both]\ntype = \"join\"\nleft = \"valid\"\nright = \"more\"\non = [\"user_id\"]\n[sinks.both]\ninput = \"both\"\nformat = \"console\"\n"));
+    assert!(e.contains("joining two streams"), "{e}");
+    // No checkpoint_dir.
+    let e = check_errors(&base.replace("checkpoint_dir = \"${params.checkpoints}\"", ""));
+    assert!(e.contains("a streaming pipeline needs [runtime] checkpoint_dir"), "{e}");
+    // A sink that overwrites.
+    let e = check_errors(&base.replace("path = \"${params.output}/counts\"", "path = \"${params.output}/counts\"\nmode = \"overwrite\""));
+    assert!(e.contains("appends each batch's rows"), "{e}");
+    // Event time that is not a timestamp, and a slide longer than the window.
+    let e = check_errors(&base.replace("time_column = \"ts\"", "time_column = \"user_id\""));
+    assert!(e.contains("`time_column` `user_id` is string, not a timestamp") || e.contains("not a timestamp"), "{e}");
+    let e = check_errors(&variant("hop = { size = \"5m\", slide = \"10m\" }").split("[[tests]]").next().unwrap().to_string());
+    assert!(e.contains("the slide (10m) is longer than the window (5m)"), "{e}");
+    // A sink fed only by static data writes the same rows every batch.
+    let e = check_errors(&format!("{base}\n[sinks.pages_out]\ninput = \"pages\"\nformat = \"console\"\n"));
+    assert!(e.contains("sink `pages_out` reads no stream"), "{e}");
+    // `trigger` without streaming; bad trigger.
+    let e = check_errors(&base.replace("mode = \"streaming\"\n", ""));
+    assert!(e.contains("`trigger` is for streaming pipelines"), "{e}");
+    let e = check_errors(&base.replace("trigger = \"available_now\"", "trigger = \"soon\""));
+    assert!(e.contains("is neither \"available_now\" nor a duration"), "{e}");
+    // And the spec itself is fine.
+    let checked = kiln_compiler::check_text(Path::new("stream.toml"), &base, &repo_root());
+    assert!(!checked.has_errors(), "{}", checked.render(false));
+}
