@@ -484,6 +484,7 @@ pub fn format_name(format: &SourceFormat) -> &'static str {
         SourceFormat::Postgres(_) => "postgres",
         SourceFormat::Delta(_) => "delta",
         SourceFormat::Inline(_) => "inline",
+        SourceFormat::Kafka(_) => "kafka",
     }
 }
 
@@ -530,6 +531,35 @@ pub enum SourceFormat {
     Delta(DeltaSource),
     /// Rows given in the spec, one `ScalarValue` per schema column.
     Inline(Vec<Vec<ScalarValue>>),
+    /// A Kafka topic (SPEC §3, §8): streaming pipelines only. The schema is the
+    /// value's columns, then [`KAFKA_COLUMNS`].
+    Kafka(KafkaSource),
+}
+
+/// The columns a `kafka` source adds after the value's: the record's key (text),
+/// topic, partition, offset and timestamp.
+pub const KAFKA_COLUMNS: [&str; 5] = ["kafka_key", "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp"];
+
+/// A `kafka` source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSource {
+    /// `host:port,…`; may hold `${params.X}`/`${env.X}`.
+    pub brokers: String,
+    pub topic: String,
+    /// Where a new checkpoint starts: the earliest offsets kept, or the end (Spark's default).
+    pub earliest: bool,
+    /// `json` (one object per record) or `csv` (one line per record, no header).
+    pub value_format: KafkaValueFormat,
+    /// The most records one batch takes, over all partitions (Spark's `maxOffsetsPerTrigger`).
+    pub max_offsets_per_trigger: Option<u64>,
+    /// librdkafka settings (`security.protocol`, `sasl.username`, …); values may hold `${env.X}`.
+    pub options: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaValueFormat {
+    Json,
+    Csv,
 }
 
 /// A `delta` source's time travel (SPEC §3, §6a): at most one is set; neither

@@ -757,7 +757,7 @@ pub(crate) fn prepare(pipeline: &Pipeline, values: &Values, spill_dir: Option<&s
     let mut prepared = Prepared { read_from: HashMap::new(), quarantines: Vec::new(), skipped: Vec::new(), work: None };
     for node in &pipeline.nodes {
         let Op::Source(source) = &node.op else { continue };
-        if !matches!(source.format, SourceFormat::Inline(_) | SourceFormat::Postgres(_)) {
+        if !matches!(source.format, SourceFormat::Inline(_) | SourceFormat::Postgres(_) | SourceFormat::Kafka(_)) {
             let path = interpolate(&source.path, values, env)?;
             sources::must_exist(&path).map_err(|e| Error::in_node(&node.name, e))?;
             sources::no_skipped_files(&path, &source.format).map_err(|e| Error::in_node(&node.name, e))?;

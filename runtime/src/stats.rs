@@ -131,7 +131,7 @@ fn file_estimate(path: &Path, format: &SourceFormat, row_width: f64) -> Option<(
         SourceFormat::Json => "json",
         SourceFormat::Avro => "avro",
         SourceFormat::Orc => "orc",
-        SourceFormat::Inline(_) | SourceFormat::Postgres(_) => return None,
+        SourceFormat::Inline(_) | SourceFormat::Postgres(_) | SourceFormat::Kafka(_) => return None,
     };
     let files = crate::sources::files_under(path, Some(ext));
     if files.is_empty() {

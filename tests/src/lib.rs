@@ -2,6 +2,7 @@
 //! binaries the way `kiln build` does, and reading their outputs back as rows.
 
 pub mod postgres;
+pub mod streaming;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -10,72 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kiln_tests::{Row, build_job, read_expected_csv, read_parquet_rows, repo_root, sorted};
-
-/// The spec's windows: 5-minute tumbling, 2-minute watermark.
-const TUMBLE: (u64, u64, u64) = (300, 300, 120);
-
-/// `files` files of `rows` click events each, in order of arrival: times advance a
-/// minute per file, with jitter up to 7 minutes back (out of order; some late) and
-/// 1 minute forward; a few negative durations (filtered) and times missing (no window).
-fn write_events(dir: &Path, first: usize, files: usize, rows: usize, seed: u64) -> Vec<PathBuf> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut state = seed;
-    let mut next = move |n: u64| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) % n
-    };
-    let pages = ["/home", "/cart", "/checkout", "/help"];
-    let mut written = Vec::new();
-    for f in first..first + files {
-        let mut text = String::new();
-        for _ in 0..rows {
-            let base = 1_714_557_600 + f as i64 * 60; // 2024-05-01T10:00:00 + a minute per file
-            let t = base - next(420) as i64 + next(60) as i64;
-            let ts = match next(40) {
-                0 => "null".to_string(),
-                _ => {
-                    // Seconds into 2024-05-01 (UTC); every time falls on that day.
-                    let s = t - 1_714_521_600;
-                    format!("\"2024-05-01T{:02}:{:02}:{:02}\"", s / 3600, s / 60 % 60, s % 60)
-                }
-            };
-            let duration = next(3000) as i64 - 100;
-            text.push_str(&format!("{{\"user_id\": \"u{}\", \"page\": \"{}\", \"ts\": {ts}, \"duration_ms\": {duration}}}\n", next(25), pages[next(4) as usize]));
-        }
-        let path = dir.join(format!("part-{f:04}.json"));
-        // Written beside and renamed in, as a producer should (a stream never sees half a file).
-        let tmp = dir.join(format!(".part-{f:04}.json.tmp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-        // Distinct modification times keep the arrival order.
-        let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + f as u64);
-        std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
-        written.push(path);
-    }
-    written
-}
-
-fn python_with_duckdb() -> Command {
-    let mut c = Command::new("python3");
-    let duck = std::env::var("KILN_PYDUCK").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kiln/tools/pyduck"));
-    c.env("PYTHONPATH", duck);
-    c
-}
-
-/// The oracle's rows and its figures (`late`, `watermark`).
-fn oracle(files: &[PathBuf], (size, slide, delay): (u64, u64, u64), mode: &str) -> (Vec<Row>, serde_json::Value) {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let o = python_with_duckdb()
-        .arg(repo_root().join("tests/streaming/oracle.py"))
-        .arg(out.path())
-        .args([size.to_string(), slide.to_string(), delay.to_string(), mode.to_string()])
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "oracle: {}", String::from_utf8_lossy(&o.stderr));
-    (sorted(read_expected_csv(out.path())), serde_json::from_slice(&o.stdout).unwrap())
-}
+use kiln_tests::streaming::{TUMBLE, oracle, write_events};
+use kiln_tests::{Row, build_job, read_parquet_rows, repo_root, sorted};
 
 fn output(dir: &Path) -> Vec<Row> {
     let counts = dir.join("counts");

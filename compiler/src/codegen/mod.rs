@@ -564,6 +564,23 @@ fn source(s: &Source) -> Result<TokenStream, Unsupported> {
             let timestamp = option(d.timestamp.as_ref().map(|t| quote!(#t.into())));
             quote!(SourceFormat::Delta(DeltaSource { version: #version, timestamp: #timestamp }))
         }
+        SourceFormat::Kafka(k) => {
+            let (brokers, topic, earliest) = (&k.brokers, &k.topic, k.earliest);
+            let value_format = match k.value_format {
+                kiln::plan::KafkaValueFormat::Json => quote!(KafkaValueFormat::Json),
+                kiln::plan::KafkaValueFormat::Csv => quote!(KafkaValueFormat::Csv),
+            };
+            let max = option(k.max_offsets_per_trigger.map(|n| quote!(#n)));
+            let options = k.options.iter().map(|(a, b)| quote!((#a.into(), #b.into())));
+            quote!(SourceFormat::Kafka(KafkaSource {
+                brokers: #brokers.into(),
+                topic: #topic.into(),
+                earliest: #earliest,
+                value_format: #value_format,
+                max_offsets_per_trigger: #max,
+                options: Vec::from([#(#options),*]),
+            }))
+        }
         SourceFormat::Inline(rows) => {
             let rows = rows_tokens(rows)?;
             quote!(SourceFormat::Inline(#rows))

@@ -16,6 +16,19 @@ pub enum SourceFormat {
     Postgres,
     Delta,
     Inline,
+    Kafka,
+}
+
+/// The keys of a `kafka` source (SPEC §3, §8).
+#[derive(Debug, Clone)]
+pub struct KafkaDecl {
+    pub brokers: Sp<String>,
+    pub topic: Sp<String>,
+    pub starting_offsets: Option<Sp<String>>,
+    pub value_format: Option<Sp<String>>,
+    pub max_offsets_per_trigger: Option<Sp<i64>>,
+    /// librdkafka settings.
+    pub options: Vec<(Sp<String>, Sp<String>)>,
 }
 
 /// The keys of a `postgres` source (SPEC §3).
@@ -65,10 +78,11 @@ pub struct SourceDecl {
     /// (default: when its path names a directory), and the most files a batch takes.
     pub streaming: Option<Sp<bool>>,
     pub max_files_per_trigger: Option<Sp<i64>>,
+    pub kafka: Option<KafkaDecl>,
 }
 
-const FORMATS: &[&str] = &["csv", "parquet", "json", "avro", "orc", "delta", "postgres", "inline"];
-const LATER_FORMATS: &[&str] = &["kafka"];
+const FORMATS: &[&str] = &["csv", "parquet", "json", "avro", "orc", "delta", "postgres", "inline", "kafka"];
+const LATER_FORMATS: &[&str] = &[];
 
 pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SourceDecl> {
     let format_text = t.req_str("format", d, Some("sources need a format: csv, parquet, json, avro, orc, delta, postgres or inline"))?;
@@ -81,6 +95,7 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
         "postgres" => SourceFormat::Postgres,
         "delta" => SourceFormat::Delta,
         "inline" => SourceFormat::Inline,
+        "kafka" => SourceFormat::Kafka,
         other if LATER_FORMATS.contains(&other) => {
             d.push(
                 Diagnostic::error("kiln::unsupported", format_text.span.clone(), format!("source format `{other}` is not supported by this version of kiln yet"))
@@ -116,6 +131,7 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
         pg: None,
         streaming: None,
         max_files_per_trigger: None,
+        kafka: None,
     };
     match format {
         SourceFormat::Csv | SourceFormat::Parquet | SourceFormat::Json | SourceFormat::Avro | SourceFormat::Orc => {
@@ -158,6 +174,10 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
             }
         }
         SourceFormat::Postgres => decl.pg = postgres(t, d),
+        SourceFormat::Kafka => {
+            decl.kafka = kafka(t, d);
+            decl.streaming = t.bool("streaming", d);
+        }
         SourceFormat::Inline => {
             match rows(t, d) {
                 Some(r) => decl.rows = r,
@@ -206,6 +226,52 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
     }
     t.finish(d);
     Some(decl)
+}
+
+/// The keys of a `kafka` source: `brokers`, `topic`, `starting_offsets`
+/// (earliest | latest), `value_format` (json | csv; avro is not read yet),
+/// `max_offsets_per_trigger`, and `options` passed to librdkafka.
+fn kafka(t: &Table, d: &mut Diags) -> Option<KafkaDecl> {
+    let brokers = t.req_str("brokers", d, Some("brokers = \"broker1:9092,broker2:9092\""));
+    let topic = t.req_str("topic", d, Some("topic = \"clicks\""));
+    let starting_offsets = t.str("starting_offsets", d).filter(|s| one_of(s, &["earliest", "latest"], "`starting_offsets`", d));
+    let value_format = t.str("value_format", d);
+    if let Some(f) = &value_format {
+        if f.as_str() == "avro" {
+            d.push(
+                Diagnostic::error("kiln::unsupported", f.span.clone(), format!("{}: Avro record values are not supported by this version of kiln yet", t.what))
+                    .label("not supported yet")
+                    .help("value_format = \"json\" or \"csv\""),
+            );
+        } else {
+            one_of(f, &["json", "csv"], "`value_format`", d);
+        }
+    }
+    let max_offsets_per_trigger = t.int("max_offsets_per_trigger", d);
+    if let Some(n) = max_offsets_per_trigger.as_ref().filter(|n| n.value < 1) {
+        d.push(Diagnostic::error("kiln::bad-value", n.span.clone(), format!("{}: `max_offsets_per_trigger` must be at least 1", t.what)).label("too small"));
+    }
+    let options = t.str_map("options", d).map(|o| o.value).unwrap_or_default();
+    for (k, v) in &options {
+        if ["bootstrap.servers", "group.id", "enable.auto.commit"].contains(&k.as_str()) {
+            d.push(Diagnostic::error("kiln::conflict", k.span.clone(), format!("{}: `{}` is set by kiln", t.what, k.value)).label("kiln's own setting").help("brokers go in `brokers`; offsets are kept in checkpoint_dir, not in a consumer group"));
+        }
+        if (k.as_str().contains("password") || k.as_str().ends_with("secret")) && !v.as_str().contains("${env.") {
+            d.push(
+                Diagnostic::warning("kiln::literal-secret", v.span.clone(), format!("{}: `{}` is a literal: it is compiled into the binary", t.what, k.value))
+                    .label("a credential in the spec")
+                    .help(format!("read it from the environment: \"{}\" = \"${{env.KAFKA_PASSWORD}}\"", k.value)),
+            );
+        }
+    }
+    if t.get("schema").is_none() {
+        d.push(
+            Diagnostic::error("kiln::missing-key", t.span.clone(), format!("{}: a kafka source needs the `schema` of its record values", t.what))
+                .label("no schema declared")
+                .help("schema = { user_id = \"string\", ts = \"timestamp\" }  # the JSON fields (or CSV columns, in order)"),
+        );
+    }
+    Some(KafkaDecl { brokers: brokers?, topic: topic?, starting_offsets, value_format, max_offsets_per_trigger, options })
 }
 
 /// The keys of a `postgres` source: `url`, one of `table` and `query`, and

@@ -167,6 +167,42 @@ pub(super) fn source(s: &SourceDecl, files: &FileSchemas, d: &mut Diags) -> Opti
             };
             (file_format(s), schema)
         }
+        SourceFormat::Kafka => {
+            let k = s.kafka.as_ref()?;
+            let value = declared?;
+            // The value's columns, then the record's own (plan::KAFKA_COLUMNS).
+            let mut fields: Vec<Field> = value.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let types = [
+                DataType::Utf8,
+                DataType::Utf8,
+                DataType::Int32,
+                DataType::Int64,
+                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+            ];
+            for (name, ty) in kiln::plan::KAFKA_COLUMNS.iter().zip(types) {
+                if let Some((col, _)) = s.schema.as_ref().and_then(|x| x.value.iter().find(|(n, _)| n.as_str() == *name)) {
+                    d.push(
+                        Diagnostic::error("kiln::duplicate-column", col.span.clone(), format!("source `{}`: `{name}` is a column every kafka source adds", s.name.value))
+                            .label("taken")
+                            .note(format!("a kafka source's columns are its values' and {}", kiln::plan::KAFKA_COLUMNS.join(", "))),
+                    );
+                    return None;
+                }
+                fields.push(Field::new(*name, ty, *name == "kafka_key" || *name == "kafka_timestamp"));
+            }
+            let format = kiln::plan::SourceFormat::Kafka(kiln::plan::KafkaSource {
+                brokers: k.brokers.value.clone(),
+                topic: k.topic.value.clone(),
+                earliest: k.starting_offsets.as_ref().is_some_and(|s| s.as_str() == "earliest"),
+                value_format: match k.value_format.as_ref().map(|f| f.as_str()) {
+                    Some("csv") => kiln::plan::KafkaValueFormat::Csv,
+                    _ => kiln::plan::KafkaValueFormat::Json,
+                },
+                max_offsets_per_trigger: k.max_offsets_per_trigger.as_ref().map(|n| n.value.max(1) as u64),
+                options: k.options.iter().map(|(a, b)| (a.value.clone(), b.value.clone())).collect(),
+            });
+            (format, Arc::new(Schema::new(fields)))
+        }
         SourceFormat::Inline => {
             let schema = match declared {
                 Some(s) => s,

@@ -155,6 +155,11 @@ fn plain_strings(spec: &Spec) -> Vec<&crate::spec::Sp<String>> {
     let mut out = Vec::new();
     for s in &spec.sources {
         out.extend(s.path.iter().chain(&s.quarantine).chain(&s.null_value));
+        if let Some(k) = &s.kafka {
+            out.push(&k.brokers);
+            out.push(&k.topic);
+            out.extend(k.options.iter().map(|(_, v)| v));
+        }
     }
     for s in &spec.sinks {
         out.extend(s.path.iter());

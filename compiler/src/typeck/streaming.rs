@@ -29,6 +29,13 @@ pub(super) fn lower(spec: &Spec, nodes: &[Node], d: &mut Diags) -> Option<Stream
             d.push(Diagnostic::error("kiln::conflict", t.span.clone(), "pipeline: `trigger` is for streaming pipelines").label("not used").help("add mode = \"streaming\" to [pipeline], or remove the trigger"));
         }
         for s in &spec.sources {
+            if s.format.value == SourceFormat::Kafka {
+                d.push(
+                    Diagnostic::error("kiln::unsupported", s.format.span.clone(), format!("source `{}`: a kafka source is read by a streaming pipeline", s.name.value))
+                        .label("a topic has no end")
+                        .help("[pipeline]\nmode = \"streaming\"\ntrigger = \"available_now\"  # reads what the topic holds, then exits"),
+                );
+            }
             if let Some(v) = s.streaming.as_ref().filter(|v| v.value) {
                 d.push(Diagnostic::error("kiln::conflict", v.span.clone(), format!("source `{}`: `streaming = true` needs [pipeline] mode = \"streaming\"", s.name.value)).label("a batch pipeline reads every source once"));
             }
@@ -51,6 +58,13 @@ pub(super) fn lower(spec: &Spec, nodes: &[Node], d: &mut Diags) -> Option<Stream
     for s in &spec.sources {
         let file_format = matches!(s.format.value, SourceFormat::Csv | SourceFormat::Json | SourceFormat::Parquet | SourceFormat::Avro);
         let path = s.path.as_ref().map(|p| p.value.as_str()).unwrap_or("");
+        if s.format.value == SourceFormat::Kafka {
+            if let Some(v) = s.streaming.as_ref().filter(|v| !v.value) {
+                d.push(Diagnostic::error("kiln::bad-value", v.span.clone(), format!("source `{}`: a kafka source is always a stream", s.name.value)).label("cannot be static"));
+            }
+            sources.push((s.name.value.clone(), None));
+            continue;
+        }
         let stream = match &s.streaming {
             Some(v) if v.value && !file_format => {
                 d.push(
@@ -81,7 +95,7 @@ pub(super) fn lower(spec: &Spec, nodes: &[Node], d: &mut Diags) -> Option<Stream
         d.push(
             Diagnostic::error("kiln::bad-value", mode.span.clone(), "a streaming pipeline needs a stream source")
                 .label("no source is a stream")
-                .help("a csv, json, parquet or avro source whose path is a directory (new files are read as they arrive)"),
+                .help("a kafka source, or a csv, json, parquet or avro source whose path is a directory (new files are read as they arrive)"),
         );
         return None;
     }

@@ -94,7 +94,7 @@ pub(super) async fn scan(ctx: &SessionContext, path: &str, source: &Source) -> R
             let table = super::orc::OrcTable::new(spec, source.schema.clone()).map_err(read)?;
             ctx.read_table(std::sync::Arc::new(table)).map_err(read)?
         }
-        SourceFormat::Inline(_) | SourceFormat::Postgres(_) | SourceFormat::Delta(_) => return Err(Error::Usage("this source has no files".into())),
+        SourceFormat::Inline(_) | SourceFormat::Postgres(_) | SourceFormat::Delta(_) | SourceFormat::Kafka(_) => return Err(Error::Usage("this source has no files".into())),
     };
     Ok(df.into_unoptimized_plan())
 }

@@ -32,6 +32,9 @@ pub async fn scan(
     let env = |var: &str| std::env::var(var).ok();
     let plan = match &source.format {
         SourceFormat::Inline(rows) => inline::scan(&source.schema, rows)?,
+        // The streaming driver reads each batch's records and scans them as Parquet;
+        // elsewhere (`explain`) a topic is planned as no rows of its schema.
+        SourceFormat::Kafka(_) => return empty(name, source),
         SourceFormat::Postgres(pg) => {
             // `${env.X}` stays in the url: each process (an executor, on a cluster)
             // resolves it from its own environment when it connects.
@@ -133,7 +136,7 @@ pub fn no_skipped_files(path: &str, format: &SourceFormat) -> Result<()> {
         SourceFormat::Json => "json",
         SourceFormat::Avro => "avro",
         SourceFormat::Orc => "orc",
-        SourceFormat::Inline(_) | SourceFormat::Postgres(_) | SourceFormat::Delta(_) => return Ok(()),
+        SourceFormat::Inline(_) | SourceFormat::Postgres(_) | SourceFormat::Delta(_) | SourceFormat::Kafka(_) => return Ok(()),
     };
     if path.contains("://") || !p.is_dir() {
         return Ok(());

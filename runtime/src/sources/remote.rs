@@ -19,7 +19,7 @@ pub async fn check(source: &Source, path: &str) -> Result<()> {
         SourceFormat::Json => "json",
         SourceFormat::Avro => "avro",
         SourceFormat::Orc => "orc",
-        SourceFormat::Inline(_) | SourceFormat::Postgres(_) | SourceFormat::Delta(_) => return Ok(()),
+        SourceFormat::Inline(_) | SourceFormat::Postgres(_) | SourceFormat::Delta(_) | SourceFormat::Kafka(_) => return Ok(()),
     };
     let glob = path.contains(['*', '?', '[']);
     let all = storage::files(path, None).await?;

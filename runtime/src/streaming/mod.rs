@@ -21,6 +21,7 @@
 //! `batches/N/` (a batch's links and window results; removed after its commit,
 //! and by the next start when a process died).
 
+mod kafka;
 mod window;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -45,8 +46,11 @@ use crate::{Error, Result, session};
 pub struct BatchReport {
     /// 0 for the first batch this checkpoint ever committed.
     pub batch: u64,
-    /// New files read, per stream source.
+    /// New files read, per directory source.
     pub files: BTreeMap<String, u64>,
+    /// Per Kafka source, each partition's offsets read: `[start, end)`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub offsets: BTreeMap<String, BTreeMap<i32, [i64; 2]>>,
     /// Rows the stream sources produced.
     pub rows_in: u64,
     /// Rows written, per sink.
@@ -82,6 +86,9 @@ struct Checkpoint {
     files: BTreeMap<String, Vec<String>>,
     /// Window → watermark, microseconds since the epoch (UTC).
     watermarks: BTreeMap<String, Option<i64>>,
+    /// Kafka source → partition → the next offset to read.
+    #[serde(default)]
+    offsets: BTreeMap<String, BTreeMap<i32, i64>>,
 }
 
 const STATE_FILE: &str = "checkpoint.json";
@@ -91,8 +98,10 @@ const STATE_FILE: &str = "checkpoint.json";
 fn fingerprint(pipeline: &Pipeline, streaming: &Streaming) -> Vec<String> {
     let mut out = Vec::new();
     for (name, _) in &streaming.sources {
-        if let Some(Op::Source(s)) = pipeline.node(name).map(|n| &n.op) {
-            out.push(format!("source {name}: {}", crate::plan::format_name(&s.format)));
+        match pipeline.node(name).map(|n| &n.op) {
+            Some(Op::Source(Source { format: SourceFormat::Kafka(k), .. })) => out.push(format!("source {name}: kafka topic {}", k.topic)),
+            Some(Op::Source(s)) => out.push(format!("source {name}: {}", crate::plan::format_name(&s.format))),
+            _ => {}
         }
     }
     for n in &pipeline.nodes {
@@ -114,12 +123,31 @@ fn fingerprint(pipeline: &Pipeline, streaming: &Streaming) -> Vec<String> {
     out
 }
 
-/// A stream source: its directory, the extension its files have, the batch limit.
+/// A stream source.
 struct Stream {
     name: String,
-    dir: PathBuf,
-    ext: &'static str,
-    max_files: Option<usize>,
+    kind: StreamKind,
+}
+
+enum StreamKind {
+    /// A directory: the extension its files have, the batch limit.
+    Files { dir: PathBuf, ext: &'static str, max_files: Option<usize> },
+    Kafka(Box<kafka::Topic>),
+}
+
+/// What one batch reads of a stream.
+enum Picked {
+    Files(Vec<String>),
+    Kafka(kafka::Ranges),
+}
+
+impl Picked {
+    fn is_empty(&self) -> bool {
+        match self {
+            Picked::Files(f) => f.is_empty(),
+            Picked::Kafka(r) => r.is_empty(),
+        }
+    }
 }
 
 /// Runs a streaming pipeline until its trigger says stop (`available_now`) or forever.
@@ -146,6 +174,14 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
     let mut streams = Vec::new();
     for (name, max_files) in &streaming.sources {
         let Some(Op::Source(source)) = pipeline.node(name).map(|n| &n.op) else { continue };
+        if let SourceFormat::Kafka(k) = &source.format {
+            let brokers = interpolate(&k.brokers, &values, env)?;
+            let options = k.options.iter().map(|(key, v)| Ok((key.clone(), interpolate(v, &values, env)?))).collect::<Result<Vec<_>>>()?;
+            let k = crate::plan::KafkaSource { topic: interpolate(&k.topic, &values, env)?, ..k.clone() };
+            let topic = kafka::Topic::connect(name, &k, &brokers, &options, source.schema.clone()).map_err(|e| Error::in_node(name, e))?;
+            streams.push(Stream { name: name.clone(), kind: StreamKind::Kafka(Box::new(topic)) });
+            continue;
+        }
         let path = interpolate(&source.path, &values, env)?;
         if crate::storage::is_remote(&path) {
             return Err(Error::in_node(name, format!("`{path}`: streams from object stores are not supported by this version of kiln yet (a local or mounted directory is)")));
@@ -161,7 +197,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
             SourceFormat::Avro => "avro",
             _ => return Err(Error::in_node(name, "only csv, json, parquet and avro sources can be streams")),
         };
-        streams.push(Stream { name: name.clone(), dir, ext, max_files: *max_files });
+        streams.push(Stream { name: name.clone(), kind: StreamKind::Files { dir, ext, max_files: *max_files } });
     }
 
     // Sinks and the checkpoint are held for the whole run; a killed batch's commit is
@@ -211,17 +247,55 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
         }
     }
 
-    // `available_now`: the files present at start, nothing that arrives later.
+    // A Kafka source new to this checkpoint starts at the earliest offsets kept, or at
+    // the end (Spark's `latest`): the end as of now, recorded before any batch, so a
+    // restart does not skip what arrives in between.
+    let mut starting = false;
+    for s in &streams {
+        if let StreamKind::Kafka(topic) = &s.kind {
+            if !checkpoint.offsets.contains_key(&s.name) {
+                let offsets = topic.offsets().map_err(|e| Error::in_node(&s.name, e))?;
+                let start = offsets.into_iter().map(|(p, (low, high))| (p, if topic.earliest { low } else { high })).collect();
+                checkpoint.offsets.insert(s.name.clone(), start);
+                starting = true;
+            }
+        }
+    }
+    if starting {
+        commit_state(&state_dir, &journal, &checkpoint, &HashMap::new(), Vec::new())?;
+    }
+
+    // `available_now`: the files present and the records written at start, nothing later.
     let available: Option<HashSet<(String, String)>> = match trigger {
         Trigger::AvailableNow => Some(streams.iter().flat_map(|s| listing(s).into_iter().map(|(f, _)| (s.name.clone(), f))).collect()),
         Trigger::IntervalMs(_) => None,
     };
+    let mut ends_at_start = HashMap::new();
+    if trigger == Trigger::AvailableNow {
+        for s in &streams {
+            if let StreamKind::Kafka(topic) = &s.kind {
+                ends_at_start.insert(s.name.clone(), topic.offsets().map_err(|e| Error::in_node(&s.name, e))?);
+            }
+        }
+    }
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     let mut reports = Vec::new();
     loop {
         let batch_started = Instant::now();
-        let mut picked: Vec<(usize, Vec<String>)> = Vec::new();
+        let mut picked: Vec<(usize, Picked)> = Vec::new();
         for (i, s) in streams.iter().enumerate() {
+            let max_files = match &s.kind {
+                StreamKind::Files { max_files, .. } => *max_files,
+                StreamKind::Kafka(topic) => {
+                    let ends = match ends_at_start.get(&s.name) {
+                        Some(e) => e.clone(),
+                        None => topic.offsets().map_err(|e| Error::in_node(&s.name, e))?,
+                    };
+                    let next = checkpoint.offsets.get(&s.name).cloned().unwrap_or_default();
+                    picked.push((i, Picked::Kafka(topic.plan(&next, &ends))));
+                    continue;
+                }
+            };
             let read: HashSet<&str> = checkpoint.files.get(&s.name).map(|f| f.iter().map(String::as_str).collect()).unwrap_or_default();
             let mut new: Vec<(String, SystemTime)> = listing(s)
                 .into_iter()
@@ -230,8 +304,8 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
                 .collect();
             // Oldest first, as Spark's file source.
             new.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-            new.truncate(s.max_files.unwrap_or(usize::MAX));
-            picked.push((i, new.into_iter().map(|(f, _)| f).collect()));
+            new.truncate(max_files.unwrap_or(usize::MAX));
+            picked.push((i, Picked::Files(new.into_iter().map(|(f, _)| f).collect())));
         }
         if picked.iter().all(|(_, f)| f.is_empty()) {
             match trigger {
@@ -290,10 +364,11 @@ fn describe(r: &BatchReport) -> String {
 /// it, and when each was last modified. Names starting with `.` or `_` (staging
 /// files of writers, `_SUCCESS`) are skipped at every level, as Spark does.
 fn listing(s: &Stream) -> Vec<(String, SystemTime)> {
-    crate::sources::files_under(&s.dir, Some(s.ext))
+    let StreamKind::Files { dir, ext, .. } = &s.kind else { return Vec::new() };
+    crate::sources::files_under(dir, Some(ext))
         .into_iter()
         .filter_map(|p| {
-            let rel = p.strip_prefix(&s.dir).ok()?.to_path_buf();
+            let rel = p.strip_prefix(dir).ok()?.to_path_buf();
             if rel.components().any(|c| c.as_os_str().to_string_lossy().starts_with(['.', '_'])) {
                 return None;
             }
@@ -311,7 +386,7 @@ async fn batch(
     values: &Values,
     session_opts: &session::SessionOptions,
     streams: &[Stream],
-    picked: &[(usize, Vec<String>)],
+    picked: &[(usize, Picked)],
     work: &Path,
     targets: &HashMap<String, sinks::Target>,
     state_dir: &Path,
@@ -323,18 +398,31 @@ async fn batch(
     // The new files, linked under the batch directory: the stream sources read it.
     let mut p = pipeline.clone();
     let mut files = BTreeMap::new();
-    for (i, names) in picked {
+    let mut offsets = BTreeMap::new();
+    for (i, what) in picked {
         let s = &streams[*i];
         let at = work.join(&s.name);
         std::fs::create_dir_all(&at).map_err(|e| Error::io(format!("creating {}", at.display()), e))?;
-        for f in names {
-            link(&s.dir.join(f), &at.join(f))?;
-        }
-        files.insert(s.name.clone(), names.len() as u64);
-        if let Some(node) = p.nodes.iter_mut().find(|n| n.name == s.name) {
-            if let Op::Source(source) = &mut node.op {
+        let node = p.nodes.iter_mut().find(|n| n.name == s.name).ok_or_else(|| Error::Usage(format!("no source `{}`", s.name)))?;
+        let Op::Source(source) = &mut node.op else { continue };
+        match (what, &s.kind) {
+            (Picked::Files(names), StreamKind::Files { dir, .. }) => {
+                for f in names {
+                    link(&dir.join(f), &at.join(f))?;
+                }
+                files.insert(s.name.clone(), names.len() as u64);
                 source.path = format!("{}/", at.display());
             }
+            (Picked::Kafka(ranges), StreamKind::Kafka(topic)) => {
+                // The records, read once, become a Parquet file the batch scans.
+                let batch = topic.read(ranges).map_err(|e| Error::in_node(&s.name, e))?;
+                let path = at.join("records.parquet");
+                write_parquet(&path, &source.schema, &[batch])?;
+                source.format = SourceFormat::Parquet;
+                source.path = path.display().to_string();
+                offsets.insert(s.name.clone(), ranges.iter().map(|(p, (from, to))| (*p, [*from, *to])).collect::<BTreeMap<_, _>>());
+            }
+            _ => return Err(Error::Usage(format!("source `{}`: a batch of the wrong kind", s.name))),
         }
     }
     let rows_in = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -397,33 +485,26 @@ async fn batch(
         batches: id + 1,
         files: checkpoint.files.clone(),
         watermarks: checkpoint.watermarks.clone(),
+        offsets: checkpoint.offsets.clone(),
     };
-    for (i, names) in picked {
-        next.files.entry(streams[*i].name.clone()).or_default().extend(names.iter().cloned());
+    for (i, what) in picked {
+        let name = streams[*i].name.clone();
+        match what {
+            Picked::Files(names) => next.files.entry(name).or_default().extend(names.iter().cloned()),
+            Picked::Kafka(ranges) => {
+                let at = next.offsets.entry(name).or_default();
+                for (p, (_, to)) in ranges {
+                    at.insert(*p, *to);
+                }
+            }
+        }
     }
     for (name, s) in &new_states {
         next.watermarks.insert(name.clone(), s.watermark_us);
     }
-    let staging = sinks::staging_path(state_dir)?;
-    let written = (|| -> Result<()> {
-        std::fs::create_dir_all(&staging).map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
-        for n in &pipeline.nodes {
-            if let Op::EventWindow { .. } = &n.op {
-                let rows = match new_states.get(&n.name) {
-                    Some(s) => &s.rows,
-                    None => &states.get(&n.name).map(|s| s.rows.clone()).unwrap_or_default(),
-                };
-                write_ipc(&staging.join(format!("{}.arrow", n.name)), rows)?;
-            }
-        }
-        let json = serde_json::to_vec_pretty(&next).map_err(|e| Error::Usage(e.to_string()))?;
-        std::fs::write(staging.join(STATE_FILE), json).map_err(|e| Error::io(format!("writing {}", staging.display()), e))
-    })();
-    if let Err(e) = written {
-        sinks::discard(&staging);
-        crate::run::abort_all(staged).await;
-        return Err(e);
-    }
+    // Windows that did not run this batch keep their rows.
+    let mut rows_of: HashMap<String, Vec<RecordBatch>> = states.iter().map(|(n, s)| (n.clone(), s.rows.clone())).collect();
+    rows_of.extend(new_states.iter().map(|(n, s)| (n.clone(), s.rows.clone())));
     let mut rows_out = BTreeMap::new();
     let mut moves = Vec::new();
     let mut consoles = Vec::new();
@@ -434,8 +515,7 @@ async fn batch(
             Err(console) => consoles.push(console),
         }
     }
-    moves.push((staging, state_dir.to_path_buf(), WriteMode::Overwrite));
-    sinks::journal::commit_all(journal, &moves)?;
+    commit_state(state_dir, journal, &next, &rows_of, moves)?;
     // Committed: consoles print (at least once: a process killed here prints again).
     for console in consoles {
         console.commit()?;
@@ -444,7 +524,28 @@ async fn batch(
     for (name, s) in new_states {
         states.insert(name, s);
     }
-    Ok(BatchReport { batch: id, files, rows_in: rows_in.load(std::sync::atomic::Ordering::Relaxed), rows_out, seconds: 0.0, rows_per_second: 0.0, windows: window_reports })
+    Ok(BatchReport { batch: id, files, offsets, rows_in: rows_in.load(std::sync::atomic::Ordering::Relaxed), rows_out, seconds: 0.0, rows_per_second: 0.0, windows: window_reports })
+}
+
+/// Stages the checkpoint `next` (with each window's open rows) beside the state
+/// directory and commits it with the sinks' `moves`, in one journal.
+fn commit_state(state_dir: &Path, journal: &Path, next: &Checkpoint, rows: &HashMap<String, Vec<RecordBatch>>, mut moves: Vec<(PathBuf, PathBuf, WriteMode)>) -> Result<()> {
+    let staging = sinks::staging_path(state_dir)?;
+    let written = (|| -> Result<()> {
+        std::fs::create_dir_all(&staging).map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
+        for (name, batches) in rows {
+            write_ipc(&staging.join(format!("{name}.arrow")), batches)?;
+        }
+        let json = serde_json::to_vec_pretty(next).map_err(|e| Error::Usage(e.to_string()))?;
+        std::fs::write(staging.join(STATE_FILE), json).map_err(|e| Error::io(format!("writing {}", staging.display()), e))
+    })();
+    if let Err(e) = written {
+        sinks::discard(&staging);
+        moves.iter().for_each(|(staging, _, _)| sinks::discard(staging));
+        return Err(e);
+    }
+    moves.push((staging, state_dir.to_path_buf(), WriteMode::Overwrite));
+    sinks::journal::commit_all(journal, &moves)
 }
 
 /// Stages every sink of the batch (appending), with the expectations' summaries.
