@@ -204,6 +204,7 @@ impl Settings {
             node_metrics: self.metrics.is_some() || self.report.is_some(),
             progress: crate::progress::wanted(self.quiet),
             trigger: None,
+            metrics_file: self.metrics.clone(),
         }
     }
 }
@@ -304,14 +305,7 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
                 report
             }).and_then(|report| {
                 if let Some(path) = &settings_for_run.metrics {
-                    let mut json = serde_json::json!({ "version": 1, "run_id": crate::logging::run_id(), "pipeline": pipeline.name, "spec_sha256": pipeline.spec_hash });
-                    if let (Some(obj), Ok(serde_json::Value::Object(fields))) = (json.as_object_mut(), serde_json::to_value(&report)) {
-                        obj.extend(fields);
-                    }
-                    // Each string is redacted before serialization escapes it.
-                    redact_strings(&mut json);
-                    let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Usage(e.to_string()))?;
-                    write_output(path, &text)?;
+                    write_metrics(&pipeline, &report, path)?;
                 }
                 if let Some(path) = &settings_for_run.report {
                     write_output(path, &crate::report::html(&pipeline, &report, &report.params))?;
@@ -331,6 +325,19 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// `--metrics FILE.json`: the run's report (format in the README, version 1). A
+/// streaming run also rewrites it after every batch.
+pub(crate) fn write_metrics(pipeline: &Pipeline, report: &run::Report, path: &std::path::Path) -> crate::Result<()> {
+    let mut json = serde_json::json!({ "version": 1, "run_id": crate::logging::run_id(), "pipeline": pipeline.name, "spec_sha256": pipeline.spec_hash });
+    if let (Some(obj), Ok(serde_json::Value::Object(fields))) = (json.as_object_mut(), serde_json::to_value(report)) {
+        obj.extend(fields);
+    }
+    // Each string is redacted before serialization escapes it.
+    redact_strings(&mut json);
+    let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Usage(e.to_string()))?;
+    write_output(path, &text)
 }
 
 /// Every string in `v` (keys too) with environment values replaced by their templates.

@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// `run --trigger`: a streaming pipeline's trigger instead of the spec's.
     pub trigger: Option<crate::plan::Trigger>,
+    /// `--metrics FILE`: a streaming run rewrites it after every batch (a stream may never end).
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// What a run did, per sink.

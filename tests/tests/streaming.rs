@@ -136,8 +136,10 @@ fn a_killed_process_restarts_from_its_checkpoint() {
     let d = dirs();
     let files = write_events(&d.events, 0, 12, 200, 21);
     let spawn = || Command::new(&binary).arg("run").args(params(&d)).args(["--trigger", "50ms"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    // Killed right after its second batch's line.
-    let mut child = spawn();
+    // Killed right after its second batch's line; the metrics file is rewritten after
+    // every batch (a stream may never end).
+    let metrics = d.checkpoints.with_extension("metrics.json");
+    let mut child = Command::new(&binary).arg("run").args(params(&d)).args(["--trigger", "50ms", "--metrics", metrics.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = 0;
     while let Some(Ok(line)) = lines.next() {
@@ -151,6 +153,8 @@ fn a_killed_process_restarts_from_its_checkpoint() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(seen, 2, "the stream stopped early");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    assert!(!m["batches"].as_array().unwrap().is_empty() && m["batches"][0]["batch"] == 0, "{m:#}");
     // Killed at arbitrary moments (inside a batch, or between two).
     for ms in [150, 400, 90] {
         let mut child = spawn();

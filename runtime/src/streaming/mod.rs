@@ -329,19 +329,28 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
         eprintln!("{}", describe(&report));
         tracing::info!(batch = report.batch, rows_in = report.rows_in, seconds = report.seconds, "batch committed");
         reports.push(report);
+        if let Some(path) = &opts.metrics_file {
+            let so_far = summary(pipeline, &values, &totals, started, &reports);
+            crate::cli::write_metrics(pipeline, &so_far, path)?;
+        }
         if let Trigger::IntervalMs(ms) = trigger {
             let next = batch_started + Duration::from_millis(ms);
             tokio::time::sleep_until(next.into()).await;
         }
     }
     drop(locks);
+    Ok(summary(pipeline, &values, &totals, started, &reports))
+}
+
+/// The run's report so far: rows per sink over all batches, and every batch.
+fn summary(pipeline: &Pipeline, values: &Values, totals: &BTreeMap<String, u64>, started: Instant, batches: &[BatchReport]) -> Report {
     let sinks = pipeline
         .sinks
         .iter()
-        .map(|s| SinkReport { name: s.name.clone(), path: interpolate(&s.path, &values, env).unwrap_or_default(), rows: Some(totals.get(&s.name).copied().unwrap_or(0)) })
+        .map(|s| SinkReport { name: s.name.clone(), path: interpolate(&s.path, values, env).unwrap_or_default(), rows: Some(totals.get(&s.name).copied().unwrap_or(0)) })
         .collect();
     let params = values.0.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
-    Ok(Report { sinks, quality: Vec::new(), seconds: started.elapsed().as_secs_f64(), nodes: Default::default(), plans: Default::default(), params, batches: reports })
+    Report { sinks, quality: Vec::new(), seconds: started.elapsed().as_secs_f64(), nodes: Default::default(), plans: Default::default(), params, batches: batches.to_vec() }
 }
 
 /// One line per batch on stderr.
