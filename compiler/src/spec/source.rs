@@ -85,7 +85,7 @@ const FORMATS: &[&str] = &["csv", "parquet", "json", "avro", "orc", "delta", "po
 const LATER_FORMATS: &[&str] = &[];
 
 pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SourceDecl> {
-    let format_text = t.req_str("format", d, Some("sources need a format: csv, parquet, json, avro, orc, delta, postgres or inline"))?;
+    let format_text = t.req_str("format", d, Some("sources need a format: csv, parquet, json, avro, orc, delta, postgres, inline or kafka"))?;
     let format = match format_text.as_str() {
         "csv" => SourceFormat::Csv,
         "parquet" => SourceFormat::Parquet,
