@@ -515,30 +515,9 @@ pub(super) fn transform(
                 if !seen.insert(out.as_str()) {
                     d.push(duplicate_output(&out.value, &out.span));
                 }
-                let Ok(e) = checker.parse(text, &schema).map_err(|e| d.push(e)) else { continue };
-                // `count(*)` comes back aliased; the output name is the spec's key.
-                let e = match e {
-                    Expr::Alias(a) => *a.expr,
-                    e => e,
-                };
-                if datafusion::logical_expr::utils::find_aggregate_exprs([&e]).is_empty() {
-                    d.push(
-                        Diagnostic::error("kiln::not-an-aggregate", checker.span_of(text), format!("`{}` computes no aggregate", text.value))
-                            .label("expected an aggregate call such as sum(x), avg(x), count(*), or an expression of them")
-                            .help("group keys are output as they are; compute expressions of rows before the aggregate"),
-                    );
-                    continue;
-                }
-                let e = e.alias(&out.value);
-                let one = Op::Aggregate { input: inp.clone(), group_by: group.clone(), aggregates: vec![e.clone()], having: None };
-                let plan = kiln::transforms::build(&name, &one, &[input.clone()]).map_err(|e| match e {
-                    kiln::Error::DataFusion(e) => e,
-                    kiln::Error::Node { message, .. } => datafusion::error::DataFusionError::Plan(message),
-                    e => datafusion::error::DataFusionError::Plan(e.to_string()),
-                });
-                match plan.and_then(|p| checker.analyze(p)) {
-                    Ok(_) => aggs.push(e),
-                    Err(err) => d.push(checker.diagnostic(&err, text, &schema, false)),
+                let help = "group keys are output as they are; compute expressions of rows before the aggregate";
+                if let Some(e) = aggregate_column(&name, out, text, input, &group, checker, help, d) {
+                    aggs.push(e);
                 }
             }
             let mut op = Op::Aggregate { input: inp.clone(), group_by: group.clone(), aggregates: aggs.clone(), having: None };
@@ -612,6 +591,43 @@ pub(super) fn transform(
         Ok(plan) => Some((Node { name, op }, plan)),
         Err(msg) => {
             d.push(Diagnostic::error("kiln::invalid-transform", t.name.span.clone(), format!("transform `{}`: {msg}", t.name.value)).label("while planning this transform"));
+            None
+        }
+    }
+}
+
+/// One aggregate output (`aggregates.NAME` of an `aggregate`, `columns.NAME` of an
+/// event-time `window`): `text` parsed against `input`, required to compute an
+/// aggregate, aliased to `out`, and checked inside an aggregate by `group` (so a
+/// mistake is reported at its own string).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn aggregate_column(node: &str, out: &Sp<String>, text: &Sp<String>, input: &LogicalPlan, group: &[Expr], checker: &ExprChecker, help: &str, d: &mut Diags) -> Option<Expr> {
+    let schema = input.schema().as_ref();
+    let e = checker.parse(text, schema).map_err(|e| d.push(e)).ok()?;
+    // `count(*)` comes back aliased; the output name is the spec's key.
+    let e = match e {
+        Expr::Alias(a) => *a.expr,
+        e => e,
+    };
+    if datafusion::logical_expr::utils::find_aggregate_exprs([&e]).is_empty() {
+        d.push(
+            Diagnostic::error("kiln::not-an-aggregate", checker.span_of(text), format!("`{}` computes no aggregate", text.value))
+                .label("expected an aggregate call such as sum(x), avg(x), count(*), or an expression of them")
+                .help(help.to_string()),
+        );
+        return None;
+    }
+    let e = e.alias(&out.value);
+    let one = Op::Aggregate { input: String::new(), group_by: group.to_vec(), aggregates: vec![e.clone()], having: None };
+    let plan = kiln::transforms::build(node, &one, &[input.clone()]).map_err(|e| match e {
+        kiln::Error::DataFusion(e) => e,
+        kiln::Error::Node { message, .. } => datafusion::error::DataFusionError::Plan(message),
+        e => datafusion::error::DataFusionError::Plan(e.to_string()),
+    });
+    match plan.and_then(|p| checker.analyze(p)) {
+        Ok(_) => Some(e),
+        Err(err) => {
+            d.push(checker.diagnostic(&err, text, schema, false));
             None
         }
     }

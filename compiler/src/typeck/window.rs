@@ -190,28 +190,9 @@ pub(super) fn lower_event(
             d.push(duplicate_output(&out.value, &out.span).note("a window's output is window_start, window_end, the partition_by columns and the columns"));
             continue;
         }
-        let Ok(e) = checker.parse(text, schema).map_err(|e| d.push(e)) else { continue };
-        let e = match e {
-            Expr::Alias(a) => *a.expr,
-            e => e,
-        };
-        if datafusion::logical_expr::utils::find_aggregate_exprs([&e]).is_empty() {
-            d.push(
-                Diagnostic::error("kiln::not-an-aggregate", checker.span_of(text), format!("`{}` computes no aggregate", text.value))
-                    .label("expected an aggregate call such as count(*), sum(x), avg(x)")
-                    .help("an event-time window aggregates the rows of each window; compute row expressions before it"),
-            );
-            continue;
-        }
-        let e = e.alias(&out.value);
-        let one = kiln::plan::Op::Aggregate { input: String::new(), group_by: keys.clone(), aggregates: vec![e.clone()], having: None };
-        let plan = kiln::transforms::build(&t.name.value, &one, &[input.clone()]).map_err(|e| match e {
-            kiln::Error::DataFusion(e) => e,
-            e => datafusion::error::DataFusionError::Plan(e.to_string()),
-        });
-        match plan.and_then(|p| checker.analyze(p)) {
-            Ok(_) => aggregates.push(e),
-            Err(err) => d.push(checker.diagnostic(&err, text, schema, false)),
+        let help = "an event-time window aggregates the rows of each window; compute row expressions before it";
+        if let Some(e) = super::lower::aggregate_column(&t.name.value, out, text, input, &keys, checker, help, d) {
+            aggregates.push(e);
         }
     }
     if d.0.iter().skip(before).any(|x| x.is_error()) {
