@@ -762,3 +762,84 @@ single_file = true
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(sorted(read_parquet_rows(&s3.file("scored/scores.parquet"))), expected);
 }
+
+/// Schemas on an object store (SPEC §6a): `kiln check` reads the objects' Parquet
+/// footers and pins their columns; a producer that changes a column's type after
+/// that fails the run before anything is written, naming the object and the
+/// column. `kiln check` without access to the store (a laptop with no
+/// credentials) accepts a declared `schema` with a warning, and the run checks
+/// every object against it.
+#[test]
+fn object_schemas_are_pinned_by_check_and_checked_by_the_run() {
+    let s3 = S3::start("drift");
+    let produce = |rows: &str| {
+        let text = format!(
+            "[pipeline]\nname = \"producer\"\n\n[sources.t]\nformat = \"inline\"\nrows = [ {rows} ]\n\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\npath = \"s3://data/in\"\n{}\n",
+            s3.options()
+        );
+        go(&s3.pipeline(&text)).unwrap();
+    };
+    produce(r#"{ name = "ada", n = 1 }, { name = "bob", n = 2 }"#);
+
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("copy");
+    let consumer = |declared: &str| {
+        format!(
+            "[pipeline]\nname = \"consumer\"\n\n[sources.t]\nformat = \"parquet\"\npath = \"s3://data/in\"\n{declared}\n{}\n\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\npath = \"{}\"\n",
+            s3.options(),
+            target.display()
+        )
+    };
+    let checked = kiln_compiler::check_text(Path::new("consumer.toml"), &s3.at(&consumer("")), &repo_root());
+    assert!(!checked.has_errors() && !checked.render(false).contains("schema-unreadable"), "{}", checked.render(false));
+    let pipeline = checked.pipeline.unwrap();
+    go(&pipeline).unwrap();
+    let want = sorted(vec![row(&[("name", s("ada")), ("n", i(1))]), row(&[("name", s("bob")), ("n", i(2))])]);
+    assert_eq!(sorted(read_parquet_rows(&target)), want);
+    let before = kiln_tests::snapshot_tree(&target);
+
+    // The producer now writes `n` as a string: the pinned pipeline refuses the objects.
+    produce(r#"{ name = "cy", n = "three" }"#);
+    let err = go(&pipeline).unwrap_err().to_string();
+    assert!(err.contains(&s3.at("s3://data/in/")) && err.contains(".parquet"), "names the object: {err}");
+    assert!(err.contains("column `n` is Utf8 here, but the schema pinned at compile time says Int64"), "{err}");
+    assert!(!err.contains(SECRET), "{err}");
+    assert_eq!(kiln_tests::snapshot_tree(&target), before, "nothing was written");
+
+    // No access at check time: the declared schema is used, with a warning at the path.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let offline = s3.at(&consumer("schema = { name = \"string\", n = \"int64\" }")).replace(&s3.endpoint(), &format!("http://127.0.0.1:{dead}"));
+    let checked = kiln_compiler::check_text(Path::new("consumer.toml"), &offline, &repo_root());
+    let text = checked.render(false);
+    assert!(!checked.has_errors(), "{text}");
+    assert!(text.contains("kiln::schema-unreadable") && text.contains("using the declared `schema`") && text.contains("consumer.toml:6:"), "{text}");
+    // Without a declared schema the same check is an error.
+    let checked = kiln_compiler::check_text(Path::new("consumer.toml"), &s3.at(&consumer("")).replace(&s3.endpoint(), &format!("http://127.0.0.1:{dead}")), &repo_root());
+    assert!(checked.has_errors() && checked.render(false).contains("cannot read the Parquet schema"), "{}", checked.render(false));
+
+    // Run where the store is reachable: the objects (`n` now a string) disagree with the declared schema.
+    let pipeline = checked_pipeline_with_endpoint(&offline, &s3.endpoint());
+    let err = go(&pipeline).unwrap_err().to_string();
+    assert!(err.contains("column `n` is Utf8 here") && err.contains(&s3.at("s3://data/in/")), "{err}");
+    assert_eq!(kiln_tests::snapshot_tree(&target), before, "nothing was written");
+    // Once the producer is back to the declared types, the same pipeline runs.
+    produce(r#"{ name = "dee", n = 4 }"#);
+    go(&pipeline).unwrap();
+    assert_eq!(sorted(read_parquet_rows(&target)), vec![row(&[("name", s("dee")), ("n", i(4))])]);
+}
+
+/// The pipeline `kiln check` made of `text` (which names an unreachable endpoint),
+/// with the storage options pointed at `endpoint`: the binary built on a laptop, run
+/// where the store is reachable.
+fn checked_pipeline_with_endpoint(text: &str, endpoint: &str) -> kiln::plan::Pipeline {
+    let checked = kiln_compiler::check_text(Path::new("consumer.toml"), text, &repo_root());
+    let mut pipeline = checked.pipeline.expect("no errors");
+    for (_, options) in &mut pipeline.runtime.storage {
+        for (k, v) in options.iter_mut() {
+            if k == "endpoint" {
+                *v = endpoint.to_string();
+            }
+        }
+    }
+    pipeline
+}

@@ -207,3 +207,44 @@ fn overwrite_partitions_replaces_only_the_new_datas_partitions() {
     let err = kiln_compiler::check_text(Path::new("x.toml"), "[pipeline]\nname = \"x\"\n\n[sources.t]\nformat = \"inline\"\nrows = [ { n = 1 } ]\n\n[sinks.out]\ninput = \"t\"\nformat = \"parquet\"\npath = \"o\"\nmode = \"overwrite_partitions\"\n", Path::new("."));
     assert!(err.render(false).contains("this sink has no `partition_by`"), "{}", err.render(false));
 }
+
+/// `overwrite_partitions` for CSV and JSON sinks, read back from the files
+/// themselves (the partition value from the directory name, `n` from each line).
+#[test]
+fn overwrite_partitions_works_for_csv_and_json() {
+    for format in ["csv", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("by_day");
+        let spec = |rows: &str, mode: &str| {
+            pipeline(&format!(
+                "[pipeline]\nname = \"days\"\n\n[sources.t]\nformat = \"inline\"\nrows = [ {rows} ]\n\n[sinks.out]\ninput = \"t\"\nformat = \"{format}\"\npath = \"{}\"\npartition_by = [\"day\"]\nmode = \"{mode}\"\n",
+                out.display()
+            ))
+        };
+        go(&spec(r#"{ day = "d1", n = 1 }, { day = "d2", n = 2 }, { day = "d3", n = 3 }"#, "overwrite")).unwrap();
+        go(&spec(r#"{ day = "d2", n = 20 }, { day = "d2", n = 21 }, { day = "d4", n = 40 }"#, "overwrite_partitions")).unwrap();
+        let mut got = Vec::new();
+        for day in std::fs::read_dir(&out).unwrap().flatten() {
+            let day_name = day.file_name().to_string_lossy().into_owned();
+            let Some(value) = day_name.strip_prefix("day=") else { continue };
+            for file in std::fs::read_dir(day.path()).unwrap().flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name.starts_with(['.', '_']) {
+                    continue;
+                }
+                let text = std::fs::read_to_string(file.path()).unwrap();
+                let mut lines = text.lines();
+                if format == "csv" {
+                    assert_eq!(lines.next(), Some("n"), "{name}: a header of the columns, not the partition column");
+                }
+                for line in lines.filter(|l| !l.is_empty()) {
+                    let n = if format == "csv" { line.parse::<i64>().unwrap() } else { serde_json::from_str::<serde_json::Value>(line).unwrap()["n"].as_i64().unwrap() };
+                    got.push((value.to_string(), n));
+                }
+            }
+        }
+        got.sort();
+        let want: Vec<(String, i64)> = [("d1", 1), ("d2", 20), ("d2", 21), ("d3", 3), ("d4", 40)].iter().map(|(d, n)| (d.to_string(), *n)).collect();
+        assert_eq!(got, want, "{format}");
+    }
+}
