@@ -65,6 +65,9 @@ enum Command {
         /// Where the workflow's `cargo install --git` gets Kiln.
         #[arg(long, value_name = "URL")]
         kiln_git: Option<String>,
+        /// The commit, tag or branch of it the workflow installs (default: its default branch).
+        #[arg(long, value_name = "REV")]
+        kiln_rev: Option<String>,
     },
     /// Write Kubernetes manifests (scheduler, executors, a submit Job) and a Dockerfile.
     Deploy {
@@ -93,6 +96,9 @@ enum Command {
         /// Where the in-image build's `cargo install --git` gets Kiln.
         #[arg(long, value_name = "URL")]
         kiln_git: Option<String>,
+        /// The commit, tag or branch of it the image installs (default: its default branch).
+        #[arg(long, value_name = "REV")]
+        kiln_rev: Option<String>,
     },
 }
 
@@ -130,9 +136,9 @@ pub fn main() -> ExitCode {
         }
         Command::Explain { spec, params } => explain(&spec, &params),
         Command::New { name } => new(&name),
-        Command::Init { dir, kiln_git } => {
+        Command::Init { dir, kiln_git, kiln_rev } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            match crate::init::init(&dir, kiln_git.as_deref().unwrap_or(crate::init::default_git())) {
+            match crate::init::init(&dir, kiln_git.as_deref().unwrap_or(crate::init::default_git()), kiln_rev.as_deref().unwrap_or("")) {
                 Ok(written) => {
                     for w in &written {
                         println!("{}", w.display());
@@ -146,7 +152,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Deploy { spec, k8s, image, shared_volume, tls_secret, binary, kiln_git } => {
+        Command::Deploy { spec, k8s, image, shared_volume, tls_secret, binary, kiln_git, kiln_rev } => {
             let docker = match binary {
                 Some(b) => match std::fs::read(&b) {
                     Ok(bytes) => {
@@ -166,6 +172,7 @@ pub fn main() -> ExitCode {
                 None => crate::deploy::Docker::Build {
                     spec: spec.to_string_lossy().replace('\\', "/").trim_start_matches("./").to_string(),
                     kiln_git: kiln_git.unwrap_or_else(|| crate::init::default_git().to_string()),
+                    kiln_rev: kiln_rev.unwrap_or_default(),
                 },
             };
             deploy(&spec, &k8s, image.as_deref(), shared_volume.as_deref(), tls_secret, docker)
@@ -205,7 +212,7 @@ fn write_manifests(spec: &Path, dir: &Path, image: Option<&str>, shared_volume: 
             kiln::plan::Op::Source(s) if !matches!(s.format, kiln::plan::SourceFormat::Inline(_)) => Some((format!("source `{}`", n.name), s.path.clone())),
             _ => None,
         });
-        let sinks = pipeline.sinks.iter().filter(|s| s.format != kiln::plan::SinkFormat::Console).map(|s| (format!("sink `{}`", s.name), s.path.clone()));
+        let sinks = pipeline.sinks.iter().filter(|s| !matches!(s.format, kiln::plan::SinkFormat::Console | kiln::plan::SinkFormat::Kafka)).map(|s| (format!("sink `{}`", s.name), s.path.clone()));
         let local: Vec<String> = sources.chain(sinks).filter(|(_, p)| !kiln::storage::is_remote(&defaults(p))).map(|(what, p)| format!("{what} ({})", defaults(&p))).collect();
         if !local.is_empty() {
             eprintln!(
@@ -320,6 +327,7 @@ fn build(spec: &Path, release: bool, workspace: Option<&Path>) -> Result<PathBuf
     };
     let ws = job::locate(workspace).map_err(fail)?;
     let shown = spec.display().to_string();
+    let _lock = ws.lock(&pipeline.name).map_err(fail)?;
     let dir = ws.write_crate(pipeline, &shown, &checked.rust).map_err(fail)?;
     eprintln!("generated {}", dir.display());
     ws.cargo_build(&pipeline.name, release).map_err(fail)

@@ -66,9 +66,10 @@ pub struct Environment {
 #[derive(Debug, Clone)]
 pub enum Docker {
     /// Built inside the image (the default): its first stage installs kiln from
-    /// `kiln_git` and builds `spec` (relative to the build context, the
-    /// repository's root), so the binary links the glibc of the image it runs in.
-    Build { spec: String, kiln_git: String },
+    /// `kiln_git` (at `kiln_rev`, when not empty) and builds `spec` (relative to the
+    /// build context, the repository's root), so the binary links the glibc of the
+    /// image it runs in.
+    Build { spec: String, kiln_git: String, kiln_rev: String },
     /// `--binary PATH`: a binary built elsewhere, copied in; the newest glibc
     /// symbol version it needs, when it has one.
     Prebuilt { min_glibc: Option<(u32, u32)> },
@@ -293,7 +294,7 @@ fn dockerfile(name: &str, image: &str, docker: &Docker) -> String {
          RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*\n"
     );
     match docker {
-        Docker::Build { spec, kiln_git } => format!(
+        Docker::Build { spec, kiln_git, kiln_rev } => format!(
             "# The {name} pipeline's image: Ballista scheduler, executor and client in one binary.\n\
              # The binary is built inside the image, so it links the glibc of the image it runs in\n\
              # (Debian trixie, glibc {major}.{minor}) whatever machine runs the build. From the repository's root:\n\
@@ -301,9 +302,12 @@ fn dockerfile(name: &str, image: &str, docker: &Docker) -> String {
              # The first build compiles Kiln and DataFusion (about 30 minutes on 2 cores); the cache\n\
              # mounts keep them for the next one.\n\
              FROM rust:1.95-slim-trixie AS build\n\
-             RUN apt-get update && apt-get install -y --no-install-recommends git ca-certificates && rm -rf /var/lib/apt/lists/*\n\
+             RUN apt-get update && apt-get install -y --no-install-recommends git make ca-certificates && rm -rf /var/lib/apt/lists/*\n\
+             # make: librdkafka (Kafka sources) builds from its bundled sources.\n\
              ARG KILN_GIT={kiln_git}\n\
-             RUN --mount=type=cache,target=/usr/local/cargo/registry cargo install --locked --git \"$KILN_GIT\" kiln-compiler\n\
+             # A commit, tag or branch of KILN_GIT; empty: its default branch.\n\
+             ARG KILN_REV={kiln_rev}\n\
+             RUN --mount=type=cache,target=/usr/local/cargo/registry cargo install --locked --git \"$KILN_GIT\" ${{KILN_REV:+--rev \"$KILN_REV\"}} kiln-compiler\n\
              WORKDIR /src\n\
              COPY . .\n\
              RUN --mount=type=cache,target=/usr/local/cargo/registry --mount=type=cache,target=/root/.cache/kiln \\\n    \

@@ -81,8 +81,11 @@ name: pipelines
 on: [push, pull_request]
 
 env:
-  # The Kiln that `cargo install` builds (a repository, or a mirror of it).
+  # The Kiln that `cargo install` builds (a repository, or a mirror of it), and the commit,
+  # tag or branch of it (empty: its default branch). Pin KILN_REV to the Kiln you tested with:
+  # the cache below is keyed by both, so changing either installs that Kiln afresh.
   KILN_GIT: KILN_GIT_URL
+  KILN_REV: "KILN_GIT_REV"
 
 jobs:
   check-and-test:
@@ -99,10 +102,10 @@ jobs:
             ~/.cargo/git
             ~/.cache/kiln
             target
-          key: kiln-${{ runner.os }}-${{ hashFiles('pipelines/**') }}
-          restore-keys: kiln-${{ runner.os }}-
+          key: kiln-${{ runner.os }}-${{ env.KILN_GIT }}-${{ env.KILN_REV }}-${{ hashFiles('pipelines/**') }}
+          restore-keys: kiln-${{ runner.os }}-${{ env.KILN_GIT }}-${{ env.KILN_REV }}-
       - name: Install kiln
-        run: command -v kiln || cargo install --locked --git "$KILN_GIT" kiln-compiler
+        run: command -v kiln || cargo install --locked --git "$KILN_GIT" ${KILN_REV:+--rev "$KILN_REV"} kiln-compiler
       - name: Check and test every pipeline
         run: |
           for spec in pipelines/*.toml; do
@@ -115,12 +118,12 @@ jobs:
 const IGNORE: &[&str] = &["/target/", "/pipelines/out/"];
 
 /// Writes the starter files into `root`; returns what it wrote or changed.
-pub fn init(root: &Path, kiln_git: &str) -> Result<Vec<PathBuf>, String> {
+pub fn init(root: &Path, kiln_git: &str, kiln_rev: &str) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
     let files = [
         ("pipelines/orders.toml", SPEC.to_string()),
         ("pipelines/data/orders.csv", DATA.to_string()),
-        (".github/workflows/kiln.yml", WORKFLOW.replace("KILN_GIT_URL", kiln_git)),
+        (".github/workflows/kiln.yml", WORKFLOW.replace("KILN_GIT_URL", kiln_git).replace("KILN_GIT_REV", kiln_rev)),
     ];
     for (rel, content) in files {
         let path = root.join(rel);

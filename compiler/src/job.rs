@@ -98,6 +98,23 @@ impl Workspace {
         self.root.join("generated").join(pipeline)
     }
 
+    /// Holds the job crate `pipeline` for one write-build-deliver. Two `kiln build`s of
+    /// pipelines with one name (two projects sharing Kiln's home, both with the starter
+    /// `orders`; or parallel builds in a checkout) would otherwise write one crate in turn
+    /// and each deliver the other's binary. The lock is released when the file is dropped
+    /// (or the process dies).
+    pub fn lock(&self, pipeline: &str) -> Result<std::fs::File, String> {
+        let dir = self.root.join("generated");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let path = dir.join(format!(".{pipeline}.lock"));
+        let file = std::fs::File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        if file.try_lock().is_err() {
+            eprintln!("waiting for another build of {pipeline} in {}", self.root.display());
+            file.lock().map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+        }
+        Ok(file)
+    }
+
     /// Writes the job crate; files whose content is unchanged are not touched,
     /// so cargo does not rebuild them.
     pub fn write_crate(&self, pipeline: &Pipeline, spec_path: &str, rust: &[crate::udfs::RustFile]) -> Result<PathBuf, String> {

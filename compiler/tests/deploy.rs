@@ -111,7 +111,8 @@ storage_options = { endpoint = "https://minio.internal:9000", secret_access_key 
     let docker = std::fs::read_to_string(out.join("Dockerfile")).unwrap();
     let spec_arg = spec.to_str().unwrap().trim_start_matches("./");
     assert!(docker.contains("FROM rust:1.95-slim-trixie AS build") && docker.contains("FROM debian:trixie-slim"), "{docker}");
-    assert!(docker.contains("cargo install --locked --git \"$KILN_GIT\" kiln-compiler"), "{docker}");
+    assert!(docker.contains("cargo install --locked --git \"$KILN_GIT\" ${KILN_REV:+--rev \"$KILN_REV\"} kiln-compiler"), "{docker}");
+    assert!(docker.contains("ARG KILN_REV=\n") && docker.contains("git make ca-certificates"), "no rev given: the default branch; make for librdkafka: {docker}");
     assert!(docker.contains(&format!("kiln build --release {spec_arg} && cp target/kiln/scoring_job /scoring_job")), "{docker}");
     assert!(docker.contains("COPY --from=build /scoring_job /usr/local/bin/scoring_job") && docker.contains("ENTRYPOINT [\"/usr/local/bin/scoring_job\"]"), "{docker}");
 

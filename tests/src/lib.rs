@@ -89,6 +89,8 @@ pub fn build_job(spec: &str) -> PathBuf {
     assert!(!checked.has_errors(), "{}", checked.render(false));
     let pipeline = checked.pipeline.unwrap();
     let ws = kiln_compiler::job::locate(Some(&root)).unwrap();
+    // Other test processes may build the same job at once.
+    let _held = ws.lock(&pipeline.name).unwrap();
     ws.write_crate(&pipeline, spec, &checked.rust).unwrap();
     ws.cargo_build(&pipeline.name, false).unwrap()
 }

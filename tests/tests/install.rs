@@ -111,6 +111,44 @@ fn an_installed_kiln_works_in_any_repository() {
     assert!(first_home[0].join("generated/orders/Cargo.toml").is_file());
     assert!(!repo_root().join("generated/orders").exists());
 
+    // The quick start's last steps: `kiln run`, and `kiln deploy`, which refuses the sample's
+    // local paths (each pod has its own disk) unless one volume is mounted in every pod.
+    let output = project.join("pipelines/out/paid_by_country.parquet");
+    std::fs::remove_file(&output).unwrap();
+    kiln(&first, &home, &project, &["run", "pipelines/orders.toml"]);
+    assert_eq!(sorted(read_parquet_rows(&output)), expected());
+    let mut cmd = Command::new(&first);
+    cmd.args(["deploy", "pipelines/orders.toml", "--k8s", "k8s"]).current_dir(&project);
+    let refused = clean(cmd, &home).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("--shared-volume") && err.contains("data/orders.csv"), "{err}");
+    assert!(!project.join("k8s").exists(), "nothing written");
+    kiln(&first, &home, &project, &["deploy", "pipelines/orders.toml", "--k8s", "k8s", "--shared-volume", "pipelines", "--kiln-git", "https://example.com/kiln.git", "--kiln-rev", "v0.1.0"]);
+    let dockerfile = std::fs::read_to_string(project.join("k8s/Dockerfile")).unwrap();
+    for want in ["make", "kiln build --release pipelines/orders.toml", "ARG KILN_GIT=https://example.com/kiln.git", "ARG KILN_REV=v0.1.0", "--rev \"$KILN_REV\""] {
+        assert!(dockerfile.contains(want), "{want}: {dockerfile}");
+    }
+    assert!(std::fs::read_dir(project.join("k8s")).unwrap().flatten().any(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains("claimName")), "a manifest mounts the claim");
+
+    // Two projects build a pipeline of one name at once in the shared home: each gets its own
+    // binary (their specs differ), not the other's.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    kiln(&first, &home, &other, &["init", "--kiln-git", "https://example.com/kiln.git", "--kiln-rev", "0123abc"]);
+    let workflow = std::fs::read_to_string(other.join(".github/workflows/kiln.yml")).unwrap();
+    assert!(workflow.contains("KILN_GIT: https://example.com/kiln.git") && workflow.contains("KILN_REV: \"0123abc\""), "{workflow}");
+    let spec = other.join("pipelines/orders.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("predicate = \"status = 'paid' AND amount IS NOT NULL\"", "predicate = \"status = 'refunded'\"")).unwrap();
+    let built: Vec<(PathBuf, Vec<Row>)> = std::thread::scope(|scope| {
+        let a = scope.spawn(|| build_and_run(&first, &home, &project));
+        let b = scope.spawn(|| build_and_run(&first, &home, &other));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    assert_eq!(built[0].1, expected());
+    // The sample's one refunded order (by hand from `kiln init`'s CSV).
+    assert_eq!(built[1].1, vec![row(&[("country", s("DE")), ("orders", i(1)), ("revenue", f(7.25))])]);
+
     // A second Kiln from another checkout whose runtime differs: a home of its own.
     let second_checkout = fixed.join("second");
     ok(Command::new("git").args(["clone", "--quiet"]).arg(repo_root()).arg(&second_checkout).output().unwrap(), "git clone");
