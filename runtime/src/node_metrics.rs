@@ -44,6 +44,10 @@ pub struct Registry {
     /// Whether every node is marked (`--metrics`/`--report`), or only each sink's
     /// top (progress).
     pub nodes: bool,
+    /// Whether each source is marked too (progress's estimate of what remains). Only
+    /// when every source is local Parquet, which prunes physically: a marker stops a
+    /// later filter from reaching a PostgreSQL source's `WHERE` or an ORC scan.
+    pub sources: bool,
     markers: Mutex<Vec<Registered>>,
 }
 
@@ -103,6 +107,14 @@ impl Registry {
         markers.iter().filter(|m| m.sink.is_none() && m.node == node).map(|m| m.metrics.clone_inner().output_rows().unwrap_or(0) as u64).sum()
     }
 
+    /// Rows one complete read of node `node` produced: the most any of its markers
+    /// passed (a node read by several plans, a streaming batch's window step and its
+    /// sinks say, is counted once).
+    pub fn node_rows_once(&self, node: &str) -> u64 {
+        let markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
+        markers.iter().filter(|m| m.sink.is_none() && m.node == node).map(|m| m.metrics.clone_inner().output_rows().unwrap_or(0) as u64).max().unwrap_or(0)
+    }
+
     fn register(&self, exec: &NodeMetricsExec) {
         let mut markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
         if !markers.iter().any(|m| Arc::ptr_eq(&m.snapshot, &exec.snapshot)) {
@@ -130,8 +142,8 @@ pub fn registry(ctx: &SessionContext) -> Option<Arc<Registry>> {
 
 /// Makes the session count rows into each sink (progress) and, with `nodes`,
 /// collect per-node metrics.
-pub fn enable(config: datafusion::prelude::SessionConfig, nodes: bool) -> datafusion::prelude::SessionConfig {
-    config.with_extension(Arc::new(Registry { nodes, ..Registry::default() }))
+pub fn enable(config: datafusion::prelude::SessionConfig, nodes: bool, sources: bool) -> datafusion::prelude::SessionConfig {
+    config.with_extension(Arc::new(Registry { nodes, sources, ..Registry::default() }))
 }
 
 /// `plan` without its markers (what a run without metrics plans).
@@ -398,6 +410,9 @@ pub struct NodeMetrics {
     pub partition_rows: Vec<u64>,
     /// DataFusion operators attributed to the node, outermost first.
     pub operators: Vec<String>,
+    /// A join: the strategy Kiln chose and why (the `explain` line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_strategy: Option<String>,
 }
 
 /// The segment under a marker as it is now (its operators' metrics so far).

@@ -639,6 +639,19 @@ pub struct Sink {
     pub delete_where: Option<Expr>,
     /// delta: `schema_mode = "merge"` admits columns the table does not have yet.
     pub schema_merge: bool,
+    /// kafka: `path` holds the brokers and `table` the topic; these are the rest.
+    pub kafka: Option<KafkaSink>,
+}
+
+/// A `kafka` sink's record format, key and client settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSink {
+    /// `json` (one object per record, the default) or `csv` (one line, no header).
+    pub value_format: KafkaValueFormat,
+    /// The column whose value (as text) is each record's key; none: no key.
+    pub key: Option<String>,
+    /// librdkafka settings; values may hold `${env.X}`.
+    pub options: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -653,6 +666,9 @@ pub enum SinkFormat {
     Postgres,
     /// A Delta Lake table at `path`: one transaction per run.
     Delta,
+    /// A Kafka topic (`table`) on the brokers `path` names: records sent when the run
+    /// (or a streaming batch) commits, at least once.
+    Kafka,
     Console,
 }
 

@@ -121,6 +121,25 @@ pub fn estimate(elapsed: f64, read: u64, total: u64) -> String {
     format!(" · ~{left} left (sources {:.0}%)", share * 100.0)
 }
 
+/// The sources whose rows are known before the run, for the estimate: every source
+/// a local Parquet file or directory (their footers' counts), else none. Only then
+/// are sources marked (see `node_metrics::Registry::sources`).
+pub fn estimable_sources(pipeline: &crate::plan::Pipeline, values: &crate::params::Values, env: impl Fn(&str) -> Option<String> + Copy) -> Option<Vec<(String, std::path::PathBuf)>> {
+    use crate::plan::{Op, SourceFormat};
+    pipeline
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Source(s) => Some((n.name.clone(), s)),
+            _ => None,
+        })
+        .map(|(name, s)| match s.format {
+            SourceFormat::Parquet => crate::params::interpolate(&s.path, values, env).ok().filter(|p| !crate::storage::is_remote(p)).map(|p| (name, std::path::PathBuf::from(p))),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Rows in the Parquet file(s) at `path`, from their footers.
 fn parquet_rows(path: &std::path::Path) -> Option<u64> {
     let files = crate::sources::files_under(path, Some("parquet"));

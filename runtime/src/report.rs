@@ -159,7 +159,10 @@ pub fn html(pipeline: &Pipeline, report: &Report, params: &BTreeMap<String, Stri
             "<tr data-node=\"{}\"><td>{}</td><td>{}</td><td class=\"num rows\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.0}%</td><td class=\"num\">{:.1}</td><td class=\"num spill\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} / {} ({ratio})</td><td class=\"ops\">{}</td></tr>",
             esc(&n.name),
             esc(&n.name),
-            n.op.kind(),
+            match &m.join_strategy {
+                Some(why) => format!("{} <small class=\"strategy\">{}</small>", n.op.kind(), esc(why)),
+                None => n.op.kind().to_string(),
+            },
             thousands(m.rows_out),
             human_bytes(m.bytes_out),
             m.elapsed_ms,

@@ -326,7 +326,7 @@ pub(crate) async fn planned(
     let readers = readers(pipeline, skipped);
     let marking = crate::node_metrics::registry(ctx).is_some_and(|r| r.nodes);
     // Progress counts the rows each source has produced (its estimate of what remains).
-    let marking_sources = crate::node_metrics::registry(ctx).is_some();
+    let marking_sources = crate::node_metrics::registry(ctx).is_some_and(|r| r.sources);
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     for node in &pipeline.nodes {
         // `auto` joins get the strategy chosen from the data this run reads.
@@ -445,11 +445,12 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
         None => session::context(&session_opts)?,
         Some(cluster) => crate::cluster::context(pipeline, cluster, &session_opts).await?,
     };
+    let estimated = if opts.progress { crate::progress::estimable_sources(pipeline, &values, env) } else { None };
     if (opts.node_metrics || opts.progress) && opts.cluster.is_none() {
         let state = ctx.state_ref();
         let mut state = state.write();
         let config = std::mem::take(state.config_mut());
-        *state.config_mut() = crate::node_metrics::enable(config, opts.node_metrics);
+        *state.config_mut() = crate::node_metrics::enable(config, opts.node_metrics, estimated.is_some());
     }
     // Sources on object stores get the checks `prepare` gives local files.
     for node in &pipeline.nodes {
@@ -475,7 +476,10 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
     let mut _locks = Vec::new();
     let mut targets = HashMap::new();
     for sink in pipeline.sinks.iter().filter(|s| s.format != SinkFormat::Console) {
-        let mut target = sinks::Target::resolve(sink, &interpolate(&sink.path, &values, env)?)?;
+        let mut target = sinks::Target::for_sink(sink, |text| interpolate(text, &values, env))?;
+        if let sinks::Target::Kafka(k) = &mut target {
+            k.tag = format!("{}/run-{}", pipeline.name, crate::logging::run_id());
+        }
         if let sinks::Target::Delta { cluster, .. } = &mut target {
             *cluster = opts.cluster.is_some();
         }
@@ -542,6 +546,9 @@ async fn run_planned(
             path = crate::postgres::write::target(sink, &path);
         }
         let target = targets.get(&sink.name).cloned().unwrap_or_else(|| sinks::Target::Local(PathBuf::new()));
+        if let sinks::Target::Kafka(k) = &target {
+            path = format!("{}/{}", k.brokers, k.topic);
+        }
         if sinks::precheck(sink, &target).await? == sinks::Plan::Skip {
             reports.push(SinkReport { name: sink.name.clone(), path, rows: None });
             continue;
@@ -555,22 +562,7 @@ async fn run_planned(
         r.clear();
     }
     let ticker = match &registry {
-        Some(r) if opts.progress => {
-            // Rows known before the run: every source a local Parquet file or directory.
-            let sources = pipeline
-                .nodes
-                .iter()
-                .filter_map(|n| match &n.op {
-                    Op::Source(s) => Some((n.name.clone(), s)),
-                    _ => None,
-                })
-                .map(|(name, s)| match s.format {
-                    crate::plan::SourceFormat::Parquet => interpolate(&s.path, &values, env).ok().filter(|p| !crate::storage::is_remote(p)).map(|p| (name, PathBuf::from(p))),
-                    _ => None,
-                })
-                .collect::<Option<Vec<_>>>();
-            Some(crate::progress::Ticker::start(pipeline.name.clone(), r.clone(), started, sources))
-        }
+        Some(r) if opts.progress => Some(crate::progress::Ticker::start(pipeline.name.clone(), r.clone(), started, crate::progress::estimable_sources(pipeline, &values, env))),
         _ => None,
     };
     // Sinks run concurrently: a small sink's work fills the gaps of a big one's
@@ -664,7 +656,14 @@ async fn run_planned(
     for (sink, _, path) in work {
         reports.push(SinkReport { name: sink.name.clone(), path, rows: rows.get(&sink.name).copied() });
     }
-    let nodes = registry.as_ref().filter(|r| r.nodes).map(|r| crate::node_metrics::collect(r)).unwrap_or_default();
+    let mut nodes = registry.as_ref().filter(|r| r.nodes).map(|r| crate::node_metrics::collect(r)).unwrap_or_default();
+    if !nodes.is_empty() {
+        for (node, note) in choices(pipeline, &values, session_memory_limit(&ctx)).notes {
+            if let (Some(m), Some(why)) = (nodes.get_mut(&node), note.strip_prefix("join strategy: ")) {
+                m.join_strategy = Some(why.to_string());
+            }
+        }
+    }
     let plans = registry.as_ref().filter(|r| r.nodes).map(|r| crate::node_metrics::plans(r)).unwrap_or_default();
     let params = values.0.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     for r in &reports {
@@ -892,6 +891,9 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
         let mut path = interpolate(&sink.path, &values, env).unwrap_or_else(|_| sink.path.clone());
         if sink.format == SinkFormat::Postgres {
             path = crate::postgres::write::target(sink, &path);
+        }
+        if sink.format == SinkFormat::Kafka {
+            path = format!("{path}/{}", interpolate(&sink.table, &values, env).unwrap_or_else(|_| sink.table.clone()));
         }
         let _ = writeln!(out, "== sink `{}` ({:?} {path}) <- `{}` ==", sink.name, sink.format, sink.input);
         let _ = writeln!(out, "-- logical plan --\n{}", logical.display_indent());

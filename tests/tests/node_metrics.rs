@@ -158,6 +158,8 @@ fn a_skewed_shuffle_join_shows_max_far_above_median() {
     let whale = pyarrow("specs/data/orders_skewed.parquet", "c.sum(c.equal(t['customer_id'], 'WHALE')).as_py()");
     assert!(join.partition_rows_max >= whale, "{join:?}: the WHALE rows share one partition");
     assert_eq!(report.nodes["orders"].rows_out, 1000);
+    assert_eq!(join.join_strategy.as_deref(), Some("shuffle (hint)"), "the strategy and its reason");
+    assert_eq!(report.nodes["orders"].join_strategy, None);
 }
 
 #[test]

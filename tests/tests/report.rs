@@ -249,3 +249,29 @@ fn a_spec_written_from_the_contract_alone_gets_metrics_and_a_report() {
         assert_eq!(attr(&dom, &format!("class=\"vertex\" data-node=\"{node}\""), "data-rows"), Some(rows.to_string()), "{node}");
     }
 }
+
+/// Progress estimates what remains only when every source is local Parquet, and only
+/// then marks sources: a source's marker would stop a later filter from reaching a
+/// PostgreSQL `WHERE` or an ORC scan, so a run on a terminal would read more than the
+/// same run in CI.
+#[test]
+fn progress_marks_sources_only_when_every_source_is_local_parquet() {
+    let root = kiln_tests::repo_root();
+    let spec = |source: &str| {
+        format!(
+            "[pipeline]\nname = \"p\"\n\n[sources.t]\n{source}\n\n[sources.c]\nformat = \"parquet\"\npath = \"{}\"\n\n[sinks.out]\ninput = \"t\"\nformat = \"console\"\n\n[sinks.out2]\ninput = \"c\"\nformat = \"console\"\n",
+            root.join("specs/data/customers.parquet").display()
+        )
+    };
+    let estimable = |text: &str| {
+        let p = kiln_tests::pipeline(text);
+        let values = kiln::params::resolve(&p.params, &[], |_| None).unwrap();
+        kiln::progress::estimable_sources(&p, &values, |_| None).map(|v| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>())
+    };
+    let parquet = format!("format = \"parquet\"\npath = \"{}\"", root.join("specs/data/employees.parquet").display());
+    assert_eq!(estimable(&spec(&parquet)), Some(vec!["t".to_string(), "c".to_string()]));
+    let csv = format!("format = \"csv\"\npath = \"{}\"", root.join("specs/data/transactions.csv").display()) + "\ninfer_schema = true";
+    assert_eq!(estimable(&spec(&csv)), None, "one CSV source: no estimate, no source marked");
+    let inline = "format = \"inline\"\nrows = [ { a = 1 } ]";
+    assert_eq!(estimable(&spec(inline)), None);
+}

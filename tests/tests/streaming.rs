@@ -265,3 +265,63 @@ fn what_a_stream_cannot_compute_is_a_check_error() {
     let checked = kiln_compiler::check_text(Path::new("stream.toml"), &base, &repo_root());
     assert!(!checked.has_errors(), "{}", checked.render(false));
 }
+
+/// A Delta sink in a stream (issue 17: "delta when available"): each batch appends one
+/// version carrying the stream's application transaction (Delta's `txn` action, as
+/// Spark's Delta sink writes it). A process killed after the batch's Delta commit and
+/// before its checkpoint commit reruns the batch on restart, finds the batch in the
+/// table's log and does not write it again: the table, read by the `deltalake` Python
+/// package, holds every emitted window once.
+#[test]
+fn a_delta_sink_commits_each_batch_once_across_a_crash() {
+    let binary = build_job("tests/streaming/clicks_to_delta.toml");
+    let d = dirs();
+    let mut files = write_events(&d.events, 0, 3, 50, 41);
+    let o = run(&binary, &d, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    files.extend(write_events(&d.events, 3, 3, 50, 42));
+    // Batch 3 commits its Delta version, then the process dies before its checkpoint.
+    let o = run(&binary, &d, &[], &[("KILN_FAULT", "before-journal")]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("KILN_FAULT=before-journal"), "{}", text(&o));
+    let o = run(&binary, &d, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let (expected, _) = oracle(&files, TUMBLE, "update");
+    assert_eq!(output(&d.out), expected, "the Parquet sink");
+    let table = d.out.join("table");
+    let rows: Vec<Row> = kiln_tests::delta_oracle(&["rows", table.to_str().unwrap()])
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| {
+                    let cell = match v {
+                        serde_json::Value::Null => kiln_tests::Cell::Null,
+                        serde_json::Value::Number(n) if n.is_i64() && k != "avg_ms" => kiln_tests::Cell::Int(n.as_i64().unwrap()),
+                        serde_json::Value::Number(n) => kiln_tests::Cell::Float(n.as_f64().unwrap()),
+                        serde_json::Value::String(s) => kiln_tests::Cell::Str(s.clone()),
+                        other => panic!("{other}"),
+                    };
+                    (k.clone(), cell)
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(sorted(rows), expected, "the Delta table: every window once");
+    // The log names each batch once: the rerun of batch 3 wrote no second version.
+    let mut batches = Vec::new();
+    for entry in std::fs::read_dir(table.join("_delta_log")).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "json") {
+            for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+                let action: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(v) = action["txn"]["version"].as_i64() {
+                    batches.push(v);
+                }
+            }
+        }
+    }
+    batches.sort();
+    assert_eq!(batches, (0..6).collect::<Vec<i64>>(), "one version per batch, batch 3 once");
+}

@@ -610,6 +610,7 @@ fn sink(s: &Sink) -> Result<TokenStream, Unsupported> {
         SinkFormat::Orc => quote!(SinkFormat::Orc),
         SinkFormat::Postgres => quote!(SinkFormat::Postgres),
         SinkFormat::Delta => quote!(SinkFormat::Delta),
+        SinkFormat::Kafka => quote!(SinkFormat::Kafka),
         SinkFormat::Console => quote!(SinkFormat::Console),
     };
     let mode = match s.mode {
@@ -629,6 +630,15 @@ fn sink(s: &Sink) -> Result<TokenStream, Unsupported> {
     let replace_where = option(s.replace_where.as_ref().map(expr::expr).transpose()?);
     let delete_where = option(s.delete_where.as_ref().map(expr::expr).transpose()?);
     let schema_merge = s.schema_merge;
+    let kafka = option(s.kafka.as_ref().map(|k| {
+        let value_format = match k.value_format {
+            kiln::plan::KafkaValueFormat::Json => quote!(KafkaValueFormat::Json),
+            kiln::plan::KafkaValueFormat::Csv => quote!(KafkaValueFormat::Csv),
+        };
+        let key = option(k.key.as_ref().map(|c| quote!(#c.into())));
+        let options = k.options.iter().map(|(a, b)| quote!((#a.into(), #b.into())));
+        quote!(KafkaSink { value_format: #value_format, key: #key, options: Vec::from([#(#options),*]) })
+    }));
     Ok(quote!(Sink {
         name: #name.into(),
         input: #input.into(),
@@ -643,6 +653,7 @@ fn sink(s: &Sink) -> Result<TokenStream, Unsupported> {
         replace_where: #replace_where,
         delete_where: #delete_where,
         schema_merge: #schema_merge,
+        kafka: #kafka,
     }))
 }
 

@@ -25,9 +25,19 @@ pub struct SinkDecl {
     pub schema_mode: Option<Sp<String>>,
     /// delta `merge`: matched rows whose new row satisfies it are deleted (and such new rows are not inserted).
     pub delete_where: Option<Sp<String>>,
+    /// kafka: `brokers` (in `path`), `topic` (in `table`) and these.
+    pub kafka: Option<KafkaSinkDecl>,
 }
 
-const FORMATS: &[&str] = &["parquet", "csv", "json", "avro", "orc", "delta", "postgres", "console"];
+/// The keys of a `kafka` sink besides `brokers` and `topic`.
+#[derive(Debug, Clone)]
+pub struct KafkaSinkDecl {
+    pub value_format: Option<Sp<String>>,
+    pub key: Option<Sp<String>>,
+    pub options: Vec<(Sp<String>, Sp<String>)>,
+}
+
+const FORMATS: &[&str] = &["parquet", "csv", "json", "avro", "orc", "delta", "postgres", "kafka", "console"];
 const LATER_FORMATS: &[&str] = &[];
 const DELTA_MODES: &[&str] = &["append", "overwrite", "error_if_exists", "ignore", "merge"];
 const PG_MODES: &[&str] = &["append", "overwrite", "upsert", "error_if_exists", "ignore"];
@@ -56,6 +66,9 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
     }
     if format.as_ref().is_some_and(|f| f.as_str() == "delta") {
         return delta(name, input, format, t, d);
+    }
+    if format.as_ref().is_some_and(|f| f.as_str() == "kafka") {
+        return kafka(name, input, format, t, d);
     }
     let path = if console { t.str("path", d) } else { t.req_str("path", d, Some("a directory of part files (or the file, with single_file = true)")) };
     let mode = t.str("mode", d).filter(|m| one_of(m, MODES, "write mode", d));
@@ -109,7 +122,7 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<SinkDe
         }
     }
     t.finish(d);
-    Some(SinkDecl { name, input: input?, format: format?, path, mode, partition_by, compression, single_file, storage_options, url: None, table: None, keys: Vec::new(), replace_where: None, schema_mode: None, delete_where: None })
+    Some(SinkDecl { name, input: input?, format: format?, path, mode, partition_by, compression, single_file, storage_options, url: None, table: None, keys: Vec::new(), replace_where: None, schema_mode: None, delete_where: None, kafka: None })
 }
 
 /// A `postgres` sink: `url`, `table`, `mode` (append, overwrite, upsert with `keys`,
@@ -151,6 +164,7 @@ fn postgres(name: Sp<String>, input: Option<Sp<String>>, format: Option<Sp<Strin
         replace_where: None,
         schema_mode: None,
         delete_where: None,
+        kafka: None,
     })
 }
 
@@ -223,5 +237,59 @@ fn delta(name: Sp<String>, input: Option<Sp<String>>, format: Option<Sp<String>>
         replace_where,
         schema_mode,
         delete_where,
+        kafka: None,
+    })
+}
+
+/// A `kafka` sink: `brokers`, `topic`, `value_format` (json | csv), `key` (a column),
+/// `options` (librdkafka settings), `mode = "append"` (the only mode: records are added
+/// to a topic, never replaced).
+fn kafka(name: Sp<String>, input: Option<Sp<String>>, format: Option<Sp<String>>, t: &Table, d: &mut Diags) -> Option<SinkDecl> {
+    let brokers = t.req_str("brokers", d, Some("brokers = \"broker1:9092,broker2:9092\""));
+    let topic = t.req_str("topic", d, Some("topic = \"alerts\""));
+    let value_format = t.str("value_format", d).filter(|f| one_of(f, &["json", "csv"], "`value_format`", d));
+    let key = t.str("key", d);
+    let mode = t.str("mode", d).filter(|m| {
+        if m.as_str() != "append" {
+            d.push(
+                Diagnostic::error("kiln::bad-value", m.span.clone(), format!("{}: a kafka sink appends records to its topic", t.what))
+                    .label("not a kafka write mode")
+                    .help("mode = \"append\" (the default), or leave it out"),
+            );
+            return false;
+        }
+        true
+    });
+    let options = t.str_map("options", d).map(|o| o.value).unwrap_or_default();
+    for (k, v) in &options {
+        if k.as_str() == "bootstrap.servers" {
+            d.push(Diagnostic::error("kiln::conflict", k.span.clone(), format!("{}: `{}` is set by kiln", t.what, k.value)).label("kiln's own setting").help("brokers go in `brokers`"));
+        }
+        if (k.as_str().contains("password") || k.as_str().ends_with("secret")) && !v.as_str().contains("${env.") {
+            d.push(
+                Diagnostic::warning("kiln::literal-secret", v.span.clone(), format!("{}: `{}` is a literal: it is compiled into the binary", t.what, k.value))
+                    .label("a credential in the spec")
+                    .help(format!("read it from the environment: \"{}\" = \"${{env.KAFKA_PASSWORD}}\"", k.value)),
+            );
+        }
+    }
+    t.finish(d);
+    Some(SinkDecl {
+        name,
+        input: input?,
+        format: format?,
+        path: Some(brokers?),
+        mode,
+        partition_by: Vec::new(),
+        compression: None,
+        single_file: None,
+        storage_options: Vec::new(),
+        url: None,
+        table: Some(topic?),
+        keys: Vec::new(),
+        replace_where: None,
+        schema_mode: None,
+        delete_where: None,
+        kafka: Some(KafkaSinkDecl { value_format, key, options }),
     })
 }

@@ -711,8 +711,13 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, checker: &ExprChecker, d: 
                 .label("the files would hold no columns"),
         );
     }
+    // kafka: the key is a column; CSV record values hold flat values only, as CSV files.
+    let kafka_csv = s.kafka.as_ref().and_then(|k| k.value_format.as_ref()).is_some_and(|f| f.as_str() == "csv");
+    if let Some(k) = s.kafka.as_ref().and_then(|k| k.key.as_ref()) {
+        require_column(k, &columns, d);
+    }
     // CSV holds flat values only: a list or struct column cannot be written (Spark refuses too).
-    if s.format.as_str() == "csv" {
+    if s.format.as_str() == "csv" || kafka_csv {
         for f in input.schema().fields() {
             if f.data_type().is_nested() {
                 d.push(
@@ -782,6 +787,7 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, checker: &ExprChecker, d: 
         "orc" => SinkFormat::Orc,
         "postgres" => SinkFormat::Postgres,
         "delta" => SinkFormat::Delta,
+        "kafka" => SinkFormat::Kafka,
         _ => SinkFormat::Console,
     };
     let mode = match s.mode.as_ref().map(|m| m.as_str()) {
@@ -791,6 +797,7 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, checker: &ExprChecker, d: 
         Some("overwrite_partitions") => WriteMode::OverwritePartitions,
         Some("upsert") => WriteMode::Upsert,
         Some("merge") => WriteMode::Merge,
+        _ if s.format.as_str() == "kafka" => WriteMode::Append,
         _ => WriteMode::Overwrite,
     };
     Some(Sink {
@@ -807,6 +814,11 @@ pub(super) fn sink(s: &SinkDecl, input: &LogicalPlan, checker: &ExprChecker, d: 
         replace_where,
         delete_where,
         schema_merge: s.schema_mode.as_ref().is_some_and(|m| m.as_str() == "merge"),
+        kafka: s.kafka.as_ref().map(|k| kiln::plan::KafkaSink {
+            value_format: if kafka_csv { kiln::plan::KafkaValueFormat::Csv } else { kiln::plan::KafkaValueFormat::Json },
+            key: k.key.as_ref().map(|c| c.value.clone()),
+            options: k.options.iter().map(|(a, b)| (a.value.clone(), b.value.clone())).collect(),
+        }),
     })
 }
 

@@ -167,11 +167,11 @@ pub(super) fn lower(spec: &Spec, nodes: &[Node], d: &mut Diags) -> Option<Stream
                     .help("sinks of a streaming pipeline read nodes downstream of a stream source"),
             );
         }
-        if !matches!(s.format.as_str(), "parquet" | "csv" | "json" | "console") {
+        if !matches!(s.format.as_str(), "parquet" | "csv" | "json" | "delta" | "kafka" | "console") {
             d.push(
                 Diagnostic::error("kiln::unsupported-in-streaming", s.format.span.clone(), format!("sink `{}`: {} sinks are not supported in streaming pipelines yet", s.name.value, s.format.value))
                     .label("not in streaming")
-                    .help("parquet, csv, json or console: each batch appends its files, committed with the checkpoint"),
+                    .help("parquet, csv, json (each batch appends its files, committed with the checkpoint), delta (one version per batch), kafka (at least once) or console"),
             );
         }
         if let Some(m) = s.mode.as_ref().filter(|m| m.as_str() != "append") {

@@ -208,7 +208,12 @@ fn same_columns(sink: &Sink, table: &datafusion::arrow::datatypes::Schema, new: 
 /// the plan runs there and its rows stream back to this process, which writes
 /// the files and commits: delta-rs' write and merge nodes are planned by a
 /// local session, over the distributed plan as a table.
-pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool) -> Result<(Held, u64)> {
+///
+/// `txn` (a streaming batch: the stream's app id and the batch number) goes into
+/// the commit as Delta's application transaction (`txn` action, as Spark's Delta
+/// sink writes); a table whose log already holds that batch for that app id was
+/// written by this batch before a restart, and the write is skipped.
+pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool, txn: Option<&(String, i64)>) -> Result<(Held, u64)> {
     if cluster && let Some(staged) = stage_on_cluster(df.clone(), sink, location).await? {
         return Ok(staged);
     }
@@ -226,7 +231,18 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool) ->
         t.load().await.map_err(err)?;
         let have = t.snapshot().map_err(err)?.snapshot().arrow_schema();
         same_columns(sink, &have, df.schema().as_arrow())?;
+        if let Some((app, batch)) = txn {
+            let done = t.snapshot().map_err(err)?.transaction_version(gate.inner.as_ref(), app).await.map_err(err)?;
+            if done.is_some_and(|v| v >= *batch) {
+                tracing::info!(sink = %sink.name, batch, "this batch is already in the table (committed before a restart)");
+                return Ok((Held { state: HeldState::Nothing, location: location.to_string() }, 0));
+            }
+        }
     }
+    let commit_properties = || match txn {
+        Some((app, batch)) => CommitProperties::default().with_application_transaction(deltalake_core::kernel::Transaction::new(app, *batch)),
+        None => CommitProperties::default(),
+    };
     let df = if cluster { planned(df, &sink.name).await? } else { df };
     let df = if exists { df } else { without_deleted(df, sink)? };
     let (state, plan) = df.clone().into_parts();
@@ -285,7 +301,8 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool) ->
             .with_input_plan(plan)
             .with_session_state(state)
             .with_save_mode(mode)
-            .with_writer_properties(properties);
+            .with_writer_properties(properties)
+            .with_commit_properties(commit_properties());
         if !sink.partition_by.is_empty() {
             builder = builder.with_partition_columns(sink.partition_by.clone());
         }

@@ -10,6 +10,7 @@ mod avro;
 mod commit;
 pub mod delta;
 pub mod delta_write;
+pub mod kafka;
 mod orc;
 pub mod journal;
 
@@ -49,18 +50,31 @@ pub enum Target {
     /// A PostgreSQL table: the url (resolved) it is written through.
     Postgres(String),
     /// A Delta table's root (local or object store), committed by a Delta transaction;
-    /// `cluster`: the run's plans execute on a Ballista cluster.
-    Delta { location: String, cluster: bool },
+    /// `cluster`: the run's plans execute on a Ballista cluster; `txn`: a streaming
+    /// batch's application transaction (app id, batch), which makes its commit idempotent.
+    Delta { location: String, cluster: bool, txn: Option<(String, i64)> },
+    /// A Kafka topic: records are sent at the commit, at least once (see [`kafka`]).
+    Kafka(kafka::KafkaTarget),
 }
 
 impl Target {
+    /// Where `sink` writes, its path, topic and options substituted by `interpolate`
+    /// (parameters and `${env.X}`).
+    pub fn for_sink(sink: &Sink, interpolate: impl Fn(&str) -> Result<String>) -> Result<Target> {
+        if sink.format == SinkFormat::Kafka {
+            let options = sink.kafka.as_ref().map_or(Ok(Vec::new()), |k| k.options.iter().map(|(key, v)| Ok((key.clone(), interpolate(v)?))).collect::<Result<Vec<_>>>())?;
+            return Ok(Target::Kafka(kafka::KafkaTarget { brokers: interpolate(&sink.path)?, topic: interpolate(&sink.table)?, options, tag: String::new() }));
+        }
+        Target::resolve(sink, &interpolate(&sink.path)?)
+    }
+
     /// The target `path` (already substituted) names for `sink`.
     pub fn resolve(sink: &Sink, path: &str) -> Result<Target> {
         if sink.format == SinkFormat::Postgres {
             return Ok(Target::Postgres(path.to_string()));
         }
         if sink.format == SinkFormat::Delta {
-            return Ok(Target::Delta { location: path.to_string(), cluster: false });
+            return Ok(Target::Delta { location: path.to_string(), cluster: false, txn: None });
         }
         if storage::is_remote(path) {
             let loc = storage::locate(path).map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() })?;
@@ -77,6 +91,7 @@ impl Target {
             Target::Remote(t) => t.loc.url.clone(),
             Target::Postgres(url) => crate::postgres::describe(url),
             Target::Delta { location, .. } => crate::redact::text(location),
+            Target::Kafka(k) => crate::redact::text(&k.describe()),
         }
     }
 
@@ -87,6 +102,8 @@ impl Target {
             Target::Remote(t) => t.exists().await,
             Target::Postgres(_) => Ok(false),
             Target::Delta { location, .. } => delta::exists(location).await,
+            // A topic is appended to; whether it "exists" decides nothing.
+            Target::Kafka(_) => Ok(false),
         }
     }
 
@@ -100,7 +117,7 @@ impl Target {
             }
             Target::Remote(t) => t.recover().await,
             // A killed run's data files are in no commit: not part of the table.
-            Target::Postgres(_) | Target::Delta { .. } => Ok(()),
+            Target::Postgres(_) | Target::Delta { .. } | Target::Kafka(_) => Ok(()),
         }
     }
 }
@@ -141,6 +158,8 @@ enum StagedKind {
     Postgres { staged: crate::postgres::write::PgStaged, table: String },
     /// Data files written, the Delta commit held at its gate.
     Delta(delta::Held),
+    /// Rows kept in a local file, sent to the topic at the commit.
+    Kafka(kafka::Held),
     Console(Vec<RecordBatch>),
 }
 
@@ -165,9 +184,13 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged
             let staged = crate::postgres::write::stage(df, sink, url).await?;
             return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, rows: staged.rows, kind: StagedKind::Postgres { staged, table: sink.table.clone() } });
         }
-        Target::Delta { location, cluster } => {
-            let (held, rows) = delta::stage(df, sink, location, *cluster).await?;
+        Target::Delta { location, cluster, txn } => {
+            let (held, rows) = delta::stage(df, sink, location, *cluster, txn.as_ref()).await?;
             return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, rows, kind: StagedKind::Delta(held) });
+        }
+        Target::Kafka(k) => {
+            let (held, rows) = kafka::stage(df, sink, k).await?;
+            return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, rows, kind: StagedKind::Kafka(held) });
         }
     };
     let staging = commit::staging_path(target)?;
@@ -203,7 +226,7 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged
                 }
             }
         }
-        SinkFormat::Console | SinkFormat::Postgres | SinkFormat::Delta => unreachable!("handled above"),
+        SinkFormat::Console | SinkFormat::Postgres | SinkFormat::Delta | SinkFormat::Kafka => unreachable!("handled above"),
     };
     match result {
         Ok(counts) => {
@@ -276,7 +299,7 @@ async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target) -> Re
             let _ = std::fs::remove_dir_all(&local);
             uploaded
         }
-        SinkFormat::Console | SinkFormat::Postgres | SinkFormat::Delta => unreachable!("handled by stage"),
+        SinkFormat::Console | SinkFormat::Postgres | SinkFormat::Delta | SinkFormat::Kafka => unreachable!("handled by stage"),
     };
     match result {
         Ok(rows) => Ok(Staged {
@@ -366,14 +389,16 @@ impl Staged {
                 Ok(())
             }
             StagedKind::Files { staging, target } => commit::commit(&staging, &target, self.mode),
-            StagedKind::Remote { .. } | StagedKind::Postgres { .. } | StagedKind::Delta(_) => Err(Error::Usage("an object-store, PostgreSQL or Delta sink commits with commit_remote".into())),
+            StagedKind::Remote { .. } | StagedKind::Postgres { .. } | StagedKind::Delta(_) | StagedKind::Kafka(_) => {
+                Err(Error::Usage("an object-store, PostgreSQL, Delta or Kafka sink commits with commit_remote".into()))
+            }
         }
     }
 
     /// Whether this sink commits on its own (an object store's manifest, a
     /// PostgreSQL transaction), by [`Staged::commit_remote`].
     pub fn is_remote(&self) -> bool {
-        matches!(self.kind, StagedKind::Remote { .. } | StagedKind::Postgres { .. } | StagedKind::Delta(_))
+        matches!(self.kind, StagedKind::Remote { .. } | StagedKind::Postgres { .. } | StagedKind::Delta(_) | StagedKind::Kafka(_))
     }
 
     /// Commits an object-store sink (see [`crate::storage::remote`]) or a PostgreSQL one.
@@ -382,6 +407,7 @@ impl Staged {
             StagedKind::Remote { staging, target, run, depth } => target.commit(&staging, self.mode, self.rows, &run, depth).await,
             StagedKind::Postgres { staged, table } => staged.commit(&self.sink, &table).await,
             StagedKind::Delta(held) => held.commit(&self.sink).await,
+            StagedKind::Kafka(held) => held.send(&self.sink).await,
             _ => Err(Error::Usage("not an object-store sink".into())),
         }
     }
@@ -402,6 +428,7 @@ impl Staged {
             StagedKind::Remote { staging, target, .. } => drop(target.abort(&staging).await),
             StagedKind::Postgres { staged, .. } => staged.abort().await,
             StagedKind::Delta(held) => held.abort().await,
+            StagedKind::Kafka(held) => held.abort(),
             StagedKind::Console(_) => {}
         }
     }

@@ -89,6 +89,10 @@ struct Checkpoint {
     /// Kafka source → partition → the next offset to read.
     #[serde(default)]
     offsets: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// This stream's identity, made with the checkpoint: a Delta sink's commits carry
+    /// it as their application transaction id (with the batch number as its version).
+    #[serde(default)]
+    query_id: String,
 }
 
 const STATE_FILE: &str = "checkpoint.json";
@@ -163,6 +167,14 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
     crate::storage::configure_pipeline(pipeline, &values)?;
     let session_opts = opts.session.clone().over(&pipeline.runtime);
     let ctx = session::context(&session_opts)?;
+    // Rows in: every source's plan gets a counting marker (node_metrics), so a batch
+    // reads its new files once, for its sinks, and counts them on the way.
+    {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        let config = std::mem::take(state.config_mut());
+        *state.config_mut() = crate::node_metrics::enable(config, false, true);
+    }
     let dir = pipeline.runtime.checkpoint_dir.as_deref().ok_or_else(|| Error::Usage("a streaming pipeline needs [runtime] checkpoint_dir".into()))?;
     let dir = PathBuf::from(interpolate(dir, &values, env)?);
     if crate::storage::is_remote(&dir.to_string_lossy()) {
@@ -206,7 +218,12 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
     let mut targets = HashMap::new();
     let mut local = vec![state_dir.clone()];
     for sink in pipeline.sinks.iter().filter(|s| s.format != SinkFormat::Console) {
-        let target = sinks::Target::resolve(sink, &interpolate(&sink.path, &values, env)?)?;
+        let target = sinks::Target::for_sink(sink, |text| interpolate(text, &values, env))?;
+        // A topic and a Delta table take care of their own commits (see `batch`).
+        if let sinks::Target::Kafka(_) | sinks::Target::Delta { .. } = &target {
+            targets.insert(sink.name.clone(), target);
+            continue;
+        }
         let sinks::Target::Local(path) = &target else {
             return Err(Error::Sink { sink: sink.name.clone(), message: "streaming sinks write local (or mounted) directories in this version of kiln".into() });
         };
@@ -239,6 +256,12 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
         _ => {}
     }
     let mut checkpoint = checkpoint.take().unwrap_or(Checkpoint { version: 1, pipeline: pipeline.name.clone(), fingerprint: print, ..Default::default() });
+    // A checkpoint gets its identity once, committed before any batch can use it.
+    let mut starting = false;
+    if checkpoint.query_id.is_empty() {
+        checkpoint.query_id = uuid::Uuid::new_v4().to_string();
+        starting = true;
+    }
     let mut states: HashMap<String, window::State> = HashMap::new();
     for n in &pipeline.nodes {
         if let Op::EventWindow { .. } = &n.op {
@@ -250,7 +273,6 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
     // A Kafka source new to this checkpoint starts at the earliest offsets kept, or at
     // the end (Spark's `latest`): the end as of now, recorded before any batch, so a
     // restart does not skip what arrives in between.
-    let mut starting = false;
     for s in &streams {
         if let StreamKind::Kafka(topic) = &s.kind {
             if !checkpoint.offsets.contains_key(&s.name) {
@@ -434,7 +456,10 @@ async fn batch(
             _ => return Err(Error::Usage(format!("source `{}`: a batch of the wrong kind", s.name))),
         }
     }
-    let rows_in = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let registry = crate::node_metrics::registry(ctx);
+    if let Some(r) = &registry {
+        r.clear();
+    }
 
     // Each window's step, on its input's rows of this batch; its result becomes a
     // Parquet source of the rest of the batch.
@@ -480,11 +505,12 @@ async fn batch(
     let mut shared_ids = Vec::new();
     let plans = crate::run::planned(&p, ctx, values, &prepared.read_from, Some(&mut shared_ids), &Default::default(), None).await;
     let staged = match plans {
-        Ok(plans) => stage(&p, ctx, &plans, targets, streams, &rows_in).await,
+        Ok(plans) => stage(&p, ctx, &plans, targets, &pipeline.name, &checkpoint.query_id, id).await,
         Err(e) => Err(e),
     };
     crate::shared::release(&shared_ids);
     let staged = staged?;
+    let rows_in = registry.map_or(0, |r| streams.iter().map(|s| r.node_rows_once(&s.name)).sum());
 
     // The new checkpoint, staged beside the state directory, commits with the sinks.
     let mut next = Checkpoint {
@@ -495,6 +521,7 @@ async fn batch(
         files: checkpoint.files.clone(),
         watermarks: checkpoint.watermarks.clone(),
         offsets: checkpoint.offsets.clone(),
+        query_id: checkpoint.query_id.clone(),
     };
     for (i, what) in picked {
         let name = streams[*i].name.clone();
@@ -517,11 +544,28 @@ async fn batch(
     let mut rows_out = BTreeMap::new();
     let mut moves = Vec::new();
     let mut consoles = Vec::new();
+    let mut sends = Vec::new();
     for s in staged {
         rows_out.insert(s.sink.clone(), s.rows);
+        if s.is_remote() {
+            sends.push(s);
+            continue;
+        }
         match s.into_move() {
             Ok(m) => moves.push(m),
             Err(console) => consoles.push(console),
+        }
+    }
+    // Kafka records go out, and Delta versions commit, before the commit that marks
+    // the batch done. A process killed in between runs the batch again: Kafka sends
+    // it again (at least once, see `sinks::kafka`); a Delta table already holds the
+    // batch under the stream's app id and is skipped (exactly once).
+    let mut sends = sends.into_iter();
+    while let Some(s) = sends.next() {
+        if let Err(e) = s.commit_remote().await {
+            crate::run::abort_all(sends.collect()).await;
+            moves.iter().for_each(|(staging, _, _)| sinks::discard(staging));
+            return Err(e);
         }
     }
     commit_state(state_dir, journal, &next, &rows_of, moves)?;
@@ -533,7 +577,7 @@ async fn batch(
     for (name, s) in new_states {
         states.insert(name, s);
     }
-    Ok(BatchReport { batch: id, files, offsets, rows_in: rows_in.load(std::sync::atomic::Ordering::Relaxed), rows_out, seconds: 0.0, rows_per_second: 0.0, windows: window_reports })
+    Ok(BatchReport { batch: id, files, offsets, rows_in, rows_out, seconds: 0.0, rows_per_second: 0.0, windows: window_reports })
 }
 
 /// Stages the checkpoint `next` (with each window's open rows) beside the state
@@ -558,20 +602,17 @@ fn commit_state(state_dir: &Path, journal: &Path, next: &Checkpoint, rows: &Hash
 }
 
 /// Stages every sink of the batch (appending), with the expectations' summaries.
-/// `rows_in` gets the rows the stream sources produced.
+/// Kafka sinks tag their records with the batch; Delta sinks commit it as the
+/// stream's application transaction.
 async fn stage(
     p: &Pipeline,
     ctx: &SessionContext,
     plans: &HashMap<String, datafusion::logical_expr::LogicalPlan>,
     targets: &HashMap<String, sinks::Target>,
-    streams: &[Stream],
-    rows_in: &std::sync::atomic::AtomicU64,
+    pipeline: &str,
+    query_id: &str,
+    batch: u64,
 ) -> Result<Vec<Staged>> {
-    // Rows in: each stream source counted on its own (cheap next to the batch's work).
-    for s in streams {
-        let n = DataFrame::new(ctx.state(), plans[&s.name].clone()).count().await.map_err(|e| Error::in_node(&s.name, e))?;
-        rows_in.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-    }
     let sinks: Vec<_> = p
         .sinks
         .iter()
@@ -586,7 +627,12 @@ async fn stage(
     let (quality, results) = futures::future::join(
         crate::run::check_quality(p, ctx, plans),
         futures::future::join_all(sinks.iter().map(|sink| {
-            let target = targets.get(&sink.name).cloned().unwrap_or_else(|| sinks::Target::Local(PathBuf::new()));
+            let mut target = targets.get(&sink.name).cloned().unwrap_or_else(|| sinks::Target::Local(PathBuf::new()));
+            match &mut target {
+                sinks::Target::Kafka(k) => k.tag = format!("{pipeline}/{batch}"),
+                sinks::Target::Delta { txn, .. } => *txn = Some((format!("kiln-{query_id}"), batch as i64)),
+                _ => {}
+            }
             let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());
             async move { sinks::stage(df, sink, &target).await }
         })),
