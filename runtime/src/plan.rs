@@ -560,6 +560,12 @@ pub struct KafkaSource {
 pub enum KafkaValueFormat {
     Json,
     Csv,
+    /// One Avro datum in binary encoding, written with the declared schema as Avro
+    /// (Spark's `from_avro`): see `streaming::kafka` for the schema.
+    Avro,
+    /// The same datum after Confluent's wire-format header (magic byte 0, a 4-byte
+    /// schema id); the declared schema stands for every id.
+    AvroConfluent,
 }
 
 /// A `delta` source's time travel (SPEC §3, §6a): at most one is set; neither

@@ -569,6 +569,8 @@ fn source(s: &Source) -> Result<TokenStream, Unsupported> {
             let value_format = match k.value_format {
                 kiln::plan::KafkaValueFormat::Json => quote!(KafkaValueFormat::Json),
                 kiln::plan::KafkaValueFormat::Csv => quote!(KafkaValueFormat::Csv),
+                kiln::plan::KafkaValueFormat::Avro => quote!(KafkaValueFormat::Avro),
+                kiln::plan::KafkaValueFormat::AvroConfluent => quote!(KafkaValueFormat::AvroConfluent),
             };
             let max = option(k.max_offsets_per_trigger.map(|n| quote!(#n)));
             let options = k.options.iter().map(|(a, b)| quote!((#a.into(), #b.into())));
@@ -634,6 +636,8 @@ fn sink(s: &Sink) -> Result<TokenStream, Unsupported> {
         let value_format = match k.value_format {
             kiln::plan::KafkaValueFormat::Json => quote!(KafkaValueFormat::Json),
             kiln::plan::KafkaValueFormat::Csv => quote!(KafkaValueFormat::Csv),
+            // A sink writes JSON or CSV (the compiler refuses Avro there).
+            kiln::plan::KafkaValueFormat::Avro | kiln::plan::KafkaValueFormat::AvroConfluent => quote!(KafkaValueFormat::Json),
         };
         let key = option(k.key.as_ref().map(|c| quote!(#c.into())));
         let options = k.options.iter().map(|(a, b)| quote!((#a.into(), #b.into())));

@@ -229,24 +229,13 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
 }
 
 /// The keys of a `kafka` source: `brokers`, `topic`, `starting_offsets`
-/// (earliest | latest), `value_format` (json | csv; avro is not read yet),
+/// (earliest | latest), `value_format` (json | csv | avro | avro_confluent),
 /// `max_offsets_per_trigger`, and `options` passed to librdkafka.
 fn kafka(t: &Table, d: &mut Diags) -> Option<KafkaDecl> {
     let brokers = t.req_str("brokers", d, Some("brokers = \"broker1:9092,broker2:9092\""));
     let topic = t.req_str("topic", d, Some("topic = \"clicks\""));
     let starting_offsets = t.str("starting_offsets", d).filter(|s| one_of(s, &["earliest", "latest"], "`starting_offsets`", d));
-    let value_format = t.str("value_format", d);
-    if let Some(f) = &value_format {
-        if f.as_str() == "avro" {
-            d.push(
-                Diagnostic::error("kiln::unsupported", f.span.clone(), format!("{}: Avro record values are not supported by this version of kiln yet", t.what))
-                    .label("not supported yet")
-                    .help("value_format = \"json\" or \"csv\""),
-            );
-        } else {
-            one_of(f, &["json", "csv"], "`value_format`", d);
-        }
-    }
+    let value_format = t.str("value_format", d).filter(|f| one_of(f, &["json", "csv", "avro", "avro_confluent"], "`value_format`", d));
     let max_offsets_per_trigger = t.int("max_offsets_per_trigger", d);
     if let Some(n) = max_offsets_per_trigger.as_ref().filter(|n| n.value < 1) {
         d.push(Diagnostic::error("kiln::bad-value", n.span.clone(), format!("{}: `max_offsets_per_trigger` must be at least 1", t.what)).label("too small"));

@@ -196,6 +196,8 @@ pub(super) fn source(s: &SourceDecl, files: &FileSchemas, d: &mut Diags) -> Opti
                 earliest: k.starting_offsets.as_ref().is_some_and(|s| s.as_str() == "earliest"),
                 value_format: match k.value_format.as_ref().map(|f| f.as_str()) {
                     Some("csv") => kiln::plan::KafkaValueFormat::Csv,
+                    Some("avro") => kiln::plan::KafkaValueFormat::Avro,
+                    Some("avro_confluent") => kiln::plan::KafkaValueFormat::AvroConfluent,
                     _ => kiln::plan::KafkaValueFormat::Json,
                 },
                 max_offsets_per_trigger: k.max_offsets_per_trigger.as_ref().map(|n| n.value.max(1) as u64),

@@ -185,6 +185,7 @@ fn encode(batch: &RecordBatch, format: KafkaValueFormat) -> std::result::Result<
             // JSON escapes line breaks inside strings: every line is one row.
             Ok(out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect())
         }
+        KafkaValueFormat::Avro | KafkaValueFormat::AvroConfluent => Err("a kafka sink writes json or csv values".into()),
         KafkaValueFormat::Csv => (0..batch.num_rows())
             .map(|i| {
                 let mut out = Vec::new();
