@@ -455,7 +455,14 @@ fn a_killed_executor_leaves_no_duplicate_or_partial_file_on_s3() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Killed in the write stage: as soon as the first staged part is on the server.
+    let staging = s3.file("out/killed/_kiln_staging");
+    let waiting = Instant::now();
+    while files(&staging).is_empty() {
+        assert!(client.try_wait().unwrap().is_none(), "the job ended before any part was staged");
+        assert!(waiting.elapsed() < Duration::from_secs(240), "no part was ever staged");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let victim = procs.0.last_mut().unwrap();
     victim.kill().unwrap(); // SIGKILL
     victim.wait().unwrap();
