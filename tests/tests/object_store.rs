@@ -1001,3 +1001,52 @@ fn az_paths_read_and_write_an_azure_container() {
     ));
     assert_eq!(sorted(kiln_tests::node_rows(&back, "people", &[])), people(), "the output a failed run leaves");
 }
+
+/// The guide's other jobs on a cluster with no shared disk (etl and inference have
+/// their own tests above): data on the S3 server, each process in its own empty
+/// directory, and every output equal to the local run's, file for file.
+#[test]
+fn the_guides_jobs_on_a_cluster_without_a_shared_disk_give_the_local_result() {
+    let s3 = S3::start("guide");
+    let data = repo_root().join("specs/data");
+    for f in ["transactions.parquet", "customers.parquet", "orders_skewed.parquet", "employees.parquet", "stocks.parquet"] {
+        s3.put(&format!("data/{f}"), &data.join(f));
+    }
+    // Each output's rows by name: a single file, or a directory of parts (on the server,
+    // the parts its manifest names: s3s-fs keeps the emptied staging directories).
+    let outputs = |dir: &Path| -> Vec<(String, Vec<Row>)> {
+        let mut out: Vec<(String, Vec<Row>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with(['_', '.']))
+            .map(|e| {
+                let rows = if e.path().join("_kiln_manifest.json").is_file() { committed_rows(&e.path()) } else { sorted(read_parquet_rows(&e.path())) };
+                (e.file_name().to_string_lossy().into_owned(), rows)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    for spec in ["broadcast_join", "skew_join", "windows", "quality"] {
+        let binary = build_job(&format!("specs/{spec}.toml"));
+        let local = tempfile::tempdir().unwrap();
+        let status = Command::new(&binary).args(["run", "--param"]).arg(format!("data={}", data.display())).arg("--param").arg(format!("output={}", local.path().display())).status().unwrap();
+        assert!(status.success(), "{spec}");
+        let expected = outputs(local.path());
+        assert!(!expected.is_empty(), "{spec}");
+
+        let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (_procs, sched) = s3_cluster(&binary, &s3, &dirs[..3]);
+        let output = Command::new(&binary)
+            .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("data=s3://data/data"), "--param", &s3.at(&format!("output=s3://data/out/{spec}"))])
+            .current_dir(dirs[3].path())
+            .envs(s3.env())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{spec}: {}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(outputs(&s3.file(&format!("out/{spec}"))), expected, "{spec}: the cluster's output on S3 differs from the local run's");
+        for d in &dirs {
+            assert!(files(d.path()).iter().all(|f| !f.ends_with(".parquet")), "{spec}: {:?}", files(d.path()));
+        }
+    }
+}
