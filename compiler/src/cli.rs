@@ -65,7 +65,7 @@ enum Command {
         /// Where the workflow's `cargo install --git` gets Kiln.
         #[arg(long, value_name = "URL")]
         kiln_git: Option<String>,
-        /// The commit, tag or branch of it the workflow installs (default: its default branch).
+        /// The commit or tag of it the workflow installs (default: its default branch).
         #[arg(long, value_name = "REV")]
         kiln_rev: Option<String>,
     },
@@ -96,7 +96,7 @@ enum Command {
         /// Where the in-image build's `cargo install --git` gets Kiln.
         #[arg(long, value_name = "URL")]
         kiln_git: Option<String>,
-        /// The commit, tag or branch of it the image installs (default: its default branch).
+        /// The commit or tag of it the image installs (default: its default branch).
         #[arg(long, value_name = "REV")]
         kiln_rev: Option<String>,
     },
@@ -113,20 +113,22 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { specs } => check(&specs),
         Command::Build { spec, release, workspace } => match build(&spec, release, workspace.as_deref()) {
-            Ok(binary) => {
+            Ok((binary, _lock)) => {
                 println!("{}", binary.display());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
         Command::Run { spec, release, workspace, args } => {
-            let binary = match build(&spec, release, workspace.as_deref()) {
+            let (binary, lock) = match build(&spec, release, workspace.as_deref()) {
                 Ok(b) => b,
                 Err(code) => return code,
             };
             let dir = spec_dir(&spec);
             eprintln!("running {} run {} (in {})", binary.display(), args.join(" "), dir.display());
-            match std::process::Command::new(&binary).arg("run").args(&args).current_dir(&dir).status() {
+            let mut cmd = std::process::Command::new(&binary);
+            cmd.arg("run").args(&args).current_dir(&dir);
+            match start_and_wait(cmd, lock) {
                 Ok(status) => ExitCode::from(status.code().map_or(1, |c| c as u8)),
                 Err(e) => {
                     eprintln!("error: cannot run {}: {e}", binary.display());
@@ -318,7 +320,10 @@ fn check(specs: &[PathBuf]) -> ExitCode {
     code
 }
 
-fn build(spec: &Path, release: bool, workspace: Option<&Path>) -> Result<PathBuf, ExitCode> {
+/// Builds the spec's job; returns the binary and the lock on its crate, to hold until
+/// the binary has been started (in a checkout, the path is the target directory's,
+/// which another build of the same name may overwrite).
+fn build(spec: &Path, release: bool, workspace: Option<&Path>) -> Result<(PathBuf, std::fs::File), ExitCode> {
     let checked = load(spec)?;
     let pipeline = report(&checked)?;
     let fail = |msg: String| {
@@ -327,10 +332,17 @@ fn build(spec: &Path, release: bool, workspace: Option<&Path>) -> Result<PathBuf
     };
     let ws = job::locate(workspace).map_err(fail)?;
     let shown = spec.display().to_string();
-    let _lock = ws.lock(&pipeline.name).map_err(fail)?;
+    let lock = ws.lock(&pipeline.name).map_err(fail)?;
     let dir = ws.write_crate(pipeline, &shown, &checked.rust).map_err(fail)?;
     eprintln!("generated {}", dir.display());
-    ws.cargo_build(&pipeline.name, release).map_err(fail)
+    Ok((ws.cargo_build(&pipeline.name, release).map_err(fail)?, lock))
+}
+
+/// Starts `binary` while the build's lock is held, then lets go of it and waits.
+fn start_and_wait(mut cmd: std::process::Command, lock: std::fs::File) -> std::io::Result<std::process::ExitStatus> {
+    let mut child = cmd.spawn()?;
+    drop(lock);
+    child.wait()
 }
 
 /// Runs every spec's tests with the same plan construction the binary uses.
@@ -359,12 +371,14 @@ fn test(specs: &[PathBuf]) -> ExitCode {
             if let Some(dir) = &start_dir {
                 let _ = std::env::set_current_dir(dir);
             }
-            let binary = match build(spec, false, None) {
+            let (binary, lock) = match build(spec, false, None) {
                 Ok(b) => b,
                 Err(c) => return c,
             };
             println!("{}: (its #[kiln::udf]s run in {})", spec.display(), binary.display());
-            let status = std::process::Command::new(&binary).arg("test").current_dir(spec_dir(spec)).status();
+            let mut cmd = std::process::Command::new(&binary);
+            cmd.arg("test").current_dir(spec_dir(spec));
+            let status = start_and_wait(cmd, lock);
             all_passed &= status.is_ok_and(|s| s.success());
             continue;
         }

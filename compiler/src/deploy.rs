@@ -305,7 +305,7 @@ fn dockerfile(name: &str, image: &str, docker: &Docker) -> String {
              RUN apt-get update && apt-get install -y --no-install-recommends git make ca-certificates && rm -rf /var/lib/apt/lists/*\n\
              # make: librdkafka (Kafka sources) builds from its bundled sources.\n\
              ARG KILN_GIT={kiln_git}\n\
-             # A commit, tag or branch of KILN_GIT; empty: its default branch.\n\
+             # A commit or tag of KILN_GIT; empty: its default branch.\n\
              ARG KILN_REV={kiln_rev}\n\
              RUN --mount=type=cache,target=/usr/local/cargo/registry cargo install --locked --git \"$KILN_GIT\" ${{KILN_REV:+--rev \"$KILN_REV\"}} kiln-compiler\n\
              WORKDIR /src\n\

@@ -81,8 +81,8 @@ name: pipelines
 on: [push, pull_request]
 
 env:
-  # The Kiln that `cargo install` builds (a repository, or a mirror of it), and the commit,
-  # tag or branch of it (empty: its default branch). Pin KILN_REV to the Kiln you tested with:
+  # The Kiln that `cargo install` builds (a repository, or a mirror of it), and the commit
+  # or tag of it (empty: its default branch). Pin KILN_REV to the Kiln you tested with:
   # the cache below is keyed by both, so changing either installs that Kiln afresh.
   KILN_GIT: KILN_GIT_URL
   KILN_REV: "KILN_GIT_REV"

@@ -108,9 +108,17 @@ impl Workspace {
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join(format!(".{pipeline}.lock"));
         let file = std::fs::File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        if file.try_lock().is_err() {
-            eprintln!("waiting for another build of {pipeline} in {}", self.root.display());
-            file.lock().map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                eprintln!("waiting for another build of {pipeline} in {}", self.root.display());
+                file.lock().map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+            }
+            // A file system without locks: build as before, unguarded.
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                eprintln!("warning: {} cannot be locked here ({e}): builds of {pipeline} at the same moment may mix", path.display());
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
         }
         Ok(file)
     }

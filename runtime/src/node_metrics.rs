@@ -48,6 +48,8 @@ pub struct Registry {
     /// when every source is local Parquet, which prunes physically: a marker stops a
     /// later filter from reaching a PostgreSQL source's `WHERE` or an ORC scan.
     pub sources: bool,
+    /// With `sources`: only these (a stream's sources: static ones keep their pushdown).
+    pub only: Option<std::collections::HashSet<String>>,
     markers: Mutex<Vec<Registered>>,
 }
 
@@ -107,12 +109,27 @@ impl Registry {
         markers.iter().filter(|m| m.sink.is_none() && m.node == node).map(|m| m.metrics.clone_inner().output_rows().unwrap_or(0) as u64).sum()
     }
 
-    /// Rows one complete read of node `node` produced: the most any of its markers
-    /// passed (a node read by several plans, a streaming batch's window step and its
-    /// sinks say, is counted once).
+    /// Whether source `name` gets a marker.
+    pub fn marks_source(&self, name: &str) -> bool {
+        self.sources && self.only.as_ref().is_none_or(|only| only.contains(name))
+    }
+
+    /// Rows one complete read of node `node` produced. Per output partition, the most
+    /// any of its markers passed, summed: a node read by several plans (a streaming
+    /// batch's window step and its sinks) counts once, and a shared node, whose
+    /// partitions each run under one reader's marker, counts every partition.
     pub fn node_rows_once(&self, node: &str) -> u64 {
         let markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
-        markers.iter().filter(|m| m.sink.is_none() && m.node == node).map(|m| m.metrics.clone_inner().output_rows().unwrap_or(0) as u64).max().unwrap_or(0)
+        let mut per_partition: std::collections::BTreeMap<usize, u64> = std::collections::BTreeMap::new();
+        for m in markers.iter().filter(|m| m.sink.is_none() && m.node == node) {
+            for metric in m.metrics.clone_inner().iter() {
+                if let (datafusion::physical_plan::metrics::MetricValue::OutputRows(count), Some(p)) = (metric.value(), metric.partition()) {
+                    let at = per_partition.entry(p).or_default();
+                    *at = (*at).max(count.value() as u64);
+                }
+            }
+        }
+        per_partition.values().sum()
     }
 
     fn register(&self, exec: &NodeMetricsExec) {
@@ -144,6 +161,11 @@ pub fn registry(ctx: &SessionContext) -> Option<Arc<Registry>> {
 /// collect per-node metrics.
 pub fn enable(config: datafusion::prelude::SessionConfig, nodes: bool, sources: bool) -> datafusion::prelude::SessionConfig {
     config.with_extension(Arc::new(Registry { nodes, sources, ..Registry::default() }))
+}
+
+/// A registry that marks only the named sources (a streaming batch counts its streams' rows).
+pub fn enable_for_sources(config: datafusion::prelude::SessionConfig, names: std::collections::HashSet<String>) -> datafusion::prelude::SessionConfig {
+    config.with_extension(Arc::new(Registry { sources: true, only: Some(names), ..Registry::default() }))
 }
 
 /// `plan` without its markers (what a run without metrics plans).

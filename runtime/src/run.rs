@@ -326,7 +326,7 @@ pub(crate) async fn planned(
     let readers = readers(pipeline, skipped);
     let marking = crate::node_metrics::registry(ctx).is_some_and(|r| r.nodes);
     // Progress counts the rows each source has produced (its estimate of what remains).
-    let marking_sources = crate::node_metrics::registry(ctx).is_some_and(|r| r.sources);
+    let registry = crate::node_metrics::registry(ctx);
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     for node in &pipeline.nodes {
         // `auto` joins get the strategy chosen from the data this run reads.
@@ -413,7 +413,7 @@ pub(crate) async fn planned(
         // Per-node metrics: the node's plan inside a transparent marker (after the
         // checkpoint, whose fingerprint is the plan's text: a checkpointed node counts
         // the rows read back).
-        let plan = if marking || (marking_sources && matches!(node.op, Op::Source(_))) { crate::node_metrics::mark(&node.name, plan) } else { plan };
+        let plan = if marking || (matches!(node.op, Op::Source(_)) && registry.as_ref().is_some_and(|r| r.marks_source(&node.name))) { crate::node_metrics::mark(&node.name, plan) } else { plan };
         let plan = match (&mut shared, readers.get(node.name.as_str())) {
             (Some(ids), Some(&n)) if n > 1 => {
                 let (plan, id) = crate::shared::share(plan, &node.name, n);

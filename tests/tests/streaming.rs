@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kiln_tests::streaming::{TUMBLE, oracle, write_events};
+use kiln_tests::streaming::{TUMBLE, events, oracle, write_events};
 use kiln_tests::{Row, build_job, read_parquet_rows, repo_root, sorted};
 
 fn output(dir: &Path) -> Vec<Row> {
@@ -61,10 +61,13 @@ fn files_stream_into_the_windows_duckdb_computes_and_a_rerun_continues() {
     assert!(expected.len() >= 6, "too few windows to say anything: {expected:?}");
     assert_eq!(output(&d.out), expected);
 
-    // The metrics: a batch per file, late rows and the watermark as the oracle counts them.
+    // The metrics: a batch per file, then one with no data (the watermark moved: Spark's
+    // no-data batch writes the windows it passed), late rows and the watermark as the
+    // oracle counts them.
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
     let batches = m["batches"].as_array().unwrap();
-    assert_eq!(batches.len(), 8, "{m:#}");
+    assert_eq!(batches.len(), 9, "{m:#}");
+    assert_eq!(batches[8]["rows_in"], 0, "{m:#}");
     let late: u64 = batches.iter().map(|b| b["windows"]["per_5m"]["late_rows"].as_u64().unwrap()).sum();
     assert_eq!(late, figures["late"].as_u64().unwrap(), "{m:#}");
     assert!(late > 0, "the events hold no late row: the test would prove nothing about the watermark");
@@ -73,7 +76,7 @@ fn files_stream_into_the_windows_duckdb_computes_and_a_rerun_continues() {
     let written: u64 = batches.iter().map(|b| b["rows_out"]["counts"].as_u64().unwrap()).sum();
     assert_eq!(written as usize, expected.len());
     assert_eq!(m["sinks"][0]["rows"].as_u64(), Some(written));
-    assert!(batches.iter().all(|b| b["seconds"].as_f64().unwrap() > 0.0 && b["rows_per_second"].as_f64().unwrap() > 0.0), "{m:#}");
+    assert!(batches.iter().all(|b| b["seconds"].as_f64().unwrap() > 0.0 && (b["rows_in"] == 0 || b["rows_per_second"].as_f64().unwrap() > 0.0)), "{m:#}");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("batch 7: 1 file(s), 60 rows in"), "{stderr}");
 
@@ -84,11 +87,12 @@ fn files_stream_into_the_windows_duckdb_computes_and_a_rerun_continues() {
     assert!(!String::from_utf8_lossy(&o.stderr).contains("batch "), "{}", text(&o));
 
     // More files: the run continues from the checkpoint (watermark and open windows).
+    files.push(PathBuf::from("--no-data"));
     files.extend(write_events(&d.events, 8, 3, 60, 8));
     let o = run(&binary, &d, &[], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("batch 8: ") && stderr.contains("batch 10: ") && !stderr.contains("batch 11"), "{stderr}");
+    assert!(stderr.contains("batch 9: ") && stderr.contains("batch 12: 0 file(s)") && !stderr.contains("batch 13"), "{stderr}");
     assert_eq!(output(&d.out), oracle(&files, TUMBLE, "append").0);
 }
 
@@ -101,6 +105,7 @@ fn a_crash_inside_a_commit_loses_nothing_and_doubles_nothing() {
         let mut files = write_events(&d.events, 0, 4, 40, 11);
         let o = run(&binary, &d, &[], &[]);
         assert!(o.status.success(), "{}", text(&o));
+        files.push(PathBuf::from("--no-data"));
         files.extend(write_events(&d.events, 4, 4, 40, 12));
         let o = run(&binary, &d, &[], &[("KILN_FAULT", fault)]);
         assert!(!o.status.success(), "{fault}: the fault did not fire: {}", text(&o));
@@ -276,16 +281,36 @@ fn what_a_stream_cannot_compute_is_a_check_error() {
 fn a_delta_sink_commits_each_batch_once_across_a_crash() {
     let binary = build_job("tests/streaming/clicks_to_delta.toml");
     let d = dirs();
-    let mut files = write_events(&d.events, 0, 3, 50, 41);
+    // Batch 0 reads files 0-2.
+    write_events(&d.events, 0, 3, 50, 41);
     let o = run(&binary, &d, &[], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    files.extend(write_events(&d.events, 3, 3, 50, 42));
-    // Batch 3 commits its Delta version, then the process dies before its checkpoint.
+    // Batch 2 (after the first run's no-data batch 1) plans files 3-5, commits its Delta
+    // version, and the process dies before its checkpoint.
+    write_events(&d.events, 3, 3, 50, 42);
     let o = run(&binary, &d, &[], &[("KILN_FAULT", "before-journal")]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("KILN_FAULT=before-journal"), "{}", text(&o));
+    // Files 6-7 arrive before the restart: batch 2 runs again on files 3-5 only (its
+    // planned input), finds itself in the table, and batch 3 reads 6-7.
+    write_events(&d.events, 6, 2, 50, 43);
     let o = run(&binary, &d, &[], &[]);
     assert!(o.status.success(), "{}", text(&o));
 
+    // The oracle replays the same three batches (each batch's files as one file).
+    let batches = [events(0, 3, 50, 41).concat(), events(3, 3, 50, 42).concat(), events(6, 2, 50, 43).concat()];
+    let oracle_dir = d._root.path().join("oracle");
+    std::fs::create_dir_all(&oracle_dir).unwrap();
+    let mut files: Vec<PathBuf> = batches
+        .iter()
+        .enumerate()
+        .map(|(i, lines)| {
+            let p = oracle_dir.join(format!("batch-{i}.json"));
+            std::fs::write(&p, lines.join("")).unwrap();
+            p
+        })
+        .collect();
+    // The first run ended with its no-data batch (batch 1): batch 2 was killed and replayed.
+    files.insert(1, PathBuf::from("--no-data"));
     let (expected, _) = oracle(&files, TUMBLE, "update");
     assert_eq!(output(&d.out), expected, "the Parquet sink");
     let table = d.out.join("table");
@@ -310,7 +335,7 @@ fn a_delta_sink_commits_each_batch_once_across_a_crash() {
         })
         .collect();
     assert_eq!(sorted(rows), expected, "the Delta table: every window once");
-    // The log names each batch once: the rerun of batch 3 wrote no second version.
+    // The log names each batch once: the rerun of batch 2 wrote no second version.
     let mut batches = Vec::new();
     for entry in std::fs::read_dir(table.join("_delta_log")).unwrap().flatten() {
         if entry.path().extension().is_some_and(|e| e == "json") {
@@ -323,5 +348,5 @@ fn a_delta_sink_commits_each_batch_once_across_a_crash() {
         }
     }
     batches.sort();
-    assert_eq!(batches, (0..6).collect::<Vec<i64>>(), "one version per batch, batch 3 once");
+    assert_eq!(batches, vec![0, 1, 2, 3, 4], "one version per batch (no-data ones too), batch 2 once");
 }

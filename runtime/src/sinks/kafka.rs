@@ -10,7 +10,7 @@
 //! checkpoint that marks the batch done. A process killed after sending and
 //! before that commit sends the batch's records again when the batch runs
 //! again: nothing is lost, and a batch may arrive twice. Each record carries
-//! the header `kiln-batch` (`PIPELINE/N` for a stream's batch N, `PIPELINE/run-ID`
+//! the header `kiln-batch` (`PIPELINE/QUERY/N` for a stream's batch N, `PIPELINE/run-ID`
 //! for a batch run), by which a consumer can recognise a repeated batch.
 //! Spark's Kafka sink makes the same promise. Exactly once would need Kafka
 //! transactions fenced by the checkpoint; this version does not use them.
@@ -37,17 +37,39 @@ const FLUSH: Duration = Duration::from_secs(120);
 /// A topic a sink writes, with its settings resolved (parameters, `${env.X}`).
 #[derive(Debug, Clone)]
 pub struct KafkaTarget {
+    pub sink: String,
     pub brokers: String,
     pub topic: String,
     pub options: Vec<(String, String)>,
     /// The `kiln-batch` header's value.
     pub tag: String,
+    /// Where the rows wait for the commit: a streaming batch's work directory (removed
+    /// with it); none: the system's temporary directory.
+    pub staging: Option<PathBuf>,
 }
 
 impl KafkaTarget {
     /// `brokers/topic`, for messages (the options, which may hold credentials, never).
     pub fn describe(&self) -> String {
         format!("kafka {}/{}", self.brokers, self.topic)
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.staging.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// Removes the staged rows of this sink's runs whose process is gone (killed
+    /// before their commit): `.kiln-kafka-SINK-PID-RUN.arrow`.
+    pub fn clean_leftovers(&self) {
+        let prefix = format!(".kiln-kafka-{}-", self.sink);
+        let Ok(entries) = std::fs::read_dir(self.staging_dir()) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(&prefix).and_then(|rest| rest.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 
@@ -63,7 +85,7 @@ pub struct Held {
 pub async fn stage(df: DataFrame, sink: &Sink, target: &KafkaTarget) -> Result<(Held, u64)> {
     let fail = |message: String| Error::Sink { sink: sink.name.clone(), message };
     let settings = sink.kafka.clone().ok_or_else(|| fail("a kafka sink without its settings".into()))?;
-    let file = std::env::temp_dir().join(format!(".kiln-kafka-{}-{}-{}.arrow", sink.name, std::process::id(), super::run_id()));
+    let file = target.staging_dir().join(format!(".kiln-kafka-{}-{}-{}.arrow", sink.name, std::process::id(), super::run_id()));
     let written = async {
         let mut stream = df.execute_stream().await.map_err(|e| fail(e.to_string()))?;
         let out = std::fs::File::create(&file).map_err(|e| Error::io(format!("creating {}", file.display()), e))?;
@@ -105,6 +127,15 @@ impl Held {
     }
 }
 
+/// A client error without an option's value: librdkafka's refusal of a setting shows
+/// `key value`, and the value may be a password.
+pub fn client_error(e: &rdkafka::error::KafkaError) -> String {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, desc, key, _) => format!("option `{key}`: {desc}"),
+        e => e.to_string(),
+    }
+}
+
 /// Delivery reports: how many records the brokers refused, and the first reason.
 #[derive(Default)]
 struct Deliveries {
@@ -133,7 +164,7 @@ fn send_file(file: &Path, target: &KafkaTarget, settings: &KafkaSink) -> std::re
     for (k, v) in &target.options {
         config.set(k, v);
     }
-    let producer: ThreadedProducer<Deliveries> = config.create_with_context(Deliveries::default()).map_err(|e| format!("{what}: {e}"))?;
+    let producer: ThreadedProducer<Deliveries> = config.create_with_context(Deliveries::default()).map_err(|e| format!("{what}: {}", client_error(&e)))?;
     let headers = OwnedHeaders::new().insert(Header { key: "kiln-batch", value: Some(target.tag.as_str()) });
     let reader = datafusion::arrow::ipc::reader::FileReader::try_new(std::io::BufReader::new(std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?), None).map_err(|e| e.to_string())?;
     for batch in reader {

@@ -63,7 +63,7 @@ impl Target {
     pub fn for_sink(sink: &Sink, interpolate: impl Fn(&str) -> Result<String>) -> Result<Target> {
         if sink.format == SinkFormat::Kafka {
             let options = sink.kafka.as_ref().map_or(Ok(Vec::new()), |k| k.options.iter().map(|(key, v)| Ok((key.clone(), interpolate(v)?))).collect::<Result<Vec<_>>>())?;
-            return Ok(Target::Kafka(kafka::KafkaTarget { brokers: interpolate(&sink.path)?, topic: interpolate(&sink.table)?, options, tag: String::new() }));
+            return Ok(Target::Kafka(kafka::KafkaTarget { sink: sink.name.clone(), brokers: interpolate(&sink.path)?, topic: interpolate(&sink.table)?, options, tag: String::new(), staging: None }));
         }
         Target::resolve(sink, &interpolate(&sink.path)?)
     }
@@ -117,7 +117,11 @@ impl Target {
             }
             Target::Remote(t) => t.recover().await,
             // A killed run's data files are in no commit: not part of the table.
-            Target::Postgres(_) | Target::Delta { .. } | Target::Kafka(_) => Ok(()),
+            Target::Kafka(k) => {
+                k.clean_leftovers();
+                Ok(())
+            }
+            Target::Postgres(_) | Target::Delta { .. } => Ok(()),
         }
     }
 }

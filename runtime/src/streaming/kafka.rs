@@ -59,7 +59,7 @@ impl Topic {
         for (k, v) in options {
             config.set(k, v);
         }
-        let consumer: BaseConsumer = config.create().map_err(|e| kafka_error(&what, e))?;
+        let consumer: BaseConsumer = config.create().map_err(|e| kafka_error(&what, crate::sinks::kafka::client_error(&e)))?;
         let n_value = schema.fields().len().saturating_sub(KAFKA_COLUMNS.len());
         let value_schema = Arc::new(Schema::new(schema.fields()[..n_value].to_vec()));
         Ok(Topic { source: source.to_string(), topic: k.topic.clone(), what, consumer, schema, value_schema, format: k.value_format, earliest: k.earliest, max_records: k.max_offsets_per_trigger })
@@ -260,33 +260,28 @@ impl Topic {
 /// derives it — a record whose fields are the columns in order, each a union of `null`
 /// and its type, null first (string → string, int64 → long, int32 → int, float64 →
 /// double, bool → boolean, timestamp → long `local-timestamp-micros`, date → int `date`).
-/// A raw datum (Spark's `from_avro`) is framed here as Avro's single-object encoding
-/// for arrow-avro's decoder; a Confluent-framed one keeps its header, and every schema
-/// id it names stands for the declared schema (Kiln asks no registry).
+/// Every datum is framed here as Avro's single-object encoding of the declared schema
+/// for arrow-avro's decoder: a raw one (Spark's `from_avro`) as it is, a Confluent-framed
+/// one without its header — whatever schema id it names stands for the declared schema
+/// (Kiln asks no registry), so ids changing within a batch are no schema change.
 fn avro_values(schema: &SchemaRef, records: &[Record], confluent: bool) -> std::result::Result<Vec<RecordBatch>, datafusion::arrow::error::ArrowError> {
-    use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
+    use arrow_avro::schema::{AvroSchema, Fingerprint, SchemaStore};
     use datafusion::arrow::error::ArrowError;
     let avro = AvroSchema::try_from(schema.as_ref())?;
-    let (store, prefix) = if confluent {
-        let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
-        let mut ids: Vec<u32> = records.iter().filter_map(|r| r.value.as_deref()).filter(|v| v.len() >= 5 && v[0] == 0).map(|v| u32::from_be_bytes([v[1], v[2], v[3], v[4]])).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            store.set(Fingerprint::Id(id), avro.clone())?;
-        }
-        (store, Vec::new())
-    } else {
-        let mut store = SchemaStore::new();
-        let Fingerprint::Rabin(fp) = store.register(avro)? else { return Err(ArrowError::SchemaError("a Rabin fingerprint was expected".into())) };
-        let mut prefix = vec![0xC3, 0x01];
-        prefix.extend_from_slice(&fp.to_le_bytes());
-        (store, prefix)
-    };
+    let mut store = SchemaStore::new();
+    let Fingerprint::Rabin(fp) = store.register(avro)? else { return Err(ArrowError::SchemaError("a Rabin fingerprint was expected".into())) };
+    let mut prefix = vec![0xC3, 0x01];
+    prefix.extend_from_slice(&fp.to_le_bytes());
     let mut decoder = arrow_avro::reader::ReaderBuilder::new().with_writer_schema_store(store).with_batch_size(records.len().max(1)).build_decoder()?;
     let mut framed = Vec::new();
     for r in records {
-        let value = r.value.as_deref().filter(|v| !v.is_empty()).ok_or_else(|| ArrowError::ParseError("the record has no value".into()))?;
+        let mut value = r.value.as_deref().filter(|v| !v.is_empty()).ok_or_else(|| ArrowError::ParseError("the record has no value".into()))?;
+        if confluent {
+            match value {
+                [0, _, _, _, _, datum @ ..] => value = datum,
+                _ => return Err(ArrowError::ParseError("no Confluent wire-format header (magic byte 0 and a 4-byte schema id)".into())),
+            }
+        }
         framed.clear();
         framed.extend_from_slice(&prefix);
         framed.extend_from_slice(value);

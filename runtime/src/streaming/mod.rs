@@ -86,6 +86,10 @@ struct Checkpoint {
     files: BTreeMap<String, Vec<String>>,
     /// Window → watermark, microseconds since the epoch (UTC).
     watermarks: BTreeMap<String, Option<i64>>,
+    /// Window → the watermark its last batch closed windows at (absent in checkpoints
+    /// written before Kiln took Spark's timing: the watermark, as they closed at it).
+    #[serde(default)]
+    closed: BTreeMap<String, Option<i64>>,
     /// Kafka source → partition → the next offset to read.
     #[serde(default)]
     offsets: BTreeMap<String, BTreeMap<i32, i64>>,
@@ -140,9 +144,63 @@ enum StreamKind {
 }
 
 /// What one batch reads of a stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum Picked {
     Files(Vec<String>),
     Kafka(kafka::Ranges),
+}
+
+/// The offset log (Spark's `offsets/`): what batch N reads, written before it runs, so
+/// a batch run again after a crash reads exactly the same files and offsets — whatever
+/// arrived meanwhile waits for the next batch. A Delta sink's skip of a batch it already
+/// holds, and a Kafka sink's repeat of one, rely on it. `checkpoint_dir/offsets/N.json`.
+fn planned_path(dir: &Path, batch: u64) -> PathBuf {
+    dir.join("offsets").join(format!("{batch}.json"))
+}
+
+/// The batch planned as `batch` before a crash, if any (by stream name).
+fn load_planned(dir: &Path, batch: u64, streams: &[Stream]) -> Result<Option<Vec<(usize, Picked)>>> {
+    let path = planned_path(dir, batch);
+    let Ok(bytes) = std::fs::read(&path) else { return Ok(None) };
+    let by_name: BTreeMap<String, Picked> = serde_json::from_slice(&bytes).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    let mut picked = Vec::new();
+    for (name, p) in by_name {
+        let i = streams.iter().position(|s| s.name == name).ok_or_else(|| Error::Usage(format!("{}: no stream source `{name}`", path.display())))?;
+        picked.push((i, p));
+    }
+    Ok(Some(picked))
+}
+
+/// Writes the plan of `batch` whole (a temporary file synced, then renamed), and drops
+/// the plans of committed batches.
+fn save_planned(dir: &Path, batch: u64, streams: &[Stream], picked: &[(usize, Picked)]) -> Result<()> {
+    let path = planned_path(dir, batch);
+    let parent = path.parent().expect("offsets/");
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    let by_name: BTreeMap<&str, &Picked> = picked.iter().map(|(i, p)| (streams[*i].name.as_str(), p)).collect();
+    let tmp = path.with_extension("json.tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(&by_name).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    forget_planned(dir, batch);
+    Ok(())
+}
+
+/// Removes the plans of batches before `batch` (committed).
+fn forget_planned(dir: &Path, batch: u64) {
+    let Ok(entries) = std::fs::read_dir(dir.join("offsets")) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.strip_suffix(".json").and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n < batch) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 impl Picked {
@@ -167,13 +225,14 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
     crate::storage::configure_pipeline(pipeline, &values)?;
     let session_opts = opts.session.clone().over(&pipeline.runtime);
     let ctx = session::context(&session_opts)?;
-    // Rows in: every source's plan gets a counting marker (node_metrics), so a batch
-    // reads its new files once, for its sinks, and counts them on the way.
+    // Rows in: each stream source's plan gets a counting marker (node_metrics), so a
+    // batch reads its new files once, for its sinks, and counts them on the way.
+    // Static sources get none: a marker would keep filters from their scans.
     {
         let state = ctx.state_ref();
         let mut state = state.write();
         let config = std::mem::take(state.config_mut());
-        *state.config_mut() = crate::node_metrics::enable(config, false, true);
+        *state.config_mut() = crate::node_metrics::enable_for_sources(config, streaming.sources.iter().map(|(name, _)| name.clone()).collect());
     }
     let dir = pipeline.runtime.checkpoint_dir.as_deref().ok_or_else(|| Error::Usage("a streaming pipeline needs [runtime] checkpoint_dir".into()))?;
     let dir = PathBuf::from(interpolate(dir, &values, env)?);
@@ -266,7 +325,9 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
     for n in &pipeline.nodes {
         if let Op::EventWindow { .. } = &n.op {
             let rows = read_ipc(&state_dir.join(format!("{}.arrow", n.name)))?;
-            states.insert(n.name.clone(), window::State { watermark_us: checkpoint.watermarks.get(&n.name).copied().flatten(), rows });
+            let watermark_us = checkpoint.watermarks.get(&n.name).copied().flatten();
+            let closed_us = checkpoint.closed.get(&n.name).copied().unwrap_or(watermark_us);
+            states.insert(n.name.clone(), window::State { watermark_us, closed_us, rows });
         }
     }
 
@@ -284,8 +345,11 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
         }
     }
     if starting {
-        commit_state(&state_dir, &journal, &checkpoint, &HashMap::new(), Vec::new())?;
+        // The state directory is replaced whole: the open windows' rows go with it.
+        let rows: HashMap<String, Vec<RecordBatch>> = states.iter().map(|(n, s)| (n.clone(), s.rows.clone())).collect();
+        commit_state(&state_dir, &journal, &checkpoint, &rows, Vec::new())?;
     }
+    forget_planned(&dir, checkpoint.batches);
 
     // `available_now`: the files present and the records written at start, nothing later.
     let available: Option<HashSet<(String, String)>> = match trigger {
@@ -304,8 +368,11 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
     let mut reports = Vec::new();
     loop {
         let batch_started = Instant::now();
-        let mut picked: Vec<(usize, Picked)> = Vec::new();
-        for (i, s) in streams.iter().enumerate() {
+        // A batch planned before a crash runs again on the same input.
+        let replayed = load_planned(&dir, checkpoint.batches, &streams)?;
+        let is_replay = replayed.is_some();
+        let mut picked: Vec<(usize, Picked)> = replayed.unwrap_or_default();
+        for (i, s) in streams.iter().enumerate().filter(|_| !is_replay) {
             let max_files = match &s.kind {
                 StreamKind::Files { max_files, .. } => *max_files,
                 StreamKind::Kafka(topic) => {
@@ -329,7 +396,10 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
             new.truncate(max_files.unwrap_or(usize::MAX));
             picked.push((i, Picked::Files(new.into_iter().map(|(f, _)| f).collect())));
         }
-        if picked.iter().all(|(_, f)| f.is_empty()) {
+        // Nothing new: one batch with no data when a window's watermark moved past where it
+        // last closed windows (Spark's no-data batch), so the windows it passed are written.
+        let moved = states.values().any(|s| s.watermark_us.is_some() && s.watermark_us != s.closed_us);
+        if picked.iter().all(|(_, f)| f.is_empty()) && !moved {
             match trigger {
                 Trigger::AvailableNow => break,
                 Trigger::IntervalMs(ms) => {
@@ -339,6 +409,9 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
             }
         }
         let id = checkpoint.batches;
+        if !is_replay {
+            save_planned(&dir, id, &streams, &picked)?;
+        }
         let work = dir.join("batches").join(id.to_string());
         let outcome = batch(pipeline, &ctx, &values, &session_opts, &streams, &picked, &work, &targets, &state_dir, &journal, &mut checkpoint, &mut states).await;
         let _ = std::fs::remove_dir_all(&work);
@@ -430,12 +503,22 @@ async fn batch(
     let mut p = pipeline.clone();
     let mut files = BTreeMap::new();
     let mut offsets = BTreeMap::new();
+    // Rows in of Kafka sources: the records read (files are counted by their markers).
+    let mut records_read: HashMap<String, u64> = HashMap::new();
     for (i, what) in picked {
         let s = &streams[*i];
         let at = work.join(&s.name);
         std::fs::create_dir_all(&at).map_err(|e| Error::io(format!("creating {}", at.display()), e))?;
         let node = p.nodes.iter_mut().find(|n| n.name == s.name).ok_or_else(|| Error::Usage(format!("no source `{}`", s.name)))?;
         let Op::Source(source) = &mut node.op else { continue };
+        if what.is_empty() {
+            // Nothing new from this stream (a no-data batch, or another stream's batch): no rows.
+            source.format = SourceFormat::Inline(Vec::new());
+            if let Picked::Files(_) = what {
+                files.insert(s.name.clone(), 0);
+            }
+            continue;
+        }
         match (what, &s.kind) {
             (Picked::Files(names), StreamKind::Files { dir, .. }) => {
                 for f in names {
@@ -447,6 +530,7 @@ async fn batch(
             (Picked::Kafka(ranges), StreamKind::Kafka(topic)) => {
                 // The records, read once, become a Parquet file the batch scans.
                 let batch = topic.read(ranges).map_err(|e| Error::in_node(&s.name, e))?;
+                records_read.insert(s.name.clone(), batch.num_rows() as u64);
                 let path = at.join("records.parquet");
                 write_parquet(&path, &source.schema, &[batch])?;
                 source.format = SourceFormat::Parquet;
@@ -505,12 +589,12 @@ async fn batch(
     let mut shared_ids = Vec::new();
     let plans = crate::run::planned(&p, ctx, values, &prepared.read_from, Some(&mut shared_ids), &Default::default(), None).await;
     let staged = match plans {
-        Ok(plans) => stage(&p, ctx, &plans, targets, &pipeline.name, &checkpoint.query_id, id).await,
+        Ok(plans) => stage(&p, ctx, &plans, targets, &pipeline.name, &checkpoint.query_id, id, work).await,
         Err(e) => Err(e),
     };
     crate::shared::release(&shared_ids);
     let staged = staged?;
-    let rows_in = registry.map_or(0, |r| streams.iter().map(|s| r.node_rows_once(&s.name)).sum());
+    let rows_in = streams.iter().map(|s| records_read.get(&s.name).copied().unwrap_or_else(|| registry.as_ref().map_or(0, |r| r.node_rows_once(&s.name)))).sum();
 
     // The new checkpoint, staged beside the state directory, commits with the sinks.
     let mut next = Checkpoint {
@@ -520,6 +604,7 @@ async fn batch(
         batches: id + 1,
         files: checkpoint.files.clone(),
         watermarks: checkpoint.watermarks.clone(),
+        closed: checkpoint.closed.clone(),
         offsets: checkpoint.offsets.clone(),
         query_id: checkpoint.query_id.clone(),
     };
@@ -537,6 +622,7 @@ async fn batch(
     }
     for (name, s) in &new_states {
         next.watermarks.insert(name.clone(), s.watermark_us);
+        next.closed.insert(name.clone(), s.closed_us);
     }
     // Windows that did not run this batch keep their rows.
     let mut rows_of: HashMap<String, Vec<RecordBatch>> = states.iter().map(|(n, s)| (n.clone(), s.rows.clone())).collect();
@@ -612,6 +698,7 @@ async fn stage(
     pipeline: &str,
     query_id: &str,
     batch: u64,
+    work: &Path,
 ) -> Result<Vec<Staged>> {
     let sinks: Vec<_> = p
         .sinks
@@ -629,8 +716,12 @@ async fn stage(
         futures::future::join_all(sinks.iter().map(|sink| {
             let mut target = targets.get(&sink.name).cloned().unwrap_or_else(|| sinks::Target::Local(PathBuf::new()));
             match &mut target {
-                sinks::Target::Kafka(k) => k.tag = format!("{pipeline}/{batch}"),
-                sinks::Target::Delta { txn, .. } => *txn = Some((format!("kiln-{query_id}"), batch as i64)),
+                sinks::Target::Kafka(k) => {
+                    k.tag = format!("{pipeline}/{query_id}/{batch}");
+                    k.staging = Some(work.to_path_buf());
+                }
+                // One app id per sink: two sinks of one table commit separately.
+                sinks::Target::Delta { txn, .. } => *txn = Some((format!("kiln-{query_id}-{}", sink.name), batch as i64)),
                 _ => {}
             }
             let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());

@@ -2,20 +2,24 @@
 //!
 //! The state is the input rows of the windows still open, kept whole, so any
 //! aggregate — `count_distinct` and `median` included — is computed exactly
-//! as a batch run would compute it over the same rows. A batch:
+//! as a batch run would compute it over the same rows. Spark's timing (3.4 and
+//! later): batch N closes the windows that end at or before the watermark as it
+//! stood when batch N began (computed from batches before N), and drops as late
+//! the rows whose every window was closed by an earlier batch. A batch:
 //!
-//! 1. drops the new rows whose every window closed at the previous watermark
-//!    (late rows, counted);
-//! 2. advances the watermark to the largest event time seen minus the delay
-//!    (it never goes back);
-//! 3. groups the state and the kept rows by window and keys, skipping the
-//!    windows closed before this batch (already emitted or dropped);
-//! 4. emits, in `append` mode, the windows the new watermark closed; in
-//!    `update` mode, the windows the new rows touched, with their values so far;
-//! 5. keeps as state the rows that still belong to an open window.
+//! 1. drops the new rows whose every window ends at or before `closed_us` (the
+//!    watermark the previous batch closed windows at; late rows, counted);
+//! 2. groups the state and the kept rows by window and keys, over the windows
+//!    still open (ending after `closed_us`);
+//! 3. writes, in `append` mode, the windows ending at or before `watermark_us`
+//!    (the watermark as this batch began); in `update` mode, the windows the
+//!    kept rows fall in, with their values so far;
+//! 4. keeps as state the rows of windows ending after `watermark_us`;
+//! 5. closes at `watermark_us`, and advances the watermark to the largest event
+//!    time seen minus the delay (never lower).
 //!
-//! Steps 2 and 4 together are Spark's behaviour with its no-data batches: a
-//! window closed by a batch's watermark is written by that batch.
+//! After its last data batch a stream runs one batch with no data (Spark's no-data
+//! batch) when the watermark moved, so the windows it passed are written.
 
 use std::sync::Arc;
 
@@ -35,6 +39,9 @@ use crate::{Error, Result};
 pub struct State {
     /// Largest event time seen minus the delay, microseconds (none before the first row).
     pub watermark_us: Option<i64>,
+    /// The watermark the last batch closed windows at: windows ending at or before it
+    /// are written (append) and gone; rows only they hold are late.
+    pub closed_us: Option<i64>,
     /// Input rows of the windows still open.
     pub rows: Vec<RecordBatch>,
 }
@@ -72,14 +79,14 @@ pub async fn step(ctx: &SessionContext, node: &str, input: &str, w: &EventWindow
 
     // 1. Late rows: every window they fall in closed before this batch. (Rows with
     // no time fall in no window; they are not late, and not kept either.)
-    let kept = match state.watermark_us {
+    let kept = match state.closed_us {
         Some(wm) => collect(ctx, LogicalPlanBuilder::from(new_plan.clone()).filter(time.clone().is_null().or(last_end.clone().gt(at(wm))))?.build()?).await?,
         None => new,
     };
     let late_rows = rows_in - rows(&kept);
 
-    // 2. The watermark: the largest event time of this batch (late rows included,
-    // as Spark's) minus the delay, never lower than before.
+    // 5 (computed now, used from the next batch on). The watermark: the largest event
+    // time of this batch (late rows included, as Spark's) minus the delay, never lower.
     let max = collect(ctx, LogicalPlanBuilder::from(new_plan).aggregate(Vec::<Expr>::new(), vec![datafusion::functions_aggregate::expr_fn::max(time.clone()).alias("m")])?.build()?).await?;
     let max_us = max.first().and_then(|b| {
         use datafusion::arrow::array::{Array, AsArray};
@@ -92,22 +99,23 @@ pub async fn step(ctx: &SessionContext, node: &str, input: &str, w: &EventWindow
         (prev, None) => prev,
     };
 
-    // 3. Every open window's rows, grouped.
+    // 2. Every open window's rows, grouped.
     let mut all = state.rows;
     all.extend(kept.iter().cloned());
     let all_plan = table(all)?;
     let open_since = |plan: LogicalPlan| -> Result<LogicalPlan> {
-        Ok(match state.watermark_us {
+        Ok(match state.closed_us {
             Some(wm) => LogicalPlanBuilder::from(plan).filter(col(END).gt(at(wm)))?.build()?,
             None => plan,
         })
     };
     let grouped = event_window::aggregate(node, open_since(event_window::expand(all_plan.clone(), w)?)?, w)?;
 
-    // 4. What this batch writes.
+    // 3. What this batch writes: it closes windows at the watermark it began with.
+    let closes_at = state.watermark_us;
     let output_plan = match w.output_mode {
         OutputMode::Append => {
-            let closed = match watermark_us {
+            let closed = match closes_at {
                 Some(wm) => col(END).lt_eq(at(wm)),
                 None => lit(false),
             };
@@ -129,8 +137,8 @@ pub async fn step(ctx: &SessionContext, node: &str, input: &str, w: &EventWindow
     let output_schema = Arc::new(output_plan.schema().as_arrow().clone());
     let output = collect(ctx, output_plan).await?;
 
-    // 5. Rows some window still open after this batch holds.
-    let state_rows = match watermark_us {
+    // 4. Rows some window still open after this batch holds.
+    let state_rows = match closes_at {
         Some(wm) => collect(ctx, LogicalPlanBuilder::from(all_plan).filter(last_end.gt(at(wm)))?.build()?).await?,
         None => collect(ctx, LogicalPlanBuilder::from(all_plan).filter(time.is_not_null())?.build()?).await?,
     };
@@ -139,5 +147,6 @@ pub async fn step(ctx: &SessionContext, node: &str, input: &str, w: &EventWindow
     if output.iter().any(|b| b.schema().fields().len() != output_schema.fields().len()) {
         return Err(Error::Usage(format!("window `{node}`: output batches disagree with the plan's schema")));
     }
-    Ok(Step { output, output_schema, state: State { watermark_us, rows: state_rows }, rows_in, late_rows, rows_out, state_rows: n_state })
+    let closed_us = closes_at.or(state.closed_us);
+    Ok(Step { output, output_schema, state: State { watermark_us, closed_us, rows: state_rows }, rows_in, late_rows, rows_out, state_rows: n_state })
 }
