@@ -42,7 +42,7 @@ done
   echo
   echo "| section | MiB |"
   echo "|---|---:|"
-  size -A "$first" | awk '$2 > 1048576 { printf "| %s | %.1f |\n", $1, $2 / 1048576 }'
+  size -A "$first" | awk '$1 ~ /^\./ && $2 > 1048576 { printf "| %s | %.1f |\n", $1, $2 / 1048576 }'
   echo
   echo "Code and data by crate (\`nm -S -C\`, symbols summed by the first path segment; top 15):"
   echo

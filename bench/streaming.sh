@@ -69,6 +69,7 @@ for e in ("kiln", "spark"):
     w = med(e, "wall_s")
     b = [r for r in runs if r["engine"] == e][0]["batches"]
     print(f"| {e} | {w:.2f} | {rows / w:,.0f} | {med(e, 'max_rss_kb') / 1024:.0f} | {b} | {med(e, 'median_batch_s'):.3f} |")
+print("\nSpark's peak RSS is its Python driver's (GNU time follows the process it started, not the JVM it spawns); Spark also counts no no-data batch in `batches`.")
 print(f"\nKiln / Spark wall time: {k / s:.2f}x; median batch time: {med('kiln', 'median_batch_s') / med('spark', 'median_batch_s'):.2f}x. Outputs: {same}.")
 PY
 cat "${tsv%.tsv}.md"

@@ -101,6 +101,7 @@ for e, reads in (("kiln-broker", "Kafka topic (tansu)"), ("kiln-files", "JSON fi
     w = med(e, "wall_s")
     b = [r for r in runs if r["engine"] == e][0]["batches"]
     print(f"| {e} | {reads} | {w:.2f} | {rows / w:,.0f} | {med(e, 'max_rss_kb') / 1024:.0f} | {b} | {med(e, 'median_batch_s'):.3f} |")
+print("\nSpark's peak RSS is its Python driver's (GNU time follows the process it started, not the JVM it spawns).")
 kb, kf, s = med("kiln-broker", "wall_s"), med("kiln-files", "wall_s"), med("spark", "wall_s")
 print(f"\nKiln from the broker / Kiln from files: {kb / kf:.2f}x; Kiln from the broker / Spark from files: {kb / s:.2f}x; "
       f"Kiln from files / Spark: {kf / s:.2f}x. Outputs: {same} (each Kiln output against Spark's). "
