@@ -119,11 +119,21 @@ fn a_node_read_by_many_is_computed_once() {
 
     // Under a memory limit far below the node's size, lagging readers spill and
     // read back; the result and the count are the same.
-    let spilled = kiln::shared::spilled_batches();
-    let (evaluated, sinks) = run("target_partitions = 2\nbatch_size = 4096\nmemory_limit = \"48MB\"");
-    assert!(kiln::shared::spilled_batches() > spilled, "no reader's queue spilled");
-    assert_eq!(sinks, expected_sinks());
-    assert_eq!(evaluated, ROWS, "x was computed {} times under the memory limit", evaluated as f64 / ROWS as f64);
+    // A queue spills when its reader lags past the producer's patience (20 ms) with the
+    // queue full, which depends on the machine's timing: each run must be right, and
+    // some run of up to five must spill (one did not, once, in CI).
+    let mut spilled_once = false;
+    for _ in 0..5 {
+        let spilled = kiln::shared::spilled_batches();
+        let (evaluated, sinks) = run("target_partitions = 2\nbatch_size = 4096\nmemory_limit = \"48MB\"");
+        assert_eq!(sinks, expected_sinks());
+        assert_eq!(evaluated, ROWS, "x was computed {} times under the memory limit", evaluated as f64 / ROWS as f64);
+        if kiln::shared::spilled_batches() > spilled {
+            spilled_once = true;
+            break;
+        }
+    }
+    assert!(spilled_once, "no reader's queue spilled in five runs");
 }
 
 /// A shared node inside another (source `t` read by `x` and `y`, `x` read by
