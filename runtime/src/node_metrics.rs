@@ -50,6 +50,8 @@ pub struct Registry {
     pub sources: bool,
     /// With `sources`: only these (a stream's sources: static ones keep their pushdown).
     pub only: Option<std::collections::HashSet<String>>,
+    /// Each join's strategy and why, as the planning that built the executed plans chose it.
+    joins: Mutex<BTreeMap<String, String>>,
     markers: Mutex<Vec<Registered>>,
 }
 
@@ -107,6 +109,21 @@ impl Registry {
     pub fn node_rows(&self, node: &str) -> u64 {
         let markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
         markers.iter().filter(|m| m.sink.is_none() && m.node == node).map(|m| m.metrics.clone_inner().output_rows().unwrap_or(0) as u64).sum()
+    }
+
+    /// Records the join strategies a planning chose (`explain`'s lines, without the prefix).
+    pub fn set_join_strategies(&self, notes: &[(String, String)]) {
+        let mut joins = self.joins.lock().unwrap_or_else(|e| e.into_inner());
+        for (node, note) in notes {
+            if let Some(why) = note.strip_prefix("join strategy: ") {
+                joins.insert(node.clone(), why.to_string());
+            }
+        }
+    }
+
+    /// The strategy recorded for join `node`.
+    pub fn join_strategy(&self, node: &str) -> Option<String> {
+        self.joins.lock().unwrap_or_else(|e| e.into_inner()).get(node).cloned()
     }
 
     /// Whether source `name` gets a marker.

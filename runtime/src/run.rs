@@ -325,8 +325,12 @@ pub(crate) async fn planned(
     let choices = choices(pipeline, values, session_memory_limit(ctx));
     let readers = readers(pipeline, skipped);
     let marking = crate::node_metrics::registry(ctx).is_some_and(|r| r.nodes);
-    // Progress counts the rows each source has produced (its estimate of what remains).
+    // Progress counts the rows each source has produced (its estimate of what remains);
+    // --metrics reports the join strategies chosen here.
     let registry = crate::node_metrics::registry(ctx);
+    if let Some(r) = &registry {
+        r.set_join_strategies(&choices.notes);
+    }
     let mut plans: HashMap<String, LogicalPlan> = HashMap::new();
     for node in &pipeline.nodes {
         // `auto` joins get the strategy chosen from the data this run reads.
@@ -657,11 +661,9 @@ async fn run_planned(
         reports.push(SinkReport { name: sink.name.clone(), path, rows: rows.get(&sink.name).copied() });
     }
     let mut nodes = registry.as_ref().filter(|r| r.nodes).map(|r| crate::node_metrics::collect(r)).unwrap_or_default();
-    if !nodes.is_empty() {
-        for (node, note) in choices(pipeline, &values, session_memory_limit(&ctx)).notes {
-            if let (Some(m), Some(why)) = (nodes.get_mut(&node), note.strip_prefix("join strategy: ")) {
-                m.join_strategy = Some(why.to_string());
-            }
+    if let Some(r) = registry.as_ref().filter(|r| r.nodes) {
+        for (node, m) in nodes.iter_mut() {
+            m.join_strategy = r.join_strategy(node);
         }
     }
     let plans = registry.as_ref().filter(|r| r.nodes).map(|r| crate::node_metrics::plans(r)).unwrap_or_default();
