@@ -16,7 +16,7 @@
 //! transactions fenced by the checkpoint; this version does not use them.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -46,6 +46,19 @@ pub struct KafkaTarget {
     /// Where the rows wait for the commit: a streaming batch's work directory (removed
     /// with it); none: the system's temporary directory.
     pub staging: Option<PathBuf>,
+    /// The producer, kept from one batch of a stream to the next (one connection and
+    /// handshake per run, not per batch); dropped after a failed send.
+    pub producer: ProducerCache,
+}
+
+/// A sink's producer, shared by the clones of its target.
+#[derive(Clone, Default)]
+pub struct ProducerCache(Arc<Mutex<Option<Arc<ThreadedProducer<Deliveries>>>>>);
+
+impl std::fmt::Debug for ProducerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProducerCache")
+    }
 }
 
 impl KafkaTarget {
@@ -136,9 +149,10 @@ pub fn client_error(e: &rdkafka::error::KafkaError) -> String {
     }
 }
 
-/// Delivery reports: how many records the brokers refused, and the first reason.
+/// Delivery reports: how many records the brokers refused, and the first reason
+/// (reset at each send).
 #[derive(Default)]
-struct Deliveries {
+pub struct Deliveries {
     failed: AtomicU64,
     first: Mutex<Option<String>>,
 }
@@ -158,13 +172,34 @@ impl ProducerContext for Deliveries {
 }
 
 fn send_file(file: &Path, target: &KafkaTarget, settings: &KafkaSink) -> std::result::Result<(), String> {
-    let what = target.describe();
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &target.brokers).set("log_level", "3");
-    for (k, v) in &target.options {
-        config.set(k, v);
+    let producer = {
+        let mut cached = target.producer.0.lock().unwrap_or_else(|e| e.into_inner());
+        match cached.as_ref() {
+            Some(p) => p.clone(),
+            None => {
+                let mut config = ClientConfig::new();
+                config.set("bootstrap.servers", &target.brokers).set("log_level", "3");
+                for (k, v) in &target.options {
+                    config.set(k, v);
+                }
+                let p: ThreadedProducer<Deliveries> = config.create_with_context(Deliveries::default()).map_err(|e| format!("{}: {}", target.describe(), client_error(&e)))?;
+                cached.insert(Arc::new(p)).clone()
+            }
+        }
+    };
+    let sent = send_with(&producer, file, target, settings);
+    if sent.is_err() {
+        // A fresh connection for the next try.
+        *target.producer.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
-    let producer: ThreadedProducer<Deliveries> = config.create_with_context(Deliveries::default()).map_err(|e| format!("{what}: {}", client_error(&e)))?;
+    sent
+}
+
+fn send_with(producer: &ThreadedProducer<Deliveries>, file: &Path, target: &KafkaTarget, settings: &KafkaSink) -> std::result::Result<(), String> {
+    let what = target.describe();
+    let context = producer.context();
+    context.failed.store(0, Ordering::Relaxed);
+    *context.first.lock().unwrap_or_else(|e| e.into_inner()) = None;
     let headers = OwnedHeaders::new().insert(Header { key: "kiln-batch", value: Some(target.tag.as_str()) });
     let reader = datafusion::arrow::ipc::reader::FileReader::try_new(std::io::BufReader::new(std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?), None).map_err(|e| e.to_string())?;
     for batch in reader {
@@ -197,7 +232,6 @@ fn send_file(file: &Path, target: &KafkaTarget, settings: &KafkaSink) -> std::re
         }
     }
     producer.flush(FLUSH).map_err(|e| format!("{what}: not every record was acknowledged within {} s: {e}", FLUSH.as_secs()))?;
-    let context = producer.context();
     match context.failed.load(Ordering::Relaxed) {
         0 => Ok(()),
         n => Err(format!("{what}: {n} record(s) were refused: {}", context.first.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default())),

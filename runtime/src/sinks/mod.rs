@@ -63,7 +63,7 @@ impl Target {
     pub fn for_sink(sink: &Sink, interpolate: impl Fn(&str) -> Result<String>) -> Result<Target> {
         if sink.format == SinkFormat::Kafka {
             let options = sink.kafka.as_ref().map_or(Ok(Vec::new()), |k| k.options.iter().map(|(key, v)| Ok((key.clone(), interpolate(v)?))).collect::<Result<Vec<_>>>())?;
-            return Ok(Target::Kafka(kafka::KafkaTarget { sink: sink.name.clone(), brokers: interpolate(&sink.path)?, topic: interpolate(&sink.table)?, options, tag: String::new(), staging: None }));
+            return Ok(Target::Kafka(kafka::KafkaTarget { sink: sink.name.clone(), brokers: interpolate(&sink.path)?, topic: interpolate(&sink.table)?, options, tag: String::new(), staging: None, producer: Default::default() }));
         }
         Target::resolve(sink, &interpolate(&sink.path)?)
     }
