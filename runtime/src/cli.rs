@@ -59,6 +59,10 @@ struct RunArgs {
     /// there, then exit) or an interval such as `10s` (SPEC §8).
     #[arg(long, value_parser = parse_trigger)]
     trigger: Option<crate::plan::Trigger>,
+    /// A streaming pipeline serves its batches' figures at http://ADDR/metrics for
+    /// Prometheus (batches, rows in and out, late rows, state rows, watermarks).
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<std::net::SocketAddr>,
 }
 
 fn parse_trigger(text: &str) -> std::result::Result<crate::plan::Trigger, String> {
@@ -205,6 +209,7 @@ impl Settings {
             progress: crate::progress::wanted(self.quiet),
             trigger: None,
             metrics_file: self.metrics.clone(),
+            metrics_bind: None,
         }
     }
 }
@@ -274,6 +279,11 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
             return ExitCode::from(2);
         }
         opts.trigger = r.trigger;
+        if r.metrics_bind.is_some() && pipeline.streaming.is_none() {
+            eprintln!("error: run --metrics-bind serves a streaming pipeline's figures; a batch run writes them with --metrics FILE.json");
+            return ExitCode::from(2);
+        }
+        opts.metrics_bind = r.metrics_bind;
     }
     opts.progress = opts.progress && matches!(&command, Command::Run(_) | Command::Submit(_));
     let settings_for_run = settings.clone();

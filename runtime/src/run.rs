@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub trigger: Option<crate::plan::Trigger>,
     /// `--metrics FILE`: a streaming run rewrites it after every batch (a stream may never end).
     pub metrics_file: Option<PathBuf>,
+    /// `run --metrics-bind ADDR`: a streaming run serves its batches' figures at
+    /// `http://ADDR/metrics` (Prometheus' text format).
+    pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
 /// What a run did, per sink.

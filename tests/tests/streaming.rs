@@ -350,3 +350,48 @@ fn a_delta_sink_commits_each_batch_once_across_a_crash() {
     batches.sort();
     assert_eq!(batches, vec![0, 1, 2, 3, 4], "one version per batch (no-data ones too), batch 2 once");
 }
+
+/// `run --metrics-bind ADDR` (issue 19: Prometheus for long-lived processes): a stream
+/// serves its figures at /metrics while it runs — batches, rows in and out, late rows,
+/// state rows, each window's watermark — equal to DuckDB's replay of the same files.
+#[test]
+fn a_stream_serves_its_figures_for_prometheus() {
+    use std::io::{Read, Write};
+    let binary = build_job("specs/clickstream.toml");
+    let d = dirs();
+    let files = write_events(&d.events, 0, 8, 60, 7);
+    let (expected, figures) = oracle(&files, TUMBLE, "append");
+    let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+    let (child, port) = kiln_tests::spawn_listening(lo, 1, |port| {
+        Command::new(&binary).arg("run").args(params(&d)).args(["--trigger", "50ms", "--metrics-bind", &format!("127.0.0.1:{port}")]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    });
+    let _child = kiln_tests::Procs(vec![child]);
+    let scrape = || -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: kiln\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let value = |text: &str, series: &str| -> Option<f64> { text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()) };
+    let started = std::time::Instant::now();
+    let text = loop {
+        let text = scrape();
+        // 8 batches of files, then the no-data batch.
+        if value(&text, "kiln_stream_batches_total{pipeline=\"clickstream\"}") == Some(9.0) {
+            break text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.starts_with("HTTP/1.1 200 OK") && text.contains("# TYPE kiln_stream_rows_in_total counter"), "{text}");
+    assert_eq!(value(&text, "kiln_stream_rows_in_total{pipeline=\"clickstream\"}"), Some(480.0), "{text}");
+    assert_eq!(value(&text, "kiln_stream_rows_out_total{pipeline=\"clickstream\",sink=\"counts\"}"), Some(expected.len() as f64), "{text}");
+    assert_eq!(value(&text, "kiln_stream_late_rows_total{pipeline=\"clickstream\",window=\"per_5m\"}"), figures["late"].as_f64(), "{text}");
+    assert_eq!(value(&text, "kiln_stream_last_batch{pipeline=\"clickstream\"}"), Some(8.0), "{text}");
+    // The oracle's final watermark, as seconds since the epoch.
+    let wm = figures["watermark"].as_str().unwrap();
+    let (h, m, s): (f64, f64, f64) = (wm[11..13].parse().unwrap(), wm[14..16].parse().unwrap(), wm[17..19].parse().unwrap());
+    assert_eq!(value(&text, "kiln_stream_watermark_seconds{pipeline=\"clickstream\",window=\"per_5m\"}"), Some(1_714_521_600.0 + h * 3600.0 + m * 60.0 + s), "{text}");
+    assert_eq!(output(&d.out), expected);
+}

@@ -221,12 +221,17 @@ impl QueryStageExecutor for Recorded {
 
 /// Serves `GET /metrics` on `bind` until the process stops (anything else: 404).
 pub async fn serve(bind: SocketAddr, registry: Arc<Registry>) -> crate::Result<()> {
+    serve_text(bind, Arc::new(move || registry.render())).await
+}
+
+/// Serves `GET /metrics` with what `render` says at each scrape (Prometheus' text format).
+pub async fn serve_text(bind: SocketAddr, render: Arc<dyn Fn() -> String + Send + Sync>) -> crate::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| crate::Error::Usage(format!("--metrics-bind: cannot listen on {bind}: {e}")))?;
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else { continue };
-            let registry = registry.clone();
+            let render = render.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let mut len = 0;
@@ -243,7 +248,7 @@ pub async fn serve(bind: SocketAddr, registry: Arc<Registry>) -> crate::Result<(
                 let request = String::from_utf8_lossy(&buf[..len]);
                 let path = request.split_whitespace().nth(1).unwrap_or("");
                 let (status, body) = if request.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
-                    ("200 OK", registry.render())
+                    ("200 OK", render())
                 } else {
                     ("404 Not Found", "not found: the metrics are at /metrics\n".to_string())
                 };

@@ -366,6 +366,12 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
     }
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     let mut reports = Vec::new();
+    let served = Arc::new(std::sync::Mutex::new(Served::default()));
+    if let Some(bind) = opts.metrics_bind {
+        let (name, served) = (pipeline.name.clone(), served.clone());
+        crate::cluster::prom::serve_text(bind, Arc::new(move || served.lock().unwrap_or_else(|e| e.into_inner()).render(&name))).await?;
+        eprintln!("{}: stream metrics at http://{bind}/metrics", pipeline.name);
+    }
     loop {
         let batch_started = Instant::now();
         // A batch planned before a crash runs again on the same input.
@@ -422,6 +428,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
             *totals.entry(sink.clone()).or_default() += rows;
         }
         eprintln!("{}", describe(&report));
+        served.lock().unwrap_or_else(|e| e.into_inner()).add(&report);
         tracing::info!(batch = report.batch, rows_in = report.rows_in, seconds = report.seconds, "batch committed");
         reports.push(report);
         if let Some(path) = &opts.metrics_file {
@@ -435,6 +442,63 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
     }
     drop(locks);
     Ok(summary(pipeline, &values, &totals, started, &reports))
+}
+
+/// What `run --metrics-bind` serves: this process's batches so far.
+#[derive(Default)]
+struct Served {
+    batches: u64,
+    last_batch: Option<u64>,
+    last_seconds: f64,
+    rows_in: u64,
+    rows_out: BTreeMap<String, u64>,
+    late: BTreeMap<String, u64>,
+    state_rows: BTreeMap<String, u64>,
+    watermark_s: BTreeMap<String, f64>,
+}
+
+impl Served {
+    fn add(&mut self, r: &BatchReport) {
+        self.batches += 1;
+        self.last_batch = Some(r.batch);
+        self.last_seconds = r.seconds;
+        self.rows_in += r.rows_in;
+        for (sink, n) in &r.rows_out {
+            *self.rows_out.entry(sink.clone()).or_default() += n;
+        }
+        for (window, w) in &r.windows {
+            *self.late.entry(window.clone()).or_default() += w.late_rows;
+            self.state_rows.insert(window.clone(), w.state_rows);
+            if let Some(t) = w.watermark.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+                self.watermark_s.insert(window.clone(), t.timestamp_micros() as f64 / 1e6);
+            }
+        }
+    }
+
+    /// Prometheus' text format.
+    fn render(&self, pipeline: &str) -> String {
+        use std::fmt::Write;
+        let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let p = esc(pipeline);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in rows {
+                let _ = writeln!(out, "{name}{{pipeline=\"{p}\"{labels}}} {value}");
+            }
+        };
+        metric("kiln_stream_batches_total", "counter", "Batches this process committed (no-data batches too).", vec![(String::new(), self.batches.to_string())]);
+        if let Some(b) = self.last_batch {
+            metric("kiln_stream_last_batch", "gauge", "The number of the last batch committed.", vec![(String::new(), b.to_string())]);
+            metric("kiln_stream_last_batch_seconds", "gauge", "How long the last batch took, files in to commit.", vec![(String::new(), format!("{:.6}", self.last_seconds))]);
+        }
+        metric("kiln_stream_rows_in_total", "counter", "Rows the stream sources produced.", vec![(String::new(), self.rows_in.to_string())]);
+        metric("kiln_stream_rows_out_total", "counter", "Rows written, per sink.", self.rows_out.iter().map(|(s, n)| (format!(",sink=\"{}\"", esc(s)), n.to_string())).collect());
+        metric("kiln_stream_late_rows_total", "counter", "Rows dropped as late, per window.", self.late.iter().map(|(w, n)| (format!(",window=\"{}\"", esc(w)), n.to_string())).collect());
+        metric("kiln_stream_state_rows", "gauge", "Rows of open windows kept in the checkpoint, per window.", self.state_rows.iter().map(|(w, n)| (format!(",window=\"{}\"", esc(w)), n.to_string())).collect());
+        metric("kiln_stream_watermark_seconds", "gauge", "Each window's watermark, seconds since the epoch (UTC).", self.watermark_s.iter().map(|(w, t)| (format!(",window=\"{}\"", esc(w)), format!("{t:.6}"))).collect());
+        out
+    }
 }
 
 /// The run's report so far: rows per sink over all batches, and every batch.
