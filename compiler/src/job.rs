@@ -189,8 +189,13 @@ fn deliver(binary: &Path, pipeline: &str) -> Result<PathBuf, String> {
 }
 
 /// A variable cargo sets for the package it runs (a binary or a test), not for builds.
+/// `OUT_DIR` too: `cargo run` sets it for a package with a build script (the compiler
+/// has one), and ring's build script watches it, so a job built from `cargo run -p
+/// kiln-compiler` rebuilt ring, rustls and the 50 crates above them, and `cargo test`
+/// rebuilt them back.
 pub fn inherited_package_var(key: &str) -> bool {
     key.starts_with("CARGO_PKG_")
         || key.starts_with("CARGO_BIN_")
-        || matches!(key, "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_MANIFEST_LINKS" | "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR")
+        || key.starts_with("CARGO_CFG_")
+        || matches!(key, "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_MANIFEST_LINKS" | "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR" | "OUT_DIR")
 }
