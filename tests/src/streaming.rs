@@ -82,3 +82,23 @@ pub fn oracle(files: &[PathBuf], (size, slide, delay): (u64, u64, u64), mode: &s
     (sorted(read_expected_csv(out.path())), serde_json::from_slice(&o.stdout).unwrap())
 }
 
+
+/// A window row read back as JSON (a Kafka record's value, a Delta row from the Python
+/// package) as a [`Row`]: `avg_ms` is a double whatever digits JSON gave it.
+pub fn json_window_row(value: &serde_json::Value) -> Row {
+    value
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let cell = match v {
+                serde_json::Value::Null => crate::Cell::Null,
+                serde_json::Value::Number(n) if n.is_i64() && k != "avg_ms" => crate::Cell::Int(n.as_i64().unwrap()),
+                serde_json::Value::Number(n) => crate::Cell::Float(n.as_f64().unwrap()),
+                serde_json::Value::String(s) => crate::Cell::Str(s.clone()),
+                other => panic!("{other}"),
+            };
+            (k.clone(), cell)
+        })
+        .collect()
+}

@@ -300,22 +300,7 @@ fn consume(brokers: &str, topic: &str, least: usize) -> Vec<Sent> {
                 let batch = m.headers().and_then(|h| h.iter().find(|h| h.key == "kiln-batch").and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))).unwrap_or_default();
                 let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
                 let value: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
-                let row = value
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .map(|(k, v)| {
-                        let cell = match v {
-                            serde_json::Value::Null => kiln_tests::Cell::Null,
-                            // avg_ms is a double, whatever digits JSON gave it.
-                            serde_json::Value::Number(n) if n.is_i64() && k != "avg_ms" => kiln_tests::Cell::Int(n.as_i64().unwrap()),
-                            serde_json::Value::Number(n) => kiln_tests::Cell::Float(n.as_f64().unwrap()),
-                            serde_json::Value::String(s) => kiln_tests::Cell::Str(s.clone()),
-                            other => panic!("{other}"),
-                        };
-                        (k.clone(), cell)
-                    })
-                    .collect();
+                let row = kiln_tests::streaming::json_window_row(&value);
                 out.push(Sent { batch, key, row });
                 last = Instant::now();
             }

@@ -318,20 +318,7 @@ fn a_delta_sink_commits_each_batch_once_across_a_crash() {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| {
-                    let cell = match v {
-                        serde_json::Value::Null => kiln_tests::Cell::Null,
-                        serde_json::Value::Number(n) if n.is_i64() && k != "avg_ms" => kiln_tests::Cell::Int(n.as_i64().unwrap()),
-                        serde_json::Value::Number(n) => kiln_tests::Cell::Float(n.as_f64().unwrap()),
-                        serde_json::Value::String(s) => kiln_tests::Cell::Str(s.clone()),
-                        other => panic!("{other}"),
-                    };
-                    (k.clone(), cell)
-                })
-                .collect()
+            kiln_tests::streaming::json_window_row(&v)
         })
         .collect();
     assert_eq!(sorted(rows), expected, "the Delta table: every window once");

@@ -29,6 +29,7 @@ use crate::{Error, Result};
 
 pub use commit::{TargetLock, clean_stale_staging, lock, staging_path};
 pub use orc::orc_schema;
+pub(crate) use orc::conform;
 
 /// Spark writes a null partition value as this directory name; so does Kiln.
 pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";

@@ -103,7 +103,7 @@ pub(super) async fn write(df: DataFrame, dest: &Path, single_file: bool, compres
 
 /// The batch with the writer's exact schema (the writer compares schemas, names,
 /// nullability and metadata included).
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+pub(crate) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = batch
         .columns()
         .iter()

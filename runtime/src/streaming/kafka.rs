@@ -292,13 +292,7 @@ fn avro_values(schema: &SchemaRef, records: &[Record], confluent: bool) -> std::
     }
     let Some(batch) = decoder.flush()? else { return Ok(Vec::new()) };
     // Back to the declared types (arrow-avro's reading of them may differ in zone or width).
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { datafusion::arrow::compute::cast(c, f.data_type()) })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(vec![RecordBatch::try_new(schema.clone(), columns)?])
+    Ok(vec![crate::sinks::conform(&batch, schema).map_err(|e| ArrowError::ComputeError(e.to_string()))?])
 }
 
 struct Record {
