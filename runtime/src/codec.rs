@@ -13,6 +13,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 
 use crate::join_strategy::{Hint, JoinHint};
 use crate::sinks::delta_write::{DeltaWrite, DeltaWriteExec};
+use crate::sinks::files_write::{FilesWrite, FilesWriteExec};
 use crate::sources::orc::{OrcTable, OrcTableSpec};
 use datafusion::common::DataFusionError;
 use datafusion::datasource::physical_plan::FileScanConfig;
@@ -28,6 +29,7 @@ const PG_TABLE: &[u8] = b"KILN-PG-TABLE:";
 const DELTA_FILES: &[u8] = b"KILN-DELTA-FILES:";
 /// Prefix of a Delta write, logical or physical (then its `WriteSpec`, as JSON).
 const DELTA_WRITE: &[u8] = b"KILN-DELTA-WRITE:";
+const FILES_WRITE: &[u8] = b"KILN-FILES-WRITE";
 /// Prefix of a PostgreSQL scan (then its spec and SELECTs as JSON, and its `FileScanExecConf`).
 const PG_SCAN: &[u8] = b"KILN-PG-SCAN:";
 
@@ -55,6 +57,10 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
                     let spec = serde_json::from_slice(spec).map_err(internal)?;
                     return Ok(Extension { node: Arc::new(DeltaWrite::new(input.clone(), spec)?) });
                 }
+                if buf == FILES_WRITE {
+                    let [input] = inputs else { return exec_err!("a files write has one input") };
+                    return Ok(Extension { node: Arc::new(FilesWrite::new(input.clone())?) });
+                }
                 return self.ballista.try_decode(buf, inputs, ctx);
             }
         };
@@ -63,6 +69,10 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        if node.node.as_any().is::<FilesWrite>() {
+            buf.extend_from_slice(FILES_WRITE);
+            return Ok(());
+        }
         if let Some(w) = node.node.as_any().downcast_ref::<DeltaWrite>() {
             buf.extend_from_slice(DELTA_WRITE);
             buf.extend_from_slice(&serde_json::to_vec(&w.spec).map_err(internal)?);
@@ -188,8 +198,12 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
             let spec = serde_json::from_slice(spec).map_err(internal)?;
             return Ok(Arc::new(DeltaWriteExec::new(input.clone(), spec)));
         }
+        if buf == FILES_WRITE {
+            let [input] = inputs else { return exec_err!("a files write has one input") };
+            return Ok(Arc::new(FilesWriteExec::try_new(input.clone())?));
+        }
         let Some(mut rest) = buf.strip_prefix(MAGIC) else {
-            return self.ballista.try_decode(buf, inputs, ctx, converter);
+            return one_location_per_map_task(self.ballista.try_decode(buf, inputs, ctx, converter)?);
         };
         let [input] = inputs else { return exec_err!("a first-per-key node has one input") };
         let schema = input.schema();
@@ -242,6 +256,10 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
             put(buf, &datafusion_proto::physical_plan::to_proto::serialize_file_scan_config(conf, self, converter)?.encode_to_vec());
             return Ok(());
         }
+        if node.downcast_ref::<FilesWriteExec>().is_some() {
+            buf.extend_from_slice(FILES_WRITE);
+            return Ok(());
+        }
         if let Some(w) = node.downcast_ref::<DeltaWriteExec>() {
             buf.extend_from_slice(DELTA_WRITE);
             buf.extend_from_slice(&serde_json::to_vec(&w.spec).map_err(internal)?);
@@ -268,6 +286,39 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
         }
         Ok(())
     }
+}
+
+/// A shuffle reader that reads each map task's output once.
+///
+/// When an executor is lost, Ballista 55 rolls back the stages that read its
+/// shuffle files and reruns the stage that wrote them, including tasks that had
+/// succeeded on a live executor; `StageOutput::add_partition` then appends the
+/// rerun task's location beside the one its consumer already held, and the
+/// consumer reads that map output twice (a job that lost an executor during its
+/// last stage committed ~1.5x its rows). Every location of one (output
+/// partition, map task) holds the same rows, so the latest is kept: the
+/// scheduler appends in the order tasks finish.
+fn one_location_per_map_task(plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    use ballista_core::execution_plans::ShuffleReaderExec;
+    use ballista_core::serde::scheduler::PartitionLocation;
+    let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() else { return Ok(plan) };
+    let dedup = |locations: &Vec<PartitionLocation>| -> Vec<PartitionLocation> {
+        let key = |l: &PartitionLocation| (l.partition_id.stage_id, l.partition_id.partition_id, l.map_partition_id);
+        let last: std::collections::HashMap<_, usize> = locations.iter().enumerate().map(|(i, l)| (key(l), i)).collect();
+        locations.iter().enumerate().filter(|(i, l)| last[&key(l)] == *i).map(|(_, l)| l.clone()).collect()
+    };
+    let partition: Vec<Vec<PartitionLocation>> = reader.partition.iter().map(dedup).collect();
+    if partition.iter().zip(&reader.partition).all(|(a, b)| a.len() == b.len()) {
+        return Ok(plan);
+    }
+    tracing::warn!(stage = reader.stage_id, "a shuffle read named a map task's output twice (a rerun after a lost executor); reading it once");
+    let (schema, partitioning) = (plan.schema(), plan.properties().partitioning.clone());
+    let rebuilt = match (&reader.coalesce, reader.broadcast) {
+        (_, true) => ShuffleReaderExec::try_new_broadcast(reader.stage_id, partition.into_iter().flatten().collect(), schema, reader.upstream_partition_count)?,
+        (Some(c), false) => ShuffleReaderExec::try_new_coalesced(reader.stage_id, partition, c.clone(), schema, partitioning)?,
+        (None, false) => ShuffleReaderExec::try_new(reader.stage_id, partition, schema, partitioning)?,
+    };
+    Ok(Arc::new(rebuilt))
 }
 
 /// The file scan of an ORC `DataSourceExec`.

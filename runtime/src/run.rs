@@ -487,8 +487,10 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
         if let sinks::Target::Kafka(k) = &mut target {
             k.tag = format!("{}/run-{}", pipeline.name, crate::logging::run_id());
         }
-        if let sinks::Target::Delta { cluster, .. } = &mut target {
-            *cluster = opts.cluster.is_some();
+        match &mut target {
+            sinks::Target::Delta { cluster, .. } => *cluster = opts.cluster.is_some(),
+            sinks::Target::Remote(t) => t.cluster = opts.cluster.is_some(),
+            _ => {}
         }
         if let sinks::Target::Local(path) = &target {
             _locks.push(sinks::lock(&sink.name, path)?);

@@ -208,7 +208,7 @@ impl ExecutionPlan for DeltaWriteExec {
     }
 }
 
-/// Plans [`DeltaWrite`] nodes.
+/// Plans [`DeltaWrite`] nodes, and [`super::files_write::FilesWrite`] ones.
 struct WritePlanner;
 
 #[async_trait]
@@ -222,12 +222,15 @@ impl ExtensionPlanner for WritePlanner {
         _session: &dyn Session,
         _planning_ctx: &PhysicalPlanningContext,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        if let Some(files) = super::files_write::plan(node, physical_inputs) {
+            return files.map(Some);
+        }
         Ok(node.as_any().downcast_ref::<DeltaWrite>().map(|w| Arc::new(DeltaWriteExec::new(Arc::clone(&physical_inputs[0]), w.spec.clone())) as _))
     }
 }
 
 /// The query planner of a scheduler (and of `--standalone`'s): DataFusion's,
-/// plus [`DeltaWrite`] nodes.
+/// plus Kiln's cluster writes ([`DeltaWrite`], [`super::files_write::FilesWrite`]).
 #[derive(Debug)]
 pub struct SchedulerPlanner;
 

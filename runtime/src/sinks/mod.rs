@@ -10,11 +10,13 @@ mod avro;
 mod commit;
 pub mod delta;
 pub mod delta_write;
+pub mod files_write;
 pub mod kafka;
 mod orc;
 pub mod journal;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::config::{CsvOptions, JsonOptions, TableParquetOptions};
@@ -158,7 +160,8 @@ pub struct Staged {
 #[derive(Debug)]
 enum StagedKind {
     Files { staging: PathBuf, target: PathBuf },
-    Remote { staging: Location, target: remote::Target, run: String, depth: usize },
+    /// `attempts`: staged per task attempt by a cluster; only these are committed.
+    Remote { staging: Location, target: remote::Target, run: String, depth: usize, attempts: Option<Vec<String>> },
     /// An open transaction holding the rows.
     Postgres { staged: crate::postgres::write::PgStaged, table: String },
     /// Data files written, the Delta commit held at its gate.
@@ -275,7 +278,19 @@ async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target) -> Re
     let df = null_partitions_as_default(df, &sink.partition_by).map_err(ctx)?;
     let options = DataFrameWriteOptions::new().with_partition_by(sink.partition_by.clone()).with_single_file_output(sink.single_file);
     let dest = if sink.single_file { staging.url.clone() } else { format!("{}/", staging.url) };
+    let mut attempts = None;
     let result = match sink.format {
+        // On a cluster, a multi-part write stages per task attempt (see `files_write`). One
+        // file is one object, which a rerun task's PUT replaces whole.
+        SinkFormat::Parquet | SinkFormat::Csv | SinkFormat::Json if target.cluster && !sink.single_file => {
+            match stage_attempts(df, sink, &dest).await {
+                Ok((rows, written)) => {
+                    attempts = Some(written);
+                    Ok(rows)
+                }
+                Err(e) => Err(e),
+            }
+        }
         SinkFormat::Parquet => df.write_parquet(&dest, options, Some(parquet_options(sink))).await.map(|c| written(&c)).map_err(ctx),
         SinkFormat::Csv => match csv_options(sink) {
             Ok(opts) => df.write_csv(&dest, options, Some(opts)).await.map(|c| written(&c)).map_err(ctx),
@@ -310,7 +325,7 @@ async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target) -> Re
         Ok(rows) => Ok(Staged {
             sink: sink.name.clone(),
             mode: sink.mode,
-            kind: StagedKind::Remote { staging, target: target.clone(), run, depth: sink.partition_by.len() },
+            kind: StagedKind::Remote { staging, target: target.clone(), run, depth: sink.partition_by.len(), attempts },
             rows,
         }),
         Err(e) => {
@@ -318,6 +333,27 @@ async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target) -> Re
             Err(e)
         }
     }
+}
+
+/// Writes `df` on the cluster as DataFusion's `COPY TO dest` wrapped in a
+/// [`files_write::FilesWrite`]: the rows written and the attempts that wrote them.
+async fn stage_attempts(df: DataFrame, sink: &Sink, dest: &str) -> Result<(u64, Vec<String>)> {
+    use datafusion::common::file_options::file_type::FileType;
+    use datafusion::datasource::file_format::{csv::CsvFormatFactory, format_as_file_type, json::JsonFormatFactory, parquet::ParquetFormatFactory};
+    let ctx = |e: datafusion::error::DataFusionError| Error::Sink { sink: sink.name.clone(), message: crate::redact::text(&e.to_string()) };
+    let file_type: Arc<dyn FileType> = match sink.format {
+        SinkFormat::Parquet => format_as_file_type(Arc::new(ParquetFormatFactory::new_with_options(parquet_options(sink)))),
+        SinkFormat::Csv => format_as_file_type(Arc::new(CsvFormatFactory::new_with_options(csv_options(sink).map_err(ctx)?))),
+        _ => format_as_file_type(Arc::new(JsonFormatFactory::new_with_options(json_options(sink).map_err(ctx)?))),
+    };
+    let (state, plan) = df.into_parts();
+    let copy = datafusion::logical_expr::LogicalPlanBuilder::copy_to(plan, dest.to_string(), file_type, [("single_file_output".to_string(), "false".to_string())].into(), sink.partition_by.clone())
+        .and_then(|b| b.build())
+        .map_err(ctx)?;
+    let node = files_write::FilesWrite::new(copy).map_err(ctx)?;
+    let write = DataFrame::new(state, datafusion::logical_expr::LogicalPlan::Extension(datafusion::logical_expr::Extension { node: Arc::new(node) }));
+    let batches = write.collect().await.map_err(ctx)?;
+    files_write::attempts(&batches).map_err(|message| Error::Sink { sink: sink.name.clone(), message })
 }
 
 /// A private local directory for output that is uploaded afterwards.
@@ -409,7 +445,7 @@ impl Staged {
     /// Commits an object-store sink (see [`crate::storage::remote`]) or a PostgreSQL one.
     pub async fn commit_remote(self) -> Result<()> {
         match self.kind {
-            StagedKind::Remote { staging, target, run, depth } => target.commit(&staging, self.mode, self.rows, &run, depth).await,
+            StagedKind::Remote { staging, target, run, depth, attempts } => target.commit(&staging, self.mode, self.rows, &run, depth, attempts.as_deref()).await,
             StagedKind::Postgres { staged, table } => staged.commit(&self.sink, &table).await,
             StagedKind::Delta(held) => held.commit(&self.sink).await,
             StagedKind::Kafka(held) => held.send(&self.sink).await,

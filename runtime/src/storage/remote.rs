@@ -7,7 +7,11 @@
 //! 1. every staged object is copied (server side) to its place under `TARGET/`;
 //!    the names are new (DataFusion's parts, and Kiln's Avro parts, carry a
 //!    write id), so no committed file is overwritten; a target Kiln has not
-//!    committed before first gets a manifest naming what it holds;
+//!    committed before first gets a manifest naming what it holds. On a
+//!    cluster, parts are staged per task attempt (`RUN/ATTEMPT/…`) and only the
+//!    attempts that succeeded are copied, without their attempt directory: a
+//!    task rerun because its executor died leaves the lost attempt's parts
+//!    behind, never in the output ([`crate::sinks::files_write`]);
 //! 2. `TARGET/_kiln_manifest.json` is written in one PUT, naming every file of
 //!    the new output (for `append`, the old ones too): this is the commit point;
 //! 3. `TARGET/_SUCCESS` is written (for tools that wait for Hadoop's marker);
@@ -50,11 +54,14 @@ pub struct Target {
     pub loc: Location,
     /// The target is one object, not a prefix of part files.
     pub single_file: bool,
+    /// The run's plans execute on a cluster: its parts are staged per task
+    /// attempt ([`crate::sinks::files_write`]).
+    pub cluster: bool,
 }
 
 impl Target {
     pub fn new(loc: Location, single_file: bool) -> Self {
-        Target { loc, single_file }
+        Target { loc, single_file, cluster: false }
     }
 
     /// The prefix staged output goes under: beside a single file, inside a directory.
@@ -107,8 +114,9 @@ impl Target {
 
     /// Moves the output staged at `staging` into place (see the module's protocol).
     /// `partition_depth` is the number of `key=value` directory levels (for
-    /// `overwrite_partitions`).
-    pub async fn commit(&self, staging: &Location, mode: WriteMode, rows: u64, run: &str, partition_depth: usize) -> Result<()> {
+    /// `overwrite_partitions`). `attempts`: the output was staged per task attempt
+    /// (`staging/ATTEMPT/…`), and only these attempts' parts are committed.
+    pub async fn commit(&self, staging: &Location, mode: WriteMode, rows: u64, run: &str, partition_depth: usize, attempts: Option<&[String]>) -> Result<()> {
         if self.single_file {
             self.loc.raw.copy(&staging.path, &self.loc.path).await.map_err(|e| super::read_error(&self.loc.url, e))?;
             return delete(&self.loc, vec![staging.path.clone()]).await;
@@ -125,7 +133,22 @@ impl Target {
                 files
             }
         };
-        let new: Vec<String> = staging.list_all().await?.into_iter().map(|(rel, _)| rel).filter(|rel| !rel.is_empty()).collect();
+        // (staged, committed) relative paths.
+        let staged: Vec<(String, String)> = staging
+            .list_all()
+            .await?
+            .into_iter()
+            .map(|(rel, _)| rel)
+            .filter(|rel| !rel.is_empty())
+            .filter_map(|rel| match attempts {
+                None => Some((rel.clone(), rel)),
+                Some(attempts) => {
+                    let (attempt, part) = rel.split_once('/')?;
+                    attempts.iter().any(|a| a == attempt).then(|| (rel.clone(), part.to_string()))
+                }
+            })
+            .collect();
+        let new: Vec<String> = staged.iter().map(|(_, to)| to.clone()).collect();
         let keep: Vec<String> = match mode {
             WriteMode::Append => old.clone(),
             WriteMode::OverwritePartitions => {
@@ -136,8 +159,8 @@ impl Target {
         };
         // 1. Copy the staged parts into place.
         let raw = self.loc.raw.clone();
-        let copied = futures::stream::iter(new.iter().map(|rel| {
-            let (from, to) = (staging.join(rel).path, self.loc.join(rel).path);
+        let copied = futures::stream::iter(staged.iter().map(|(from, to)| {
+            let (from, to) = (staging.join(from).path, self.loc.join(to).path);
             let raw = raw.clone();
             async move { raw.copy(&from, &to).await }
         }))
@@ -225,5 +248,24 @@ mod tests {
         assert_eq!(partition_of("day=1/kind=a/x.parquet", 1), "day=1");
         assert_eq!(partition_of("x.parquet", 0), "");
         assert!(is_data("day=1/x.parquet") && !is_data("_kiln_manifest.json") && !is_data("_kiln_staging/r/x.parquet") && !is_data("_SUCCESS"));
+    }
+
+    /// A cluster's commit copies the parts of the attempts that succeeded, without
+    /// their attempt directory, and none of a lost attempt's; staging is emptied.
+    #[tokio::test]
+    async fn only_successful_attempts_are_committed() {
+        let raw: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let loc = Location { url: "s3://b/out".into(), store: raw.clone(), raw: raw.clone(), path: "out".into() };
+        let target = Target { loc: loc.clone(), single_file: false, cluster: true };
+        let staging = target.staging("run1");
+        for part in ["attempt-lost/day=1/a.parquet", "attempt-ok/day=1/b.parquet", "attempt-ok/day=2/c.parquet"] {
+            raw.put(&staging.join(part).path, PutPayload::from_static(b"x")).await.unwrap();
+        }
+        target.commit(&staging, WriteMode::Overwrite, 3, "run1", 1, Some(&["attempt-ok".to_string()])).await.unwrap();
+        let mut listed: Vec<String> = loc.list_all().await.unwrap().into_iter().map(|(rel, _)| rel).collect();
+        listed.sort();
+        assert_eq!(listed, ["_SUCCESS", "_kiln_manifest.json", "day=1/b.parquet", "day=2/c.parquet"]);
+        let m = manifest::read(raw.as_ref(), &loc.path).await.unwrap().unwrap();
+        assert_eq!(m.files, ["day=1/b.parquet", "day=2/c.parquet"]);
     }
 }
