@@ -487,10 +487,8 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
         if let sinks::Target::Kafka(k) = &mut target {
             k.tag = format!("{}/run-{}", pipeline.name, crate::logging::run_id());
         }
-        match &mut target {
-            sinks::Target::Delta { cluster, .. } => *cluster = opts.cluster.is_some(),
-            sinks::Target::Remote(t) => t.cluster = opts.cluster.is_some(),
-            _ => {}
+        if let sinks::Target::Delta { cluster, .. } = &mut target {
+            *cluster = opts.cluster.is_some();
         }
         if let sinks::Target::Local(path) = &target {
             _locks.push(sinks::lock(&sink.name, path)?);
@@ -583,7 +581,7 @@ async fn run_planned(
         futures::future::join_all(work.iter().map(|(sink, target, _)| {
             let plan = plans[&sink.input].clone();
             let plan = if registry.is_some() { crate::node_metrics::mark_top(&sink.input, &sink.name, plan) } else { plan };
-            sinks::stage(DataFrame::new(ctx.state(), plan), sink, target)
+            sinks::stage(DataFrame::new(ctx.state(), plan), sink, target, opts.cluster.is_some())
         })),
     )
     .await;

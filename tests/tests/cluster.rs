@@ -15,16 +15,24 @@ use kiln_tests::{build_job, repo_root, spawn_listening, write_transactions};
 
 /// A scheduler and two one-slot executors of `binary`; returns the scheduler's address.
 fn start(binary: &Path) -> (Cluster, String) {
+    start_logging(binary, None)
+}
+
+/// A scheduler and two executors; with `logs`, executor N logs Kiln's `info`
+/// lines to `logs/executor-N.log` (N = 1, 2: its index in the returned processes).
+fn start_logging(binary: &Path, logs: Option<&Path>) -> (Cluster, String) {
     let lo = IpAddr::from([127, 0, 0, 1]);
     let (scheduler, sched) = spawn_listening(lo, 1, |p| Command::new(binary).args(["scheduler", "--bind", &format!("127.0.0.1:{p}")]).stderr(Stdio::null()).spawn().unwrap());
     let mut procs = Cluster(vec![scheduler]);
-    for _ in 0..2 {
+    for n in 1..=2 {
         let (child, _) = spawn_listening(lo, 2, |port| {
-            Command::new(binary)
-                .args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "1"])
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
+            let mut cmd = Command::new(binary);
+            cmd.args(["executor", "--scheduler", &format!("127.0.0.1:{sched}"), "--bind", &format!("127.0.0.1:{port}"), "--slots", "1"]);
+            match logs {
+                Some(dir) => cmd.env("KILN_LOG", "kiln=info").stderr(std::fs::File::create(dir.join(format!("executor-{n}.log"))).unwrap()),
+                None => cmd.stderr(Stdio::null()),
+            };
+            cmd.spawn().unwrap()
         });
         procs.0.push(child);
     }
@@ -104,6 +112,79 @@ fn a_killed_executor_is_survived() {
     std::io::Read::read_to_string(client.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{stderr}");
     assert_eq!(outputs(remote.path()), outputs(local.path()));
+}
+
+/// SIGKILL the executor that is writing the output to a disk every process
+/// shares (`kiln deploy --shared-volume`), once its first part is staged: the
+/// write reruns on the other executor, and the output is the local run's, row
+/// for row: no part of the lost attempt, no map output read twice.
+#[test]
+fn a_killed_writer_leaves_no_duplicate_part_on_a_shared_disk() {
+    let binary = build_job("specs/etl.toml");
+    let data = tempfile::tempdir().unwrap();
+    let csv = data.path().join("transactions.csv");
+    write_transactions(&csv, 1_500_000, None);
+    let args = |out: &Path| vec!["--param".to_string(), format!("input={}", csv.display()), "--param".to_string(), format!("output={}", out.display())];
+    let local = tempfile::tempdir().unwrap();
+    assert!(Command::new(&binary).arg("run").args(args(local.path())).status().unwrap().success());
+
+    let logs = tempfile::tempdir().unwrap();
+    let (mut cluster, scheduler) = start_logging(&binary, Some(logs.path()));
+    // The output's staging directory is its sibling: both in `remote`.
+    let remote = tempfile::tempdir().unwrap();
+    let out = remote.path().join("out");
+    let mut client = Command::new(&binary).args(["submit", "--scheduler", &scheduler]).args(args(&out)).stderr(Stdio::piped()).spawn().unwrap();
+    // The first staged part: `.out.kiln-staging-…/ATTEMPT/category=…/….parquet`.
+    let waiting = Instant::now();
+    let attempt = loop {
+        let staged = files_under(remote.path()).into_iter().find(|f| f.contains(".kiln-staging-") && f.ends_with(".parquet"));
+        if let Some(part) = staged {
+            break part.split('/').find(|p| p.starts_with("attempt-")).expect("parts are staged per attempt").to_string();
+        }
+        if client.try_wait().unwrap().is_some() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(client.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            panic!("the job ended before any part was staged: {stderr}\n{:?}", files_under(remote.path()));
+        }
+        assert!(waiting.elapsed() < Duration::from_secs(240), "no part was ever staged");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let writer = (1..=2).find(|n| std::fs::read_to_string(logs.path().join(format!("executor-{n}.log"))).unwrap().contains(&attempt)).expect("no executor's log names the attempt");
+    cluster.0[writer].kill().unwrap(); // SIGKILL
+    cluster.0[writer].wait().unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = client.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(240), "the job neither finished nor failed");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(client.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    let (got, want) = (outputs(&out), outputs(local.path()));
+    let rows = |o: &[(std::path::PathBuf, Vec<kiln_tests::Row>)]| o.iter().map(|(_, r)| r.len()).sum::<usize>();
+    assert_eq!(rows(&got), rows(&want), "output rows (a lost attempt's part, or a map output read twice?)");
+    assert_eq!(got, want);
+    let files = files_under(remote.path());
+    assert!(files.iter().all(|f| !f.contains("kiln-staging") && !f.contains("attempt-")), "{files:?}");
+}
+
+/// Every file under `dir` (relative paths), skipping what vanishes while it is listed.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => out.push(e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned()),
+                Err(_) => {}
+            }
+        }
+    }
+    out
 }
 
 /// A job that fails on the executors (a bad CSV row) reports the file and line,

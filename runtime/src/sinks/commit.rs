@@ -105,6 +105,38 @@ pub fn clean_stale_staging(target: &Path) {
     }
 }
 
+/// A cluster's write staged per task attempt (`staging/ATTEMPT/…`, see
+/// [`super::files_write`]): the parts of `attempts` (those that succeeded) move
+/// up to `staging/…`, and every attempt directory goes, lost attempts' with it.
+pub(super) fn keep_attempts(staging: &Path, attempts: &[String]) -> Result<()> {
+    fn lift(from: &Path, to: &Path) -> Result<()> {
+        for entry in std::fs::read_dir(from).map_err(|e| Error::io(format!("listing {}", from.display()), e))? {
+            let entry = entry.map_err(|e| Error::io(format!("listing {}", from.display()), e))?;
+            let dest = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                std::fs::create_dir_all(&dest).map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
+                lift(&entry.path(), &dest)?;
+            } else {
+                rename(&entry.path(), &dest)?;
+            }
+        }
+        Ok(())
+    }
+    for attempt in attempts {
+        let dir = staging.join(attempt);
+        if dir.is_dir() {
+            lift(&dir, staging)?;
+        }
+    }
+    let entries = std::fs::read_dir(staging).map_err(|e| Error::io(format!("listing {}", staging.display()), e))?;
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(super::files_write::ATTEMPT_PREFIX) {
+            remove(&entry.path());
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn remove(path: &Path) {
     let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
 }

@@ -1,4 +1,5 @@
-//! Parquet, CSV and JSON sinks on an object store, written by a cluster.
+//! Parquet, CSV and JSON sinks written by a cluster (to an object store, or to a
+//! directory every process shares).
 //!
 //! Ballista reruns a task whose executor died, and the attempt that died may
 //! already have put some of its part files on the store (an object appears
@@ -14,9 +15,11 @@
 //! `STAGING/RUN/ATTEMPT/` with DataFusion's own sink, and returns one row:
 //! the rows it wrote and its attempt id. Only attempts that succeeded return
 //! rows to the client, and the client commits only their parts
-//! ([`crate::storage::remote::Target::commit`]); the rest of the staging
-//! prefix (lost attempts, and any a lost executor finishes later) is deleted
-//! with it, or by the next run's recovery.
+//! ([`crate::storage::remote::Target::commit`]; on a shared disk,
+//! `commit::keep_attempts` lifts them out of their attempt directories before
+//! the usual rename); the rest of the staging prefix (lost attempts, and any a
+//! lost executor finishes later) is deleted with it, or by the next run's
+//! recovery.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -126,9 +129,12 @@ impl DisplayAs for FilesWriteExec {
     }
 }
 
+/// How an attempt's directory name starts.
+pub const ATTEMPT_PREFIX: &str = "attempt-";
+
 /// An id no other execution of any task picks.
 fn attempt_id() -> String {
-    format!("attempt-{}", uuid::Uuid::new_v4().simple())
+    format!("{ATTEMPT_PREFIX}{}", uuid::Uuid::new_v4().simple())
 }
 
 /// `config` writing under `ATTEMPT/` of its directory.

@@ -177,8 +177,10 @@ fn run_id() -> String {
     format!("{nanos:x}-{}", std::process::id())
 }
 
-/// Executes `df` into the sink's staging location.
-pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged> {
+/// Executes `df` into the sink's staging location. `cluster`: `df` runs on a
+/// Ballista cluster, and multi-part file output is staged per task attempt
+/// ([`files_write`]).
+pub async fn stage(df: DataFrame, sink: &Sink, target: &Target, cluster: bool) -> Result<Staged> {
     let ctx = |e: datafusion::error::DataFusionError| Error::Sink { sink: sink.name.clone(), message: e.to_string() };
     if sink.format == SinkFormat::Console {
         let batches = df.collect().await.map_err(ctx)?;
@@ -187,7 +189,7 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged
     }
     let target = match target {
         Target::Local(p) => p.as_path(),
-        Target::Remote(t) => return stage_remote(df, sink, t).await,
+        Target::Remote(t) => return stage_remote(df, sink, t, cluster).await,
         Target::Postgres(url) => {
             let staged = crate::postgres::write::stage(df, sink, url).await?;
             return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, rows: staged.rows, kind: StagedKind::Postgres { staged, table: sink.table.clone() } });
@@ -213,32 +215,28 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged
         std::fs::create_dir_all(&staging).map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
         format!("{}/", staging.display())
     };
-    let result = match sink.format {
-        SinkFormat::Parquet => df.write_parquet(&dest, options, Some(parquet_options(sink))).await,
-        SinkFormat::Csv => df.write_csv(&dest, options, Some(csv_options(sink).map_err(ctx)?)).await,
-        SinkFormat::Json => df.write_json(&dest, options, Some(json_options(sink).map_err(ctx)?)).await,
-        SinkFormat::Avro | SinkFormat::Orc => {
-            // `staging` is the file itself with single_file, else the directory made above.
-            let written = if sink.format == SinkFormat::Avro {
-                avro::write(df, &staging, sink.single_file, sink.compression.as_deref()).await
-            } else {
-                orc::write(df, &staging, sink.single_file, sink.compression.as_deref()).await
-            };
-            match written {
-                Ok(rows) => {
-                    return Ok(Staged { sink: sink.name.clone(), mode: sink.mode, kind: StagedKind::Files { staging, target: target.to_path_buf() }, rows });
-                }
-                Err(e) => {
-                    commit::remove(&staging);
-                    return Err(Error::Sink { sink: sink.name.clone(), message: e.to_string() });
-                }
-            }
+    let result: Result<u64> = match sink.format {
+        // The executors write into this run's staging (a shared volume); only the
+        // attempts that succeeded are kept.
+        SinkFormat::Parquet | SinkFormat::Csv | SinkFormat::Json if cluster && !sink.single_file => {
+            stage_attempts(df, sink, &dest).await.and_then(|(rows, attempts)| commit::keep_attempts(&staging, &attempts).map(|()| rows))
         }
+        SinkFormat::Parquet => df.write_parquet(&dest, options, Some(parquet_options(sink))).await.map(|c| written(&c)).map_err(ctx),
+        SinkFormat::Csv => match csv_options(sink) {
+            Ok(opts) => df.write_csv(&dest, options, Some(opts)).await.map(|c| written(&c)).map_err(ctx),
+            Err(e) => Err(ctx(e)),
+        },
+        SinkFormat::Json => match json_options(sink) {
+            Ok(opts) => df.write_json(&dest, options, Some(opts)).await.map(|c| written(&c)).map_err(ctx),
+            Err(e) => Err(ctx(e)),
+        },
+        // `staging` is the file itself with single_file, else the directory made above.
+        SinkFormat::Avro => avro::write(df, &staging, sink.single_file, sink.compression.as_deref()).await.map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() }),
+        SinkFormat::Orc => orc::write(df, &staging, sink.single_file, sink.compression.as_deref()).await.map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() }),
         SinkFormat::Console | SinkFormat::Postgres | SinkFormat::Delta | SinkFormat::Kafka => unreachable!("handled above"),
     };
     match result {
-        Ok(counts) => {
-            let rows = written(&counts);
+        Ok(rows) => {
             // Dynamic partition overwrite: the partitions the new data does not touch
             // are linked into the staged output, which then replaces the target whole.
             let mode = if sink.mode == WriteMode::OverwritePartitions {
@@ -254,7 +252,7 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target) -> Result<Staged
         }
         Err(e) => {
             commit::remove(&staging);
-            Err(ctx(e))
+            Err(e)
         }
     }
 }
@@ -271,7 +269,7 @@ fn written(counts: &[RecordBatch]) -> u64 {
 /// Stages a sink on an object store: DataFusion writes the parts under the
 /// target's staging prefix (on a cluster, each executor writes its own);
 /// Avro, which DataFusion cannot write, is written locally and uploaded.
-async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target) -> Result<Staged> {
+async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target, cluster: bool) -> Result<Staged> {
     let ctx = |e: datafusion::error::DataFusionError| Error::Sink { sink: sink.name.clone(), message: crate::redact::text(&e.to_string()) };
     let run = run_id();
     let staging = target.staging(&run);
@@ -282,7 +280,7 @@ async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target) -> Re
     let result = match sink.format {
         // On a cluster, a multi-part write stages per task attempt (see `files_write`). One
         // file is one object, which a rerun task's PUT replaces whole.
-        SinkFormat::Parquet | SinkFormat::Csv | SinkFormat::Json if target.cluster && !sink.single_file => {
+        SinkFormat::Parquet | SinkFormat::Csv | SinkFormat::Json if cluster && !sink.single_file => {
             match stage_attempts(df, sink, &dest).await {
                 Ok((rows, written)) => {
                     attempts = Some(written);

@@ -54,14 +54,11 @@ pub struct Target {
     pub loc: Location,
     /// The target is one object, not a prefix of part files.
     pub single_file: bool,
-    /// The run's plans execute on a cluster: its parts are staged per task
-    /// attempt ([`crate::sinks::files_write`]).
-    pub cluster: bool,
 }
 
 impl Target {
     pub fn new(loc: Location, single_file: bool) -> Self {
-        Target { loc, single_file, cluster: false }
+        Target { loc, single_file }
     }
 
     /// The prefix staged output goes under: beside a single file, inside a directory.
@@ -256,7 +253,7 @@ mod tests {
     async fn only_successful_attempts_are_committed() {
         let raw: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(object_store::memory::InMemory::new());
         let loc = Location { url: "s3://b/out".into(), store: raw.clone(), raw: raw.clone(), path: "out".into() };
-        let target = Target { loc: loc.clone(), single_file: false, cluster: true };
+        let target = Target::new(loc.clone(), false);
         let staging = target.staging("run1");
         for part in ["attempt-lost/day=1/a.parquet", "attempt-ok/day=1/b.parquet", "attempt-ok/day=2/c.parquet"] {
             raw.put(&staging.join(part).path, PutPayload::from_static(b"x")).await.unwrap();

@@ -789,7 +789,8 @@ async fn stage(
                 _ => {}
             }
             let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());
-            async move { sinks::stage(df, sink, &target).await }
+            // Streaming pipelines run in one process.
+            async move { sinks::stage(df, sink, &target, false).await }
         })),
     )
     .await;
