@@ -69,7 +69,13 @@ pub fn config(opts: &SessionOptions) -> SessionConfig {
 pub fn context(opts: &SessionOptions) -> Result<SessionContext> {
     let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(crate::storage::registry());
     if let Some(limit) = opts.memory_limit {
-        runtime = runtime.with_memory_limit(limit as usize, 1.0);
+        // Fair, not greedy: a plan with several spilling operators (the dedupe's sort and the
+        // aggregate's, one of each per partition) gives each its share, so none grows past it
+        // and leaves another without the memory its merge needs (with DataFusion's default
+        // greedy pool, the etl job at 100M rows under 1GB failed in 1.5 s).
+        use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+        let pool = TrackConsumersPool::new(FairSpillPool::new(limit as usize), std::num::NonZeroUsize::new(5).expect("5 > 0"));
+        runtime = runtime.with_memory_pool(std::sync::Arc::new(pool));
     }
     if let Some(dir) = &opts.spill_dir {
         runtime = runtime.with_disk_manager_builder(
