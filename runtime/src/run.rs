@@ -543,6 +543,21 @@ async fn run_planned(
     if opts.skew_report {
         skew_report(pipeline, &ctx, &plans).await?;
     }
+    // Under a memory limit, say what cannot spill before anything runs.
+    if let (None, Some(limit)) = (&opts.cluster, session_memory_limit(&ctx)) {
+        for sink in &pipeline.sinks {
+            let physical = ctx.state().create_physical_plan(&plans[&sink.input]).await.map_err(|e| Error::in_node(&sink.input, e))?;
+            let held = crate::unspillable::holders(&physical);
+            if !held.is_empty() {
+                eprintln!(
+                    "note: memory limit {} MB: sink `{}` runs {}, which cannot spill; past the limit it fails with \"Resources exhausted\"",
+                    limit / (1024 * 1024),
+                    sink.name,
+                    held.join(" and ")
+                );
+            }
+        }
+    }
     // Decide every sink's fate before executing anything.
     let mut work = Vec::new();
     let mut reports = Vec::new();
