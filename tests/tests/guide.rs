@@ -150,3 +150,30 @@ fn skew_report_names_the_hot_key() {
     // Unique customer ids: no warning for that side.
     assert!(!stderr.contains("of `customers`'s rows"), "{stderr}");
 }
+
+/// Under a memory limit a run names, before anything runs, each sink whose plan
+/// holds an input whole (here the join's hash table of the customers), and still
+/// writes its rows; without a limit it says nothing of the kind.
+#[test]
+fn a_memory_limit_names_what_cannot_spill_before_the_run() {
+    let binary = build_job("specs/skew_join.toml");
+    let root = repo_root();
+    let run = |limit: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(&binary)
+            .arg("run")
+            .args(limit)
+            .args(["--param", &format!("data={}", root.join("specs/data").display()), "--param", &format!("output={}", dir.path().display())])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        assert!(dir.path().join("region.parquet").exists(), "{stderr}");
+        stderr
+    };
+    let limited = run(&["--memory-limit", "64MB"]);
+    let note = "note: memory limit 64 MB: sink `region_parquet` runs a hash join (its build side whole), which cannot spill";
+    let (at_note, at_sink) = (limited.find(note), limited.find("sink `region_parquet`: "));
+    assert!(at_note.is_some() && at_note < at_sink, "the note comes before the run's output: {limited}");
+    assert!(!run(&[]).contains("cannot spill"));
+}
