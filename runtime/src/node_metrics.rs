@@ -89,16 +89,22 @@ struct Operator {
 }
 
 impl Registry {
-    /// Rows each running sink has received so far (its top marker's count), by sink.
-    pub fn sink_rows(&self) -> Vec<(String, u64)> {
+    /// Rows and bytes (their Arrow size) each running sink has received so far
+    /// (its top marker's counts), by sink.
+    pub fn sink_rows(&self) -> Vec<(String, u64, u64)> {
         let markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<(String, u64)> = Vec::new();
+        let mut out: Vec<(String, u64, u64)> = Vec::new();
         for m in markers.iter() {
             if let Some(sink) = &m.sink {
-                let rows = m.metrics.clone_inner().output_rows().unwrap_or(0) as u64;
-                match out.iter_mut().find(|(s, _)| s == sink) {
-                    Some((_, r)) => *r += rows,
-                    None => out.push((sink.clone(), rows)),
+                let metrics = m.metrics.clone_inner();
+                let rows = metrics.output_rows().unwrap_or(0) as u64;
+                let bytes = metrics.sum_by_name("output_bytes").map_or(0, |v| v.as_usize() as u64);
+                match out.iter_mut().find(|(s, _, _)| s == sink) {
+                    Some((_, r, b)) => {
+                        *r += rows;
+                        *b += bytes;
+                    }
+                    None => out.push((sink.clone(), rows, bytes)),
                 }
             }
         }

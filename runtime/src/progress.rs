@@ -3,7 +3,7 @@
 //! sink has received, so a long run never looks hung:
 //!
 //! ```text
-//! etl: 12.4 s · by_category 1,204,331 rows · ~8 s left (sources 61%)
+//! etl: 12.4 s · by_category 1,204,331 rows, 61.2 MB · ~8 s left (sources 61%)
 //! ```
 //!
 //! The estimate of what remains needs the input's size: when every source is
@@ -61,8 +61,8 @@ impl Ticker {
             let draw = || {
                 let elapsed = started.elapsed().as_secs_f64();
                 let mut line = format!("{name}: {elapsed:.1} s");
-                for (sink, rows) in registry.sink_rows() {
-                    line.push_str(&format!(" · {sink} {} rows", crate::report::thousands(rows)));
+                for (sink, rows, bytes) in registry.sink_rows() {
+                    line.push_str(&format!(" · {sink} {} rows, {}", crate::report::thousands(rows), crate::report::human_bytes(bytes)));
                 }
                 if let Some(totals) = totals.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                     let total: u64 = totals.iter().map(|(_, t)| t).sum();

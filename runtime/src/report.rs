@@ -19,7 +19,8 @@ fn esc(s: &str) -> String {
     crate::redact::text(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
-fn human_bytes(b: u64) -> String {
+/// `1536` as `1.5 KB` (the report, the progress line).
+pub(crate) fn human_bytes(b: u64) -> String {
     let units = ["B", "KB", "MB", "GB", "TB"];
     let mut v = b as f64;
     let mut u = 0;

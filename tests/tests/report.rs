@@ -186,9 +186,14 @@ fn progress_shows_rows_per_sink_in_a_terminal_and_is_erased() {
     assert!(!frames.is_empty(), "no progress line: {seen:?}");
     // Once the sink runs, frames name it, counting rows, never more than it wrote (5).
     assert!(frames.iter().any(|f| f.contains("region_parquet")), "{frames:?}");
+    // And the bytes (their Arrow size): 0 B before the first batch, more after.
     for f in frames.iter().filter(|f| f.contains("region_parquet")) {
-        let rows: u64 = f.split("region_parquet ").nth(1).unwrap().split(' ').next().unwrap().replace(',', "").parse().unwrap();
+        let counts = f.split("region_parquet ").nth(1).unwrap();
+        let rows: u64 = counts.split(' ').next().unwrap().replace(',', "").parse().unwrap();
         assert!(rows <= 5, "{f}");
+        let bytes = counts.split(" rows, ").nth(1).unwrap_or_else(|| panic!("no bytes: {f}")).split(" · ").next().unwrap();
+        assert!(bytes.ends_with(" B") || bytes.ends_with(" KB"), "{f}");
+        assert_eq!(rows == 0, bytes == "0 B", "{f}");
     }
     // Both sources are Parquet: their footers give the rows, and the last frame (drawn
     // as the run ends) has read them all.
