@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The cost of per-node metrics (issue 19): each guide job's release binary on the
-# same data with and without `--metrics m.json --report r.html`, runs interleaved;
-# reports the ratio of median wall times (target <= 1.03x) and checks that both
-# runs wrote the same output (../shared/bench/check.py, DuckDB's output as reference).
+# The cost of per-node metrics and of the progress line (issue 19): each guide job's
+# release binary on the same data plain, with `--metrics m.json --report r.html`, and with
+# the progress line (`KILN_PROGRESS=always`, redrawn every 250 ms), runs interleaved;
+# reports the ratio of median wall times to plain (target <= 1.03x) and checks that every
+# variant wrote the same output (../shared/bench/check.py, DuckDB's output as reference).
 #
 #   bench/metrics.sh --rows 10000000 --runs 3 --jobs "etl windows"
 #
@@ -39,10 +40,11 @@ tsv=bench/results/metrics-$ROWS.tsv
 printf 'job\tvariant\trun\twall_s\tmax_rss_kb\n' > "$tsv"
 for run in $(seq 1 "$RUNS"); do
   for job in $JOBS; do
-    for variant in plain metrics; do
+    for variant in plain metrics progress; do
       out=$work/$variant
       extra=()
       [ "$variant" = metrics ] && extra=(--metrics "$work/$job.json" --report "$work/$job.html")
+      if [ "$variant" = progress ]; then export KILN_PROGRESS=always; else unset KILN_PROGRESS; fi
       if [ "$job" = etl ]; then
         args=(--param "input=$data/transactions.csv" --param "output=$out/$job/customer_category.parquet")
       else
@@ -55,7 +57,8 @@ for run in $(seq 1 "$RUNS"); do
     done
   done
 done
-for variant in plain metrics; do
+unset KILN_PROGRESS
+for variant in plain metrics progress; do
   mkdir -p "$work/check-$variant" && ln -sfn "$work/duckdb" "$work/check-$variant/duckdb" && ln -sfn "$work/$variant" "$work/check-$variant/kiln"
   "$PY" "$SHARED/check.py" --root "$work/check-$variant" --engines duckdb,kiln --ref duckdb --jobs "$(echo $JOBS | tr ' ' ',')" >/dev/null \
     || { echo "$variant outputs disagree with DuckDB's" >&2; exit 1; }
@@ -65,14 +68,15 @@ import csv, statistics, sys
 runs = {}
 for r in csv.DictReader(open(sys.argv[1]), delimiter='\t'):
     runs.setdefault((r['job'], r['variant']), []).append(float(r['wall_s']))
-print(f"# Cost of --metrics and --report, {int(sys.argv[2]):,} rows (release build, 2 cores)\n")
-print("Both variants' outputs equal DuckDB's (../shared/bench/check.py).\n")
-print("| job | without s | with --metrics --report s | ratio |\n|---|---:|---:|---:|")
-ratios = []
+print(f"# Cost of --metrics/--report and of the progress line, {int(sys.argv[2]):,} rows (release build, 2 cores)\n")
+print("Every variant's outputs equal DuckDB's (../shared/bench/check.py).\n")
+print("| job | plain s | --metrics --report s | ratio | progress line s | ratio |\n|---|---:|---:|---:|---:|---:|")
+ratios = {'metrics': [], 'progress': []}
 for job in dict.fromkeys(j for j, _ in runs):
-    a, b = statistics.median(runs[(job, 'plain')]), statistics.median(runs[(job, 'metrics')])
-    ratios.append(b / a)
-    print(f"| {job} | {a:.2f} | {b:.2f} | {b / a:.3f}x |")
-print(f"\nGeometric mean of the ratios: {statistics.geometric_mean(ratios):.3f}x")
+    a, b, c = (statistics.median(runs[(job, v)]) for v in ('plain', 'metrics', 'progress'))
+    ratios['metrics'].append(b / a)
+    ratios['progress'].append(c / a)
+    print(f"| {job} | {a:.2f} | {b:.2f} | {b / a:.3f}x | {c:.2f} | {c / a:.3f}x |")
+print(f"\nGeometric mean of the ratios: --metrics --report {statistics.geometric_mean(ratios['metrics']):.3f}x, progress {statistics.geometric_mean(ratios['progress']):.3f}x")
 PYEOF
 cat "${tsv%.tsv}.md"
