@@ -221,15 +221,7 @@ pub async fn stage(df: DataFrame, sink: &Sink, target: &Target, cluster: bool) -
         SinkFormat::Parquet | SinkFormat::Csv | SinkFormat::Json if cluster && !sink.single_file => {
             stage_attempts(df, sink, &dest).await.and_then(|(rows, attempts)| commit::keep_attempts(&staging, &attempts).map(|()| rows))
         }
-        SinkFormat::Parquet => df.write_parquet(&dest, options, Some(parquet_options(sink))).await.map(|c| written(&c)).map_err(ctx),
-        SinkFormat::Csv => match csv_options(sink) {
-            Ok(opts) => df.write_csv(&dest, options, Some(opts)).await.map(|c| written(&c)).map_err(ctx),
-            Err(e) => Err(ctx(e)),
-        },
-        SinkFormat::Json => match json_options(sink) {
-            Ok(opts) => df.write_json(&dest, options, Some(opts)).await.map(|c| written(&c)).map_err(ctx),
-            Err(e) => Err(ctx(e)),
-        },
+        SinkFormat::Parquet | SinkFormat::Csv | SinkFormat::Json => write_files(df, sink, &dest, options).await,
         // `staging` is the file itself with single_file, else the directory made above.
         SinkFormat::Avro => avro::write(df, &staging, sink.single_file, sink.compression.as_deref()).await.map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() }),
         SinkFormat::Orc => orc::write(df, &staging, sink.single_file, sink.compression.as_deref()).await.map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() }),
@@ -281,23 +273,12 @@ async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target, clust
         // On a cluster, a multi-part write stages per task attempt (see `files_write`). One
         // file is one object, which a rerun task's PUT replaces whole.
         SinkFormat::Parquet | SinkFormat::Csv | SinkFormat::Json if cluster && !sink.single_file => {
-            match stage_attempts(df, sink, &dest).await {
-                Ok((rows, written)) => {
-                    attempts = Some(written);
-                    Ok(rows)
-                }
-                Err(e) => Err(e),
-            }
+            stage_attempts(df, sink, &dest).await.map(|(rows, written)| {
+                attempts = Some(written);
+                rows
+            })
         }
-        SinkFormat::Parquet => df.write_parquet(&dest, options, Some(parquet_options(sink))).await.map(|c| written(&c)).map_err(ctx),
-        SinkFormat::Csv => match csv_options(sink) {
-            Ok(opts) => df.write_csv(&dest, options, Some(opts)).await.map(|c| written(&c)).map_err(ctx),
-            Err(e) => Err(ctx(e)),
-        },
-        SinkFormat::Json => match json_options(sink) {
-            Ok(opts) => df.write_json(&dest, options, Some(opts)).await.map(|c| written(&c)).map_err(ctx),
-            Err(e) => Err(ctx(e)),
-        },
+        SinkFormat::Parquet | SinkFormat::Csv | SinkFormat::Json => write_files(df, sink, &dest, options).await,
         SinkFormat::Avro | SinkFormat::Orc => {
             let local = tempfile_dir()?;
             let file = local.join("out");
@@ -331,6 +312,18 @@ async fn stage_remote(df: DataFrame, sink: &Sink, target: &remote::Target, clust
             Err(e)
         }
     }
+}
+
+/// Writes `df` as Parquet, CSV or JSON under `dest` (a file, or a directory of
+/// parts when it ends in `/`) with DataFusion's writers: the rows written.
+async fn write_files(df: DataFrame, sink: &Sink, dest: &str, options: DataFrameWriteOptions) -> Result<u64> {
+    let ctx = |e: datafusion::error::DataFusionError| Error::Sink { sink: sink.name.clone(), message: crate::redact::text(&e.to_string()) };
+    let counts = match sink.format {
+        SinkFormat::Parquet => df.write_parquet(dest, options, Some(parquet_options(sink))).await,
+        SinkFormat::Csv => df.write_csv(dest, options, Some(csv_options(sink).map_err(ctx)?)).await,
+        _ => df.write_json(dest, options, Some(json_options(sink).map_err(ctx)?)).await,
+    };
+    counts.map(|c| written(&c)).map_err(ctx)
 }
 
 /// Writes `df` on the cluster as DataFusion's `COPY TO dest` wrapped in a
