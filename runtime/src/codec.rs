@@ -135,6 +135,22 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
     }
 
     fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn datafusion::datasource::file_format::FileFormatFactory>) -> Result<()> {
+        use datafusion::common::parsers::CsvQuoteStyle;
+        use datafusion::datasource::file_format::csv::CsvFormatFactory;
+        // DataFusion 55 encodes a CSV format's `quote_style` as the Rust enum's
+        // discriminant (`as i32`), ordered Always, Necessary, …, while the proto is
+        // ordered Necessary, Always, …: the scheduler decoded Necessary (the default)
+        // as Always and a cluster's CSV files quoted every field. Encoding the swapped
+        // style makes it decode as the sink's own. (NonNumeric and Never agree.)
+        if let Some(csv) = node.downcast_ref::<CsvFormatFactory>() {
+            let mut options = csv.options.clone().unwrap_or_default();
+            options.quote_style = match options.quote_style {
+                CsvQuoteStyle::Always => CsvQuoteStyle::Necessary,
+                CsvQuoteStyle::Necessary => CsvQuoteStyle::Always,
+                other => other,
+            };
+            return self.ballista.try_encode_file_format(buf, Arc::new(CsvFormatFactory::new_with_options(options)));
+        }
         self.ballista.try_encode_file_format(buf, node)
     }
 }
