@@ -25,6 +25,40 @@ impl Drop for Procs {
     }
 }
 
+/// Every file under `dir` (relative paths, sorted), skipping what vanishes while it
+/// is listed (a run writing there).
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => out.push(e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned()),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits (at most 240 s) for `child`, spawned with a piped stderr, to exit: its
+/// status and stderr.
+pub fn finish(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(240), "the job neither finished nor failed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr is piped"), &mut stderr).unwrap();
+    (status, stderr)
+}
+
 /// Starts a process that listens on `ports` consecutive ports from a base found
 /// free on `ip` (and on every interface) just before: `spawn(base)` starts it.
 /// A parallel test can take a port between the probe and the bind; the child

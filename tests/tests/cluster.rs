@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kiln_tests::Procs as Cluster;
 use kiln_tests::parquet_outputs as outputs;
-use kiln_tests::{build_job, repo_root, spawn_listening, write_transactions};
+use kiln_tests::{build_job, files_under, repo_root, spawn_listening, write_transactions};
 
 /// A scheduler and two one-slot executors of `binary`; returns the scheduler's address.
 fn start(binary: &Path) -> (Cluster, String) {
@@ -100,16 +100,7 @@ fn a_killed_executor_is_survived() {
     let victim = cluster.0.last_mut().unwrap();
     victim.kill().unwrap(); // SIGKILL
     victim.wait().unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = client.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(240), "the job neither finished nor failed");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(client.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let (status, stderr) = kiln_tests::finish(&mut client);
     assert!(status.success(), "{stderr}");
     assert_eq!(outputs(remote.path()), outputs(local.path()));
 }
@@ -152,16 +143,7 @@ fn a_killed_writer_leaves_no_duplicate_part_on_a_shared_disk() {
     let writer = (1..=2).find(|n| std::fs::read_to_string(logs.path().join(format!("executor-{n}.log"))).unwrap().contains(&attempt)).expect("no executor's log names the attempt");
     cluster.0[writer].kill().unwrap(); // SIGKILL
     cluster.0[writer].wait().unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = client.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(240), "the job neither finished nor failed");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(client.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let (status, stderr) = kiln_tests::finish(&mut client);
     assert!(status.success(), "{stderr}");
     let (got, want) = (outputs(&out), outputs(local.path()));
     let rows = |o: &[(std::path::PathBuf, Vec<kiln_tests::Row>)]| o.iter().map(|(_, r)| r.len()).sum::<usize>();
@@ -169,22 +151,6 @@ fn a_killed_writer_leaves_no_duplicate_part_on_a_shared_disk() {
     assert_eq!(got, want);
     let files = files_under(remote.path());
     assert!(files.iter().all(|f| !f.contains("kiln-staging") && !f.contains("attempt-")), "{files:?}");
-}
-
-/// Every file under `dir` (relative paths), skipping what vanishes while it is listed.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => out.push(e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned()),
-                Err(_) => {}
-            }
-        }
-    }
-    out
 }
 
 /// CSV (partitioned) and JSON sinks written by the executors (staged per task

@@ -124,21 +124,7 @@ fn go(p: &kiln::plan::Pipeline) -> kiln::Result<kiln::run::Report> {
 
 /// Every file under `dir`, relative, sorted (s3s-fs keeps metadata in hidden files: skipped).
 fn files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !e.file_name().to_string_lossy().starts_with(".s3s") {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
+    kiln_tests::files_under(dir).into_iter().filter(|f| !f.rsplit('/').next().unwrap_or(f).starts_with(".s3s")).collect()
 }
 
 /// The rows of the Parquet files a target's manifest names (what a committed output holds).
@@ -475,16 +461,7 @@ fn a_killed_executor_leaves_no_duplicate_or_partial_file_on_s3() {
     let victim = &mut procs.0[writer];
     victim.kill().unwrap(); // SIGKILL
     victim.wait().unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = client.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(240), "the job neither finished nor failed");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(client.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let (status, stderr) = kiln_tests::finish(&mut client);
     assert!(status.success(), "{stderr}");
     let target = s3.file("out/killed");
     // Counts first: a rerun that reads a map output twice shows as ~1.5x the rows.
