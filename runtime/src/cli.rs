@@ -128,6 +128,9 @@ struct SchedulerArgs {
     /// Host name or IP executors reach this scheduler at (default: the bind address; required with a wildcard bind).
     #[arg(long)]
     external_host: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (jobs, pending tasks, executors).
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<std::net::SocketAddr>,
     /// The cluster's shared secret (default: $KILN_CLUSTER_TOKEN); required to listen on a non-loopback address.
     #[arg(long, value_name = "FILE")]
     auth_token_file: Option<std::path::PathBuf>,
@@ -289,7 +292,7 @@ pub fn main(pipeline: Pipeline) -> ExitCode {
     let settings_for_run = settings.clone();
     let result = runtime.block_on(async {
         match command {
-            Command::Scheduler(a) => crate::cluster::scheduler(&pipeline, a.bind, a.external_host).await,
+            Command::Scheduler(a) => crate::cluster::scheduler(&pipeline, a.bind, a.external_host, a.metrics_bind).await,
             Command::Executor(a) => {
                 let external = a.external_host.clone();
                 let opts = crate::cluster::ExecutorOptions {

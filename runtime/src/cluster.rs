@@ -35,6 +35,7 @@ use crate::{Error, Result};
 
 pub mod auth;
 pub mod prom;
+pub mod status;
 
 /// Where a run's plans execute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +153,8 @@ pub const EXECUTOR_TIMEOUT_S: u64 = 15;
 
 /// Runs a Ballista scheduler on `bind` until the process is stopped.
 /// `external_host` is the name executors call it back at (default: the bind address).
-pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Option<String>) -> Result<()> {
+/// With `metrics_bind`, it serves Prometheus metrics there ([`prom::SchedulerMetrics`]).
+pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Option<String>, metrics_bind: Option<SocketAddr>) -> Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
     let auth = auth::current();
@@ -195,10 +197,33 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Opt
     };
     config.validate().map_err(ballista_err)?;
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(ballista_err)?;
+    let jobs = cluster.job_state();
     let config = Arc::new(config);
-    let server = ballista_scheduler::scheduler_process::create_scheduler::<datafusion_proto::protobuf::LogicalPlanNode, datafusion_proto::protobuf::PhysicalPlanNode>(cluster, config)
-        .await
-        .map_err(ballista_err)?;
+    // Ballista's `create_scheduler`, with Kiln's metrics hooks.
+    let metrics = prom::SchedulerMetrics::new(&pipeline.name);
+    let codec = ballista_core::serde::BallistaCodec::new(
+        Arc::new(crate::codec::KilnLogicalCodec::default()),
+        Arc::new(crate::codec::KilnPhysicalCodec::default()),
+    );
+    let mut server: status::Server = ballista_scheduler::scheduler_server::SchedulerServer::new(config.scheduler_endpoint(), cluster, codec, config, metrics.clone());
+    server.init().await.map_err(ballista_err)?;
+    if let Some(addr) = metrics_bind {
+        let tasks = server.state.task_manager.clone();
+        metrics.count_jobs_with(Arc::new(move || (tasks.running_job_number(), tasks.pending_job_number())));
+        let (executors, counted) = (server.state.executor_manager.clone(), metrics.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(state) = executors.get_executors_state().await {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    let alive: Vec<_> = state.iter().filter(|(_, beat, _)| beat.is_some_and(|b| now.saturating_sub(b).as_secs() <= EXECUTOR_TIMEOUT_S)).collect();
+                    counted.set_executors(alive.len() as u64, alive.iter().map(|(m, _, _)| m.specification.vcores as u64).sum());
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+        let served = metrics.clone();
+        prom::serve_text(addr, Arc::new(move || served.render())).await?;
+    }
     // Listening before the gate opens: a node the gate admits always finds the server.
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::Usage(format!("cannot listen on {listen}: {e}")))?;
     if let Some(auth) = &auth {
@@ -206,7 +231,8 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Opt
     }
     let secured = auth.as_ref().map(|a| format!(" (TLS, {} required)", a.proof())).unwrap_or_default();
     eprintln!("{}: scheduler listening on {bind}{secured}", pipeline.name);
-    ballista_scheduler::scheduler_process::start_grpc_service_with_listener(listener, server).await.map_err(ballista_err)
+    let app = status::router(server, jobs).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).await.map_err(|e| Error::Cluster(format!("the scheduler stopped: {e}")))
 }
 
 /// The host other processes reach a role at: `--external-host`, else the bind

@@ -32,6 +32,8 @@ const DELTA_WRITE: &[u8] = b"KILN-DELTA-WRITE:";
 const FILES_WRITE: &[u8] = b"KILN-FILES-WRITE";
 /// Prefix of a PostgreSQL scan (then its spec and SELECTs as JSON, and its `FileScanExecConf`).
 const PG_SCAN: &[u8] = b"KILN-PG-SCAN:";
+/// A node marker (`--metrics` on a cluster): JSON `[node, sink]`.
+const NODE_MARK: &[u8] = b"KILN-NODE:";
 
 fn internal(e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Internal(e.to_string())
@@ -61,6 +63,11 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
                     let [input] = inputs else { return exec_err!("a files write has one input") };
                     return Ok(Extension { node: Arc::new(FilesWrite::new(input.clone())?) });
                 }
+                if let Some(json) = buf.strip_prefix(NODE_MARK) {
+                    let [input] = inputs else { return exec_err!("a node marker has one input") };
+                    let (node, sink): (String, Option<String>) = serde_json::from_slice(json).map_err(internal)?;
+                    return Ok(crate::node_metrics::marker(input.clone(), node, sink));
+                }
                 return self.ballista.try_decode(buf, inputs, ctx);
             }
         };
@@ -69,6 +76,11 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(m) = node.node.as_any().downcast_ref::<crate::node_metrics::NodeMark>() {
+            buf.extend_from_slice(NODE_MARK);
+            buf.extend_from_slice(&serde_json::to_vec(&(&m.node, &m.sink)).map_err(internal)?);
+            return Ok(());
+        }
         if node.node.as_any().is::<FilesWrite>() {
             buf.extend_from_slice(FILES_WRITE);
             return Ok(());
@@ -218,6 +230,11 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
             let [input] = inputs else { return exec_err!("a files write has one input") };
             return Ok(Arc::new(FilesWriteExec::try_new(input.clone())?));
         }
+        if let Some(json) = buf.strip_prefix(NODE_MARK) {
+            let [input] = inputs else { return exec_err!("a node marker has one input") };
+            let (node, sink): (String, Option<String>) = serde_json::from_slice(json).map_err(internal)?;
+            return Ok(Arc::new(crate::node_metrics::NodeMetricsExec::new(input.clone(), node, sink)));
+        }
         let Some(mut rest) = buf.strip_prefix(MAGIC) else {
             return one_location_per_map_task(self.ballista.try_decode(buf, inputs, ctx, converter)?);
         };
@@ -274,6 +291,11 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
         }
         if node.downcast_ref::<FilesWriteExec>().is_some() {
             buf.extend_from_slice(FILES_WRITE);
+            return Ok(());
+        }
+        if let Some(m) = node.downcast_ref::<crate::node_metrics::NodeMetricsExec>() {
+            buf.extend_from_slice(NODE_MARK);
+            buf.extend_from_slice(&serde_json::to_vec(&(m.node(), m.sink())).map_err(internal)?);
             return Ok(());
         }
         if let Some(w) = node.downcast_ref::<DeltaWriteExec>() {

@@ -218,6 +218,11 @@ pub fn mark_top(node: &str, sink: &str, plan: LogicalPlan) -> LogicalPlan {
     LogicalPlan::Extension(Extension { node: Arc::new(NodeMark { input: plan, node: node.to_string(), sink: Some(sink.to_string()) }) })
 }
 
+/// The marker of `node` (and `sink`, for a sink's top marker) around `input`, as the cluster codec rebuilds it.
+pub fn marker(input: LogicalPlan, node: String, sink: Option<String>) -> Extension {
+    Extension { node: Arc::new(NodeMark { input, node, sink }) }
+}
+
 /// The logical marker: no expressions, the input's schema, transparent to
 /// projection and limit pushdown. Filters stop here, so a node's rows are its
 /// own (a source's are the rows it read, not those a later filter kept); the
@@ -282,6 +287,11 @@ impl NodeMetricsExec {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// The sink, for a sink's top marker.
+    pub fn sink(&self) -> Option<&str> {
+        self.sink.as_deref()
     }
 
     pub fn input(&self) -> &Arc<dyn ExecutionPlan> {

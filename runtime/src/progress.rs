@@ -19,8 +19,13 @@
 //! it, `KILN_PROGRESS=always` shows it anyway (logs of CI jobs).
 //! `KILN_PROGRESS_MS` sets the interval. The rows come from the counting marker
 //! on top of each sink's plan ([`crate::node_metrics::mark_top`]); the line is
-//! erased when the run ends. Local runs only: on a cluster the markers would
-//! have to travel to the executors (no codec yet), so there is no line.
+//! erased when the run ends. On a cluster (`submit`), the line comes from the
+//! scheduler's job and stage status instead ([`Ticker::cluster`]): per sink,
+//! its stage, the partitions done and the rows shuffled so far:
+//!
+//! ```text
+//! etl: 8.1 s · by_category stage 2 of 3, 5/8 partitions, 1,204,331 rows shuffled
+//! ```
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -85,6 +90,44 @@ impl Ticker {
             // The final counts, drawn once before the line is erased (a terminal
             // recording shows where the run ended, however short it was).
             draw();
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        });
+        Ticker { stop: Some(stop), task: Some(task) }
+    }
+
+    /// A cluster run's line: each job's stage and partitions, as the scheduler
+    /// reports them (`cluster::status`), asked once a second (`KILN_PROGRESS_MS`).
+    pub fn cluster(name: String, client: crate::cluster::status::Client, prefix: String, started: Instant) -> Ticker {
+        let every = std::env::var("KILN_PROGRESS_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000u64);
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut jobs = Vec::new();
+            let draw = |jobs: &[crate::cluster::status::JobStatus]| {
+                let line = format!("{name}: {:.1} s{}", started.elapsed().as_secs_f64(), crate::cluster::status::progress(jobs, &prefix));
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[2K{}", crate::redact::text(&line));
+                let _ = err.flush();
+            };
+            let mut interval = tokio::time::interval(Duration::from_millis(every.max(10)));
+            interval.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = interval.tick() => {
+                        // A failed ask keeps the last answer (the line still counts the time).
+                        if let Ok(now) = client.jobs(&prefix).await {
+                            jobs = now;
+                        }
+                        draw(&jobs);
+                    }
+                }
+            }
+            if let Ok(now) = client.jobs(&prefix).await {
+                jobs = now;
+            }
+            draw(&jobs);
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");
             let _ = err.flush();

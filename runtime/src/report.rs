@@ -339,6 +339,7 @@ mod tests {
             quality: vec![],
             seconds: 0.1,
             batches: vec![],
+            cluster_jobs: vec![],
             nodes: Default::default(),
             plans: [("s".to_string(), "DataSourceExec: file=p&ss<w\"rd-7f3a".to_string())].into(),
             params: [("pw".to_string(), "p&ss<w\"rd-7f3a".to_string())].into(),

@@ -58,6 +58,9 @@ pub struct Report {
     /// A streaming run's micro-batches (SPEC §8), like Spark's `StreamingQueryProgress`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub batches: Vec<crate::streaming::BatchReport>,
+    /// A cluster run's jobs with their stages, as the scheduler reported them (`--metrics`, `--report`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_jobs: Vec<crate::cluster::status::JobStatus>,
 }
 
 /// An `expect` node's summary: rows checked and failures per rule.
@@ -453,11 +456,14 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<Report> {
         Some(cluster) => crate::cluster::context(pipeline, cluster, &session_opts).await?,
     };
     let estimated = if opts.progress { crate::progress::estimable_sources(pipeline, &values, env) } else { None };
-    if (opts.node_metrics || opts.progress) && opts.cluster.is_none() {
+    // On a cluster, node markers count on the executors and the scheduler reports them
+    // (`cluster::status`); progress comes from the scheduler alone.
+    let remote = matches!(opts.cluster, Some(crate::cluster::Cluster::Remote(_)));
+    if (opts.node_metrics || opts.progress) && opts.cluster.is_none() || opts.node_metrics && remote {
         let state = ctx.state_ref();
         let mut state = state.write();
         let config = std::mem::take(state.config_mut());
-        *state.config_mut() = crate::node_metrics::enable(config, opts.node_metrics, estimated.is_some());
+        *state.config_mut() = crate::node_metrics::enable(config, opts.node_metrics, estimated.is_some() && !remote);
     }
     // Sources on object stores get the checks `prepare` gives local files.
     for node in &pipeline.nodes {
@@ -583,20 +589,42 @@ async fn run_planned(
     if let Some(r) = &registry {
         r.clear();
     }
-    let ticker = match &registry {
-        Some(r) if opts.progress => Some(crate::progress::Ticker::start(pipeline.name.clone(), r.clone(), started, crate::progress::estimable_sources(pipeline, &values, env))),
+    // On a cluster, each sink's job is named `kiln/PIPELINE/RUN/SINK` (the quality
+    // checks': `…/quality`), which is how the client finds them in the scheduler's status.
+    let status = match &opts.cluster {
+        Some(crate::cluster::Cluster::Remote(addr)) if opts.progress || opts.node_metrics => match crate::cluster::status::Client::connect(addr).await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                eprintln!("warning: no progress or metrics from the scheduler: {e}");
+                None
+            }
+        },
         _ => None,
     };
+    let prefix = crate::cluster::status::run_prefix(&pipeline.name);
+    let named = |part: &str| {
+        let mut state = ctx.state();
+        if opts.cluster.is_some() {
+            let _ = state.config_mut().options_mut().set("ballista.job.name", &crate::cluster::status::job_name(&pipeline.name, part));
+        }
+        state
+    };
+    let ticker = match (&registry, &status) {
+        (_, Some(client)) if opts.progress => Some(crate::progress::Ticker::cluster(pipeline.name.clone(), client.clone(), prefix.clone(), started)),
+        (Some(r), _) if opts.progress && opts.cluster.is_none() => Some(crate::progress::Ticker::start(pipeline.name.clone(), r.clone(), started, crate::progress::estimable_sources(pipeline, &values, env))),
+        _ => None,
+    };
+    let quality_ctx = if opts.cluster.is_some() { SessionContext::new_with_state(named("quality")) } else { ctx.clone() };
     // Sinks run concurrently: a small sink's work fills the gaps of a big one's
     // (its single-threaded phases: the end of a sort, the last file's write).
     // Data-quality summaries run with them, reading shared nodes in step with the
     // sinks; a tripped `fail` rule discards every staged sink, so nothing is written.
     let (quality, results) = futures::future::join(
-        check_quality(pipeline, &ctx, &plans),
+        check_quality(pipeline, &quality_ctx, &plans),
         futures::future::join_all(work.iter().map(|(sink, target, _)| {
             let plan = plans[&sink.input].clone();
             let plan = if registry.is_some() { crate::node_metrics::mark_top(&sink.input, &sink.name, plan) } else { plan };
-            sinks::stage(DataFrame::new(ctx.state(), plan), sink, target, opts.cluster.is_some())
+            sinks::stage(DataFrame::new(named(&sink.name), plan), sink, target, opts.cluster.is_some())
         })),
     )
     .await;
@@ -678,19 +706,33 @@ async fn run_planned(
     for (sink, _, path) in work {
         reports.push(SinkReport { name: sink.name.clone(), path, rows: rows.get(&sink.name).copied() });
     }
-    let mut nodes = registry.as_ref().filter(|r| r.nodes).map(|r| crate::node_metrics::collect(r)).unwrap_or_default();
+    let (mut nodes, mut plans, mut cluster_jobs) = Default::default();
     if let Some(r) = registry.as_ref().filter(|r| r.nodes) {
-        for (node, m) in nodes.iter_mut() {
-            m.join_strategy = r.join_strategy(node);
+        if opts.cluster.is_none() {
+            nodes = crate::node_metrics::collect(r);
+            plans = crate::node_metrics::plans(r);
+            for (node, m) in nodes.iter_mut() {
+                m.join_strategy = r.join_strategy(node);
+            }
         }
     }
-    let plans = registry.as_ref().filter(|r| r.nodes).map(|r| crate::node_metrics::plans(r)).unwrap_or_default();
+    // A cluster's figures: the scheduler's (Ballista's planner chose its joins).
+    if let Some(client) = status.as_ref().filter(|_| opts.node_metrics) {
+        match client.jobs(&prefix).await {
+            Ok(jobs) => {
+                nodes = crate::cluster::status::nodes(&jobs);
+                plans = jobs.iter().map(|j| (j.job_name.strip_prefix(&prefix).unwrap_or(&j.job_name).to_string(), crate::cluster::status::plan_text(j))).collect();
+                cluster_jobs = jobs;
+            }
+            Err(e) => eprintln!("warning: no metrics from the scheduler: {e}"),
+        }
+    }
     let params = values.0.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     for r in &reports {
         tracing::info!(sink = %r.name, rows = r.rows, "sink committed");
     }
     tracing::info!(pipeline = %pipeline.name, seconds = started.elapsed().as_secs_f64(), "run finished");
-    Ok(Report { sinks: reports, quality, seconds: started.elapsed().as_secs_f64(), nodes, plans, params, batches: Vec::new() })
+    Ok(Report { sinks: reports, quality, seconds: started.elapsed().as_secs_f64(), nodes, plans, params, batches: Vec::new(), cluster_jobs })
 }
 
 /// Throws away every staged sink.

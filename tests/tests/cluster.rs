@@ -21,8 +21,16 @@ fn start(binary: &Path) -> (Cluster, String) {
 /// A scheduler and two executors; with `logs`, executor N logs Kiln's `info`
 /// lines to `logs/executor-N.log` (N = 1, 2: its index in the returned processes).
 fn start_logging(binary: &Path, logs: Option<&Path>) -> (Cluster, String) {
+    let (procs, sched, _) = start_cluster(binary, logs);
+    (procs, sched)
+}
+
+/// [`start_logging`], and the port of the scheduler's Prometheus metrics.
+fn start_cluster(binary: &Path, logs: Option<&Path>) -> (Cluster, String, u16) {
     let lo = IpAddr::from([127, 0, 0, 1]);
-    let (scheduler, sched) = spawn_listening(lo, 1, |p| Command::new(binary).args(["scheduler", "--bind", &format!("127.0.0.1:{p}")]).stderr(Stdio::null()).spawn().unwrap());
+    let (scheduler, sched) = spawn_listening(lo, 2, |p| {
+        Command::new(binary).args(["scheduler", "--bind", &format!("127.0.0.1:{p}"), "--metrics-bind", &format!("127.0.0.1:{}", p + 1)]).stderr(Stdio::null()).spawn().unwrap()
+    });
     let mut procs = Cluster(vec![scheduler]);
     for n in 1..=2 {
         let (child, _) = spawn_listening(lo, 2, |port| {
@@ -36,7 +44,97 @@ fn start_logging(binary: &Path, logs: Option<&Path>) -> (Cluster, String) {
         });
         procs.0.push(child);
     }
-    (procs, format!("127.0.0.1:{sched}"))
+    (procs, format!("127.0.0.1:{sched}"), sched + 1)
+}
+
+/// `GET path` from a plain HTTP server on 127.0.0.1:`port`: the whole response.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of `series` (`name{labels}`) in a Prometheus text body.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// (issue 19) On a cluster, `--metrics` has the `nodes` a local run has, built
+/// from the scheduler's job and stage status: every node's rows equal the local
+/// run's (which node_metrics.rs checks against pyarrow), the source's the rows
+/// of its file, the sink's node's the rows written; the sink's job lists every
+/// stage done; the report shows every node; the progress line names the sink's
+/// stages; and the scheduler's Prometheus metrics count the job and executors.
+#[test]
+fn a_cluster_run_has_node_metrics_stage_progress_and_scheduler_metrics() {
+    let binary = build_job("specs/etl.toml");
+    let (_procs, sched, prom) = start_cluster(&binary, None);
+    let dir = tempfile::tempdir().unwrap();
+    let (local, cluster, html) = (dir.path().join("local.json"), dir.path().join("cluster.json"), dir.path().join("cluster.html"));
+    run(&binary, &["run", "--metrics", local.to_str().unwrap()], "etl", &dir.path().join("local"));
+    let out = dir.path().join("cluster");
+    let submitted = Command::new(&binary)
+        .args(["submit", "--scheduler", &sched, "--metrics", cluster.to_str().unwrap(), "--report", html.to_str().unwrap()])
+        .args(params("etl", &out))
+        .env("KILN_PROGRESS", "always")
+        .env("KILN_PROGRESS_MS", "20")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&submitted.stderr);
+    assert!(submitted.status.success(), "{stderr}");
+    let read = |p: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let (l, c) = (read(&local), read(&cluster));
+    let rows = |v: &serde_json::Value, node: &str| v["nodes"][node]["rows_out"].as_u64().unwrap_or_else(|| panic!("no node {node} in {v:#}"));
+    let file_rows = std::fs::read_to_string(repo_root().join("specs/data/transactions.csv")).unwrap().lines().count() as u64 - 1;
+    assert_eq!(rows(&c, "transactions"), file_rows);
+    let local_nodes = l["nodes"].as_object().unwrap();
+    assert_eq!(local_nodes.len(), 5, "{l:#}");
+    for (name, node) in local_nodes {
+        assert_eq!(rows(&c, name), node["rows_out"].as_u64().unwrap(), "node {name}");
+        let per_partition: u64 = c["nodes"][name]["partition_rows"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap()).sum();
+        assert_eq!(per_partition, rows(&c, name), "node {name}");
+    }
+    let written: usize = kiln_tests::parquet_outputs(&out).iter().map(|(_, rows)| rows.len()).sum();
+    assert_eq!((c["sinks"][0]["rows"].as_u64(), rows(&c, "customer_category")), (Some(written as u64), written as u64));
+    assert!(c["nodes"]["transactions"]["elapsed_ms"].as_f64().unwrap() > 0.0, "{c:#}");
+    let ops = |node: &str| c["nodes"][node]["operators"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(ops("transactions").contains(&"DataSourceExec".to_string()), "{:?}", ops("transactions"));
+    // The aggregate reads its input through a shuffle: the reader is the node's.
+    assert!(ops("customer_category").contains(&"ShuffleReaderExec".to_string()), "{:?}", ops("customer_category"));
+    // One job for the one sink, every stage done.
+    let jobs = c["cluster_jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{c:#}");
+    assert!(jobs[0]["job_name"].as_str().unwrap().ends_with("/by_category") && jobs[0]["status"] == "successful", "{:#}", jobs[0]);
+    let stages = jobs[0]["stages"].as_array().unwrap();
+    assert!(stages.len() >= 2, "{stages:#?}");
+    for s in stages {
+        assert!(s["state"] == "successful" && s["partitions_done"] == s["partitions"], "{s:#}");
+    }
+    // The report draws every node.
+    let page = std::fs::read_to_string(&html).unwrap();
+    for name in local_nodes.keys() {
+        assert!(page.contains(&format!("data-node=\"{name}\"")), "{name} missing from the report");
+    }
+    // The progress line: the sink's stages while it ran, then done.
+    let lines: Vec<&str> = stderr.split(['\r', '\n']).collect();
+    assert!(lines.iter().any(|l| l.contains("by_category stage ") && l.contains(" partitions")), "{stderr}");
+    assert!(lines.iter().any(|l| l.contains("by_category done")), "{stderr}");
+    // The scheduler's metrics: the one job, two executors of one core each.
+    let text = http_get(prom, "/metrics");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert_eq!(sample(&text, "kiln_scheduler_jobs_completed_total{pipeline=\"etl\"}"), 1.0);
+    assert_eq!(sample(&text, "kiln_scheduler_jobs_failed_total{pipeline=\"etl\"}"), 0.0);
+    assert_eq!(sample(&text, "kiln_scheduler_jobs_running{pipeline=\"etl\"}"), 0.0);
+    // Executors are counted every second or so.
+    let started = Instant::now();
+    while sample(&http_get(prom, "/metrics"), "kiln_scheduler_executors{pipeline=\"etl\"}") != 2.0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", http_get(prom, "/metrics"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sample(&text, "kiln_scheduler_completed_job_seconds_total{pipeline=\"etl\"}") > 0.0, "{text}");
 }
 
 fn params(spec: &str, out: &Path) -> Vec<String> {
@@ -336,17 +434,8 @@ fn an_executor_serves_prometheus_metrics() {
     });
     procs.0.push(executor);
     let metrics = port + 2;
-    let get = |path: &str| -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
-    let value = |text: &str, series: &str| -> f64 {
-        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("no {series} in\n{text}"))
-    };
+    let get = |path: &str| http_get(metrics, path);
+    let value = sample;
     let before = get("/metrics");
     assert!(before.starts_with("HTTP/1.1 200 OK") && before.contains("text/plain; version=0.0.4"), "{before}");
     assert_eq!(value(&before, "kiln_executor_tasks_succeeded_total{pipeline=\"etl\"}"), 0.0);

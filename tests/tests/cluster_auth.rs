@@ -109,9 +109,14 @@ fn a_cluster_with_a_token_admits_only_its_own_processes() {
 
     // With the token: the job runs on the two executors and writes the local rows.
     let remote = tempfile::tempdir().unwrap();
-    let out = job(&binary).env("KILN_CLUSTER_TOKEN", TOKEN).args(["submit", "--scheduler", &scheduler_addr]).args(params(remote.path())).output().unwrap();
+    let metrics = local.path().join("metrics.json");
+    let out = job(&binary).env("KILN_CLUSTER_TOKEN", TOKEN).args(["submit", "--scheduler", &scheduler_addr, "--metrics", metrics.to_str().unwrap()]).args(params(remote.path())).output().unwrap();
     assert!(out.status.success(), "submit with the token: {}", text(&out));
     assert_eq!(outputs(remote.path()), expected, "the authenticated cluster's output differs from the local run's");
+    // The scheduler's job status (`--metrics` on a cluster) comes through the gate too.
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert_eq!(metrics["cluster_jobs"][0]["status"], "successful", "{metrics:#}");
+    assert!(metrics["nodes"].as_object().is_some_and(|n| !n.is_empty()), "{metrics:#}");
 
     // Without a token, and with another one: refused, nothing written.
     for (what, token, says) in [("no token", None, "--auth-token-file"), ("a wrong token", Some(OTHER_TOKEN), "token differs from the cluster's")] {

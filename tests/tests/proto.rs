@@ -43,6 +43,32 @@ fn join_hints_round_trip_with_kilns_codec() {
     });
 }
 
+/// Node markers (`--metrics` on a cluster, issue 19) travel to the scheduler
+/// (logical) and the executors (physical) with Kiln's codecs, node and sink intact.
+#[test]
+fn node_markers_round_trip_with_kilns_codecs() {
+    let text = std::fs::read_to_string(repo_root().join("specs/broadcast_join.toml")).unwrap();
+    let p = pipeline(&text.replace("default = \"data\"", "default = \"specs/data\""));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let values = kiln::params::resolve(&p.params, &[], |_| None).unwrap();
+        let ctx = kiln::session::context(&Default::default()).unwrap();
+        let plans = kiln::run::node_plans(&p, &ctx, &values).await.unwrap();
+        let plan = kiln::node_metrics::mark_top("enriched", "out", kiln::node_metrics::mark("enriched", plans["enriched"].clone()));
+        let codec = kiln::codec::KilnLogicalCodec::default();
+        let bytes = datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(&plan, &codec).unwrap();
+        let back = datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &codec).unwrap();
+        assert_eq!(format!("{}", back.display_indent()), format!("{}", plan.display_indent()));
+        let physical = ctx.state().create_physical_plan(&plan).await.unwrap();
+        let shown = datafusion::physical_plan::displayable(physical.as_ref()).indent(false).to_string();
+        assert!(shown.contains("KilnNodeExec: enriched (into sink out)") && shown.contains("KilnNodeExec: enriched\n"), "{shown}");
+        let codec = kiln::codec::KilnPhysicalCodec::default();
+        let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(physical.clone(), &codec).unwrap();
+        let back = datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &codec).unwrap();
+        assert_eq!(datafusion::physical_plan::displayable(back.as_ref()).indent(false).to_string(), shown);
+    });
+}
+
 /// ORC tables and their scans travel to a scheduler and executors with Kiln's
 /// codecs, and the decoded scan reads the same rows (issue 18).
 #[test]

@@ -325,17 +325,30 @@ impl rustls::server::danger::ClientCertVerifier for NamedClients {
     }
 }
 
-/// Asks the scheduler at `addr` one question (a job's status) before a job is
-/// planned, so that a refused connection is reported as such: without a token
-/// against a gated cluster, with another token, or an unreachable address.
-pub async fn probe_scheduler(addr: &str, auth: Option<&ClusterAuth>) -> Result<()> {
-    use ballista_core::serde::protobuf::{GetJobStatusParams, scheduler_grpc_client::SchedulerGrpcClient};
+/// The endpoint of the scheduler at `addr` (`host:port`): TLS with this
+/// process's identity when the cluster has a token or certificates.
+fn scheduler_endpoint(addr: &str, auth: Option<&ClusterAuth>) -> Result<Endpoint> {
     let refused = |why: String| Error::Cluster(format!("cannot talk to the scheduler at {addr}: {why}"));
     let mut endpoint = ballista_core::utils::create_grpc_client_endpoint(format!("http://{addr}"), Some(&ballista_core::utils::GrpcClientConfig::default()))
         .map_err(|e| refused(e.to_string()))?;
     if let Some(auth) = auth {
         endpoint = (auth.endpoint_override())(endpoint).map_err(|e| refused(e.to_string()))?;
     }
+    Ok(endpoint)
+}
+
+/// A channel to the scheduler at `addr`, as [`probe_scheduler`] opens it.
+pub async fn scheduler_channel(addr: &str, auth: Option<&ClusterAuth>) -> Result<tonic::transport::Channel> {
+    scheduler_endpoint(addr, auth)?.connect().await.map_err(|e| Error::Cluster(format!("cannot talk to the scheduler at {addr}: {e}")))
+}
+
+/// Asks the scheduler at `addr` one question (a job's status) before a job is
+/// planned, so that a refused connection is reported as such: without a token
+/// against a gated cluster, with another token, or an unreachable address.
+pub async fn probe_scheduler(addr: &str, auth: Option<&ClusterAuth>) -> Result<()> {
+    use ballista_core::serde::protobuf::{GetJobStatusParams, scheduler_grpc_client::SchedulerGrpcClient};
+    let refused = |why: String| Error::Cluster(format!("cannot talk to the scheduler at {addr}: {why}"));
+    let endpoint = scheduler_endpoint(addr, auth)?;
     let answer = match endpoint.connect().await {
         Ok(channel) => SchedulerGrpcClient::new(channel).get_job_status(GetJobStatusParams { job_id: "kiln-probe".into() }).await.map(|_| ()).map_err(|status| {
             // A status the scheduler sent (the job is unknown, say) proves the connection works.

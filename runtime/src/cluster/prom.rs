@@ -1,5 +1,6 @@
-//! Prometheus metrics of a long-lived executor (issue 19): `NAME executor
-//! --metrics-bind ADDR` serves `GET /metrics` in Prometheus' text format.
+//! Prometheus metrics of a long-lived executor or scheduler (issue 19): `NAME
+//! executor --metrics-bind ADDR` and `NAME scheduler --metrics-bind ADDR` serve
+//! `GET /metrics` in Prometheus' text format ([`SchedulerMetrics`] for the latter).
 //!
 //! No exporter crate: the counters come from Ballista's own task results. The
 //! executor's execution engine is wrapped ([`Engine`]) so that every finished
@@ -141,6 +142,108 @@ impl Registry {
     }
 }
 
+/// The scheduler's counters (`NAME scheduler --metrics-bind ADDR`): jobs by
+/// outcome and their time, from Ballista's metrics hooks; jobs running and
+/// queued, executors alive and their cores, read at each scrape.
+pub struct SchedulerMetrics {
+    pipeline: String,
+    started: Instant,
+    submitted: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    cancelled: AtomicU64,
+    /// Queued to finished, over completed jobs (milliseconds).
+    completed_ms: AtomicU64,
+    pending_tasks: AtomicU64,
+    /// Refreshed every few seconds (the executors' state is read asynchronously).
+    executors: AtomicU64,
+    vcores: AtomicU64,
+    jobs: Mutex<Option<Arc<dyn Fn() -> (usize, usize) + Send + Sync>>>,
+}
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+impl SchedulerMetrics {
+    pub fn new(pipeline: &str) -> Arc<SchedulerMetrics> {
+        Arc::new(SchedulerMetrics {
+            pipeline: pipeline.to_string(),
+            started: Instant::now(),
+            submitted: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            completed_ms: AtomicU64::new(0),
+            pending_tasks: AtomicU64::new(0),
+            executors: AtomicU64::new(0),
+            vcores: AtomicU64::new(0),
+            jobs: Mutex::new(None),
+        })
+    }
+
+    /// Where the running and queued job counts come from (the scheduler's task manager).
+    pub fn count_jobs_with(&self, jobs: Arc<dyn Fn() -> (usize, usize) + Send + Sync>) {
+        *self.jobs.lock().unwrap_or_else(|e| e.into_inner()) = Some(jobs);
+    }
+
+    /// The executors alive (a heartbeat within the timeout) and their cores.
+    pub fn set_executors(&self, alive: u64, vcores: u64) {
+        self.executors.store(alive, Ordering::Relaxed);
+        self.vcores.store(vcores, Ordering::Relaxed);
+    }
+
+    /// The counters in Prometheus' text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let p = escape(&self.pipeline);
+        let mut out = String::new();
+        let mut one = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{pipeline=\"{p}\"}} {value}");
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        one("kiln_scheduler_jobs_submitted_total", "counter", "Jobs planned and handed to the executors.", get(&self.submitted));
+        one("kiln_scheduler_jobs_completed_total", "counter", "Jobs that finished successfully.", get(&self.completed));
+        one("kiln_scheduler_jobs_failed_total", "counter", "Jobs that failed.", get(&self.failed));
+        one("kiln_scheduler_jobs_cancelled_total", "counter", "Jobs cancelled.", get(&self.cancelled));
+        one("kiln_scheduler_completed_job_seconds_total", "counter", "Queued-to-finished time of the completed jobs, summed.", format!("{:.3}", self.completed_ms.load(Ordering::Relaxed) as f64 / 1e3));
+        one("kiln_scheduler_pending_tasks", "gauge", "Tasks ready to run that wait for a free executor slot.", get(&self.pending_tasks));
+        if let Some(jobs) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let (running, queued) = jobs();
+            one("kiln_scheduler_jobs_running", "gauge", "Jobs running now.", running.to_string());
+            one("kiln_scheduler_jobs_queued", "gauge", "Jobs accepted and not yet planned.", queued.to_string());
+        }
+        one("kiln_scheduler_executors", "gauge", "Executors alive (a heartbeat within the timeout).", get(&self.executors));
+        one("kiln_scheduler_executor_cores", "gauge", "Cores (Ballista vcores) of the executors alive.", get(&self.vcores));
+        one("kiln_scheduler_uptime_seconds", "gauge", "Seconds since the scheduler started.", format!("{:.3}", self.started.elapsed().as_secs_f64()));
+        out
+    }
+}
+
+impl ballista_scheduler::metrics::SchedulerMetricsCollector for SchedulerMetrics {
+    fn record_submitted(&self, _job_id: &JobId, _queued_at: u64, _submitted_at: u64) {
+        self.submitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_completed(&self, _job_id: &JobId, queued_at: u64, completed_at: u64) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        self.completed_ms.fetch_add(completed_at.saturating_sub(queued_at), Ordering::Relaxed);
+    }
+
+    fn record_failed(&self, _job_id: &JobId, _queued_at: u64, _failed_at: u64) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_cancelled(&self, _job_id: &JobId) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn set_pending_tasks_queue_size(&self, value: u64) {
+        self.pending_tasks.store(value, Ordering::Relaxed);
+    }
+
+    fn gather_metrics(&self) -> ballista_core::error::Result<Option<(Vec<u8>, String)>> {
+        Ok(Some((self.render().into_bytes(), "text/plain; version=0.0.4".into())))
+    }
+}
+
 fn secs(ns: u64) -> String {
     format!("{:.6}", ns as f64 / 1e9)
 }
@@ -265,6 +368,38 @@ pub async fn serve_text(bind: SocketAddr, render: Arc<dyn Fn() -> String + Send 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scheduler_counts_jobs_by_outcome_and_reads_the_gauges_at_each_scrape() {
+        use ballista_scheduler::metrics::SchedulerMetricsCollector;
+        let m = SchedulerMetrics::new("etl");
+        let (a, b) = (JobId::new("a"), JobId::new("b"));
+        m.record_submitted(&a, 0, 5);
+        m.record_submitted(&b, 0, 5);
+        m.record_completed(&a, 1_000, 3_500);
+        m.record_failed(&b, 1_000, 1_200);
+        m.set_pending_tasks_queue_size(3);
+        m.set_executors(2, 8);
+        let text = m.render();
+        assert!(!text.contains("jobs_running"), "no task manager yet: {text}");
+        m.count_jobs_with(Arc::new(|| (4, 1)));
+        let text = m.render();
+        for line in [
+            "kiln_scheduler_jobs_submitted_total{pipeline=\"etl\"} 2",
+            "kiln_scheduler_jobs_completed_total{pipeline=\"etl\"} 1",
+            "kiln_scheduler_jobs_failed_total{pipeline=\"etl\"} 1",
+            "kiln_scheduler_completed_job_seconds_total{pipeline=\"etl\"} 2.500",
+            "kiln_scheduler_pending_tasks{pipeline=\"etl\"} 3",
+            "kiln_scheduler_jobs_running{pipeline=\"etl\"} 4",
+            "kiln_scheduler_jobs_queued{pipeline=\"etl\"} 1",
+            "kiln_scheduler_executors{pipeline=\"etl\"} 2",
+            "kiln_scheduler_executor_cores{pipeline=\"etl\"} 8",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        // Ballista's own metrics endpoint would serve the same text.
+        assert_eq!(m.gather_metrics().unwrap().unwrap().1, "text/plain; version=0.0.4");
+    }
 
     #[test]
     fn counts_add_up_per_stage_and_in_total_and_old_jobs_are_forgotten() {

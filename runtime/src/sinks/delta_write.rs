@@ -225,12 +225,17 @@ impl ExtensionPlanner for WritePlanner {
         if let Some(files) = super::files_write::plan(node, physical_inputs) {
             return files.map(Some);
         }
+        // Node markers (`--metrics` on a cluster) count on the executors.
+        if let Some(m) = node.as_any().downcast_ref::<crate::node_metrics::NodeMark>() {
+            return Ok(Some(Arc::new(crate::node_metrics::NodeMetricsExec::new(Arc::clone(&physical_inputs[0]), m.node.clone(), m.sink.clone()))));
+        }
         Ok(node.as_any().downcast_ref::<DeltaWrite>().map(|w| Arc::new(DeltaWriteExec::new(Arc::clone(&physical_inputs[0]), w.spec.clone())) as _))
     }
 }
 
 /// The query planner of a scheduler (and of `--standalone`'s): DataFusion's,
-/// plus Kiln's cluster writes ([`DeltaWrite`], [`super::files_write::FilesWrite`]).
+/// plus Kiln's cluster writes ([`DeltaWrite`], [`super::files_write::FilesWrite`]) and node markers
+/// (`--metrics` on a cluster).
 #[derive(Debug)]
 pub struct SchedulerPlanner;
 

@@ -509,7 +509,7 @@ fn summary(pipeline: &Pipeline, values: &Values, totals: &BTreeMap<String, u64>,
         .map(|s| SinkReport { name: s.name.clone(), path: interpolate(&s.path, values, env).unwrap_or_default(), rows: Some(totals.get(&s.name).copied().unwrap_or(0)) })
         .collect();
     let params = values.0.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
-    Report { sinks, quality: Vec::new(), seconds: started.elapsed().as_secs_f64(), nodes: Default::default(), plans: Default::default(), params, batches: batches.to_vec() }
+    Report { sinks, quality: Vec::new(), seconds: started.elapsed().as_secs_f64(), nodes: Default::default(), plans: Default::default(), params, batches: batches.to_vec(), cluster_jobs: Vec::new() }
 }
 
 /// One line per batch on stderr.
