@@ -10,8 +10,9 @@
 //! binary, it has them all.
 //!
 //! What differs from a local run: join strategy hints are not shipped —
-//! Ballista's planner chooses on the scheduler (sides under `broadcast_threshold`
-//! are broadcast, as `auto` does locally); Kiln's physical operators
+//! the scheduler chooses (sides under `broadcast_threshold` are broadcast, as
+//! `auto` does locally, through [`SmallSideHashJoin`] and Ballista's promotion;
+//! other joins are sort-merge joins, which spill); Kiln's physical operators
 //! (first-per-key, Delta writes) are, through [`crate::codec::KilnPhysicalCodec`].
 //! The executors write each sink's files (into its staging path; a Delta
 //! sink's into the table, named by no commit yet) and the client commits them
@@ -67,8 +68,11 @@ fn state(pipeline: &Pipeline, opts: &SessionOptions, cluster: &Cluster) -> Resul
         .upgrade_for_ballista()
         .with_ballista_physical_extension_codec(Arc::new(crate::codec::KilnPhysicalCodec::default()))
         .with_ballista_logical_extension_codec(Arc::new(crate::codec::KilnLogicalCodec::default()));
-    // Broadcast (CollectLeft) joins for sides under Kiln's threshold, as a local run's `auto` does.
-    config.options_mut().optimizer.hash_join_single_partition_threshold = pipeline.runtime.broadcast_threshold.unwrap_or(crate::strategy::DEFAULT_BROADCAST_THRESHOLD) as usize;
+    // Broadcast (CollectLeft) joins for sides under Kiln's threshold, as a local run's `auto`
+    // does: DataFusion's and Ballista's thresholds (Ballista's defaults to 128 MB) both.
+    let broadcast = pipeline.runtime.broadcast_threshold.unwrap_or(crate::strategy::DEFAULT_BROADCAST_THRESHOLD);
+    config.options_mut().optimizer.hash_join_single_partition_threshold = broadcast as usize;
+    config = config.set_u64(ballista_core::config::BALLISTA_BROADCAST_JOIN_THRESHOLD_BYTES, broadcast);
     // Ballista 55's adaptive planner loses track of a stage it resubmits after an
     // executor dies (the job never finishes); the static planner reruns it.
     config = config.set_bool(ballista_core::config::BALLISTA_ADAPTIVE_PLANNER_ENABLED, false);
@@ -85,7 +89,7 @@ fn state(pipeline: &Pipeline, opts: &SessionOptions, cluster: &Cluster) -> Resul
         .with_config(config)
         .with_runtime_env(storage_runtime()?)
         .with_default_features()
-        .with_physical_optimizer_rules(crate::join_strategy::physical_rules())
+        .with_physical_optimizer_rules(physical_rules())
         .with_query_planner(Arc::new(crate::sinks::delta_write::SchedulerPlanner))
         .build();
     register(&mut state, pipeline)?;
@@ -134,6 +138,77 @@ pub async fn context(pipeline: &Pipeline, cluster: &Cluster, opts: &SessionOptio
     Ok(ctx)
 }
 
+/// The physical rules of a cluster's planning (the scheduler's, and the client's
+/// in `--standalone`): a local session's, and [`SmallSideHashJoin`].
+fn physical_rules() -> Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules = crate::join_strategy::physical_rules();
+    let at = rules.iter().position(|r| r.name() == "join_selection").map_or(0, |i| i + 1);
+    rules.insert(at, Arc::new(SmallSideHashJoin));
+    rules
+}
+
+/// Ballista plans every join as a sort-merge join (DataFusion's hash join does
+/// not spill) and broadcasts only hash joins. This turns a sort-merge join with
+/// a side under the broadcast threshold (statistics' bytes, else estimated from rows) into a
+/// partitioned hash join, which Ballista's planner then broadcasts, with its own
+/// checks of the join type: Spark's plan, a small side broadcast and the rest
+/// sort-merged. Runs right after DataFusion's `JoinSelection`, before the sorts
+/// a sort-merge join needs are added.
+#[derive(Debug)]
+pub struct SmallSideHashJoin;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for SmallSideHashJoin {
+    fn optimize(&self, plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>, config: &datafusion::config::ConfigOptions) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode, SortMergeJoinExec};
+        use datafusion::physical_plan::{ExecutionPlan, StatisticsArgs, StatisticsContext};
+        let ballista = config.extensions.get::<ballista_core::config::BallistaConfig>().cloned().unwrap_or_default();
+        let threshold = ballista.broadcast_join_threshold_bytes();
+        if threshold == 0 {
+            return Ok(plan);
+        }
+        // As Ballista's planner measures a side: its bytes, else its rows times a
+        // width per column (32 bytes for variable-length ones).
+        let small = |side: &Arc<dyn ExecutionPlan>| {
+            let Ok(stats) = StatisticsContext::new().compute(side.as_ref(), &StatisticsArgs::new()) else { return false };
+            match (stats.total_byte_size.get_value(), stats.num_rows.get_value()) {
+                (Some(&b), _) if b > 0 => b < threshold,
+                (_, Some(&r)) if r > 0 => {
+                    let width: usize = side.schema().fields().iter().map(|f| f.data_type().primitive_width().unwrap_or(32)).sum();
+                    r.saturating_mul(width.max(8)) < threshold
+                }
+                _ => false,
+            }
+        };
+        plan.transform_up(|p| {
+            let Some(smj) = p.downcast_ref::<SortMergeJoinExec>() else { return Ok(Transformed::no(p)) };
+            if !small(smj.left()) && !small(smj.right()) {
+                return Ok(Transformed::no(p));
+            }
+            let join = HashJoinExec::try_new(
+                Arc::clone(smj.left()),
+                Arc::clone(smj.right()),
+                smj.on().to_vec(),
+                smj.filter().clone(),
+                &smj.join_type(),
+                None,
+                PartitionMode::Partitioned,
+                smj.null_equality(),
+                false,
+            )?;
+            Ok(Transformed::yes(Arc::new(join) as Arc<dyn ExecutionPlan>))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "kiln_small_side_hash_join"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
 /// `plan` without Kiln's join hints, and with splits as plain filters (logical
 /// nodes only a local session plans).
 pub fn without_hints(plan: LogicalPlan) -> Result<LogicalPlan> {
@@ -171,7 +246,7 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Opt
         // object-store URLs resolved as the client and executors resolve them.
         let mut state = SessionStateBuilder::new_from_existing(state)
             .with_runtime_env(storage_runtime()?)
-            .with_physical_optimizer_rules(crate::join_strategy::physical_rules())
+            .with_physical_optimizer_rules(physical_rules())
             // Delta sinks written by the executors (`sinks::delta_write`).
             .with_query_planner(Arc::new(crate::sinks::delta_write::SchedulerPlanner))
             .build();

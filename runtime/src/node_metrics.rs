@@ -444,6 +444,9 @@ impl RecordBatchStream for CountingStream {
 /// One node's figures (`--metrics` JSON, `nodes.NAME`; schema in the README).
 #[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
 pub struct NodeMetrics {
+    /// Rows its inputs passed it: the sum of their `rows_out` (absent for a source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_in: Option<u64>,
     /// Rows that left the node in the executed plan.
     pub rows_out: u64,
     /// Their in-memory size (Arrow buffers).
@@ -555,6 +558,20 @@ pub fn collect(registry: &Registry) -> BTreeMap<String, NodeMetrics> {
         m.elapsed_ms = (m.elapsed_ms * 1000.0).round() / 1000.0;
     }
     out
+}
+
+/// Each node's `rows_in`: what its inputs' markers counted leaving them.
+pub fn add_rows_in(pipeline: &crate::plan::Pipeline, nodes: &mut BTreeMap<String, NodeMetrics>) {
+    for node in &pipeline.nodes {
+        let inputs = node.op.inputs();
+        if inputs.is_empty() {
+            continue;
+        }
+        let rows: Option<u64> = inputs.iter().map(|i| nodes.get(*i).map(|m| m.rows_out)).sum();
+        if let (Some(rows), Some(m)) = (rows, nodes.get_mut(&node.name)) {
+            m.rows_in = Some(rows);
+        }
+    }
 }
 
 /// The operators under a marker, down to the next markers.

@@ -150,20 +150,21 @@ pub fn html(pipeline: &Pipeline, report: &Report, params: &BTreeMap<String, Stri
 
     // The figures, one row per node that ran.
     let mut table = String::from(
-        "<table id=\"nodes\"><thead><tr><th>node</th><th>type</th><th>rows out</th><th>bytes out</th><th>compute ms</th><th>share</th><th>wall ms</th><th>spill</th><th>peak memory</th><th>partitions</th><th>max / median rows</th><th>operators</th></tr></thead><tbody>",
+        "<table id=\"nodes\"><thead><tr><th>node</th><th>type</th><th>rows in</th><th>rows out</th><th>bytes out</th><th>compute ms</th><th>share</th><th>wall ms</th><th>spill</th><th>peak memory</th><th>partitions</th><th>max / median rows</th><th>operators</th></tr></thead><tbody>",
     );
     for n in &pipeline.nodes {
         let Some(m) = report.nodes.get(&n.name) else { continue };
         let ratio = if m.partition_rows_median > 0 { format!("{:.1}", m.partition_rows_max as f64 / m.partition_rows_median as f64) } else if m.partition_rows_max > 0 { "∞".into() } else { "–".into() };
         let _ = write!(
             table,
-            "<tr data-node=\"{}\"><td>{}</td><td>{}</td><td class=\"num rows\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.0}%</td><td class=\"num\">{:.1}</td><td class=\"num spill\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} / {} ({ratio})</td><td class=\"ops\">{}</td></tr>",
+            "<tr data-node=\"{}\"><td>{}</td><td>{}</td><td class=\"num rows-in\">{}</td><td class=\"num rows\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.0}%</td><td class=\"num\">{:.1}</td><td class=\"num spill\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} / {} ({ratio})</td><td class=\"ops\">{}</td></tr>",
             esc(&n.name),
             esc(&n.name),
             match &m.join_strategy {
                 Some(why) => format!("{} <small class=\"strategy\">{}</small>", n.op.kind(), esc(why)),
                 None => n.op.kind().to_string(),
             },
+            m.rows_in.map_or("–".into(), thousands),
             thousands(m.rows_out),
             human_bytes(m.bytes_out),
             m.elapsed_ms,

@@ -727,6 +727,7 @@ async fn run_planned(
             Err(e) => eprintln!("warning: no metrics from the scheduler: {e}"),
         }
     }
+    crate::node_metrics::add_rows_in(pipeline, &mut nodes);
     let params = values.0.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     for r in &reports {
         tracing::info!(sink = %r.name, rows = r.rows, "sink committed");

@@ -52,6 +52,8 @@ fn row_counts_are_the_rows_each_node_produced() {
     let valid = "t.filter(c.and_(c.greater(t['amount'], 0), c.is_valid(t['customer_id'])))";
     assert_eq!(n["valid"].rows_out, pyarrow(csv, &format!("{valid}.num_rows")));
     assert_eq!(n["cleaned"].rows_out, n["valid"].rows_out);
+    // rows_in: what the inputs passed on (a source has none).
+    assert_eq!((n["transactions"].rows_in, n["valid"].rows_in, n["cleaned"].rows_in), (None, Some(n["transactions"].rows_out), Some(n["valid"].rows_out)));
     assert_eq!(n["deduped"].rows_out, pyarrow(csv, &format!("len(c.unique({valid}['transaction_id']))")));
     // Dedupe keeps each transaction's smallest amount (ties: earliest date), then groups.
     let groups = pyarrow(

@@ -425,6 +425,9 @@ pub fn nodes(jobs: &[JobStatus]) -> BTreeMap<String, NodeMetrics> {
                 }
                 if let Some(node) = &owner {
                     let m = per_job.entry(node.clone()).or_default();
+                    if m.join_strategy.is_none() {
+                        m.join_strategy = join_strategy(op);
+                    }
                     m.operators.push(op.name.clone());
                     m.elapsed_ms += op.compute_ns as f64 / 1e6;
                     m.spill_count += op.spill_count;
@@ -457,6 +460,7 @@ pub fn nodes(jobs: &[JobStatus]) -> BTreeMap<String, NodeMetrics> {
             if total.operators.is_empty() {
                 total.operators = m.operators;
             }
+            total.join_strategy = total.join_strategy.take().or(m.join_strategy);
         }
     }
     for m in out.values_mut() {
@@ -468,6 +472,19 @@ pub fn nodes(jobs: &[JobStatus]) -> BTreeMap<String, NodeMetrics> {
         m.elapsed_ms = (m.elapsed_ms * 1000.0).round() / 1000.0;
     }
     out
+}
+
+/// The strategy of a join operator as Ballista's planner chose it on the
+/// scheduler (Kiln's hints are not shipped to a cluster; SPEC §4's names).
+fn join_strategy(op: &OperatorStatus) -> Option<String> {
+    let strategy = match op.name.as_str() {
+        "HashJoinExec" if op.detail.contains("mode=CollectLeft") => "broadcast",
+        "HashJoinExec" => "shuffle",
+        "SortMergeJoinExec" => "sort_merge",
+        "NestedLoopJoinExec" | "CrossJoinExec" => "nested_loop",
+        _ => return None,
+    };
+    Some(format!("{strategy} (Ballista's planner: {})", op.name))
 }
 
 /// The stages of `jobs` as text (the report's plan of each sink on a cluster).
@@ -520,6 +537,17 @@ mod tests {
         assert_eq!(n["agg"].operators, ["AggregateExec", "ShuffleReaderExec", "ShuffleWriterExec", "RepartitionExec"]);
         // Two jobs computed each node: the rows of one, the time of both (4 operators, 1 ms each, twice).
         assert_eq!(n["agg"].elapsed_ms, 8.0);
+    }
+
+    #[test]
+    fn a_join_nodes_strategy_is_read_from_its_operator() {
+        let join = |name: &str, detail: &str| OperatorStatus { detail: detail.into(), ..op(2, name) };
+        let stage = |j: OperatorStatus| StageStatus { operators: vec![op(0, "ShuffleWriterExec"), marker(1, "j", vec![1]), j], ..Default::default() };
+        let strategy = |j| nodes(&[JobStatus { stages: vec![stage(j)], ..Default::default() }])["j"].join_strategy.clone();
+        assert_eq!(strategy(join("HashJoinExec", "HashJoinExec: mode=CollectLeft, join_type=Inner")).as_deref(), Some("broadcast (Ballista's planner: HashJoinExec)"));
+        assert_eq!(strategy(join("HashJoinExec", "HashJoinExec: mode=Partitioned, join_type=Left")).as_deref(), Some("shuffle (Ballista's planner: HashJoinExec)"));
+        assert_eq!(strategy(join("SortMergeJoinExec", "SortMergeJoinExec: join_type=Inner")).as_deref(), Some("sort_merge (Ballista's planner: SortMergeJoinExec)"));
+        assert_eq!(strategy(join("ProjectionExec", "ProjectionExec: expr=[]")), None);
     }
 
     #[test]
