@@ -118,6 +118,9 @@ fn register(state: &mut SessionState, pipeline: &Pipeline) -> Result<()> {
     for f in functions(pipeline) {
         state.register_udf(f)?;
     }
+    for w in crate::functions::window_udfs() {
+        state.register_udwf(w)?;
+    }
     Ok(())
 }
 
@@ -134,6 +137,9 @@ pub async fn context(pipeline: &Pipeline, cluster: &Cluster, opts: &SessionOptio
     // Making the state a Ballista client resets its function list.
     for f in functions(pipeline) {
         ctx.register_udf((*f).clone());
+    }
+    for w in crate::functions::window_udfs() {
+        ctx.register_udwf((*w).clone());
     }
     Ok(ctx)
 }
@@ -253,6 +259,9 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Opt
         for f in &funcs {
             state.register_udf(f.clone())?;
         }
+        for w in crate::functions::window_udfs() {
+            state.register_udwf(w)?;
+        }
         Ok(state)
     });
     let config = SchedulerConfig {
@@ -353,6 +362,9 @@ pub async fn executor(pipeline: &Pipeline, opts: &ExecutorOptions) -> Result<()>
     let mut registry = ballista_core::registry::BallistaFunctionRegistry::default();
     for f in functions(pipeline) {
         registry.scalar_functions.insert(f.name().to_string(), f);
+    }
+    for w in crate::functions::window_udfs() {
+        registry.window_functions.insert(w.name().to_string(), w);
     }
     let slots = opts.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let auth = auth::current();

@@ -24,7 +24,7 @@
 //! its stage, the partitions done and the rows shuffled so far:
 //!
 //! ```text
-//! etl: 8.1 s · by_category stage 2 of 3, 5/8 partitions, 1,204,331 rows shuffled
+//! etl: 8.1 s · by_category stage 2 of 3, 5/8 partitions, 1,204,331 rows (61.2 MB) shuffled
 //! ```
 
 use std::io::{IsTerminal, Write};

@@ -359,7 +359,8 @@ pub fn progress(jobs: &[JobStatus], prefix: &str) -> String {
         let what = job.job_name.strip_prefix(prefix).unwrap_or(&job.job_name);
         let total = job.stages.len();
         let done = job.stages.iter().filter(|s| s.state == "successful").count();
-        let rows: u64 = job.stages.iter().filter(|s| s.state == "successful" || s.state == "running").map(|s| s.rows_out).sum();
+        let written = job.stages.iter().filter(|s| s.state == "successful" || s.state == "running");
+        let (rows, bytes): (u64, u64) = written.fold((0, 0), |(r, b), s| (r + s.rows_out, b + s.bytes_out));
         let state = match job.status.as_str() {
             "successful" => "done".to_string(),
             "failed" => "failed".to_string(),
@@ -371,7 +372,7 @@ pub fn progress(jobs: &[JobStatus], prefix: &str) -> String {
         };
         line.push_str(&format!(" · {what} {state}"));
         if rows > 0 {
-            line.push_str(&format!(", {} rows shuffled", crate::report::thousands(rows)));
+            line.push_str(&format!(", {} rows ({}) shuffled", crate::report::thousands(rows), crate::report::human_bytes(bytes)));
         }
     }
     line
@@ -552,12 +553,12 @@ mod tests {
 
     #[test]
     fn the_progress_names_each_jobs_stage_and_partitions() {
-        let stage = |id, state: &str, done, rows| StageStatus { stage_id: id, state: state.into(), partitions: 4, partitions_done: done, rows_out: rows, ..Default::default() };
+        let stage = |id, state: &str, done, rows: u64| StageStatus { stage_id: id, state: state.into(), partitions: 4, partitions_done: done, rows_out: rows, bytes_out: rows * 1024, ..Default::default() };
         let jobs = vec![
             JobStatus { job_name: "kiln/etl/r1/a".into(), status: "successful".into(), stages: vec![stage(1, "successful", 4, 10)], ..Default::default() },
             JobStatus { job_name: "kiln/etl/r1/b".into(), status: "running".into(), stages: vec![stage(1, "successful", 4, 1500), stage(2, "running", 3, 0), stage(3, "pending", 0, 0)], ..Default::default() },
         ];
-        assert_eq!(progress(&jobs, "kiln/etl/r1/"), " · a done, 10 rows shuffled · b stage 2 of 3, 3/4 partitions, 1,500 rows shuffled");
+        assert_eq!(progress(&jobs, "kiln/etl/r1/"), " · a done, 10 rows (10.0 KB) shuffled · b stage 2 of 3, 3/4 partitions, 1,500 rows (1.5 MB) shuffled");
         assert_eq!(encode("kiln/a b&c"), "kiln/a%20b%26c");
     }
 }

@@ -5,6 +5,7 @@
 //! it, and every session (local, and later Ballista scheduler and executors)
 //! installs the same set, so a name always means the same function.
 
+pub mod running_sum;
 mod spark;
 mod to_date;
 
@@ -34,6 +35,11 @@ pub fn kiln_udfs() -> Vec<Arc<ScalarUDF>> {
     USER_UDFS.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// Kiln's window functions that plans may name (a scheduler and executors decode them by name).
+pub fn window_udfs() -> Vec<Arc<datafusion::logical_expr::WindowUDF>> {
+    vec![running_sum::udwf()]
+}
+
 /// A session state holding DataFusion's built-in functions plus Kiln's.
 /// It is only a registry: nothing is executed through it.
 pub fn registry() -> Arc<SessionState> {
@@ -60,6 +66,9 @@ pub fn install(state: &mut SessionState) {
         }
     }
     spark::install(state);
+    for udwf in window_udfs() {
+        let _ = state.register_udwf(udwf);
+    }
     for udf in kiln_udfs() {
         // Registering returns the function it replaced, if any; there is none to keep.
         let _ = state.register_udf(udf);
