@@ -7,10 +7,14 @@
 //! compacted (the best rows copied into one batch) when mostly dead. Cost: one
 //! hash lookup per row, no sort. When keys are nearly unique (a dedupe of
 //! mostly distinct ids) a table holds one entry per row and sorting is cheaper
-//! in memory, so after [`PROBE_ROWS`] rows with more than one key per
-//! [`MIN_ROWS_PER_KEY`] rows the stream hands what it holds plus the rest of
+//! in memory, so the first [`PROBE_ROWS`] rows only have their keys' hashes
+//! counted (the batches are kept): with more than one key per
+//! [`MIN_ROWS_PER_KEY`] rows the stream hands those batches plus the rest of
 //! the input to DataFusion's `SortExec` (which spills under a memory limit),
-//! then takes the sorted pass. The table and the batches it retains are
+//! then takes the sorted pass; otherwise the table is built from the kept
+//! batches and goes on. (Building the table during the probe made a nearly
+//! unique dedupe pay two allocations per row for nothing: at 1M rows the probe
+//! is half the input.) The table and the batches it retains are
 //! reserved from the session's memory pool; when the pool refuses more (a
 //! `memory_limit`), the stream falls back to sorting the same way, and the sort
 //! spills to disk.
@@ -86,44 +90,67 @@ async fn best_rows_probing(
     let (mut retained, mut seen) = (0usize, 0usize);
     let reservation = MemoryConsumer::new("FirstPerKeyExec[hashed]").with_can_spill(true).register(context.memory_pool());
     let (mut table_bytes, mut batch_bytes) = (0usize, 0usize);
-    while let Some(batch) = input.next().await {
-        let batch = batch?;
-        let n = batch.num_rows();
-        if n == 0 {
-            continue;
+    // While probing, only the keys' hashes are counted (no table, no allocation
+    // per row): nearly unique keys then go to the sort having cost one hash per
+    // row, and repeating keys get their table built from the retained batches.
+    let hashes = ahash::RandomState::new();
+    let mut probe: Option<std::collections::HashSet<u64, ahash::RandomState>> = Some(Default::default());
+    loop {
+        let batch = match input.next().await {
+            Some(batch) => Some(batch?),
+            None => None,
+        };
+        if let (Some(distinct), Some(batch)) = (probe.as_mut(), &batch) {
+            let n = batch.num_rows();
+            let key_rows = key_conv.convert_columns(&evaluate(&keys, batch)?)?;
+            for i in 0..n {
+                distinct.insert(hashes.hash_one(key_rows.row(i).as_ref()));
+            }
+            batch_bytes += batch.get_array_memory_size();
+            batches.push(batch.clone());
+            seen += n;
         }
-        let key_rows = key_conv.convert_columns(&evaluate(&keys, &batch)?)?;
-        let order_rows = order_conv.convert_columns(&order.iter().map(|o| o.expr.evaluate(&batch)?.into_array(n)).collect::<Result<Vec<_>>>()?)?;
-        let b = batches.len() as u32;
-        for i in 0..n {
-            let (k, o) = (key_rows.row(i), order_rows.row(i));
-            match table.get_mut(k.as_ref()) {
-                Some(best) if o.as_ref() < &*best.order => {
-                    table_bytes = table_bytes + o.as_ref().len() - best.order.len();
-                    *best = Best { order: o.as_ref().into(), batch: b, row: i as u32 };
-                }
-                Some(_) => {}
-                None => {
-                    table_bytes += k.as_ref().len() + o.as_ref().len() + ENTRY_BYTES;
-                    table.insert(k.as_ref().into(), Best { order: o.as_ref().into(), batch: b, row: i as u32 });
-                }
+        if let Some(distinct) = &probe {
+            // The pool refusing what is held is a reason to sort too: the sort spills.
+            let refused = reservation.try_resize(distinct.len() * 16 + batch_bytes).is_err();
+            let decided = refused || batch.is_none() || seen >= probe_rows;
+            if !decided {
+                continue;
+            }
+            if refused || distinct.len() * MIN_ROWS_PER_KEY > seen {
+                // Nearly unique keys: sort instead (what was read, then the rest).
+                reservation.free();
+                let held = futures::stream::iter(std::mem::take(&mut batches).into_iter().map(Ok));
+                let all: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), held.chain(input)));
+                return sorted(all, &keys, &order, context).map(Outcome::Sorted);
+            }
+            probe = None;
+            for (b, held) in batches.iter().enumerate() {
+                insert(&mut table, &mut table_bytes, held, b as u32, &keys, &order, &key_conv, &order_conv)?;
+            }
+            retained = seen;
+        } else if let Some(batch) = &batch {
+            let n = batch.num_rows();
+            if n == 0 {
+                continue;
+            }
+            insert(&mut table, &mut table_bytes, batch, batches.len() as u32, &keys, &order, &key_conv, &order_conv)?;
+            batch_bytes += batch.get_array_memory_size();
+            batches.push(batch.clone());
+            retained += n;
+            if reservation.try_resize(table_bytes + batch_bytes).is_err() {
+                // The pool refuses the table: sort the winners so far and the rest (the sort spills).
+                let winners = compact(&schema, &batches, &mut table)?;
+                drop(table);
+                drop(batches);
+                reservation.free();
+                let all = futures::stream::once(async move { Ok(winners) }).chain(input);
+                let all: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), all));
+                return sorted(all, &keys, &order, context).map(Outcome::Sorted);
             }
         }
-        batch_bytes += batch.get_array_memory_size();
-        batches.push(batch);
-        retained += n;
-        seen += n;
-        // The pool refusing the table is a reason to sort too: the sort spills.
-        let refused = reservation.try_resize(table_bytes + batch_bytes).is_err();
-        if refused || (seen >= probe_rows && table.len() * MIN_ROWS_PER_KEY > seen) {
-            // Nearly unique keys: sort instead (the winners so far, then everything else).
-            let winners = compact(&schema, &batches, &mut table)?;
-            drop(table);
-            drop(batches);
-            reservation.free();
-            let all = futures::stream::once(async move { Ok(winners) }).chain(input);
-            let all: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), all));
-            return sorted(all, &keys, &order, context).map(Outcome::Sorted);
+        if batch.is_none() {
+            break;
         }
         if retained > 2 * table.len() + 4 * batch_size {
             batches = vec![compact(&schema, &batches, &mut table)?];
@@ -133,6 +160,38 @@ async fn best_rows_probing(
     }
     let winners = compact(&schema, &batches, &mut table)?;
     Ok(Outcome::Rows(split(winners, batch_size)))
+}
+
+/// Offers every row of `batch` (retained as batch `b`) to the table, counting its bytes in `table_bytes`.
+#[allow(clippy::too_many_arguments)]
+fn insert(
+    table: &mut HashMap<Box<[u8]>, Best>,
+    table_bytes: &mut usize,
+    batch: &RecordBatch,
+    b: u32,
+    keys: &[Arc<dyn PhysicalExpr>],
+    order: &[PhysicalSortExpr],
+    key_conv: &RowConverter,
+    order_conv: &RowConverter,
+) -> Result<()> {
+    let n = batch.num_rows();
+    let key_rows = key_conv.convert_columns(&evaluate(keys, batch)?)?;
+    let order_rows = order_conv.convert_columns(&order.iter().map(|o| o.expr.evaluate(batch)?.into_array(n)).collect::<Result<Vec<_>>>()?)?;
+    for i in 0..n {
+        let (k, o) = (key_rows.row(i), order_rows.row(i));
+        match table.get_mut(k.as_ref()) {
+            Some(best) if o.as_ref() < &*best.order => {
+                *table_bytes = *table_bytes + o.as_ref().len() - best.order.len();
+                *best = Best { order: o.as_ref().into(), batch: b, row: i as u32 };
+            }
+            Some(_) => {}
+            None => {
+                *table_bytes += k.as_ref().len() + o.as_ref().len() + ENTRY_BYTES;
+                table.insert(k.as_ref().into(), Best { order: o.as_ref().into(), batch: b, row: i as u32 });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
