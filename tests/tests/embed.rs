@@ -10,6 +10,11 @@ use std::process::Command;
 
 use kiln_tests::{Cell, read_expected_csv, read_parquet_rows, repo_root, sorted};
 
+/// Held by each test that runs cargo: the compile-fail test adds a crate to the
+/// workspace's `generated/*` and removes it, and a cargo run meanwhile fails to
+/// load the half-written (or half-removed) member (CI saw it).
+static CARGO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(repo_root());
@@ -37,6 +42,7 @@ fn canonical(rows: Vec<kiln_tests::Row>) -> Vec<kiln_tests::Row> {
 
 #[test]
 fn embedded_pipelines_match_duckdb() {
+    let _cargo = CARGO.lock().unwrap_or_else(|e| e.into_inner());
     let status = cargo().args(["build", "-p", "kiln-example-embed"]).status().unwrap();
     assert!(status.success(), "the example crate builds");
     let out = tempfile::tempdir().unwrap();
@@ -61,6 +67,7 @@ fn embedded_pipelines_match_duckdb() {
 
 #[test]
 fn a_bad_spec_in_include_pipeline_fails_the_build_at_its_line() {
+    let _cargo = CARGO.lock().unwrap_or_else(|e| e.into_inner());
     // A crate of generated/ (a workspace member, git-ignored), so it shares the target directory.
     let dir = repo_root().join("generated/compile_fail_include");
     std::fs::create_dir_all(dir.join("src")).unwrap();

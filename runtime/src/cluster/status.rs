@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use axum::response::IntoResponse;
 use ballista_scheduler::cluster::JobState;
 use ballista_scheduler::scheduler_server::SchedulerServer;
 use ballista_scheduler::state::execution_graph::ExecutionGraphBox;
@@ -140,8 +141,6 @@ pub fn router(server: Server, jobs: Arc<dyn JobState>) -> axum::Router {
     });
     routes.routes().into_axum_router().route(PATH, status)
 }
-
-use axum::response::IntoResponse;
 
 /// Every job whose name starts with `prefix`, oldest first.
 async fn jobs_named(server: &Server, jobs: &dyn JobState, prefix: &str) -> Result<Vec<JobStatus>> {
@@ -342,7 +341,7 @@ fn encode(text: &str) -> String {
     out
 }
 
-/// The job name of sink `sink` (or of the quality checks) in this run.
+/// The job name of a sink (`part` = its name) or of the quality checks (`quality`) in this run.
 pub fn job_name(pipeline: &str, part: &str) -> String {
     format!("{}{part}", run_prefix(pipeline))
 }
@@ -488,7 +487,7 @@ fn join_strategy(op: &OperatorStatus) -> Option<String> {
     Some(format!("{strategy} (Ballista's planner: {})", op.name))
 }
 
-/// The stages of `jobs` as text (the report's plan of each sink on a cluster).
+/// A job's stages as text, each operator with its metrics (the report's plan of a sink on a cluster).
 pub fn plan_text(job: &JobStatus) -> String {
     let mut text = String::new();
     for stage in &job.stages {
