@@ -473,6 +473,19 @@ pub struct NodeMetrics {
     pub join_strategy: Option<String>,
 }
 
+impl NodeMetrics {
+    /// The partition counts' summary (count, max, lower median) and the compute
+    /// time rounded to microseconds, once `partition_rows` and `elapsed_ms` are summed.
+    pub(crate) fn finish(&mut self) {
+        self.partitions = self.partition_rows.len();
+        let mut sorted = self.partition_rows.clone();
+        sorted.sort_unstable();
+        self.partition_rows_max = sorted.last().copied().unwrap_or(0);
+        self.partition_rows_median = if sorted.is_empty() { 0 } else { sorted[(sorted.len() - 1) / 2] };
+        self.elapsed_ms = (self.elapsed_ms * 1000.0).round() / 1000.0;
+    }
+}
+
 /// The segment under a marker as it is now (its operators' metrics so far).
 fn snapshot(plan: &Arc<dyn ExecutionPlan>, with_text: bool) -> Segment {
     let mut operators = Vec::new();
@@ -550,12 +563,7 @@ pub fn collect(registry: &Registry) -> BTreeMap<String, NodeMetrics> {
         if let Some((Some(s), Some(e))) = spans.get(node) {
             m.wall_ms = (e - s).max(0) as f64 / 1e6;
         }
-        m.partitions = m.partition_rows.len();
-        let mut sorted = m.partition_rows.clone();
-        sorted.sort_unstable();
-        m.partition_rows_max = sorted.last().copied().unwrap_or(0);
-        m.partition_rows_median = if sorted.is_empty() { 0 } else { sorted[(sorted.len() - 1) / 2] };
-        m.elapsed_ms = (m.elapsed_ms * 1000.0).round() / 1000.0;
+        m.finish();
     }
     out
 }

@@ -51,7 +51,7 @@ pub struct Ticker {
 impl Ticker {
     /// `sources`: every source's node and local Parquet path, when all are (for the estimate).
     pub fn start(name: String, registry: Arc<Registry>, started: Instant, sources: Option<Vec<(String, std::path::PathBuf)>>) -> Ticker {
-        let every = std::env::var("KILN_PROGRESS_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(250u64);
+        let every = interval_ms(250);
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         // Rows per source node, from the footers (None until read, or when unknown).
         let totals: Arc<std::sync::Mutex<Option<Vec<(String, u64)>>>> = Arc::default();
@@ -75,11 +75,9 @@ impl Ticker {
                     let read: u64 = totals.iter().map(|(node, t)| registry.node_rows(node).min(*t)).sum();
                     line.push_str(&estimate(elapsed, read, total));
                 }
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[2K{}", crate::redact::text(&line));
-                let _ = err.flush();
+                show(&line);
             };
-            let mut interval = tokio::time::interval(Duration::from_millis(every.max(10)));
+            let mut interval = tokio::time::interval(Duration::from_millis(every));
             interval.tick().await;
             loop {
                 tokio::select! {
@@ -90,9 +88,7 @@ impl Ticker {
             // The final counts, drawn once before the line is erased (a terminal
             // recording shows where the run ended, however short it was).
             draw();
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
+            show("");
         });
         Ticker { stop: Some(stop), task: Some(task) }
     }
@@ -100,17 +96,12 @@ impl Ticker {
     /// A cluster run's line: each job's stage and partitions, as the scheduler
     /// reports them (`cluster::status`), asked once a second (`KILN_PROGRESS_MS`).
     pub fn cluster(name: String, client: crate::cluster::status::Client, prefix: String, started: Instant) -> Ticker {
-        let every = std::env::var("KILN_PROGRESS_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000u64);
+        let every = interval_ms(1000);
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut jobs = Vec::new();
-            let draw = |jobs: &[crate::cluster::status::JobStatus]| {
-                let line = format!("{name}: {:.1} s{}", started.elapsed().as_secs_f64(), crate::cluster::status::progress(jobs, &prefix));
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[2K{}", crate::redact::text(&line));
-                let _ = err.flush();
-            };
-            let mut interval = tokio::time::interval(Duration::from_millis(every.max(10)));
+            let draw = |jobs: &[crate::cluster::status::JobStatus]| show(&format!("{name}: {:.1} s{}", started.elapsed().as_secs_f64(), crate::cluster::status::progress(jobs, &prefix)));
+            let mut interval = tokio::time::interval(Duration::from_millis(every));
             interval.tick().await;
             loop {
                 tokio::select! {
@@ -128,9 +119,7 @@ impl Ticker {
                 jobs = now;
             }
             draw(&jobs);
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
+            show("");
         });
         Ticker { stop: Some(stop), task: Some(task) }
     }
@@ -144,6 +133,18 @@ impl Ticker {
             let _ = task.await;
         }
     }
+}
+
+/// Milliseconds between redraws: `KILN_PROGRESS_MS`, else `default` (at least 10).
+fn interval_ms(default: u64) -> u64 {
+    std::env::var("KILN_PROGRESS_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(default).max(10)
+}
+
+/// Replaces the line on stderr with `line` (redacted; empty erases it).
+fn show(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K{}", crate::redact::text(line));
+    let _ = err.flush();
 }
 
 /// The line's estimate: ` · ~N s left (sources P%)`, ` · sources read`, or

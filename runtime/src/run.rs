@@ -595,7 +595,7 @@ async fn run_planned(
         Some(crate::cluster::Cluster::Remote(addr)) if opts.progress || opts.node_metrics => match crate::cluster::status::Client::connect(addr).await {
             Ok(client) => Some(client),
             Err(e) => {
-                eprintln!("warning: no progress or metrics from the scheduler: {e}");
+                eprintln!("warning: no progress or metrics from the scheduler: {}", crate::redact::text(&e.to_string()));
                 None
             }
         },
@@ -724,7 +724,7 @@ async fn run_planned(
                 plans = jobs.iter().map(|j| (j.job_name.strip_prefix(&prefix).unwrap_or(&j.job_name).to_string(), crate::cluster::status::plan_text(j))).collect();
                 cluster_jobs = jobs;
             }
-            Err(e) => eprintln!("warning: no metrics from the scheduler: {e}"),
+            Err(e) => eprintln!("warning: no metrics from the scheduler: {}", crate::redact::text(&e.to_string())),
         }
     }
     crate::node_metrics::add_rows_in(pipeline, &mut nodes);

@@ -124,6 +124,13 @@ fn a_cluster_run_has_node_metrics_stage_progress_and_scheduler_metrics() {
         let per_partition: u64 = c["nodes"][name]["partition_rows"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap()).sum();
         assert_eq!(per_partition, rows(&c, name), "node {name}");
     }
+    // SPEC §10: "a `nodes` object keyed by node name, each with at least `rows_out`, `elapsed_ms`,
+    // `spill_bytes`, `partition_rows_max`, `partition_rows_median`".
+    for (name, node) in c["nodes"].as_object().unwrap() {
+        for key in ["rows_out", "elapsed_ms", "spill_bytes", "partition_rows_max", "partition_rows_median"] {
+            assert!(node[key].is_number(), "node {name} lacks {key}: {node:#}");
+        }
+    }
     let written: usize = kiln_tests::parquet_outputs(&out).iter().map(|(_, rows)| rows.len()).sum();
     assert_eq!((c["sinks"][0]["rows"].as_u64(), rows(&c, "customer_category")), (Some(written as u64), written as u64));
     assert!(c["nodes"]["transactions"]["elapsed_ms"].as_f64().unwrap() > 0.0, "{c:#}");

@@ -24,16 +24,22 @@ fn etl_plans_round_trip_through_datafusion_proto() {
     });
 }
 
+/// specs/broadcast_join.toml's node plans, and the local session that planned them.
+async fn broadcast_join_plans() -> (datafusion::prelude::SessionContext, std::collections::HashMap<String, datafusion::logical_expr::LogicalPlan>) {
+    let text = std::fs::read_to_string(repo_root().join("specs/broadcast_join.toml")).unwrap();
+    let p = pipeline(&text.replace("default = \"data\"", "default = \"specs/data\""));
+    let values = kiln::params::resolve(&p.params, &[], |_| None).unwrap();
+    let ctx = kiln::session::context(&Default::default()).unwrap();
+    let plans = kiln::run::node_plans(&p, &ctx, &values).await.unwrap();
+    (ctx, plans)
+}
+
 /// Joins carry their strategy hint through datafusion-proto with Kiln's codec.
 #[test]
 fn join_hints_round_trip_with_kilns_codec() {
-    let text = std::fs::read_to_string(repo_root().join("specs/broadcast_join.toml")).unwrap();
-    let p = pipeline(&text.replace("default = \"data\"", "default = \"specs/data\""));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let values = kiln::params::resolve(&p.params, &[], |_| None).unwrap();
-        let ctx = kiln::session::context(&Default::default()).unwrap();
-        let plans = kiln::run::node_plans(&p, &ctx, &values).await.unwrap();
+        let (ctx, plans) = broadcast_join_plans().await;
         let plan = &plans["enriched"];
         assert!(format!("{}", plan.display_indent()).contains("JoinHint: broadcast"));
         let codec = kiln::codec::KilnLogicalCodec::default();
@@ -47,13 +53,9 @@ fn join_hints_round_trip_with_kilns_codec() {
 /// (logical) and the executors (physical) with Kiln's codecs, node and sink intact.
 #[test]
 fn node_markers_round_trip_with_kilns_codecs() {
-    let text = std::fs::read_to_string(repo_root().join("specs/broadcast_join.toml")).unwrap();
-    let p = pipeline(&text.replace("default = \"data\"", "default = \"specs/data\""));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let values = kiln::params::resolve(&p.params, &[], |_| None).unwrap();
-        let ctx = kiln::session::context(&Default::default()).unwrap();
-        let plans = kiln::run::node_plans(&p, &ctx, &values).await.unwrap();
+        let (ctx, plans) = broadcast_join_plans().await;
         let plan = kiln::node_metrics::mark_top("enriched", "out", kiln::node_metrics::mark("enriched", plans["enriched"].clone()));
         let codec = kiln::codec::KilnLogicalCodec::default();
         let bytes = datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(&plan, &codec).unwrap();

@@ -222,14 +222,12 @@ fn stage_status(stage: &ExecutionStage) -> StageStatus {
     preorder(plan, 0, &mut plans);
     // Ballista keeps one combined metrics set per operator that has metrics, in
     // the same order (`ballista_core::utils::collect_plan_metrics`).
-    let measured = plans.iter().filter(|(_, op)| op.metrics().is_some()).count();
-    let mut metrics = metrics.filter(|m| m.len() == measured).map(|m| m.iter());
+    let measured: Vec<bool> = plans.iter().map(|(_, op)| op.metrics().is_some()).collect();
+    let mut metrics = metrics.filter(|m| m.len() == measured.iter().filter(|&&m| m).count()).map(|m| m.iter());
     out.operators = plans
         .iter()
-        .map(|(depth, op)| {
-            let set = if op.metrics().is_some() { metrics.as_mut().and_then(|m| m.next()) } else { None };
-            operator_status(*depth, op, set)
-        })
+        .zip(measured)
+        .map(|((depth, op), measured)| operator_status(*depth, op, if measured { metrics.as_mut().and_then(|m| m.next()) } else { None }))
         .collect();
     out
 }
@@ -463,14 +461,7 @@ pub fn nodes(jobs: &[JobStatus]) -> BTreeMap<String, NodeMetrics> {
             total.join_strategy = total.join_strategy.take().or(m.join_strategy);
         }
     }
-    for m in out.values_mut() {
-        m.partitions = m.partition_rows.len();
-        let mut sorted = m.partition_rows.clone();
-        sorted.sort_unstable();
-        m.partition_rows_max = sorted.last().copied().unwrap_or(0);
-        m.partition_rows_median = if sorted.is_empty() { 0 } else { sorted[(sorted.len() - 1) / 2] };
-        m.elapsed_ms = (m.elapsed_ms * 1000.0).round() / 1000.0;
-    }
+    out.values_mut().for_each(NodeMetrics::finish);
     out
 }
 

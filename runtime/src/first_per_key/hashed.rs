@@ -120,9 +120,7 @@ async fn best_rows_probing(
             if refused || distinct.len() * MIN_ROWS_PER_KEY > seen {
                 // Nearly unique keys: sort instead (what was read, then the rest).
                 reservation.free();
-                let held = futures::stream::iter(std::mem::take(&mut batches).into_iter().map(Ok));
-                let all: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), held.chain(input)));
-                return sorted(all, &keys, &order, context).map(Outcome::Sorted);
+                return sort_all(std::mem::take(&mut batches), input, &keys, &order, context);
             }
             probe = None;
             for (b, held) in batches.iter().enumerate() {
@@ -144,9 +142,7 @@ async fn best_rows_probing(
                 drop(table);
                 drop(batches);
                 reservation.free();
-                let all = futures::stream::once(async move { Ok(winners) }).chain(input);
-                let all: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), all));
-                return sorted(all, &keys, &order, context).map(Outcome::Sorted);
+                return sort_all(vec![winners], input, &keys, &order, context);
             }
         }
         if batch.is_none() {
@@ -211,6 +207,13 @@ fn compact(schema: &SchemaRef, batches: &[RecordBatch], table: &mut HashMap<Box<
         best.row = i as u32;
     }
     Ok(out)
+}
+
+/// `held` then the rest of `input`, sorted ([`sorted`]).
+fn sort_all(held: Vec<RecordBatch>, input: SendableRecordBatchStream, keys: &[Arc<dyn PhysicalExpr>], order: &[PhysicalSortExpr], context: Arc<TaskContext>) -> Result<Outcome> {
+    let schema = input.schema();
+    let all = futures::stream::iter(held.into_iter().map(Ok)).chain(input);
+    sorted(Box::pin(RecordBatchStreamAdapter::new(schema, all)), keys, order, context).map(Outcome::Sorted)
 }
 
 /// `input` sorted by keys then order, by DataFusion's `SortExec`.
