@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Fails when `cargo build -p kiln-compiler` (README's first command, and every job crate, which
-builds only the runtime) and the workspace's `cargo test` would compile DataFusion differently.
+"""Fails when `cargo build -p kiln-compiler` (README's first command), a job crate (which builds
+only the runtime, with the optional features its spec uses) and the workspace's `cargo test`
+would compile DataFusion differently.
 
 Cargo hashes a unit from its package, features, profile and the hashes of its dependencies,
 build scripts and proc-macros included. This reads both unit graphs (`--unit-graph`, unstable,
@@ -33,7 +34,10 @@ def main():
     wide, wide_key = unit_graph("test", "--workspace", "--no-run")
     have = {wide_key(i) for i in range(len(wide))}
     bad = 0
-    for build in (["build", "-p", "kiln-compiler"], ["build", "-p", "kiln-runtime"]):
+    # A job crate builds the runtime with only the optional features its spec uses.
+    lean = ["build", "-p", "kiln-runtime", "--no-default-features"]
+    for build in (["build", "-p", "kiln-compiler"], ["build", "-p", "kiln-runtime"], lean,
+                  lean + ["--features", "delta"], lean + ["--features", "kafka"]):
         units, key = unit_graph(*build)
         differ = [i for i in range(len(units)) if key(i) not in have
                   and not units[i]["pkg_id"].startswith("path+")]

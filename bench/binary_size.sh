@@ -5,7 +5,7 @@
 # the first path segment of each demangled name; generic code instantiated from core
 # and alloc counts as theirs).
 #
-#   bench/binary_size.sh                       # the guide's five jobs + clickstream
+#   bench/binary_size.sh                       # the guide's five jobs + clickstream, a Delta and a Kafka job
 #   bench/binary_size.sh specs/etl.toml
 #
 # Results: bench/results/binary-size.md
@@ -13,7 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kiln/target}
 specs=("$@")
-[ ${#specs[@]} -gt 0 ] || specs=(specs/etl.toml specs/broadcast_join.toml specs/skew_join.toml specs/windows.toml specs/quality.toml specs/clickstream.toml)
+# The guide's jobs, then one with Delta tables and one with a Kafka source: a job links the
+# runtime's optional parts (features `delta`, `kafka`) only when its spec uses them.
+[ ${#specs[@]} -gt 0 ] || specs=(specs/etl.toml specs/broadcast_join.toml specs/skew_join.toml specs/windows.toml specs/quality.toml specs/clickstream.toml tests/delta/cluster.toml tests/streaming/kafka_clicks.toml)
 cargo build -q -p kiln-compiler
 KILN=$CARGO_TARGET_DIR/debug/kiln
 tmp=$(mktemp -d)
@@ -22,8 +24,8 @@ out=bench/results/binary-size.md
 {
   echo "# Release binary sizes ($(date -u +%Y-%m-%d), rustc $(rustc --version | cut -d' ' -f2), kiln $(git rev-parse --short HEAD))"
   echo
-  echo "| job | binary MiB | stripped MiB |"
-  echo "|---|---:|---:|"
+  echo "| job | runtime features | binary MiB | stripped MiB |"
+  echo "|---|---|---:|---:|"
 } > "$out"
 first=
 for spec in "${specs[@]}"; do
@@ -31,7 +33,8 @@ for spec in "${specs[@]}"; do
   name=$(basename "$bin")
   cp "$bin" "$tmp/$name"
   strip "$tmp/$name"
-  printf '| %s | %.1f | %.1f |\n' "$name" "$(echo "$(stat -c %s "$bin") / 1048576" | bc -l)" "$(echo "$(stat -c %s "$tmp/$name") / 1048576" | bc -l)" >> "$out"
+  features=$(grep -o 'features = \[[^]]*\]' "generated/$name/Cargo.toml" | sed 's/features = \[//; s/\]//; s/"//g' || true)
+  printf '| %s | %s | %.1f | %.1f |\n' "$name" "${features:-none}" "$(echo "$(stat -c %s "$bin") / 1048576" | bc -l)" "$(echo "$(stat -c %s "$tmp/$name") / 1048576" | bc -l)" >> "$out"
   [ -n "$first" ] || first=$bin
 done
 {

@@ -35,6 +35,7 @@ use crate::session::SessionOptions;
 use crate::{Error, Result};
 
 pub mod auth;
+pub mod planner;
 pub mod prom;
 pub mod status;
 
@@ -90,7 +91,7 @@ fn state(pipeline: &Pipeline, opts: &SessionOptions, cluster: &Cluster) -> Resul
         .with_runtime_env(storage_runtime()?)
         .with_default_features()
         .with_physical_optimizer_rules(physical_rules())
-        .with_query_planner(Arc::new(crate::sinks::delta_write::SchedulerPlanner))
+        .with_query_planner(Arc::new(planner::SchedulerPlanner))
         .build();
     register(&mut state, pipeline)?;
     Ok(state)
@@ -254,7 +255,7 @@ pub async fn scheduler(pipeline: &Pipeline, bind: SocketAddr, external_host: Opt
             .with_runtime_env(storage_runtime()?)
             .with_physical_optimizer_rules(physical_rules())
             // Delta sinks written by the executors (`sinks::delta_write`).
-            .with_query_planner(Arc::new(crate::sinks::delta_write::SchedulerPlanner))
+            .with_query_planner(Arc::new(planner::SchedulerPlanner))
             .build();
         for f in &funcs {
             state.register_udf(f.clone())?;

@@ -12,6 +12,7 @@ use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 
 use crate::join_strategy::{Hint, JoinHint};
+#[cfg(feature = "delta")]
 use crate::sinks::delta_write::{DeltaWrite, DeltaWriteExec};
 use crate::sinks::files_write::{FilesWrite, FilesWriteExec};
 use crate::sources::orc::{OrcTable, OrcTableSpec};
@@ -39,6 +40,13 @@ fn internal(e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Internal(e.to_string())
 }
 
+/// A Delta node sent to a process built without Delta support (a cluster running another
+/// build of the pipeline than the client's).
+#[cfg(not(feature = "delta"))]
+fn without_delta(_: impl Sized, _: &[u8]) -> DataFusionError {
+    DataFusionError::External(Box::new(crate::unbuilt::missing("delta", "a Delta table in the plan")))
+}
+
 /// Kiln's logical nodes and tables (join hints, Delta writes; ORC, PostgreSQL and Delta tables) on
 /// top of Ballista's codec, which handles the rest (file formats of sinks, its
 /// own nodes): the client encodes with it, the scheduler decodes with it.
@@ -56,8 +64,10 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
             _ => {
                 if let Some(spec) = buf.strip_prefix(DELTA_WRITE) {
                     let [input] = inputs else { return exec_err!("a Delta write has one input") };
-                    let spec = serde_json::from_slice(spec).map_err(internal)?;
-                    return Ok(Extension { node: Arc::new(DeltaWrite::new(input.clone(), spec)?) });
+                    #[cfg(feature = "delta")]
+                    return Ok(Extension { node: Arc::new(DeltaWrite::new(input.clone(), serde_json::from_slice(spec).map_err(internal)?)?) });
+                    #[cfg(not(feature = "delta"))]
+                    return Err(without_delta(input, spec));
                 }
                 if buf == FILES_WRITE {
                     let [input] = inputs else { return exec_err!("a files write has one input") };
@@ -85,6 +95,7 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
             buf.extend_from_slice(FILES_WRITE);
             return Ok(());
         }
+        #[cfg(feature = "delta")]
         if let Some(w) = node.node.as_any().downcast_ref::<DeltaWrite>() {
             buf.extend_from_slice(DELTA_WRITE);
             buf.extend_from_slice(&serde_json::to_vec(&w.spec).map_err(internal)?);
@@ -111,8 +122,10 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
             return Ok(Arc::new(crate::postgres::read::PgTable::new(spec, schema)));
         }
         if let Some(spec) = buf.strip_prefix(DELTA_FILES) {
-            let spec: crate::sources::delta::DeltaFiles = serde_json::from_slice(spec).map_err(internal)?;
-            return Ok(Arc::new(crate::sources::delta::DeltaFilesTable::new(spec, schema)));
+            #[cfg(feature = "delta")]
+            return Ok(Arc::new(crate::sources::delta::DeltaFilesTable::new(serde_json::from_slice(spec).map_err(internal)?, schema)));
+            #[cfg(not(feature = "delta"))]
+            return Err(without_delta(table_ref, spec));
         }
         self.ballista.try_decode_table_provider(buf, table_ref, schema, ctx)
     }
@@ -128,12 +141,14 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
             buf.extend_from_slice(&serde_json::to_vec(&pg.spec).map_err(internal)?);
             return Ok(());
         }
+        #[cfg(feature = "delta")]
         if let Some(delta) = node.downcast_ref::<crate::sources::delta::DeltaSourceTable>() {
             let files = delta.files().map_err(|e| DataFusionError::External(Box::new(e)))?;
             buf.extend_from_slice(DELTA_FILES);
             buf.extend_from_slice(&serde_json::to_vec(&files).map_err(internal)?);
             return Ok(());
         }
+        #[cfg(feature = "delta")]
         if let Some(files) = node.downcast_ref::<crate::sources::delta::DeltaFilesTable>() {
             buf.extend_from_slice(DELTA_FILES);
             buf.extend_from_slice(&serde_json::to_vec(&files.spec).map_err(internal)?);
@@ -223,8 +238,10 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
         }
         if let Some(spec) = buf.strip_prefix(DELTA_WRITE) {
             let [input] = inputs else { return exec_err!("a Delta write has one input") };
-            let spec = serde_json::from_slice(spec).map_err(internal)?;
-            return Ok(Arc::new(DeltaWriteExec::new(input.clone(), spec)));
+            #[cfg(feature = "delta")]
+            return Ok(Arc::new(DeltaWriteExec::new(input.clone(), serde_json::from_slice(spec).map_err(internal)?)));
+            #[cfg(not(feature = "delta"))]
+            return Err(without_delta(input, spec));
         }
         if buf == FILES_WRITE {
             let [input] = inputs else { return exec_err!("a files write has one input") };
@@ -298,6 +315,7 @@ impl datafusion_proto::physical_plan::PhysicalExtensionCodec for KilnPhysicalCod
             buf.extend_from_slice(&serde_json::to_vec(&(m.node(), m.sink())).map_err(internal)?);
             return Ok(());
         }
+        #[cfg(feature = "delta")]
         if let Some(w) = node.downcast_ref::<DeltaWriteExec>() {
             buf.extend_from_slice(DELTA_WRITE);
             buf.extend_from_slice(&serde_json::to_vec(&w.spec).map_err(internal)?);

@@ -184,7 +184,7 @@ impl ExtensionPlanner for HintPlanner {
     }
 }
 
-/// DataFusion's planner plus [`HintPlanner`] and delta-rs' planner of its
+/// DataFusion's planner plus [`HintPlanner`] and (with the `delta` feature) delta-rs' planner of its
 /// own nodes (the metrics of a Delta write, in `sinks::delta`).
 #[derive(Debug)]
 pub struct KilnQueryPlanner;
@@ -192,9 +192,11 @@ pub struct KilnQueryPlanner;
 #[async_trait]
 impl QueryPlanner for KilnQueryPlanner {
     async fn create_physical_plan(&self, logical_plan: &LogicalPlan, session: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(HintPlanner), deltalake_core::delta_datafusion::planner::DeltaExtensionPlanner::new()])
-            .create_physical_plan(logical_plan, session)
-            .await
+        #[cfg_attr(not(feature = "delta"), allow(unused_mut))]
+        let mut planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>> = vec![Arc::new(HintPlanner)];
+        #[cfg(feature = "delta")]
+        planners.push(deltalake_core::delta_datafusion::planner::DeltaExtensionPlanner::new());
+        DefaultPhysicalPlanner::with_extension_planners(planners).create_physical_plan(logical_plan, session).await
     }
 }
 

@@ -38,6 +38,7 @@ pub mod streaming;
 pub mod testing;
 pub mod transforms;
 pub mod udfs;
+pub mod unbuilt;
 pub mod unspillable;
 
 pub use error::{Error, Result};

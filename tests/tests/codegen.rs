@@ -23,3 +23,19 @@ fn etl_main_rs() {
 fn generation_is_deterministic() {
     assert_eq!(generated("specs/etl.toml"), generated("specs/etl.toml"));
 }
+
+/// A job links the runtime's optional parts (delta-rs, librdkafka) only when its spec uses
+/// them: `kiln build` writes them as the runtime dependency's features.
+#[test]
+fn a_job_switches_on_the_runtime_features_its_spec_uses() {
+    let runtime = |spec: &str| {
+        let files = generated(spec);
+        files[Path::new("Cargo.toml")].lines().find(|l| l.starts_with("kiln = ")).unwrap().to_string()
+    };
+    assert_eq!(runtime("specs/etl.toml"), r#"kiln = { package = "kiln-runtime", path = "../../runtime", default-features = false }"#);
+    // A Delta sink; a Kafka source.
+    assert_eq!(runtime("tests/streaming/clicks_to_delta.toml"), r#"kiln = { package = "kiln-runtime", path = "../../runtime", default-features = false, features = ["delta"] }"#);
+    assert_eq!(runtime("tests/streaming/kafka_clicks.toml"), r#"kiln = { package = "kiln-runtime", path = "../../runtime", default-features = false, features = ["kafka"] }"#);
+    // A Delta source and sink on a cluster.
+    assert_eq!(runtime("tests/delta/cluster.toml"), r#"kiln = { package = "kiln-runtime", path = "../../runtime", default-features = false, features = ["delta"] }"#);
+}

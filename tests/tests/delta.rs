@@ -350,3 +350,29 @@ fn concurrent_writers_conflict_cleanly() {
         assert_eq!(&rows(&table, None), winner);
     }
 }
+
+/// A job whose runtime lacks the `delta` feature (`kiln build` switches it on for every
+/// spec with a Delta table; a Rust-API build can turn it off) refuses the table before the
+/// run reads or writes anything, and says which feature is missing.
+#[test]
+fn a_job_built_without_the_delta_feature_refuses_delta_tables_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    let spec = dir.path().join("delta_feature_off.toml");
+    std::fs::write(&spec, write_spec(&table, A, "").replace("name = \"delta_write\"", "name = \"delta_feature_off\"")).unwrap();
+    let checked = kiln_compiler::check_file(&spec).unwrap();
+    assert!(!checked.has_errors(), "{}", checked.render(false));
+    let pipeline = checked.pipeline.unwrap();
+    let ws = kiln_compiler::job::locate(Some(&kiln_tests::repo_root())).unwrap();
+    let _held = ws.lock(&pipeline.name).unwrap();
+    let manifest = ws.write_crate(&pipeline, "delta_feature_off.toml", &checked.rust).unwrap().join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains(r#"default-features = false, features = ["delta"] }"#), "{text}");
+    std::fs::write(&manifest, text.replace(r#", features = ["delta"]"#, "")).unwrap();
+    let binary = ws.cargo_build(&pipeline.name, false).unwrap();
+    let out = std::process::Command::new(&binary).arg("run").current_dir(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("the Delta table {} needs Kiln's `delta` runtime feature", table.display())), "{stderr}");
+    assert!(!table.exists(), "nothing written");
+}

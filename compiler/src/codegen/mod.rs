@@ -55,17 +55,37 @@ pub fn generate(pipeline: &Pipeline, info: &CrateInfo) -> Result<CrateFiles, Uns
         .replace("{{package}}", &package_name(&pipeline.name))
         .replace("{{binary}}", &pipeline.name)
         .replace("{{runtime_path}}", &toml_escape(info.runtime_path))
-        // A model that asks for CUDA needs the runtime's `cuda` feature (and the CUDA
-        // toolkit to build); every other job links the one default feature set.
-        .replace("{{features}}", if uses_cuda(pipeline) { ", features = [\"cuda\"]" } else { "" })
+        .replace("{{features}}", &runtime_features(pipeline))
         .replace("{{kiln_version}}", kiln::KILN_VERSION);
     files.insert(PathBuf::from("Cargo.toml"), cargo);
     files.insert(PathBuf::from("src/main.rs"), main_rs(pipeline, info)?);
     Ok(files)
 }
 
-fn uses_cuda(p: &Pipeline) -> bool {
-    p.nodes.iter().any(|n| matches!(&n.op, Op::Predict { model, .. } if model.device == kiln::plan::ModelDevice::Cuda))
+/// The runtime's optional features the pipeline uses, as the dependency's settings: a job
+/// links only those (the guide's jobs, without delta-rs, SQL parser and librdkafka: 195.6 →
+/// 164.8 MiB stripped, `bench/binary_size.sh`). DataFusion and every crate it shares are
+/// built with the same features either way (runtime/Cargo.toml's pins), so jobs with
+/// different feature sets share one DataFusion build and differ in kiln-runtime only.
+fn runtime_features(p: &Pipeline) -> String {
+    use kiln::plan::{SinkFormat, SourceFormat};
+    let sources = || p.nodes.iter().filter_map(|n| if let Op::Source(s) = &n.op { Some(&s.format) } else { None });
+    let mut features = Vec::new();
+    if sources().any(|f| matches!(f, SourceFormat::Delta(_))) || p.sinks.iter().any(|s| s.format == SinkFormat::Delta) {
+        features.push("delta");
+    }
+    if sources().any(|f| matches!(f, SourceFormat::Kafka(_))) || p.sinks.iter().any(|s| s.format == SinkFormat::Kafka) {
+        features.push("kafka");
+    }
+    // A model that asks for CUDA needs the CUDA toolkit to build.
+    if p.nodes.iter().any(|n| matches!(&n.op, Op::Predict { model, .. } if model.device == kiln::plan::ModelDevice::Cuda)) {
+        features.push("cuda");
+    }
+    if features.is_empty() {
+        return ", default-features = false".into();
+    }
+    let quoted: Vec<String> = features.iter().map(|f| format!("\"{f}\"")).collect();
+    format!(", default-features = false, features = [{}]", quoted.join(", "))
 }
 
 /// The `udfs` files as modules, and the statements that register their

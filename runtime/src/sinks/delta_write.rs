@@ -2,7 +2,7 @@
 //! commits them.
 //!
 //! The sink's plan is wrapped in a [`DeltaWrite`] node. The scheduler plans it
-//! as a [`DeltaWriteExec`] ([`SchedulerPlanner`]): each task writes its
+//! as a [`DeltaWriteExec`] ([`SchedulerPlanner`](crate::cluster::planner::SchedulerPlanner)): each task writes its
 //! partition's rows as Parquet files under the table's root with delta-rs'
 //! writer (Hive partition directories, per-file statistics) and returns one
 //! row per file, the file's `add` action as JSON. The client collects those
@@ -16,21 +16,16 @@ use std::hash::{Hash, Hasher};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, DFSchemaRef, DataFusionError, Result};
-use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore};
+use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use deltalake_core::operations::write::writer::{DeltaWriter, WriterConfig};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -205,43 +200,5 @@ impl ExecutionPlan for DeltaWriteExec {
             Ok(RecordBatch::try_new(action_schema(), vec![Arc::new(StringArray::from(json))])?)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(action_schema(), futures::stream::once(written))))
-    }
-}
-
-/// Plans [`DeltaWrite`] nodes, and [`super::files_write::FilesWrite`] ones.
-struct WritePlanner;
-
-#[async_trait]
-impl ExtensionPlanner for WritePlanner {
-    async fn plan_extension(
-        &self,
-        _planner: &dyn PhysicalPlanner,
-        node: &dyn UserDefinedLogicalNode,
-        _logical_inputs: &[&LogicalPlan],
-        physical_inputs: &[Arc<dyn ExecutionPlan>],
-        _session: &dyn Session,
-        _planning_ctx: &PhysicalPlanningContext,
-    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        if let Some(files) = super::files_write::plan(node, physical_inputs) {
-            return files.map(Some);
-        }
-        // Node markers (`--metrics` on a cluster) count on the executors.
-        if let Some(m) = node.as_any().downcast_ref::<crate::node_metrics::NodeMark>() {
-            return Ok(Some(Arc::new(crate::node_metrics::NodeMetricsExec::new(Arc::clone(&physical_inputs[0]), m.node.clone(), m.sink.clone()))));
-        }
-        Ok(node.as_any().downcast_ref::<DeltaWrite>().map(|w| Arc::new(DeltaWriteExec::new(Arc::clone(&physical_inputs[0]), w.spec.clone())) as _))
-    }
-}
-
-/// The query planner of a scheduler (and of `--standalone`'s): DataFusion's,
-/// plus Kiln's cluster writes ([`DeltaWrite`], [`super::files_write::FilesWrite`]) and node markers
-/// (`--metrics` on a cluster).
-#[derive(Debug)]
-pub struct SchedulerPlanner;
-
-#[async_trait]
-impl QueryPlanner for SchedulerPlanner {
-    async fn create_physical_plan(&self, logical_plan: &LogicalPlan, session: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(WritePlanner)]).create_physical_plan(logical_plan, session).await
     }
 }

@@ -218,6 +218,6 @@ pub fn attempts(batches: &[RecordBatch]) -> std::result::Result<(u64, Vec<String
 }
 
 /// Plans [`FilesWrite`] nodes (its input, the `COPY TO`, is planned already).
-pub(super) fn plan(node: &dyn datafusion::logical_expr::UserDefinedLogicalNode, physical_inputs: &[Arc<dyn ExecutionPlan>]) -> Option<Result<Arc<dyn ExecutionPlan>>> {
+pub(crate) fn plan(node: &dyn datafusion::logical_expr::UserDefinedLogicalNode, physical_inputs: &[Arc<dyn ExecutionPlan>]) -> Option<Result<Arc<dyn ExecutionPlan>>> {
     node.as_any().downcast_ref::<FilesWrite>().map(|_| FilesWriteExec::try_new(Arc::clone(&physical_inputs[0])).map(|e| Arc::new(e) as _))
 }

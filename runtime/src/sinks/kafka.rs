@@ -15,23 +15,38 @@
 //! Spark's Kafka sink makes the same promise. Exactly once would need Kafka
 //! transactions fenced by the checkpoint; this version does not use them.
 
+//!
+//! Without the runtime's `kafka` feature (librdkafka), staging works and sending
+//! refuses; `sinks::Target::for_sink` refuses a kafka sink before the run.
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+#[cfg(feature = "kafka")]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "kafka")]
+use std::sync::{Arc, Mutex};
+#[cfg(feature = "kafka")]
 use std::time::Duration;
 
+#[cfg(feature = "kafka")]
 use datafusion::arrow::array::{Array, RecordBatch, StringArray};
+#[cfg(feature = "kafka")]
 use datafusion::arrow::datatypes::DataType;
 use datafusion::dataframe::DataFrame;
 use futures::StreamExt;
+#[cfg(feature = "kafka")]
 use rdkafka::ClientConfig;
+#[cfg(feature = "kafka")]
 use rdkafka::message::{Header, OwnedHeaders};
+#[cfg(feature = "kafka")]
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use crate::plan::{KafkaSink, KafkaValueFormat, Sink};
+#[cfg(feature = "kafka")]
+use crate::plan::KafkaValueFormat;
+use crate::plan::{KafkaSink, Sink};
 use crate::{Error, Result};
 
 /// How long sending may wait for the brokers to acknowledge every record.
+#[cfg(feature = "kafka")]
 const FLUSH: Duration = Duration::from_secs(120);
 
 /// A topic a sink writes, with its settings resolved (parameters, `${env.X}`).
@@ -53,7 +68,7 @@ pub struct KafkaTarget {
 
 /// A sink's producer, shared by the clones of its target.
 #[derive(Clone, Default)]
-pub struct ProducerCache(Arc<Mutex<Option<Arc<ThreadedProducer<Deliveries>>>>>);
+pub struct ProducerCache(#[cfg(feature = "kafka")] Arc<Mutex<Option<Arc<ThreadedProducer<Deliveries>>>>>);
 
 impl std::fmt::Debug for ProducerCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,6 +106,7 @@ impl KafkaTarget {
 pub struct Held {
     file: PathBuf,
     target: KafkaTarget,
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     settings: KafkaSink,
 }
 
@@ -127,7 +143,11 @@ impl Held {
     pub async fn send(self, sink: &str) -> Result<()> {
         let sink_name = sink.to_string();
         let file = self.file.clone();
-        let sent = tokio::task::spawn_blocking(move || send_file(&self.file, &self.target, &self.settings))
+        #[cfg(feature = "kafka")]
+        let send = move || send_file(&self.file, &self.target, &self.settings);
+        #[cfg(not(feature = "kafka"))]
+        let send = move || Err(crate::unbuilt::missing("kafka", &self.target.describe()).to_string());
+        let sent = tokio::task::spawn_blocking(send)
             .await
             .map_err(|e| Error::Sink { sink: sink_name.clone(), message: e.to_string() })
             .and_then(|r| r.map_err(|message| Error::Sink { sink: sink_name, message }));
@@ -140,6 +160,7 @@ impl Held {
     }
 }
 
+#[cfg(feature = "kafka")]
 /// A client error without an option's value: librdkafka's refusal of a setting shows
 /// `key value`, and the value may be a password.
 pub fn client_error(e: &rdkafka::error::KafkaError) -> String {
@@ -149,6 +170,7 @@ pub fn client_error(e: &rdkafka::error::KafkaError) -> String {
     }
 }
 
+#[cfg(feature = "kafka")]
 /// Delivery reports: how many records the brokers refused, and the first reason
 /// (reset at each send).
 #[derive(Default)]
@@ -157,8 +179,10 @@ pub struct Deliveries {
     first: Mutex<Option<String>>,
 }
 
+#[cfg(feature = "kafka")]
 impl rdkafka::ClientContext for Deliveries {}
 
+#[cfg(feature = "kafka")]
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
 
@@ -171,6 +195,7 @@ impl ProducerContext for Deliveries {
     }
 }
 
+#[cfg(feature = "kafka")]
 fn send_file(file: &Path, target: &KafkaTarget, settings: &KafkaSink) -> std::result::Result<(), String> {
     let producer = {
         let mut cached = target.producer.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -195,6 +220,7 @@ fn send_file(file: &Path, target: &KafkaTarget, settings: &KafkaSink) -> std::re
     sent
 }
 
+#[cfg(feature = "kafka")]
 fn send_with(producer: &ThreadedProducer<Deliveries>, file: &Path, target: &KafkaTarget, settings: &KafkaSink) -> std::result::Result<(), String> {
     let what = target.describe();
     let context = producer.context();
@@ -238,6 +264,7 @@ fn send_with(producer: &ThreadedProducer<Deliveries>, file: &Path, target: &Kafk
     }
 }
 
+#[cfg(feature = "kafka")]
 /// One value per row: a JSON object, or a CSV line (no header, no line end).
 fn encode(batch: &RecordBatch, format: KafkaValueFormat) -> std::result::Result<Vec<Vec<u8>>, String> {
     match format {
@@ -266,7 +293,7 @@ fn encode(batch: &RecordBatch, format: KafkaValueFormat) -> std::result::Result<
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "kafka"))]
 mod tests {
     use std::sync::Arc;
 

@@ -8,7 +8,11 @@
 
 mod avro;
 mod commit;
+#[cfg(feature = "delta")]
 pub mod delta;
+#[cfg(not(feature = "delta"))]
+use crate::unbuilt::delta_sink as delta;
+#[cfg(feature = "delta")]
 pub mod delta_write;
 pub mod files_write;
 pub mod kafka;
@@ -31,6 +35,7 @@ use crate::{Error, Result};
 
 pub use commit::{TargetLock, clean_stale_staging, lock, staging_path};
 pub use orc::orc_schema;
+#[cfg(feature = "kafka")]
 pub(crate) use orc::conform;
 
 /// Spark writes a null partition value as this directory name; so does Kiln.
@@ -66,7 +71,11 @@ impl Target {
     pub fn for_sink(sink: &Sink, interpolate: impl Fn(&str) -> Result<String>) -> Result<Target> {
         if sink.format == SinkFormat::Kafka {
             let options = sink.kafka.as_ref().map_or(Ok(Vec::new()), |k| k.options.iter().map(|(key, v)| Ok((key.clone(), interpolate(v)?))).collect::<Result<Vec<_>>>())?;
-            return Ok(Target::Kafka(kafka::KafkaTarget { sink: sink.name.clone(), brokers: interpolate(&sink.path)?, topic: interpolate(&sink.table)?, options, tag: String::new(), staging: None, producer: Default::default() }));
+            let target = kafka::KafkaTarget { sink: sink.name.clone(), brokers: interpolate(&sink.path)?, topic: interpolate(&sink.table)?, options, tag: String::new(), staging: None, producer: Default::default() };
+            if cfg!(not(feature = "kafka")) {
+                return Err(crate::unbuilt::missing("kafka", &crate::redact::text(&target.describe())));
+            }
+            return Ok(Target::Kafka(target));
         }
         Target::resolve(sink, &interpolate(&sink.path)?)
     }

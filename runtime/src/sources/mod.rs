@@ -5,7 +5,10 @@
 
 pub mod bad_rows;
 pub mod csv_errors;
+#[cfg(feature = "delta")]
 pub mod delta;
+#[cfg(not(feature = "delta"))]
+use crate::unbuilt::delta_source as delta;
 pub mod drift;
 pub mod files;
 mod inline;

@@ -21,7 +21,10 @@
 //! `batches/N/` (a batch's links and window results; removed after its commit,
 //! and by the next start when a process died).
 
+#[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(not(feature = "kafka"))]
+use crate::unbuilt::kafka_source as kafka;
 mod window;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
