@@ -17,6 +17,10 @@ specs=("$@")
 # runtime's optional parts (features `delta`, `kafka`) only when its spec uses them.
 [ ${#specs[@]} -gt 0 ] || specs=(specs/etl.toml specs/broadcast_join.toml specs/skew_join.toml specs/windows.toml specs/quality.toml specs/clickstream.toml tests/delta/cluster.toml tests/streaming/kafka_clicks.toml)
 cargo build -q -p kiln-compiler
+# Jobs build against this checkout's runtime even when debug/kiln came from another
+# checkout sharing the target directory (cargo then keeps that build, and kiln would
+# build in its home from the runtime it carries).
+export KILN_WORKSPACE=$PWD
 KILN=$CARGO_TARGET_DIR/debug/kiln
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -18,6 +18,10 @@ BENCH_ROOT=${BENCH_ROOT:-/tmp/benchdata}
 PY=${BENCH_VENV:-/tmp/benchvenv}/bin/python
 [ -x "$PY" ] || { echo "run bench/run.sh once first (it creates the venv)" >&2; exit 2; }
 cargo build -q -p kiln-compiler
+# Jobs build against this checkout's runtime even when debug/kiln came from another
+# checkout sharing the target directory (cargo then keeps that build, and kiln would
+# build in its home from the runtime it carries).
+export KILN_WORKSPACE=$PWD
 KILN=$CARGO_TARGET_DIR/debug/kiln
 data=$BENCH_ROOT/rows_$ROWS
 [ -f "$data/_GENERATED" ] || "$PY" "$SHARED/gen_data.py" --rows "$ROWS" --out "$data"

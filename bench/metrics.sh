@@ -29,6 +29,10 @@ data=${BENCH_ROOT:-/tmp/benchdata}/rows_$ROWS
 work=/tmp/kiln-bench-metrics
 rm -rf "$work" && mkdir -p "$work"
 cargo build -q -p kiln-compiler
+# Jobs build against this checkout's runtime even when debug/kiln came from another
+# checkout sharing the target directory (cargo then keeps that build, and kiln would
+# build in its home from the runtime it carries).
+export KILN_WORKSPACE=$PWD
 KILN=$CARGO_TARGET_DIR/debug/kiln
 declare -A BIN
 for job in $JOBS; do

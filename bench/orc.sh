@@ -35,6 +35,10 @@ rm -rf "$work" && mkdir -p "$work"
 expected=$("$PY" -c "import duckdb; print(' '.join(str(x) for x in duckdb.sql(\"SELECT count(*), round(sum(total_spent), 2) FROM read_parquet('$work/duckdb/etl/**/*.parquet')\").fetchall()[0]))")
 
 cargo build -q -p kiln-compiler
+# Jobs build against this checkout's runtime even when debug/kiln came from another
+# checkout sharing the target directory (cargo then keeps that build, and kiln would
+# build in its home from the runtime it carries).
+export KILN_WORKSPACE=$PWD
 KILN=$CARGO_TARGET_DIR/debug/kiln
 declare -A BIN
 for v in parquet_to_parquet orc_to_parquet parquet_to_orc; do

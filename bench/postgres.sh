@@ -54,6 +54,10 @@ psql -c "CREATE TABLE bench_orders AS
 expected=$(psql -c "SELECT count(*) || ' ' || sum(amount) FROM bench_orders")
 
 cargo build -q -p kiln-compiler
+# Jobs build against this checkout's runtime even when debug/kiln came from another
+# checkout sharing the target directory (cargo then keeps that build, and kiln would
+# build in its home from the runtime it carries).
+export KILN_WORKSPACE=$PWD
 KILN=$CARGO_TARGET_DIR/debug/kiln
 READ=$("$KILN" build bench/specs/pg_read.toml --release | tail -n 1)
 SERIAL=$("$KILN" build bench/specs/pg_read_serial.toml --release | tail -n 1)

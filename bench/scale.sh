@@ -40,6 +40,10 @@ PY=${BENCH_VENV:-/tmp/benchvenv}/bin/python
 [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 
 cargo build -q -p kiln-compiler
+# Jobs build against this checkout's runtime even when debug/kiln came from another
+# checkout sharing the target directory (cargo then keeps that build, and kiln would
+# build in its home from the runtime it carries).
+export KILN_WORKSPACE=$PWD
 KILN=$CARGO_TARGET_DIR/debug/kiln
 declare -A BIN
 for job in $JOBS; do

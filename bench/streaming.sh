@@ -30,6 +30,10 @@ PY=${BENCH_VENV:-/tmp/benchvenv}/bin/python
 events=$BENCH_ROOT/stream_events_$ROWS
 [ -f "$events/_GENERATED" ] || "$PY" bench/streaming/gen_events.py "$events" "$ROWS" "$FILES"
 cargo build -q -p kiln-compiler
+# Jobs build against this checkout's runtime even when debug/kiln came from another
+# checkout sharing the target directory (cargo then keeps that build, and kiln would
+# build in its home from the runtime it carries).
+export KILN_WORKSPACE=$PWD
 BIN=$("$CARGO_TARGET_DIR/debug/kiln" build bench/specs/stream_counts.toml --release | tail -n 1)
 out=$BENCH_ROOT/out/streaming_$ROWS
 tsv=bench/results/streaming-$ROWS.tsv

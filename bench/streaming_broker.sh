@@ -35,6 +35,10 @@ TANSU=${KILN_TANSU:-$HOME/.cache/kiln/tools/bin/tansu}
 events=$BENCH_ROOT/stream_events_$ROWS
 [ -f "$events/_GENERATED" ] || "$PY" bench/streaming/gen_events.py "$events" "$ROWS" "$FILES"
 cargo build -q -p kiln-compiler
+# Jobs build against this checkout's runtime even when debug/kiln came from another
+# checkout sharing the target directory (cargo then keeps that build, and kiln would
+# build in its home from the runtime it carries).
+export KILN_WORKSPACE=$PWD
 KILN=$CARGO_TARGET_DIR/debug/kiln
 BROKER_BIN=$("$KILN" build bench/specs/stream_counts_kafka.toml --release | tail -n 1)
 FILES_BIN=$("$KILN" build bench/specs/stream_counts.toml --release | tail -n 1)
