@@ -253,6 +253,29 @@ pub async fn run_plans(pipeline: &Pipeline, ctx: &SessionContext, values: &Value
 }
 
 /// Size estimates of this run's data and the join strategies they lead to.
+/// A local sink whose plan has a `window` transform (a window with `partition_by`; not a
+/// dedupe's row number, which FirstPerKeyExec usually replaces) plans with
+/// [`session::WINDOW_FAN_OUT`] times the partitions, when the session's count is Kiln's
+/// default ([`session::WindowFanOut`]).
+fn fan_out_windows(state: &mut datafusion::execution::SessionState, plan: &LogicalPlan) {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::Expr;
+    if state.config().get_extension::<session::WindowFanOut>().is_none() {
+        return;
+    }
+    let partitioned = |e: &Expr| matches!(e, Expr::Alias(a) if matches!(a.expr.as_ref(), Expr::WindowFunction(w) if !w.params.partition_by.is_empty()))
+        || matches!(e, Expr::WindowFunction(w) if !w.params.partition_by.is_empty());
+    let windows = plan
+        .exists(|p| {
+            Ok(matches!(p, LogicalPlan::Window(w) if !w.schema.has_column_with_unqualified_name(transforms::dedupe::ROW_NUMBER) && w.window_expr.iter().any(partitioned)))
+        })
+        .unwrap_or(false);
+    if windows {
+        let n = state.config().target_partitions();
+        state.config_mut().options_mut().execution.target_partitions = n * session::WINDOW_FAN_OUT;
+    }
+}
+
 /// `memory_limit` is the run's (the `--memory-limit` flag's, else the spec's).
 pub fn choices(pipeline: &Pipeline, values: &Values, memory_limit: Option<u64>) -> crate::strategy::Choices {
     let estimates = crate::stats::estimate(pipeline, values, std::path::Path::new(""));
@@ -624,7 +647,11 @@ async fn run_planned(
         futures::future::join_all(work.iter().map(|(sink, target, _)| {
             let plan = plans[&sink.input].clone();
             let plan = if registry.is_some() { crate::node_metrics::mark_top(&sink.input, &sink.name, plan) } else { plan };
-            sinks::stage(DataFrame::new(named(&sink.name), plan), sink, target, opts.cluster.is_some())
+            let mut state = named(&sink.name);
+            if opts.cluster.is_none() {
+                fan_out_windows(&mut state, &plan);
+            }
+            sinks::stage(DataFrame::new(state, plan), sink, target, opts.cluster.is_some())
         })),
     )
     .await;
@@ -936,7 +963,9 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
         }
     }
     for sink in &pipeline.sinks {
-        let df = DataFrame::new(ctx.state(), plans[&sink.input].clone());
+        let mut state = ctx.state();
+        fan_out_windows(&mut state, &plans[&sink.input]);
+        let df = DataFrame::new(state, plans[&sink.input].clone());
         let logical = df.clone().into_optimized_plan()?;
         let physical = df.create_physical_plan().await?;
         let physical = if opts.analyze {
@@ -963,4 +992,43 @@ pub async fn explain(pipeline: &Pipeline, opts: &RunOptions) -> Result<String> {
         let _ = writeln!(out, "-- physical plan --\n{physical}");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::functions_window::expr_fn::row_number;
+    use datafusion::logical_expr::{ExprFunctionExt, LogicalPlanBuilder, col, lit};
+
+    use super::*;
+
+    /// `values (1, 2)` as columns a, b, with a row number over `partition_by`, named `name`.
+    fn numbered(partition_by: Vec<datafusion::logical_expr::Expr>, name: &str) -> LogicalPlan {
+        let rn = row_number().partition_by(partition_by).order_by(vec![col("b").sort(true, true)]).build().unwrap().alias(name);
+        let values = LogicalPlanBuilder::values(vec![vec![lit(1i64), lit(2i64)]]).unwrap().project(vec![col("column1").alias("a"), col("column2").alias("b")]).unwrap();
+        values.window(vec![rn]).unwrap().build().unwrap()
+    }
+
+    fn partitions_for(opts: &SessionOptions, plan: &LogicalPlan) -> (usize, usize) {
+        let ctx = session::context(opts).unwrap();
+        let mut state = ctx.state();
+        let before = state.config().target_partitions();
+        fan_out_windows(&mut state, plan);
+        (before, state.config().target_partitions())
+    }
+
+    #[test]
+    fn only_windows_over_partitions_plan_with_more_partitions_and_only_by_default() {
+        let window = numbered(vec![col("a")], "rank");
+        let (n, fanned) = partitions_for(&SessionOptions::default(), &window);
+        assert_eq!(fanned, n * session::WINDOW_FAN_OUT);
+        // A window over the whole input, and a dedupe's row number: one partition per core.
+        for plan in [numbered(vec![], "rank"), numbered(vec![col("a")], transforms::dedupe::ROW_NUMBER)] {
+            let (n, kept) = partitions_for(&SessionOptions::default(), &plan);
+            assert_eq!(kept, n);
+        }
+        // A count someone chose, and a memory limit, are kept.
+        assert_eq!(partitions_for(&SessionOptions { target_partitions: Some(3), ..Default::default() }, &window), (3, 3));
+        let (n, kept) = partitions_for(&SessionOptions { memory_limit: Some(1 << 30), ..Default::default() }, &window);
+        assert_eq!(kept, n);
+    }
 }

@@ -14,7 +14,8 @@ use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBu
 use crate::plan::Keep;
 use crate::Result;
 
-const ROW_NUMBER: &str = "__kiln_row_number";
+/// The dedupe's row number column (`run::sink_state` tells its window from a `window` transform's by it).
+pub(crate) const ROW_NUMBER: &str = "__kiln_row_number";
 
 pub(super) fn build(input: LogicalPlan, keys: &[String], keep: Keep, order_by: &[SortExpr]) -> Result<LogicalPlan> {
     let columns: Vec<Column> = input.schema().columns();

@@ -4,7 +4,7 @@
 //! generated binary calls it, and so does `kiln check` (over empty sources), so
 //! what was type-checked is exactly what runs.
 
-mod dedupe;
+pub(crate) mod dedupe;
 pub mod event_window;
 pub mod expect;
 mod join;
