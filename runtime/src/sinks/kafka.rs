@@ -14,7 +14,6 @@
 //! for a batch run), by which a consumer can recognise a repeated batch.
 //! Spark's Kafka sink makes the same promise. Exactly once would need Kafka
 //! transactions fenced by the checkpoint; this version does not use them.
-
 //!
 //! Without the runtime's `kafka` feature (librdkafka), staging works and sending
 //! refuses; `sinks::Target::for_sink` refuses a kafka sink before the run.
@@ -160,9 +159,9 @@ impl Held {
     }
 }
 
-#[cfg(feature = "kafka")]
 /// A client error without an option's value: librdkafka's refusal of a setting shows
 /// `key value`, and the value may be a password.
+#[cfg(feature = "kafka")]
 pub fn client_error(e: &rdkafka::error::KafkaError) -> String {
     match e {
         rdkafka::error::KafkaError::ClientConfig(_, desc, key, _) => format!("option `{key}`: {desc}"),
@@ -170,9 +169,9 @@ pub fn client_error(e: &rdkafka::error::KafkaError) -> String {
     }
 }
 
-#[cfg(feature = "kafka")]
 /// Delivery reports: how many records the brokers refused, and the first reason
 /// (reset at each send).
+#[cfg(feature = "kafka")]
 #[derive(Default)]
 pub struct Deliveries {
     failed: AtomicU64,
@@ -264,8 +263,8 @@ fn send_with(producer: &ThreadedProducer<Deliveries>, file: &Path, target: &Kafk
     }
 }
 
-#[cfg(feature = "kafka")]
 /// One value per row: a JSON object, or a CSV line (no header, no line end).
+#[cfg(feature = "kafka")]
 fn encode(batch: &RecordBatch, format: KafkaValueFormat) -> std::result::Result<Vec<Vec<u8>>, String> {
     match format {
         KafkaValueFormat::Json => {
