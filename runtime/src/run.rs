@@ -252,7 +252,6 @@ pub async fn run_plans(pipeline: &Pipeline, ctx: &SessionContext, values: &Value
     Ok((plans, prepared))
 }
 
-/// Size estimates of this run's data and the join strategies they lead to.
 /// A local sink whose plan has a `window` transform (a window with `partition_by`; not a
 /// dedupe's row number, which FirstPerKeyExec usually replaces) plans with
 /// [`session::WINDOW_FAN_OUT`] times the partitions, when the session's count is Kiln's
@@ -276,6 +275,7 @@ fn fan_out_windows(state: &mut datafusion::execution::SessionState, plan: &Logic
     }
 }
 
+/// Size estimates of this run's data and the join strategies they lead to.
 /// `memory_limit` is the run's (the `--memory-limit` flag's, else the spec's).
 pub fn choices(pipeline: &Pipeline, values: &Values, memory_limit: Option<u64>) -> crate::strategy::Choices {
     let estimates = crate::stats::estimate(pipeline, values, std::path::Path::new(""));

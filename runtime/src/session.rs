@@ -34,7 +34,7 @@ impl SessionOptions {
     }
 }
 
-/// Partitions per core for a sink whose plan has a `window` transform (`run::sink_state`).
+/// Partitions per core for a sink whose plan has a `window` transform (`run::fan_out_windows`).
 /// A window sorts its input per partition by its keys, and DataFusion's sort merges one
 /// sorted run per input batch: 4x the partitions means a quarter of the runs per merge. The
 /// windows job at 10M rows: 3.78 s vs 4.30 s (median of 2 alternating runs each,

@@ -14,7 +14,7 @@ use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBu
 use crate::plan::Keep;
 use crate::Result;
 
-/// The dedupe's row number column (`run::sink_state` tells its window from a `window` transform's by it).
+/// The dedupe's row number column (`run::fan_out_windows` tells its window from a `window` transform's by it).
 pub(crate) const ROW_NUMBER: &str = "__kiln_row_number";
 
 pub(super) fn build(input: LogicalPlan, keys: &[String], keep: Keep, order_by: &[SortExpr]) -> Result<LogicalPlan> {
