@@ -255,7 +255,9 @@ pub async fn run_plans(pipeline: &Pipeline, ctx: &SessionContext, values: &Value
 /// A local sink whose plan has a `window` transform (a window with `partition_by`; not a
 /// dedupe's row number, which FirstPerKeyExec usually replaces) plans with
 /// [`session::WINDOW_FAN_OUT`] times the partitions, when the session's count is Kiln's
-/// default ([`session::WindowFanOut`]).
+/// default ([`session::WindowFanOut`]). Not one that reads a shared node: its other readers
+/// may plan with the session's count, and readers planned differently each compute the node
+/// ([`crate::shared`]), so it would no longer be computed once.
 fn fan_out_windows(state: &mut datafusion::execution::SessionState, plan: &LogicalPlan) {
     use datafusion::common::tree_node::TreeNode;
     use datafusion::logical_expr::Expr;
@@ -269,7 +271,8 @@ fn fan_out_windows(state: &mut datafusion::execution::SessionState, plan: &Logic
             Ok(matches!(p, LogicalPlan::Window(w) if !w.schema.has_column_with_unqualified_name(transforms::dedupe::ROW_NUMBER) && w.window_expr.iter().any(partitioned)))
         })
         .unwrap_or(false);
-    if windows {
+    let shared = plan.exists(|p| Ok(matches!(p, LogicalPlan::Extension(e) if e.node.as_any().is::<crate::shared::Shared>()))).unwrap_or(true);
+    if windows && !shared {
         let n = state.config().target_partitions();
         state.config_mut().options_mut().execution.target_partitions = n * session::WINDOW_FAN_OUT;
     }
@@ -1026,6 +1029,11 @@ mod tests {
             let (n, kept) = partitions_for(&SessionOptions::default(), &plan);
             assert_eq!(kept, n);
         }
+        // A window over a shared node: its other readers plan with one partition per core.
+        let (shared, _) = crate::shared::share(numbered(vec![col("a")], "inner"), "x", 2);
+        let over_shared = LogicalPlanBuilder::from(shared).window(vec![row_number().partition_by(vec![col("a")]).order_by(vec![col("b").sort(true, true)]).build().unwrap().alias("rank")]).unwrap().build().unwrap();
+        let (n, kept) = partitions_for(&SessionOptions::default(), &over_shared);
+        assert_eq!(kept, n);
         // A count someone chose, and a memory limit, are kept.
         assert_eq!(partitions_for(&SessionOptions { target_partitions: Some(3), ..Default::default() }, &window), (3, 3));
         let (n, kept) = partitions_for(&SessionOptions { memory_limit: Some(1 << 30), ..Default::default() }, &window);
