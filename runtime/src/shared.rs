@@ -12,6 +12,10 @@
 //! in an Arrow IPC file in the spill directory beyond that — memory stays
 //! within `memory_limit` whatever the consumers' pace.
 //!
+//! Every partition is computed from one plan instance, the first reader's: two
+//! readers' instances of the same plan may split rows across partitions
+//! differently (a round-robin repartition serves whichever partition asks).
+//!
 //! Correctness never depends on the count: a consumer that never comes leaves
 //! its queue to be dropped with the run ([`release`]); one more than expected,
 //! or a consumer whose input was planned differently, computes the node itself.
@@ -63,6 +67,8 @@ pub fn starts(id: u64) -> u64 {
 pub fn release(ids: &[u64]) {
     let mut slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
     slots.retain(|(id, _), _| !ids.contains(id));
+    drop(slots);
+    INPUTS.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, _| !ids.contains(id));
 }
 
 /// The logical node.
@@ -214,7 +220,19 @@ impl ExecutionPlan for SharedExec {
             .map(|i| Queue::new(&context, &format!("SharedExec[{}#{partition}.{i}]", self.node), queues_of_node))
             .collect();
         *STARTS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).entry(self.id).or_default() += 1;
-        let (input, readers) = (Arc::clone(&self.input), queues.clone());
+        // Every partition of the node is computed from one plan instance: the first
+        // reader's. Readers' instances of an identical plan are not interchangeable per
+        // partition: a round-robin repartition hands batches to whichever of its
+        // partitions asks, so partition 0 of one instance and partition 1 of another
+        // could both hold a batch (every row came out twice under load, once in CI).
+        // A reader that cannot attach (planned differently, or one too many after the
+        // partition was handed out) computes from its own instance.
+        let input = {
+            let mut inputs = INPUTS.lock().unwrap_or_else(|e| e.into_inner());
+            let shared = inputs.entry(self.id).or_insert_with(|| Source { plan_text: self.plan_text.clone(), input: Arc::clone(&self.input), started: Default::default() });
+            if register && shared.plan_text == self.plan_text && shared.started.insert(partition) { Arc::clone(&shared.input) } else { Arc::clone(&self.input) }
+        };
+        let readers = queues.clone();
         let producer = Arc::new(Producer(tokio::spawn(async move {
             match input.execute(partition, context) {
                 Ok(stream) => guarded(stream, readers).await,
@@ -254,6 +272,16 @@ const NODE_BUDGET: usize = 512 << 20;
 const PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
 
 static SLOTS: std::sync::LazyLock<Mutex<HashMap<(u64, usize), Slot>>> = std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The plan instance each shared node's partitions are computed from.
+static INPUTS: std::sync::LazyLock<Mutex<HashMap<u64, Source>>> = std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// A shared node's input as its first reader planned it, and the partitions started from it.
+struct Source {
+    plan_text: String,
+    input: Arc<dyn ExecutionPlan>,
+    started: std::collections::HashSet<usize>,
+}
 
 /// The task computing a partition; stopped when every reader is gone.
 struct Producer(tokio::task::JoinHandle<()>);
