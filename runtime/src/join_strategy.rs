@@ -174,8 +174,8 @@ impl ExtensionPlanner for HintPlanner {
         if let Some(s) = node.as_any().downcast_ref::<crate::shared::Shared>() {
             return Ok(Some(crate::shared::plan(s, Arc::clone(&physical_inputs[0]))));
         }
-        if let Some(m) = node.as_any().downcast_ref::<crate::node_metrics::NodeMark>() {
-            return Ok(Some(Arc::new(crate::node_metrics::NodeMetricsExec::new(Arc::clone(&physical_inputs[0]), m.node.clone(), m.sink.clone()))));
+        if let Some(marked) = crate::node_metrics::plan(node, physical_inputs) {
+            return Ok(Some(marked));
         }
         let Some(h) = node.as_any().downcast_ref::<JoinHint>() else {
             return Ok(None);

@@ -223,6 +223,12 @@ pub fn marker(input: LogicalPlan, node: String, sink: Option<String>) -> Extensi
     Extension { node: Arc::new(NodeMark { input, node, sink }) }
 }
 
+/// Plans a [`NodeMark`] (for the local and the scheduler's query planners); `None` for any other node.
+pub(crate) fn plan(node: &dyn datafusion::logical_expr::UserDefinedLogicalNode, physical_inputs: &[Arc<dyn ExecutionPlan>]) -> Option<Arc<dyn ExecutionPlan>> {
+    let m = node.as_any().downcast_ref::<NodeMark>()?;
+    Some(Arc::new(NodeMetricsExec::new(Arc::clone(&physical_inputs[0]), m.node.clone(), m.sink.clone())))
+}
+
 /// The logical marker: no expressions, the input's schema, transparent to
 /// projection and limit pushdown. Filters stop here, so a node's rows are its
 /// own (a source's are the rows it read, not those a later filter kept); the

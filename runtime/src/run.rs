@@ -264,8 +264,10 @@ fn fan_out_windows(state: &mut datafusion::execution::SessionState, plan: &Logic
     if state.config().get_extension::<session::WindowFanOut>().is_none() {
         return;
     }
-    let partitioned = |e: &Expr| matches!(e, Expr::Alias(a) if matches!(a.expr.as_ref(), Expr::WindowFunction(w) if !w.params.partition_by.is_empty()))
-        || matches!(e, Expr::WindowFunction(w) if !w.params.partition_by.is_empty());
+    let partitioned = |e: &Expr| {
+        let e = if let Expr::Alias(a) = e { a.expr.as_ref() } else { e };
+        matches!(e, Expr::WindowFunction(w) if !w.params.partition_by.is_empty())
+    };
     let windows = plan
         .exists(|p| {
             Ok(matches!(p, LogicalPlan::Window(w) if !w.schema.has_column_with_unqualified_name(transforms::dedupe::ROW_NUMBER) && w.window_expr.iter().any(partitioned)))

@@ -518,3 +518,40 @@ pub(crate) fn stream<P: Send + Sync + 'static>(schema: SchemaRef, queue: Arc<Que
     });
     Box::pin(RecordBatchStreamAdapter::new(schema, rows))
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::logical_expr::LogicalPlanBuilder;
+
+    use super::*;
+
+    /// One reader's instance of the node's input: two partitions of one row each, `tag`
+    /// in every row. Instances with different tags show the same plan text, as two
+    /// readers' instances of one plan do while splitting rows differently.
+    fn instance(tag: i64) -> Arc<dyn ExecutionPlan> {
+        let schema = Arc::new(Schema::new(vec![Field::new("tag", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![tag]))]).unwrap();
+        MemorySourceConfig::try_new_exec(&[vec![batch.clone()], vec![batch]], schema, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_partition_is_computed_from_the_first_readers_instance() {
+        let LogicalPlan::Extension(e) = share(LogicalPlanBuilder::empty(false).build().unwrap(), "x", 2).0 else { unreachable!() };
+        let shared = e.node.as_any().downcast_ref::<Shared>().unwrap();
+        let (a, b) = (plan(shared, instance(1)), plan(shared, instance(2)));
+        let ctx = Arc::new(TaskContext::default());
+        // Reader b reaches partition 1 before reader a does.
+        let streams = [a.execute(0, Arc::clone(&ctx)), b.execute(1, Arc::clone(&ctx)), a.execute(1, Arc::clone(&ctx)), b.execute(0, Arc::clone(&ctx))];
+        let mut tags = Vec::new();
+        for stream in streams {
+            for batch in datafusion::physical_plan::common::collect(stream.unwrap()).await.unwrap() {
+                tags.extend(batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().iter().copied());
+            }
+        }
+        assert_eq!(tags, vec![1, 1, 1, 1], "each reader gets partitions 0 and 1 of reader a's instance");
+        release(&[shared.id]);
+    }
+}

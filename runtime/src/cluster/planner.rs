@@ -30,8 +30,8 @@ impl ExtensionPlanner for WritePlanner {
             return files.map(Some);
         }
         // Node markers (`--metrics` on a cluster) count on the executors.
-        if let Some(m) = node.as_any().downcast_ref::<crate::node_metrics::NodeMark>() {
-            return Ok(Some(Arc::new(crate::node_metrics::NodeMetricsExec::new(Arc::clone(&physical_inputs[0]), m.node.clone(), m.sink.clone()))));
+        if let Some(marked) = crate::node_metrics::plan(node, physical_inputs) {
+            return Ok(Some(marked));
         }
         #[cfg(feature = "delta")]
         if let Some(w) = node.as_any().downcast_ref::<crate::sinks::delta_write::DeltaWrite>() {
