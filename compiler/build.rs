@@ -35,14 +35,34 @@ fn main() {
         hash ^= u64::from(*b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    // Where `kiln init`'s workflow installs Kiln from: this checkout's origin, if it has one.
-    let origin = std::process::Command::new("git").args(["-C"]).arg(&root).args(["config", "--get", "remote.origin.url"]).output();
-    if let Some(o) = origin.ok().filter(|o| o.status.success()) {
-        println!("cargo:rustc-env=KILN_GIT_URL={}", String::from_utf8_lossy(&o.stdout).trim());
+    // Where `kiln init`'s workflow and `kiln deploy`'s image install Kiln from: this
+    // checkout's origin when it is a URL others can reach. `cargo install --git`
+    // builds in a clone of its own database (origin `file://…/.cargo/git/db/…`), so
+    // there the package's `repository` stands instead, and the commit being built
+    // (the checkout cargo marks with `.cargo-ok`) pins the revision.
+    let origin = git(&root, &["config", "--get", "remote.origin.url"]).filter(|u| reachable_url(u));
+    if let Some(url) = origin {
+        println!("cargo:rustc-env=KILN_GIT_URL={url}");
+    }
+    if root.join(".cargo-ok").is_file() {
+        if let Some(rev) = git(&root, &["rev-parse", "HEAD"]) {
+            println!("cargo:rustc-env=KILN_GIT_REV={rev}");
+        }
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     std::fs::write(out.join("runtime-sources.bin"), &bundle).expect("writing the bundle");
     std::fs::write(out.join("runtime-sources.hash"), format!("{hash:016x}")).expect("writing the hash");
+}
+
+/// `git -C root ARGS`'s trimmed output, when it succeeds.
+fn git(root: &Path, args: &[&str]) -> Option<String> {
+    let o = std::process::Command::new("git").arg("-C").arg(root).args(args).output().ok().filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// A remote another machine can clone: not a local path or `file://` URL.
+fn reachable_url(url: &str) -> bool {
+    !url.starts_with("file:") && !url.starts_with('/') && !url.starts_with('.') && (url.contains("://") || url.contains('@'))
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

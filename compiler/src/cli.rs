@@ -65,7 +65,8 @@ enum Command {
         /// Where the workflow's `cargo install --git` gets Kiln.
         #[arg(long, value_name = "URL")]
         kiln_git: Option<String>,
-        /// The commit or tag of it the workflow installs (default: its default branch).
+        /// The commit or tag of it the workflow installs (default: the commit this kiln
+        /// was installed from with `cargo install --git`, else the default branch).
         #[arg(long, value_name = "REV")]
         kiln_rev: Option<String>,
     },
@@ -96,7 +97,8 @@ enum Command {
         /// Where the in-image build's `cargo install --git` gets Kiln.
         #[arg(long, value_name = "URL")]
         kiln_git: Option<String>,
-        /// The commit or tag of it the image installs (default: its default branch).
+        /// The commit or tag of it the image installs (default: the commit this kiln was
+        /// installed from with `cargo install --git`, else the default branch).
         #[arg(long, value_name = "REV")]
         kiln_rev: Option<String>,
     },
@@ -140,7 +142,7 @@ pub fn main() -> ExitCode {
         Command::New { name } => new(&name),
         Command::Init { dir, kiln_git, kiln_rev } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            match crate::init::init(&dir, kiln_git.as_deref().unwrap_or(crate::init::default_git()), kiln_rev.as_deref().unwrap_or("")) {
+            match crate::init::init(&dir, kiln_git.as_deref().unwrap_or(crate::init::default_git()), kiln_rev.as_deref().unwrap_or(crate::init::default_rev())) {
                 Ok(written) => {
                     for w in &written {
                         println!("{}", w.display());
@@ -171,11 +173,15 @@ pub fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 },
-                None => crate::deploy::Docker::Build {
-                    spec: spec.to_string_lossy().replace('\\', "/").trim_start_matches("./").to_string(),
-                    kiln_git: kiln_git.unwrap_or_else(|| crate::init::default_git().to_string()),
-                    kiln_rev: kiln_rev.unwrap_or_default(),
-                },
+                None => {
+                    let (a, m) = crate::deploy::IMAGE_GLIBC;
+                    eprintln!("the image builds the binary (Debian trixie): it needs the image's own glibc {a}.{m}, whatever machine builds it");
+                    crate::deploy::Docker::Build {
+                        spec: spec.to_string_lossy().replace('\\', "/").trim_start_matches("./").to_string(),
+                        kiln_git: kiln_git.unwrap_or_else(|| crate::init::default_git().to_string()),
+                        kiln_rev: kiln_rev.unwrap_or_else(|| crate::init::default_rev().to_string()),
+                    }
+                }
             };
             deploy(&spec, &k8s, image.as_deref(), shared_volume.as_deref(), tls_secret, docker)
         }

@@ -274,15 +274,24 @@ pub fn k8s(name: &str, image: &str, sizing: &Sizing, environment: &Environment) 
     });
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
     let dockerfile = dockerfile(name, image, &environment.docker);
-    vec![
+    let mut files = vec![
         ("Dockerfile".into(), dockerfile),
         ("scheduler-deployment.yaml".into(), pretty(&scheduler)),
         ("scheduler-service.yaml".into(), pretty(&svc)),
         ("executor-deployment.yaml".into(), pretty(&executor)),
         ("submit-job.yaml".into(), pretty(&job)),
         ("network-policy.yaml".into(), pretty(&network_policy)),
-    ]
+    ];
+    if matches!(environment.docker, Docker::Build { .. }) {
+        // The in-image build's context is the repository: BuildKit reads this file
+        // beside the Dockerfile, so job binaries, build outputs and the history stay out.
+        files.push(("Dockerfile.dockerignore".into(), DOCKERIGNORE.into()));
+    }
+    files
 }
+
+/// What the in-image build leaves out of its context (the repository).
+const DOCKERIGNORE: &str = "# Written by kiln deploy: kept out of the image build's context.\n.git\n**/target\n";
 
 /// The Dockerfile: a two-stage build (kiln and the job compiled in a Rust image,
 /// the binary copied into a slim one of the same Debian release), or a

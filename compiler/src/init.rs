@@ -149,8 +149,17 @@ pub fn init(root: &Path, kiln_git: &str, kiln_rev: &str) -> Result<Vec<PathBuf>,
     Ok(written)
 }
 
-/// Where `cargo install --git` finds Kiln: the checkout's `origin` when kiln was
-/// built (`KILN_GIT_URL`), else the public repository's name.
+/// Where `cargo install --git` finds Kiln: the origin of the checkout kiln was
+/// built from when others can reach it (`KILN_GIT_URL`), else the package's
+/// `repository`.
 pub fn default_git() -> &'static str {
-    option_env!("KILN_GIT_URL").filter(|u| !u.is_empty()).unwrap_or("https://github.com/kiln-pipelines/kiln")
+    option_env!("KILN_GIT_URL").filter(|u| !u.is_empty()).unwrap_or(env!("CARGO_PKG_REPOSITORY"))
+}
+
+/// The Kiln commit the workflow and the image install: the commit this kiln was
+/// built from when `cargo install --git` built it (`KILN_GIT_REV`); empty (the
+/// repository's default branch) for a build from a working tree, which may hold
+/// changes no commit has.
+pub fn default_rev() -> &'static str {
+    option_env!("KILN_GIT_REV").unwrap_or("")
 }

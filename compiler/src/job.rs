@@ -175,17 +175,25 @@ impl Workspace {
     }
 }
 
-/// Copies a binary built in Kiln's home to `./target/kiln/NAME` (through a
-/// temporary name, so a running copy is replaced, not overwritten): the home's
-/// target directory is shared by every project this Kiln builds for.
+/// Copies a binary built in Kiln's home to `target/kiln/NAME` in the project
+/// (through a temporary name, so a running copy is replaced, not overwritten):
+/// the home's target directory is shared by every project this Kiln builds for.
 fn deliver(binary: &Path, pipeline: &str) -> Result<PathBuf, String> {
-    let dir = PathBuf::from("target").join("kiln");
+    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let dir = project_root(&cwd).join("target").join("kiln");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let to = dir.join(pipeline);
     let tmp = dir.join(format!(".{pipeline}.{}", std::process::id()));
     std::fs::copy(binary, &tmp).map_err(|e| format!("cannot copy {} to {}: {e}", binary.display(), tmp.display()))?;
     std::fs::rename(&tmp, &to).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
     Ok(std::path::absolute(&to).unwrap_or(to))
+}
+
+/// The project a build from `dir` delivers into: the git repository holding it
+/// (as cargo delivers into its workspace's root, and where `kiln init`'s
+/// `/target/` line ignores it), else `dir` itself.
+pub fn project_root(dir: &Path) -> PathBuf {
+    dir.ancestors().find(|d| d.join(".git").exists()).unwrap_or(dir).to_path_buf()
 }
 
 /// A variable cargo sets for the package it runs (a binary or a test), not for builds.

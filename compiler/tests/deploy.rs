@@ -37,11 +37,13 @@ storage_options = { endpoint = "https://minio.internal:9000", secret_access_key 
     )
     .unwrap();
     let out = dir.path().join("k8s");
-    let status = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["deploy", spec.to_str().unwrap(), "--k8s", out.to_str().unwrap(), "--image", "registry.example/scoring:1"])
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // The default route says which glibc the binary will need: the image's own.
+    assert!(String::from_utf8_lossy(&output.stderr).contains("it needs the image's own glibc 2.41"), "{}", String::from_utf8_lossy(&output.stderr));
     let read = |f: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap() };
 
     let sched = read("scheduler-deployment.yaml");
@@ -115,6 +117,9 @@ storage_options = { endpoint = "https://minio.internal:9000", secret_access_key 
     assert!(docker.contains("ARG KILN_REV=\n") && docker.contains("git make ca-certificates"), "no rev given: the default branch; make for librdkafka: {docker}");
     assert!(docker.contains(&format!("kiln build --release {spec_arg} && cp target/kiln/scoring_job /scoring_job")), "{docker}");
     assert!(docker.contains("COPY --from=build /scoring_job /usr/local/bin/scoring_job") && docker.contains("ENTRYPOINT [\"/usr/local/bin/scoring_job\"]"), "{docker}");
+    // The build context (the repository) leaves out job binaries and the git history.
+    let ignore = std::fs::read_to_string(out.join("Dockerfile.dockerignore")).unwrap();
+    assert_eq!(ignore.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(), [".git", "**/target"]);
 
     // With --binary, the Dockerfile copies it in and states the glibc it needs: that of
     // this very `kiln` binary here (a Rust binary linked like the jobs).
@@ -128,6 +133,7 @@ storage_options = { endpoint = "https://minio.internal:9000", secret_access_key 
     assert!(String::from_utf8_lossy(&output.stderr).contains(&stated), "{}", String::from_utf8_lossy(&output.stderr));
     let docker = std::fs::read_to_string(out2.join("Dockerfile")).unwrap();
     assert!(docker.contains(&stated) && docker.contains("COPY scoring_job /usr/local/bin/scoring_job") && !docker.contains("AS build"), "{docker}");
+    assert!(!out2.join("Dockerfile.dockerignore").exists(), "a prebuilt binary's context is the directory it is copied to");
 }
 
 /// Local paths on a cluster lose output (each pod writes its own disk): deploy

@@ -41,6 +41,17 @@ fn install(checkout: &Path, prefix: &Path, home: &Path) -> PathBuf {
     prefix.join("bin/kiln")
 }
 
+/// Installs `kiln-compiler` with `cargo install --git file://CHECKOUT` (its committed
+/// HEAD), as a user installs from a repository; cargo builds it in a clone of its own.
+fn install_git(checkout: &Path, prefix: &Path, home: &Path) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    // Not --offline: cargo refuses to fetch even a file:// repository offline.
+    cmd.args(["install", "--debug", "--locked", "--git"]).arg(format!("file://{}", checkout.display())).args(["kiln-compiler", "--root"]).arg(prefix);
+    ok(clean(cmd, home).output().unwrap(), "cargo install --git");
+    prefix.join("bin/kiln")
+}
+
 fn kiln(bin: &Path, home: &Path, dir: &Path, args: &[&str]) -> String {
     let mut cmd = Command::new(bin);
     cmd.args(args).current_dir(dir);
@@ -87,6 +98,7 @@ fn an_installed_kiln_works_in_any_repository() {
     let home = fixed.join("home");
     let project = tmp.path().join("project");
     std::fs::create_dir_all(&project).unwrap();
+    ok(Command::new("git").args(["init", "--quiet"]).current_dir(&project).output().unwrap(), "git init");
     std::fs::write(project.join(".gitignore"), "*.log\n").unwrap();
 
     let first = install(&repo_root(), &tmp.path().join("prefix"), &home);
@@ -110,6 +122,13 @@ fn an_installed_kiln_works_in_any_repository() {
     assert_eq!(first_home.len(), 1, "{first_home:?}");
     assert!(first_home[0].join("generated/orders/Cargo.toml").is_file());
     assert!(!repo_root().join("generated/orders").exists());
+    // Built from a subdirectory, the binary still goes to the repository's target/kiln/,
+    // where kiln init's `/target/` line ignores it.
+    let from_sub = kiln(&first, &home, &project.join("pipelines"), &["build", "orders.toml"]);
+    assert_eq!(PathBuf::from(from_sub.lines().last().unwrap()), binary);
+    assert!(!project.join("pipelines/target").exists());
+    let version = |b: &Path| ok(Command::new(b).arg("--version").output().unwrap(), "--version");
+    let first_version = version(&binary);
 
     // The quick start's last steps: `kiln run`, and `kiln deploy`, which refuses the sample's
     // local paths (each pod has its own disk) unless one volume is mounted in every pod.
@@ -165,14 +184,35 @@ fn an_installed_kiln_works_in_any_repository() {
     let mut update = Command::new(cargo);
     update.args(["update", "--workspace", "--offline"]).current_dir(&second_checkout);
     ok(clean(update, &home).output().unwrap(), "cargo update --workspace");
-    let second = install(&second_checkout, &tmp.path().join("prefix2"), &home);
+    // Committed with fixed names and dates, so the same Kiln tree is the same commit and
+    // cargo's build of it stays fresh between runs.
+    let git = |args: &[&str]| {
+        let mut cmd = Command::new("git");
+        cmd.args(["-c", "user.name=kiln-test", "-c", "user.email=test@kiln.invalid"]).args(args).current_dir(&second_checkout);
+        cmd.env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z").env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z");
+        ok(cmd.output().unwrap(), &format!("git {args:?}"))
+    };
+    git(&["commit", "--quiet", "--all", "--message", "A second Kiln"]);
+    let second_rev = git(&["rev-parse", "HEAD"]).trim().to_string();
+    let second = install_git(&second_checkout, &tmp.path().join("prefix2"), &home);
     std::fs::remove_dir_all(&second_checkout).unwrap();
+    // Installed from git, kiln init's workflow pins the commit it was built from, and
+    // names the package's repository rather than cargo's local clone.
+    let third = tmp.path().join("third");
+    std::fs::create_dir_all(&third).unwrap();
+    kiln(&second, &home, &third, &["init"]);
+    let workflow = std::fs::read_to_string(third.join(".github/workflows/kiln.yml")).unwrap();
+    assert!(workflow.contains(&format!("KILN_REV: \"{second_rev}\"")) && workflow.contains("KILN_GIT: https://github.com/kiln-pipelines/kiln\n"), "{workflow}");
     let (_, rows) = build_and_run(&second, &home, &project);
     assert_eq!(rows, expected());
+    // The binary delivered is the second Kiln's: its runtime's version names its home.
+    let second_version = version(&binary);
+    assert_ne!(second_version, first_version);
     let both = homes(&home);
     assert_eq!(both.len(), 2, "{both:?}");
     assert!(both.contains(&first_home[0]));
     // The first is undisturbed: its home, its build, its binary.
     let (again, rows) = build_and_run(&first, &home, &project);
-    assert_eq!((again, rows), (binary, expected()));
+    assert_eq!((again, rows), (binary.clone(), expected()));
+    assert_eq!(version(&binary), first_version);
 }
