@@ -41,13 +41,13 @@ fn install(checkout: &Path, prefix: &Path, home: &Path) -> PathBuf {
     prefix.join("bin/kiln")
 }
 
-/// Installs `kiln-compiler` with `cargo install --git file://CHECKOUT` (its committed
-/// HEAD), as a user installs from a repository; cargo builds it in a clone of its own.
-fn install_git(checkout: &Path, prefix: &Path, home: &Path) -> PathBuf {
+/// Installs `kiln-compiler` with `cargo install --git file://CHECKOUT --rev REV`, as
+/// `kiln init`'s workflow installs a pinned Kiln; cargo builds it in a clone of its own.
+fn install_git(checkout: &Path, rev: &str, prefix: &Path, home: &Path) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     // Not --offline: cargo refuses to fetch even a file:// repository offline.
-    cmd.args(["install", "--debug", "--locked", "--git"]).arg(format!("file://{}", checkout.display())).args(["kiln-compiler", "--root"]).arg(prefix);
+    cmd.args(["install", "--debug", "--locked", "--git"]).arg(format!("file://{}", checkout.display())).args(["--rev", rev, "kiln-compiler", "--root"]).arg(prefix);
     ok(clean(cmd, home).output().unwrap(), "cargo install --git");
     prefix.join("bin/kiln")
 }
@@ -179,7 +179,12 @@ fn an_installed_kiln_works_in_any_repository() {
     // overwrite) this checkout's outputs in the shared target directory.
     let manifest = second_checkout.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replacen("version = \"0.1.0\"", "version = \"0.1.0-second\"", 1)).unwrap();
+    // The version names this checkout's commit too: cargo 1.95 takes a build of a git
+    // package of the same name and version in the shared target directory for fresh,
+    // whatever its commit (a two-commit crate installed with --git --rev shows it), so an
+    // older commit's kiln was installed.
+    let head = ok(Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(repo_root()).output().unwrap(), "git rev-parse");
+    std::fs::write(&manifest, text.replacen("version = \"0.1.0\"", &format!("version = \"0.1.0-second.g{}\"", head.trim()), 1)).unwrap();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut update = Command::new(cargo);
     update.args(["update", "--workspace", "--offline"]).current_dir(&second_checkout);
@@ -194,7 +199,7 @@ fn an_installed_kiln_works_in_any_repository() {
     };
     git(&["commit", "--quiet", "--all", "--message", "A second Kiln"]);
     let second_rev = git(&["rev-parse", "HEAD"]).trim().to_string();
-    let second = install_git(&second_checkout, &tmp.path().join("prefix2"), &home);
+    let second = install_git(&second_checkout, &second_rev, &tmp.path().join("prefix2"), &home);
     std::fs::remove_dir_all(&second_checkout).unwrap();
     // Installed from git, kiln init's workflow pins the commit it was built from, and
     // names the package's repository rather than cargo's local clone.
