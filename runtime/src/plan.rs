@@ -552,8 +552,29 @@ pub struct KafkaSource {
     pub value_format: KafkaValueFormat,
     /// The most records one batch takes, over all partitions (Spark's `maxOffsetsPerTrigger`).
     pub max_offsets_per_trigger: Option<u64>,
+    /// The partitions this process reads (Spark's `assign`), so that several processes
+    /// share a topic's partitions: comma-separated numbers, which may hold
+    /// `${params.X}`/`${env.X}` (see [`parse_assign`]); empty: every partition.
+    pub assign: String,
     /// librdkafka settings (`security.protocol`, `sasl.username`, …); values may hold `${env.X}`.
     pub options: Vec<(String, String)>,
+}
+
+/// A Kafka source's `assign` after substitution: distinct partition numbers,
+/// comma-separated (`"0, 2"`).
+pub fn parse_assign(text: &str) -> std::result::Result<Vec<i32>, String> {
+    if text.trim().is_empty() {
+        return Err("lists no partition".into());
+    }
+    let mut out: Vec<i32> = Vec::new();
+    for item in text.split(',').map(str::trim) {
+        let p: i32 = item.parse().ok().filter(|p| *p >= 0).ok_or_else(|| format!("holds `{item}`, not a partition number"))?;
+        if out.contains(&p) {
+            return Err(format!("names partition {p} twice"));
+        }
+        out.push(p);
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

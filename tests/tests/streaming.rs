@@ -226,6 +226,12 @@ fn a_checkpoint_refuses_a_spec_with_other_windows() {
     assert!(err.contains(&d.checkpoints.display().to_string()), "{err}");
     let err = run_in_process(&base.replace("count(DISTINCT user_id)", "approx_distinct(user_id)"), &d).unwrap_err().to_string();
     assert!(err.contains("approx_distinct"), "{err}");
+    // The same spec pointed at another directory (a parameter changed between runs): the
+    // checkpoint lists the files it read by their names in the first one.
+    let other = d.events.with_file_name("other_events");
+    write_events(&other, 0, 2, 20, 41);
+    let err = run_in_process(&base.replace("path = \"${params.events}\"", &format!("path = \"{}\"", other.display())), &d).unwrap_err().to_string();
+    assert!(err.contains("was written by another spec") && err.contains(&format!("json files in {}", d.events.display())) && err.contains(&format!("json files in {}", other.display())), "{err}");
     assert_eq!(output(&d.out), before, "a refused run wrote output");
     // A changed stateless transform is fine: the state means the same.
     run_in_process(&base.replace("duration_ms >= 0", "duration_ms >= 0 AND user_id IS NOT NULL"), &d).unwrap();

@@ -594,12 +594,14 @@ fn source(s: &Source) -> Result<TokenStream, Unsupported> {
             };
             let max = option(k.max_offsets_per_trigger.map(|n| quote!(#n)));
             let options = k.options.iter().map(|(a, b)| quote!((#a.into(), #b.into())));
+            let assign = &k.assign;
             quote!(SourceFormat::Kafka(KafkaSource {
                 brokers: #brokers.into(),
                 topic: #topic.into(),
                 earliest: #earliest,
                 value_format: #value_format,
                 max_offsets_per_trigger: #max,
+                assign: #assign.into(),
                 options: Vec::from([#(#options),*]),
             }))
         }

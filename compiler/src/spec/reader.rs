@@ -113,6 +113,26 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
+    /// A list of integers.
+    pub fn int_list(&self, key: &'static str, d: &mut Diags) -> Option<Sp<Vec<Sp<i64>>>> {
+        let v = self.get(key)?;
+        let DeValue::Array(items) = v.get_ref() else {
+            d.push(mismatch(&self.what, key, "a list of integers", v));
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items {
+            match item.get_ref() {
+                DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                    Ok(n) => out.push(Sp::new(n, item.span())),
+                    Err(_) => d.push(Diagnostic::error("kiln::wrong-value-type", item.span(), format!("{}: `{key}` holds a number out of range", self.what))),
+                },
+                _ => d.push(mismatch(&self.what, key, "a list of integers", item)),
+            }
+        }
+        Some(Sp::new(out, v.span()))
+    }
+
     /// A list of strings; a single string is accepted as a list of one.
     pub fn str_list(&self, key: &'static str, d: &mut Diags) -> Option<Sp<Vec<Sp<String>>>> {
         let v = self.get(key)?;

@@ -27,6 +27,9 @@ pub struct KafkaDecl {
     pub starting_offsets: Option<Sp<String>>,
     pub value_format: Option<Sp<String>>,
     pub max_offsets_per_trigger: Option<Sp<i64>>,
+    /// The partitions this process reads (Spark's `assign`) as comma-separated text
+    /// (a list in the spec, or a string that may hold `${params.X}`); none: every partition.
+    pub assign: Option<Sp<String>>,
     /// librdkafka settings.
     pub options: Vec<(Sp<String>, Sp<String>)>,
 }
@@ -230,7 +233,8 @@ pub(super) fn parse(name: Sp<String>, t: &Table, d: &mut Diags) -> Option<Source
 
 /// The keys of a `kafka` source: `brokers`, `topic`, `starting_offsets`
 /// (earliest | latest), `value_format` (json | csv | avro | avro_confluent),
-/// `max_offsets_per_trigger`, and `options` passed to librdkafka.
+/// `max_offsets_per_trigger`, `assign` (the partitions to read), and `options`
+/// passed to librdkafka.
 fn kafka(t: &Table, d: &mut Diags) -> Option<KafkaDecl> {
     let brokers = t.req_str("brokers", d, Some("brokers = \"broker1:9092,broker2:9092\""));
     let topic = t.req_str("topic", d, Some("topic = \"clicks\""));
@@ -240,6 +244,30 @@ fn kafka(t: &Table, d: &mut Diags) -> Option<KafkaDecl> {
     if let Some(n) = max_offsets_per_trigger.as_ref().filter(|n| n.value < 1) {
         d.push(Diagnostic::error("kiln::bad-value", n.span.clone(), format!("{}: `max_offsets_per_trigger` must be at least 1", t.what)).label("too small"));
     }
+    let assign = match t.get("assign").map(|v| v.get_ref()) {
+        // A string: a list with parameters (`"${params.partitions}"`), checked by the run.
+        Some(DeValue::String(_)) => t.str("assign", d).filter(|a| {
+            if a.value.contains("${") {
+                return true;
+            }
+            let parsed = kiln::plan::parse_assign(&a.value);
+            if let Err(e) = &parsed {
+                d.push(Diagnostic::error("kiln::bad-value", a.span.clone(), format!("{}: `assign` {e}", t.what)).label("not a list of partitions").help("assign = [0, 2], or \"${params.partitions}\" with --param partitions=0,2"));
+            }
+            parsed.is_ok()
+        }),
+        Some(_) => t.int_list("assign", d).and_then(|a| {
+            let text: Vec<String> = a.value.iter().map(|p| p.value.to_string()).collect();
+            match kiln::plan::parse_assign(&text.join(",")) {
+                Ok(_) => Some(Sp::new(text.join(","), a.span)),
+                Err(e) => {
+                    d.push(Diagnostic::error("kiln::bad-value", a.span.clone(), format!("{}: `assign` {e}", t.what)).label("not a list of partitions").help("omit `assign` to read every partition"));
+                    None
+                }
+            }
+        }),
+        None => None,
+    };
     let options = t.str_map("options", d).map(|o| o.value).unwrap_or_default();
     for (k, v) in &options {
         if ["bootstrap.servers", "group.id", "enable.auto.commit"].contains(&k.as_str()) {
@@ -260,7 +288,7 @@ fn kafka(t: &Table, d: &mut Diags) -> Option<KafkaDecl> {
                 .help("schema = { user_id = \"string\", ts = \"timestamp\" }  # the JSON fields (or CSV columns, in order)"),
         );
     }
-    Some(KafkaDecl { brokers: brokers?, topic: topic?, starting_offsets, value_format, max_offsets_per_trigger, options })
+    Some(KafkaDecl { brokers: brokers?, topic: topic?, starting_offsets, value_format, max_offsets_per_trigger, assign, options })
 }
 
 /// The keys of a `postgres` source: `url`, one of `table` and `query`, and

@@ -201,6 +201,7 @@ pub(super) fn source(s: &SourceDecl, files: &FileSchemas, d: &mut Diags) -> Opti
                     _ => kiln::plan::KafkaValueFormat::Json,
                 },
                 max_offsets_per_trigger: k.max_offsets_per_trigger.as_ref().map(|n| n.value.max(1) as u64),
+                assign: k.assign.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
                 options: k.options.iter().map(|(a, b)| (a.value.clone(), b.value.clone())).collect(),
             });
             (format, Arc::new(Schema::new(fields)))

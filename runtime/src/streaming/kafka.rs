@@ -37,6 +37,8 @@ pub struct Topic {
     format: KafkaValueFormat,
     pub earliest: bool,
     pub max_records: Option<u64>,
+    /// The partitions read (`assign`); empty: all.
+    assign: Vec<i32>,
 }
 
 fn kafka_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -44,9 +46,10 @@ fn kafka_error(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Topic {
-    /// `brokers` and `options` with parameters and `${env.X}` already substituted.
+    /// `brokers`, `options` and `k.assign` with parameters and `${env.X}` already substituted.
     pub fn connect(source: &str, k: &KafkaSource, brokers: &str, options: &[(String, String)], schema: SchemaRef) -> Result<Topic> {
         let what = format!("{brokers}/{}", k.topic);
+        let assign = if k.assign.is_empty() { Vec::new() } else { crate::plan::parse_assign(&k.assign).map_err(|e| kafka_error(&what, format!("`assign` {e}")))? };
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", brokers)
@@ -62,10 +65,10 @@ impl Topic {
         let consumer: BaseConsumer = config.create().map_err(|e| kafka_error(&what, crate::sinks::kafka::client_error(&e)))?;
         let n_value = schema.fields().len().saturating_sub(KAFKA_COLUMNS.len());
         let value_schema = Arc::new(Schema::new(schema.fields()[..n_value].to_vec()));
-        Ok(Topic { source: source.to_string(), topic: k.topic.clone(), what, consumer, schema, value_schema, format: k.value_format, earliest: k.earliest, max_records: k.max_offsets_per_trigger })
+        Ok(Topic { source: source.to_string(), topic: k.topic.clone(), what, consumer, schema, value_schema, format: k.value_format, earliest: k.earliest, max_records: k.max_offsets_per_trigger, assign })
     }
 
-    /// Every partition's earliest kept and next (end) offsets.
+    /// Every partition's (or every assigned partition's) earliest kept and next (end) offsets.
     pub fn offsets(&self) -> Result<BTreeMap<i32, (i64, i64)>> {
         tokio::task::block_in_place(|| {
             let metadata = self.consumer.fetch_metadata(Some(&self.topic), TIMEOUT).map_err(|e| kafka_error(&self.what, format!("cannot reach the brokers: {e}")))?;
@@ -80,6 +83,13 @@ impl Topic {
             }
             if out.is_empty() {
                 return Err(kafka_error(&self.what, "the topic has no partitions"));
+            }
+            if !self.assign.is_empty() {
+                if let Some(p) = self.assign.iter().find(|p| !out.contains_key(p)) {
+                    let have: Vec<String> = out.keys().map(i32::to_string).collect();
+                    return Err(kafka_error(&self.what, format!("`assign` names partition {p}, and the topic has partitions {}", have.join(", "))));
+                }
+                out.retain(|p, _| self.assign.contains(p));
             }
             Ok(out)
         })

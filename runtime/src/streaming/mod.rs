@@ -106,15 +106,12 @@ const STATE_FILE: &str = "checkpoint.json";
 
 /// What a checkpoint's state depends on: a spec whose stream sources or windows
 /// differ cannot continue from it (SPEC §8). Stateless transforms may change.
-fn fingerprint(pipeline: &Pipeline, streaming: &Streaming) -> Vec<String> {
-    let mut out = Vec::new();
-    for (name, _) in &streaming.sources {
-        match pipeline.node(name).map(|n| &n.op) {
-            Some(Op::Source(Source { format: SourceFormat::Kafka(k), .. })) => out.push(format!("source {name}: kafka topic {}", k.topic)),
-            Some(Op::Source(s)) => out.push(format!("source {name}: {}", crate::plan::format_name(&s.format))),
-            _ => {}
-        }
-    }
+/// `sources` are the stream sources as this run resolved them (`${params.X}`
+/// and `${env.X}` filled in): the checkpoint's offsets belong to one topic and
+/// its file list to one directory, so another topic or directory (a parameter
+/// changed between runs) would skip records or files it never read.
+fn fingerprint(pipeline: &Pipeline, sources: &[(String, String)]) -> Vec<String> {
+    let mut out: Vec<String> = sources.iter().map(|(name, what)| format!("source {name}: {what}")).collect();
     for n in &pipeline.nodes {
         if let Op::EventWindow { input, window: w } = &n.op {
             let list = |e: &[datafusion::logical_expr::Expr]| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
@@ -246,12 +243,21 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
     let state_dir = dir.join("state");
 
     let mut streams = Vec::new();
+    let mut resolved = Vec::new();
     for (name, max_files) in &streaming.sources {
         let Some(Op::Source(source)) = pipeline.node(name).map(|n| &n.op) else { continue };
         if let SourceFormat::Kafka(k) = &source.format {
             let brokers = interpolate(&k.brokers, &values, env)?;
             let options = k.options.iter().map(|(key, v)| Ok((key.clone(), interpolate(v, &values, env)?))).collect::<Result<Vec<_>>>()?;
-            let k = crate::plan::KafkaSource { topic: interpolate(&k.topic, &values, env)?, ..k.clone() };
+            let k = crate::plan::KafkaSource { topic: interpolate(&k.topic, &values, env)?, assign: interpolate(&k.assign, &values, env)?, ..k.clone() };
+            let assigned = match crate::plan::parse_assign(&k.assign) {
+                Ok(mut p) if !k.assign.is_empty() => {
+                    p.sort_unstable();
+                    format!(", partitions {p:?}")
+                }
+                _ => String::new(),
+            };
+            resolved.push((name.clone(), format!("kafka topic {}{assigned}", k.topic)));
             let topic = kafka::Topic::connect(name, &k, &brokers, &options, source.schema.clone()).map_err(|e| Error::in_node(name, e))?;
             streams.push(Stream { name: name.clone(), kind: StreamKind::Kafka(Box::new(topic)) });
             continue;
@@ -271,6 +277,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
             SourceFormat::Avro => "avro",
             _ => return Err(Error::in_node(name, "only csv, json, parquet and avro sources can be streams")),
         };
+        resolved.push((name.clone(), format!("{} files in {path}", crate::plan::format_name(&source.format))));
         streams.push(Stream { name: name.clone(), kind: StreamKind::Files { dir, ext, max_files: *max_files } });
     }
 
@@ -301,7 +308,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
     sinks::clean_stale_staging(&state_dir);
     let _ = std::fs::remove_dir_all(dir.join("batches"));
 
-    let print = fingerprint(pipeline, streaming);
+    let print = fingerprint(pipeline, &resolved);
     let mut checkpoint = load(&state_dir)?;
     match &checkpoint {
         Some(c) if c.fingerprint != print || c.pipeline != pipeline.name => {
