@@ -222,6 +222,49 @@ fn partitions_are_read_whole_and_once() {
     assert_eq!(seen.len(), records.len());
 }
 
+/// SPEC §3's other kafka keys, as a user writes them: CSV values, `starting_offsets =
+/// "latest"` (Spark's default: a new checkpoint starts at the topic's end, so records
+/// already there are never read), a librdkafka option whose value comes from the
+/// environment, and each record's `kafka_timestamp` (the producer's create time).
+#[test]
+fn csv_values_from_the_topics_end_with_an_option_from_the_environment() {
+    let broker = Broker::start();
+    broker.create_topic("csv_clicks", 1);
+    let line = |i: usize| format!("u{},/home,2026-01-01 00:{:02}:00,{}\n", i % 3, i, 10 * i);
+    broker.produce("csv_clicks", 1, &(0..10).map(line).collect::<Vec<_>>(), 0);
+    unsafe { std::env::set_var("KILN_TEST_KAFKA_WAIT_MS", "100") };
+    unsafe { std::env::set_var("KILN_TEST_KAFKA_WAIT_BAD", "soon") };
+    let text = spec_text()
+        .replace("starting_offsets = \"earliest\"", "starting_offsets = \"latest\"")
+        .replace("value_format = \"json\"", "value_format = \"csv\"\noptions = { \"fetch.wait.max.ms\" = \"${env.KILN_TEST_KAFKA_WAIT_MS}\" }");
+    let r = dirs();
+    // The option is read from the environment when the run starts: a bad value fails it,
+    // naming the option.
+    let err = run_in_process(&text.replace("KILN_TEST_KAFKA_WAIT_MS", "KILN_TEST_KAFKA_WAIT_BAD"), params(&broker, "csv_clicks", &r)).unwrap_err().to_string();
+    assert!(err.contains("fetch.wait.max.ms"), "{err}");
+    // A new checkpoint starts at the end: the 10 records there are not read.
+    let report = run_in_process(&text, params(&broker, "csv_clicks", &r)).unwrap();
+    assert!(output(&r.out, "records").is_empty(), "{:?}", report.batches);
+    let day = || String::from_utf8(Command::new("date").args(["-u", "+%Y-%m-%d"]).output().unwrap().stdout).unwrap().trim().to_string();
+    let first_day = day();
+    broker.produce("csv_clicks", 1, &(10..30).map(line).collect::<Vec<_>>(), 10);
+    let last_day = day();
+    run_in_process(&text, params(&broker, "csv_clicks", &r)).unwrap();
+    let records = output(&r.out, "records");
+    assert_eq!(records.len(), 20, "the records produced after the first run");
+    for row in &records {
+        let kiln_tests::Cell::Int(o) = row["kafka_offset"] else { panic!("{row:?}") };
+        let i = o as usize;
+        assert!((10..30).contains(&i), "{row:?}");
+        assert_eq!(row["user_id"], kiln_tests::Cell::Str(format!("u{}", i % 3)));
+        assert_eq!(row["page"], kiln_tests::Cell::Str("/home".into()));
+        assert_eq!(row["duration_ms"], kiln_tests::Cell::Int(10 * o));
+        assert!(matches!(&row["ts"], kiln_tests::Cell::Str(t) if t.starts_with(&format!("2026-01-01T00:{i:02}:00"))), "{row:?}");
+        // The producer's create time: the day the records were sent.
+        assert!(matches!(&row["kafka_timestamp"], kiln_tests::Cell::Str(t) if t.starts_with(&first_day) || t.starts_with(&last_day)), "{row:?}");
+    }
+}
+
 /// A topic's partitions shared by two processes (how a stream scales out, README
 /// "Streaming"): each reads only the partitions it is assigned, with a checkpoint
 /// and output of its own, and its windows are those of its partitions' events.
