@@ -693,40 +693,7 @@ async fn run_planned(
         }
     }
     let rows: HashMap<String, u64> = staged.iter().map(|s| (s.sink.clone(), s.rows)).collect();
-    // Console sinks print; object-store sinks commit each at its manifest, then
-    // local sinks all together, all-or-nothing across a crash (see `storage::remote`
-    // for what a crash between two object-store commits leaves).
-    let (remote, staged): (Vec<Staged>, Vec<Staged>) = staged.into_iter().partition(Staged::is_remote);
-    let mut moves = Vec::new();
-    let mut consoles = Vec::new();
-    for s in staged {
-        match s.into_move() {
-            Ok(m) => moves.push(m),
-            Err(console) => consoles.push(console),
-        }
-    }
-    let mut remote = remote.into_iter();
-    while let Some(s) = remote.next() {
-        if let Err(e) = s.commit_remote().await {
-            abort_all(remote.collect()).await;
-            moves.iter().for_each(|(staging, _, _)| sinks::discard(staging));
-            return Err(e);
-        }
-    }
-    for console in consoles {
-        console.commit()?;
-    }
-    if !moves.is_empty() {
-        let fallback;
-        let journal = match journal {
-            Some(j) => j,
-            None => {
-                fallback = sinks::journal::path(&moves.iter().map(|(_, t, _)| t.clone()).collect::<Vec<_>>()).ok_or_else(|| Error::Usage("a sink path has no file name".into()))?;
-                &fallback
-            }
-        };
-        sinks::journal::commit_all(journal, &moves)?;
-    }
+    commit_staged(staged, journal).await?;
     for (source, target, bad) in &prepared.quarantines {
         eprintln!("source `{source}`: {} bad row(s) quarantined -> {}", bad.len(), crate::redact::text(&target.display().to_string()));
     }
@@ -771,6 +738,81 @@ async fn run_planned(
 /// Throws away every staged sink.
 pub(crate) async fn abort_all(staged: Vec<Staged>) {
     futures::future::join_all(staged.into_iter().map(Staged::abort)).await;
+}
+
+/// Commits a run's staged sinks, every one or none where a failure can be seen
+/// coming (README "Writes are atomic"):
+/// 1. object-store sinks are prepared — their parts copied into place, which no
+///    reader of their manifests sees yet;
+/// 2. the sinks whose commit can be refused commit: Delta tables first (a
+///    concurrent writer's conflict), then PostgreSQL transactions (deferred
+///    constraints), then Kafka topics (a broker refusing records; sent at least once);
+/// 3. the object-store manifests are published (one PUT each, the commit points);
+/// 4. console sinks print, and local sinks commit together through `journal`.
+///
+/// A failure before step 3 undoes every prepared object-store sink and discards the
+/// local staging, so those targets keep their output; a sink of step 2 that had
+/// committed stays committed (a Delta version, a PostgreSQL transaction and sent
+/// records cannot be taken back).
+async fn commit_staged(staged: Vec<Staged>, journal: Option<&std::path::Path>) -> Result<()> {
+    let (remote, local): (Vec<Staged>, Vec<Staged>) = staged.into_iter().partition(Staged::is_remote);
+    let (stores, mut refusable): (Vec<Staged>, Vec<Staged>) = remote.into_iter().partition(Staged::is_object_store);
+    refusable.sort_by_key(Staged::commit_order);
+    let mut moves = Vec::new();
+    let mut consoles = Vec::new();
+    for s in local {
+        match s.into_move() {
+            Ok(m) => moves.push(m),
+            Err(console) => consoles.push(console),
+        }
+    }
+    let discard_local = |moves: &[(std::path::PathBuf, std::path::PathBuf, crate::plan::WriteMode)]| moves.iter().for_each(|(staging, _, _)| sinks::discard(staging));
+    let undo_all = |prepared: Vec<crate::storage::remote::Prepared>| futures::future::join_all(prepared.into_iter().map(crate::storage::remote::Prepared::undo));
+    let mut prepared = Vec::new();
+    let mut stores = stores.into_iter();
+    while let Some(s) = stores.next() {
+        match s.prepare_remote().await {
+            Ok(p) => prepared.push(p),
+            Err(e) => {
+                undo_all(prepared).await;
+                abort_all(stores.chain(refusable).collect()).await;
+                discard_local(&moves);
+                return Err(e);
+            }
+        }
+    }
+    let mut refusable = refusable.into_iter();
+    while let Some(s) = refusable.next() {
+        if let Err(e) = s.commit_remote().await {
+            undo_all(prepared).await;
+            abort_all(refusable.collect()).await;
+            discard_local(&moves);
+            return Err(e);
+        }
+    }
+    let mut prepared = prepared.into_iter();
+    while let Some(p) = prepared.next() {
+        if let Err(e) = p.publish().await {
+            undo_all(prepared.collect()).await;
+            discard_local(&moves);
+            return Err(e);
+        }
+    }
+    for console in consoles {
+        console.commit()?;
+    }
+    if !moves.is_empty() {
+        let fallback;
+        let journal = match journal {
+            Some(j) => j,
+            None => {
+                fallback = sinks::journal::path(&moves.iter().map(|(_, t, _)| t.clone()).collect::<Vec<_>>()).ok_or_else(|| Error::Usage("a sink path has no file name".into()))?;
+                &fallback
+            }
+        };
+        sinks::journal::commit_all(journal, &moves)?;
+    }
+    Ok(())
 }
 
 /// Evaluates every `expect` node's rules (one aggregate pass each), prints the

@@ -359,6 +359,29 @@ fn failures_keep_the_previous_output_and_print_no_secret() {
     assert!(err.contains("s3://no-such-bucket/people"), "{err}");
 }
 
+/// A sink whose commit is refused after the object-store sinks were staged (here a
+/// Kafka sink whose broker does not answer: its records are sent at the commit)
+/// leaves every object-store target as it was: their parts are copied into place
+/// first, published only once every refusable sink committed, and taken back when
+/// one fails. Before, the Parquet sink listed first had already published its new
+/// output.
+#[test]
+fn a_sink_refused_at_the_commit_leaves_the_object_store_targets_as_they_were() {
+    let s3 = S3::start("refused");
+    go(&s3.pipeline(&people_spec(&s3, "format = \"parquet\""))).unwrap();
+    let target = s3.file("people");
+    let before = kiln_tests::snapshot_tree(&target);
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let spec = format!(
+        "{}\n[sinks.alerts]\ninput = \"people\"\nformat = \"kafka\"\nbrokers = \"127.0.0.1:{dead}\"\ntopic = \"people\"\noptions = {{ \"message.timeout.ms\" = \"2000\" }}\n",
+        people_spec(&s3, "format = \"parquet\"\nmode = \"append\"")
+    );
+    let err = go(&s3.pipeline(&spec)).unwrap_err().to_string();
+    assert!(err.contains("alerts") || err.contains(&format!("127.0.0.1:{dead}")), "{err}");
+    assert_eq!(kiln_tests::snapshot_tree(&target), before, "the appended parts were taken back, and nothing is left staged");
+    assert_eq!(committed_rows(&target), people());
+}
+
 /// A scheduler and two executors, each in its own empty working directory,
 /// share no disk: sources and sinks live on the S3 server. The output equals
 /// the local run's, and is committed once by the client.

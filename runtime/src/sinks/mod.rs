@@ -442,6 +442,32 @@ impl Staged {
         matches!(self.kind, StagedKind::Remote { .. } | StagedKind::Postgres { .. } | StagedKind::Delta(_) | StagedKind::Kafka(_))
     }
 
+    /// Where a sink whose commit can be refused commits among them (see
+    /// `run::commit_staged`): Delta, then PostgreSQL, then Kafka, whose records
+    /// cannot be taken back.
+    pub fn commit_order(&self) -> u8 {
+        match self.kind {
+            StagedKind::Delta(_) => 0,
+            StagedKind::Postgres { .. } => 1,
+            StagedKind::Kafka(_) => 2,
+            _ => 3,
+        }
+    }
+
+    /// An object-store sink of plain files (not Delta, PostgreSQL or Kafka).
+    pub fn is_object_store(&self) -> bool {
+        matches!(self.kind, StagedKind::Remote { .. })
+    }
+
+    /// Step 1 of an object-store sink's commit: its parts copied into place, not yet
+    /// its output ([`crate::storage::remote::Target::prepare`]).
+    pub async fn prepare_remote(self) -> Result<crate::storage::remote::Prepared> {
+        match self.kind {
+            StagedKind::Remote { staging, target, run, depth, attempts } => target.prepare(&staging, self.mode, self.rows, &run, depth, attempts.as_deref()).await,
+            _ => Err(Error::Usage("not an object-store sink".into())),
+        }
+    }
+
     /// Commits an object-store sink (see [`crate::storage::remote`]) or a PostgreSQL one.
     pub async fn commit_remote(self) -> Result<()> {
         match self.kind {

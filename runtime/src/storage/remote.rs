@@ -109,14 +109,32 @@ impl Target {
         Ok(())
     }
 
-    /// Moves the output staged at `staging` into place (see the module's protocol).
-    /// `partition_depth` is the number of `key=value` directory levels (for
-    /// `overwrite_partitions`). `attempts`: the output was staged per task attempt
-    /// (`staging/ATTEMPT/…`), and only these attempts' parts are committed.
+    /// Moves the output staged at `staging` into place (see the module's protocol):
+    /// [`Target::prepare`], then [`Prepared::publish`]. `partition_depth` is the
+    /// number of `key=value` directory levels (for `overwrite_partitions`).
+    /// `attempts`: the output was staged per task attempt (`staging/ATTEMPT/…`),
+    /// and only these attempts are committed.
     pub async fn commit(&self, staging: &Location, mode: WriteMode, rows: u64, run: &str, partition_depth: usize, attempts: Option<&[String]>) -> Result<()> {
+        self.prepare(staging, mode, rows, run, partition_depth, attempts).await?.publish().await
+    }
+
+    /// Step 1 of the commit: the staged parts copied to their places under the
+    /// target, which no reader of the manifest sees yet. [`Prepared::publish`]
+    /// makes them the output; [`Prepared::undo`] deletes them (a run whose other
+    /// sink failed after this one was prepared).
+    pub async fn prepare(&self, staging: &Location, mode: WriteMode, rows: u64, run: &str, partition_depth: usize, attempts: Option<&[String]>) -> Result<Prepared> {
+        let prepared = |files: BTreeSet<String>, existing: Vec<(String, object_store::ObjectMeta)>, copies: Vec<String>| Prepared {
+            target: self.clone(),
+            staging: staging.clone(),
+            run: run.to_string(),
+            rows,
+            files,
+            existing,
+            copies,
+        };
         if self.single_file {
-            self.loc.raw.copy(&staging.path, &self.loc.path).await.map_err(|e| super::read_error(&self.loc.url, e))?;
-            return delete(&self.loc, vec![staging.path.clone()]).await;
+            // One server-side copy is the whole commit, made by `publish`.
+            return Ok(prepared(BTreeSet::new(), Vec::new(), Vec::new()));
         }
         let existing = self.loc.list_all().await?;
         let old: Vec<String> = match manifest::read(self.loc.raw.as_ref(), &self.loc.path).await.map_err(|e| super::read_error(&self.loc.url, e))? {
@@ -154,6 +172,8 @@ impl Target {
             }
             _ => Vec::new(),
         };
+        // The copies that are new objects (an undo deletes only these).
+        let copies: Vec<String> = new.iter().filter(|rel| !existing.iter().any(|(r, _)| r == *rel)).cloned().collect();
         // 1. Copy the staged parts into place.
         let raw = self.loc.raw.clone();
         let copied = futures::stream::iter(staged.iter().map(|(from, to)| {
@@ -166,25 +186,11 @@ impl Target {
         .await;
         if let Err(e) = copied {
             // The copies are strays (the manifest does not name them): removed now, or by the next run.
-            let copies = new.iter().filter(|rel| !existing.iter().any(|(r, _)| r == *rel)).map(|rel| self.loc.join(rel).path).collect();
-            let _ = delete(&self.loc, copies).await;
+            let _ = delete(&self.loc, copies.iter().map(|rel| self.loc.join(rel).path).collect()).await;
             return Err(super::read_error(&self.loc.url, e));
         }
-        // 2. The commit point: the manifest names the new output.
-        let files: BTreeSet<String> = keep.into_iter().chain(new.iter().cloned()).collect();
-        write_manifest(&self.loc, &Manifest { version: 1, run: run.to_string(), files: files.iter().cloned().collect(), rows }).await?;
-        // 3 and 4 tidy up after the commit point: a failure there is a warning (the output
-        // is committed; the next run that writes the target finishes the cleanup).
-        let tidy = async {
-            raw.put(&self.loc.path.clone().join("_SUCCESS"), PutPayload::default()).await.map_err(|e| super::read_error(&self.loc.url, e))?;
-            let gone: Vec<_> = existing.into_iter().filter(|(rel, _)| is_data(rel) && !files.contains(rel)).map(|(_, m)| m.location).collect();
-            delete(&self.loc, gone).await?;
-            self.abort(staging).await
-        };
-        if let Err(e) = tidy.await {
-            eprintln!("warning: {} is committed, but cleaning up after it failed ({e}); the next run that writes it finishes", crate::redact::text(&self.loc.url));
-        }
-        Ok(())
+        let files: BTreeSet<String> = keep.into_iter().chain(new).collect();
+        Ok(prepared(files, existing, copies))
     }
 
     /// Removes a run's staged output.
@@ -198,6 +204,58 @@ impl Target {
 }
 
 /// Writes a target's manifest in one PUT.
+/// An object-store sink whose parts are in place and not yet its output
+/// ([`Target::prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    target: Target,
+    staging: Location,
+    run: String,
+    rows: u64,
+    /// The files the new manifest names.
+    files: BTreeSet<String>,
+    /// What the target held before (its files are deleted unless the manifest names them).
+    existing: Vec<(String, object_store::ObjectMeta)>,
+    /// The copies step 1 made.
+    copies: Vec<String>,
+}
+
+impl Prepared {
+    /// Steps 2 to 4: the manifest naming the new output (the commit point), then
+    /// `_SUCCESS`, the replaced files and the staging prefix deleted.
+    pub async fn publish(self) -> Result<()> {
+        let Prepared { target, staging, run, rows, files, existing, .. } = self;
+        let loc = &target.loc;
+        if target.single_file {
+            loc.raw.copy(&staging.path, &loc.path).await.map_err(|e| super::read_error(&loc.url, e))?;
+            return delete(loc, vec![staging.path.clone()]).await;
+        }
+        // 2. The commit point: the manifest names the new output.
+        write_manifest(loc, &Manifest { version: 1, run, files: files.iter().cloned().collect(), rows }).await?;
+        // 3 and 4 tidy up after the commit point: a failure there is a warning (the output
+        // is committed; the next run that writes the target finishes the cleanup).
+        let tidy = async {
+            loc.raw.put(&loc.path.clone().join("_SUCCESS"), PutPayload::default()).await.map_err(|e| super::read_error(&loc.url, e))?;
+            let gone: Vec<_> = existing.into_iter().filter(|(rel, _)| is_data(rel) && !files.contains(rel)).map(|(_, m)| m.location).collect();
+            delete(loc, gone).await?;
+            target.abort(&staging).await
+        };
+        if let Err(e) = tidy.await {
+            eprintln!("warning: {} is committed, but cleaning up after it failed ({e}); the next run that writes it finishes", crate::redact::text(&loc.url));
+        }
+        Ok(())
+    }
+
+    /// Deletes the copies and the staged parts: the target keeps its output. What a
+    /// failed delete leaves are strays its manifest does not name, which the next run
+    /// that writes the target removes.
+    pub async fn undo(self) {
+        let loc = &self.target.loc;
+        let _ = delete(loc, self.copies.iter().map(|rel| loc.join(rel).path).collect()).await;
+        let _ = self.target.abort(&self.staging).await;
+    }
+}
+
 async fn write_manifest(loc: &Location, m: &Manifest) -> Result<()> {
     let body = serde_json::to_vec_pretty(m).map_err(|e| Error::Usage(format!("manifest: {e}")))?;
     loc.raw.put(&loc.path.clone().join(MANIFEST), PutPayload::from(body)).await.map_err(|e| super::read_error(&loc.url, e)).map(drop)
