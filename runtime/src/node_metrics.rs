@@ -186,9 +186,42 @@ pub fn enable(config: datafusion::prelude::SessionConfig, nodes: bool, sources: 
     config.with_extension(Arc::new(Registry { nodes, sources, ..Registry::default() }))
 }
 
-/// A registry that marks only the named sources (a streaming batch counts its streams' rows).
-pub fn enable_for_sources(config: datafusion::prelude::SessionConfig, names: std::collections::HashSet<String>) -> datafusion::prelude::SessionConfig {
-    config.with_extension(Arc::new(Registry { sources: true, only: Some(names), ..Registry::default() }))
+/// A registry that marks the named sources (a streaming batch counts its streams'
+/// rows) and, with `nodes` (`--metrics`, `--report`), every other node.
+pub fn enable_for_sources(config: datafusion::prelude::SessionConfig, names: std::collections::HashSet<String>, nodes: bool) -> datafusion::prelude::SessionConfig {
+    config.with_extension(Arc::new(Registry { nodes, sources: true, only: Some(names), ..Registry::default() }))
+}
+
+/// Adds one run's (a stream's batch's) figures for a node to those of earlier
+/// ones: counts, bytes, times and spills add up, partitions add up one by one,
+/// peak memory is the largest; [`NodeMetrics::finish`] then summarises them.
+pub fn accumulate(total: &mut NodeMetrics, more: &NodeMetrics) {
+    if let Some(r) = more.rows_in {
+        total.rows_in = Some(total.rows_in.unwrap_or(0) + r);
+    }
+    total.rows_out += more.rows_out;
+    total.bytes_out += more.bytes_out;
+    total.elapsed_ms += more.elapsed_ms;
+    total.wall_ms += more.wall_ms;
+    total.spill_count += more.spill_count;
+    total.spill_bytes += more.spill_bytes;
+    total.spill_rows += more.spill_rows;
+    total.peak_memory_bytes = total.peak_memory_bytes.max(more.peak_memory_bytes);
+    if total.partition_rows.len() < more.partition_rows.len() {
+        total.partition_rows.resize(more.partition_rows.len(), 0);
+    }
+    for (t, m) in total.partition_rows.iter_mut().zip(&more.partition_rows) {
+        *t += m;
+    }
+    for op in &more.operators {
+        if !total.operators.contains(op) {
+            total.operators.push(op.clone());
+        }
+    }
+    if more.join_strategy.is_some() {
+        total.join_strategy.clone_from(&more.join_strategy);
+    }
+    total.finish();
 }
 
 /// `plan` without its markers (what a run without metrics plans).

@@ -79,6 +79,18 @@ fn files_stream_into_the_windows_duckdb_computes_and_a_rerun_continues() {
     assert!(batches.iter().all(|b| b["seconds"].as_f64().unwrap() > 0.0 && (b["rows_in"] == 0 || b["rows_per_second"].as_f64().unwrap() > 0.0)), "{m:#}");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("batch 7: 1 file(s), 60 rows in"), "{stderr}");
+    // SPEC §10's `nodes`, summed over the batches: every node with its figures; the stream
+    // source's rows are the rows read, the window's the rows it wrote.
+    let nodes = m["nodes"].as_object().unwrap_or_else(|| panic!("no nodes: {m:#}"));
+    for name in ["clicks", "pages", "valid", "sectioned", "with_section", "per_5m"] {
+        for key in ["rows_out", "elapsed_ms", "spill_bytes", "partition_rows_max", "partition_rows_median"] {
+            assert!(nodes.get(name).is_some_and(|n| n[key].is_number()), "{name}.{key}: {m:#}");
+        }
+    }
+    assert_eq!(nodes["clicks"]["rows_out"].as_u64(), Some(8 * 60), "{m:#}");
+    let valid = files.iter().map(|f| std::fs::read_to_string(f).unwrap().lines().filter(|l| !l.contains("\"duration_ms\": -")).count() as u64).sum::<u64>();
+    assert_eq!(nodes["valid"]["rows_out"].as_u64(), Some(valid), "{m:#}");
+    assert_eq!(nodes["per_5m"]["rows_out"].as_u64(), Some(written), "{m:#}");
 
     // Nothing new: nothing written, nothing read again.
     let o = run(&binary, &d, &[], &[]);

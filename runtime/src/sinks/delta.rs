@@ -332,15 +332,25 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool, tx
 
 /// Stages a write whose data files the cluster's executors write
 /// ([`super::delta_write`]), to be committed by this process. `None` when the
-/// write needs delta-rs' own writer here: a merge into an existing table,
-/// `replace_where` (both read the table's current files), a column-mapped table.
+/// write needs delta-rs' own writer here: a merge into an existing table (it
+/// reads the table's current files), a column-mapped table.
+///
+/// `replace_where` into an existing table: the files whose rows the predicate
+/// may select are replaced. When it names partition columns only, those are the
+/// files whose partition values satisfy it, and they hold no other row; else
+/// every file is, and the rows of them that it does not select are written
+/// again beside the new ones (the executors read them with the new rows). New
+/// rows must all satisfy it (checked first, on the cluster).
 async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Result<Option<(Held, u64)>> {
     use deltalake_core::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
     let err = |e: DeltaTableError| sink_error(&sink.name, &e);
     let fail = |message: String| Error::Sink { sink: sink.name.clone(), message };
     let failed = |e: datafusion::error::DataFusionError| fail(crate::redact::text(&e.to_string()));
-    if sink.replace_where.is_some() {
-        return Ok(None);
+    if let Some(predicate) = &sink.replace_where {
+        let outside = df.clone().filter(not_selected(predicate)).map_err(failed)?.count().await.map_err(failed)?;
+        if outside > 0 {
+            return Err(fail(format!("some new rows do not satisfy `replace_where` (it replaces the rows it selects, so every new row must satisfy it); nothing was committed. {outside} row(s) fail `{predicate}`")));
+        }
     }
     let log_store = table::log_store(location)?;
     let mut t = DeltaTable::new(log_store.clone());
@@ -381,8 +391,23 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
             return Err(fail(format!("the table is partitioned by [{}], the sink by [{}]", partition_by.join(", "), sink.partition_by.join(", "))));
         }
         let stats = WriterStatsConfig::from_config(config);
-        if overwrite {
-            actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))));
+        match (&sink.replace_where, overwrite) {
+            (Some(predicate), true) => {
+                let target: Schema = (&schema).try_into_arrow().map_err(|e| fail(e.to_string()))?;
+                let (replaced, kept) = replaced_files(&snapshot, location, &target, &partition_by, predicate).await?;
+                actions.extend(snapshot.log_data().iter().filter(|f| replaced.contains(&f.path().to_string())).map(|f| Action::Remove(f.remove_action(true))));
+                if let Some(files) = kept {
+                    // Their rows the predicate does not select, written again with the new ones.
+                    let scan = datafusion::logical_expr::LogicalPlanBuilder::scan("kept", datafusion::datasource::provider_as_source(Arc::new(table::DeltaFilesTable::new(files, Arc::new(target.clone())))), None)
+                        .and_then(|b| b.build())
+                        .map_err(failed)?;
+                    let kept = DataFrame::new(df.clone().into_parts().0, scan).filter(not_selected(predicate)).map_err(failed)?;
+                    let names: Vec<Expr> = input.fields().iter().map(|f| Expr::Column(unqualified(f.name()))).collect();
+                    df = df.union(kept.select(names).map_err(failed)?).map_err(failed)?;
+                }
+            }
+            (None, true) => actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true)))),
+            _ => {}
         }
         (Some(snapshot), schema, partition_by, stats)
     } else {
@@ -429,6 +454,65 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
     let mode = if overwrite { SaveMode::Overwrite } else { SaveMode::Append };
     let written = Written { log_store, snapshot, schema, partition_by, mode, actions, adds, rows };
     Ok(Some((Held { state: HeldState::Written(Box::new(written)), location: location.to_string() }, rows)))
+}
+
+/// Rows `predicate` does not select (false or NULL).
+fn not_selected(predicate: &Expr) -> Expr {
+    datafusion::logical_expr::not(datafusion::functions::expr_fn::coalesce(vec![predicate.clone(), datafusion::logical_expr::lit(false)]))
+}
+
+/// The files (log paths) of `snapshot` that `replace_where`'s `predicate` replaces,
+/// and the files whose other rows must be kept. A predicate over partition columns
+/// only is evaluated on each file's partition values: the files it selects are
+/// replaced whole and nothing is kept. Any other predicate may select rows of any
+/// file: every file is replaced, and returned to be read again for the rows the
+/// predicate does not select.
+async fn replaced_files(snapshot: &EagerSnapshot, location: &str, schema: &Schema, partition_by: &[String], predicate: &Expr) -> Result<(std::collections::HashSet<String>, Option<table::DeltaFiles>)> {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::common::ScalarValue;
+    let fail = |e: String| Error::Read { path: crate::redact::text(location), message: e };
+    let files: Vec<_> = snapshot.log_data().iter().collect();
+    let columns = predicate.column_refs();
+    if columns.iter().all(|c| partition_by.contains(&c.name)) {
+        // One row per file: its index and its partition values, typed as the table says.
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values((0..files.len()).map(|i| i.to_string())))];
+        let mut fields = vec![datafusion::arrow::datatypes::Field::new("__kiln_file", datafusion::arrow::datatypes::DataType::Utf8, false)];
+        for c in partition_by {
+            let field = schema.field_with_name(c).map_err(|e| fail(e.to_string()))?;
+            let values = files
+                .iter()
+                .map(|f| match f.partition_values_map().get(c).cloned().flatten() {
+                    // The log writes an empty string for a null value of a non-string column.
+                    Some(v) if !(v.is_empty() && field.data_type() != &datafusion::arrow::datatypes::DataType::Utf8) => ScalarValue::try_from_string(v, field.data_type()),
+                    _ => ScalarValue::try_from(field.data_type()),
+                })
+                .collect::<datafusion::error::Result<Vec<_>>>()
+                .map_err(|e| fail(e.to_string()))?;
+            arrays.push(ScalarValue::iter_to_array(values).map_err(|e| fail(e.to_string()))?);
+            fields.push(field.clone().with_nullable(true));
+        }
+        let batch = datafusion::arrow::record_batch::RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| fail(e.to_string()))?;
+        let local = datafusion::prelude::SessionContext::new();
+        let selected = local
+            .read_batch(batch)
+            .and_then(|d| d.filter(predicate.clone()))
+            .and_then(|d| d.select_columns(&["__kiln_file"]))
+            .map_err(|e| fail(e.to_string()))?
+            .collect()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let mut replaced = std::collections::HashSet::new();
+        for b in &selected {
+            let ids = b.column(0).as_any().downcast_ref::<StringArray>().ok_or_else(|| fail("file ids".into()))?;
+            for id in ids.iter().flatten() {
+                let i: usize = id.parse().map_err(|_| fail("file ids".into()))?;
+                replaced.insert(files[i].path().to_string());
+            }
+        }
+        return Ok((replaced, None));
+    }
+    let kept = table::files_of(snapshot, location)?;
+    Ok((files.iter().map(|f| f.path().to_string()).collect(), Some(kept)))
 }
 
 /// A merge that creates its table inserts the new rows `delete_where` does not delete.

@@ -162,31 +162,38 @@ impl DeltaSourceTable {
     /// (deletion vectors, column mapping) are refused.
     pub fn files(&self) -> Result<DeltaFiles> {
         let state = self.table.snapshot().map_err(|e| error(&self.location, e))?;
-        let mapping = format!("{:?}", state.snapshot().table_configuration().column_mapping_mode());
-        if mapping != "None" {
-            return Err(Error::Read { path: crate::redact::text(&self.location), message: format!("a table with column mapping ({mapping}) is read in one process only: run it without --cluster") });
-        }
-        let partitions = state.metadata().partition_columns().to_vec();
-        let root = self.table.table_url().clone();
-        let store = root[..url::Position::BeforePath].to_string();
-        let prefix = object_store::path::Path::from_url_path(root.path()).map_err(|e| Error::Usage(e.to_string()))?;
-        let mut files = Vec::new();
-        for f in state.log_data().iter() {
-            if f.deletion_vector_descriptor().is_some() {
-                return Err(Error::Read {
-                    path: crate::redact::text(&self.location),
-                    message: format!("{} has a deletion vector: a table with deleted rows is read in one process only (run it without --cluster, or OPTIMIZE/purge the table)", f.path()),
-                });
-            }
-            let values = f.partition_values_map();
-            files.push(DeltaFile {
-                path: prefix.parts().chain(f.object_store_path().parts()).collect::<object_store::path::Path>().to_string(),
-                size: f.size().max(0) as u64,
-                partition_values: partitions.iter().map(|c| values.get(c).cloned().flatten()).collect(),
+        files_of(state.snapshot(), &self.location)
+    }
+}
+
+/// The data files of a table version, their partition values as the log writes
+/// them. Tables whose rows need more than their files to be read (deletion
+/// vectors, column mapping) are refused.
+pub fn files_of(snapshot: &deltalake_core::kernel::EagerSnapshot, location: &str) -> Result<DeltaFiles> {
+    let mapping = format!("{:?}", snapshot.table_configuration().column_mapping_mode());
+    if mapping != "None" {
+        return Err(Error::Read { path: crate::redact::text(location), message: format!("a table with column mapping ({mapping}) is read in one process only: run it without --cluster") });
+    }
+    let partitions = snapshot.metadata().partition_columns().to_vec();
+    let root = snapshot.table_configuration().table_root().clone();
+    let store = root[..url::Position::BeforePath].to_string();
+    let prefix = object_store::path::Path::from_url_path(root.path()).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut files = Vec::new();
+    for f in snapshot.log_data().iter() {
+        if f.deletion_vector_descriptor().is_some() {
+            return Err(Error::Read {
+                path: crate::redact::text(location),
+                message: format!("{} has a deletion vector: a table with deleted rows is read in one process only (run it without --cluster, or OPTIMIZE/purge the table)", f.path()),
             });
         }
-        Ok(DeltaFiles { store, partitions, files })
+        let values = f.partition_values_map();
+        files.push(DeltaFile {
+            path: prefix.parts().chain(f.object_store_path().parts()).collect::<object_store::path::Path>().to_string(),
+            size: f.size().max(0) as u64,
+            partition_values: partitions.iter().map(|c| values.get(c).cloned().flatten()).collect(),
+        });
     }
+    Ok(DeltaFiles { store, partitions, files })
 }
 
 #[async_trait::async_trait]

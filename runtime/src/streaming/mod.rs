@@ -232,7 +232,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
         let state = ctx.state_ref();
         let mut state = state.write();
         let config = std::mem::take(state.config_mut());
-        *state.config_mut() = crate::node_metrics::enable_for_sources(config, streaming.sources.iter().map(|(name, _)| name.clone()).collect());
+        *state.config_mut() = crate::node_metrics::enable_for_sources(config, streaming.sources.iter().map(|(name, _)| name.clone()).collect(), opts.node_metrics);
     }
     let dir = pipeline.runtime.checkpoint_dir.as_deref().ok_or_else(|| Error::Usage("a streaming pipeline needs [runtime] checkpoint_dir".into()))?;
     let dir = PathBuf::from(interpolate(dir, &values, env)?);
@@ -375,6 +375,8 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
         }
     }
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    // Per node over every batch (`--metrics`, `--report`: SPEC §10's `nodes`).
+    let mut nodes: BTreeMap<String, crate::node_metrics::NodeMetrics> = BTreeMap::new();
     let mut reports = Vec::new();
     let served = Arc::new(std::sync::Mutex::new(Served::default()));
     if let Some(bind) = opts.metrics_bind {
@@ -432,6 +434,12 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
         let outcome = batch(pipeline, &ctx, &values, &session_opts, &streams, &picked, &work, &targets, &state_dir, &journal, &mut checkpoint, &mut states).await;
         let _ = std::fs::remove_dir_all(&work);
         let mut report = outcome?;
+        if let Some(r) = crate::node_metrics::registry(&ctx).filter(|r| r.nodes) {
+            for (node, mut m) in crate::node_metrics::collect(&r) {
+                m.join_strategy = r.join_strategy(&node);
+                crate::node_metrics::accumulate(nodes.entry(node).or_default(), &m);
+            }
+        }
         report.seconds = batch_started.elapsed().as_secs_f64();
         report.rows_per_second = report.rows_in as f64 / report.seconds.max(1e-9);
         for (sink, rows) in &report.rows_out {
@@ -442,7 +450,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
         tracing::info!(batch = report.batch, rows_in = report.rows_in, seconds = report.seconds, "batch committed");
         reports.push(report);
         if let Some(path) = &opts.metrics_file {
-            let so_far = summary(pipeline, &values, &totals, started, &reports);
+            let so_far = summary(pipeline, &values, &totals, &nodes, started, &reports);
             crate::cli::write_metrics(pipeline, &so_far, path)?;
         }
         if let Trigger::IntervalMs(ms) = trigger {
@@ -451,7 +459,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
         }
     }
     drop(locks);
-    Ok(summary(pipeline, &values, &totals, started, &reports))
+    Ok(summary(pipeline, &values, &totals, &nodes, started, &reports))
 }
 
 /// What `run --metrics-bind` serves: this process's batches so far.
@@ -511,15 +519,16 @@ impl Served {
     }
 }
 
-/// The run's report so far: rows per sink over all batches, and every batch.
-fn summary(pipeline: &Pipeline, values: &Values, totals: &BTreeMap<String, u64>, started: Instant, batches: &[BatchReport]) -> Report {
+/// The run's report so far: rows per sink and figures per node over all batches,
+/// and every batch.
+fn summary(pipeline: &Pipeline, values: &Values, totals: &BTreeMap<String, u64>, nodes: &BTreeMap<String, crate::node_metrics::NodeMetrics>, started: Instant, batches: &[BatchReport]) -> Report {
     let sinks = pipeline
         .sinks
         .iter()
         .map(|s| SinkReport { name: s.name.clone(), path: interpolate(&s.path, values, env).unwrap_or_default(), rows: Some(totals.get(&s.name).copied().unwrap_or(0)) })
         .collect();
     let params = values.0.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
-    Report { sinks, quality: Vec::new(), seconds: started.elapsed().as_secs_f64(), nodes: Default::default(), plans: Default::default(), params, batches: batches.to_vec(), cluster_jobs: Vec::new() }
+    Report { sinks, quality: Vec::new(), seconds: started.elapsed().as_secs_f64(), nodes: nodes.clone(), plans: Default::default(), params, batches: batches.to_vec(), cluster_jobs: Vec::new() }
 }
 
 /// One line per batch on stderr.
