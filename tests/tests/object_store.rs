@@ -674,27 +674,33 @@ fn delta_sinks_on_a_cluster_are_written_by_the_executors() {
     assert_eq!(info_at(&other)["version"], 0);
 }
 
-/// `replace_where` on a cluster without a shared disk: the executors write the new
-/// rows (and, for a predicate over data columns, the rows of the replaced files it
-/// does not select), the client commits one version that removes the replaced
+/// `replace_where` and `merge` on a cluster without a shared disk: the executors
+/// write the new rows (and the table's rows that a predicate over data columns, or
+/// the merge, keeps), the client commits one version that removes the replaced
 /// files. The `deltalake` Python package reads the same rows as after a local run,
-/// where delta-rs' own writer does the replace; new rows outside the predicate fail
-/// the run before anything is written.
+/// where delta-rs' own writer does the replace and the merge (rows worked out by
+/// hand too); new rows outside the predicate, and two new rows for one key of the
+/// table, fail the run before anything is committed.
 #[test]
-fn replace_where_on_a_cluster_is_written_by_the_executors() {
+fn replace_where_and_merge_on_a_cluster_are_written_by_the_executors() {
     let s3 = S3::start("replacewhere");
     let binary = build_job("tests/delta/replace_where_cluster.toml");
     let inputs = tempfile::tempdir().unwrap();
     let good = inputs.path().join("good.csv");
-    std::fs::write(&good, "id,day,n\n10,d2,100\n11,d2,110\n").unwrap();
+    std::fs::write(&good, "id,day,n\n10,d2,100\n11,d2,110\n12,d2,120\n").unwrap();
     let bad = inputs.path().join("bad.csv");
     std::fs::write(&bad, "id,day,n\n12,d9,5\n").unwrap();
+    // Two new rows for id 1, a row of the table (they satisfy both predicates).
+    let twice = inputs.path().join("twice.csv");
+    std::fs::write(&twice, "id,day,n\n1,d2,101\n1,d2,102\n").unwrap();
     s3.put("in/good.csv", &good);
     s3.put("in/bad.csv", &bad);
+    s3.put("in/twice.csv", &twice);
     // The tables before: three days, and one row the data predicate selects (n = 150).
     let before = |root: &Path| {
         kiln_tests::delta_oracle(&["write", root.join("by_day").to_str().unwrap(), "overwrite", r#"[{"id": 1, "day": "d1", "n": 1}, {"id": 2, "day": "d2", "n": 2}, {"id": 3, "day": "d3", "n": 3}]"#, "day"]);
         kiln_tests::delta_oracle(&["write", root.join("by_n").to_str().unwrap(), "overwrite", r#"[{"id": 1, "day": "d1", "n": 1}, {"id": 2, "day": "d2", "n": 150}, {"id": 3, "day": "d3", "n": 3}]"#]);
+        kiln_tests::delta_oracle(&["write", root.join("merged").to_str().unwrap(), "overwrite", r#"[{"id": 1, "day": "d1", "n": 1}, {"id": 2, "day": "d2", "n": 150}, {"id": 10, "day": "d9", "n": 9}, {"id": 12, "day": "d2", "n": 5}]"#]);
     };
     let rows = |table: &Path| -> Vec<serde_json::Value> {
         let mut r: Vec<serde_json::Value> = kiln_tests::delta_oracle(&["rows", table.to_str().unwrap()]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -702,15 +708,18 @@ fn replace_where_on_a_cluster_is_written_by_the_executors() {
         r
     };
     let j = |id: i64, day: &str, n: i64| serde_json::json!({"id": id, "day": day, "n": n});
-    let expected = vec![j(1, "d1", 1), j(3, "d3", 3), j(10, "d2", 100), j(11, "d2", 110)];
+    let expected = vec![j(1, "d1", 1), j(3, "d3", 3), j(10, "d2", 100), j(11, "d2", 110), j(12, "d2", 120)];
+    // The merge: 1 and 2 kept, 10 matched and deleted (n = 100), 11 inserted, 12 updated.
+    let merged = vec![j(1, "d1", 1), j(2, "d2", 150), j(11, "d2", 110), j(12, "d2", 120)];
+    let want = |sink: &str| if sink == "merged" { merged.clone() } else { expected.clone() };
 
     // Locally, delta-rs' writer.
     let local = tempfile::tempdir().unwrap();
     before(local.path());
     let run = Command::new(&binary).args(["run", "--param"]).arg(format!("input={}", good.display())).arg("--param").arg(format!("output={}", local.path().display())).output().unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    for sink in ["by_day", "by_n"] {
-        assert_eq!(rows(&local.path().join(sink)), expected, "{sink}, local");
+    for sink in ["by_day", "by_n", "merged"] {
+        assert_eq!(rows(&local.path().join(sink)), want(sink), "{sink}, local");
     }
 
     before(&s3.file("lake"));
@@ -728,13 +737,13 @@ fn replace_where_on_a_cluster_is_written_by_the_executors() {
     let output = submit("good.csv");
     let client = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{client}");
-    for sink in ["by_day", "by_n"] {
-        assert_eq!(rows(&s3.file(&format!("lake/{sink}"))), expected, "{sink}, cluster");
+    for sink in ["by_day", "by_n", "merged"] {
+        assert_eq!(rows(&s3.file(&format!("lake/{sink}"))), want(sink), "{sink}, cluster");
         assert_eq!(info_at(&s3.file(&format!("lake/{sink}")))["version"], 1, "{sink}: one commit");
     }
     // Written by the executors' tasks, not by the client.
     let logs: String = dirs[1..3].iter().map(|d| std::fs::read_to_string(d.path().join("executor.log")).unwrap()).collect();
-    assert!(logs.matches("wrote Delta data files").count() >= 2, "{logs}");
+    assert!(logs.matches("wrote Delta data files").count() >= 3, "{logs}");
     assert!(!client.contains("wrote Delta data files"), "{client}");
     // The partition predicate removed only day d2's file: d1's and d3's are still named.
     assert!(s3.file("lake/by_day/day=d1").is_dir() && s3.file("lake/by_day/day=d3").is_dir());
@@ -743,9 +752,13 @@ fn replace_where_on_a_cluster_is_written_by_the_executors() {
     let output = submit("bad.csv");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("do not satisfy `replace_where`"), "{stderr}");
-    for sink in ["by_day", "by_n"] {
+    // Two new rows for one row of the table: the merge fails, and so the whole run.
+    let output = submit("twice.csv");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("multiple source rows"), "{stderr}");
+    for sink in ["by_day", "by_n", "merged"] {
         assert_eq!(info_at(&s3.file(&format!("lake/{sink}")))["version"], 1, "{sink}");
-        assert_eq!(rows(&s3.file(&format!("lake/{sink}"))), expected, "{sink}");
+        assert_eq!(rows(&s3.file(&format!("lake/{sink}"))), want(sink), "{sink}");
     }
 }
 

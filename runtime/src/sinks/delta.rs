@@ -257,11 +257,10 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool, tx
             .ok_or_else(|| Error::Sink { sink: sink.name.clone(), message: "mode = \"merge\" needs keys".into() })?;
         let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
         // delta-rs plans a merge with its own planner, which knows none of Kiln's
-        // nodes (join hints, shared nodes, metrics): the source is planned here,
-        // by Kiln's, and handed over as a table.
-        let physical = df.clone().create_physical_plan().await.map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() })?;
+        // nodes (join hints, shared nodes, metrics): the source is planned by
+        // Kiln's, and handed over as a table.
         let ctx = datafusion::prelude::SessionContext::new_with_state(state.as_ref().clone());
-        let source = ctx.read_table(Arc::new(Planned(physical))).map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() })?;
+        let source = ctx.read_table(Arc::new(Planned::new(df.clone()))).map_err(|e| Error::Sink { sink: sink.name.clone(), message: e.to_string() })?;
         let mut builder = t
             .merge(source, on)
             .with_source_alias("source")
@@ -332,8 +331,10 @@ pub async fn stage(df: DataFrame, sink: &Sink, location: &str, cluster: bool, tx
 
 /// Stages a write whose data files the cluster's executors write
 /// ([`super::delta_write`]), to be committed by this process. `None` when the
-/// write needs delta-rs' own writer here: a merge into an existing table (it
-/// reads the table's current files), a column-mapped table.
+/// write needs delta-rs' own writer here: a column-mapped table, a merge that
+/// adds columns to an existing table.
+///
+/// A merge into an existing table rewrites it ([`merged_rows`]).
 ///
 /// `replace_where` into an existing table: the files whose rows the predicate
 /// may select are replaced. When it names partition columns only, those are the
@@ -357,9 +358,10 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
     let input = df.schema().as_arrow().clone();
     let overwrite = !matches!(sink.mode, WriteMode::Append | WriteMode::Merge);
     let mut actions = Vec::new();
+    // A merge into an existing table reports its source rows, as delta-rs' does.
+    let mut merge_rows = None;
     let (snapshot, schema, partition_by, stats) = if t.verify_deltatable_existence().await.map_err(err)? {
         match sink.mode {
-            WriteMode::Merge => return Ok(None),
             WriteMode::Ignore => return Ok(Some((Held { state: HeldState::Nothing, location: location.to_string() }, 0))),
             WriteMode::ErrorIfExists => return Err(fail(format!("the Delta table {} exists (mode = \"error_if_exists\")", crate::redact::text(location)))),
             _ => {}
@@ -379,6 +381,9 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
         let added: Vec<_> = input.fields().iter().filter(|f| have.field(f.name()).is_none()).cloned().collect();
         let schema = if added.is_empty() {
             have.as_ref().clone()
+        } else if sink.mode == WriteMode::Merge {
+            // The table's rows would need the new columns too: delta-rs' merge, here.
+            return Ok(None);
         } else {
             let added: StructType = normalize_for_delta(&Arc::new(Schema::new(added))).as_ref().try_into_kernel().map_err(|e| err(e.into()))?;
             let merged = StructType::try_new(have.fields().cloned().chain(added.fields().cloned())).map_err(|e| err(e.into()))?;
@@ -407,6 +412,14 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
                 }
             }
             (None, true) => actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true)))),
+            _ if sink.mode == WriteMode::Merge => {
+                let target: Schema = (&schema).try_into_arrow().map_err(|e| fail(e.to_string()))?;
+                let (merged, source_rows) = merged_rows(df, sink, &snapshot, location, target).await?;
+                df = merged;
+                merge_rows = Some(source_rows);
+                // Every current file is rewritten: its rows the merge keeps are in `df`.
+                actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))));
+            }
             _ => {}
         }
         (Some(snapshot), schema, partition_by, stats)
@@ -450,10 +463,63 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
             adds.push(serde_json::from_str::<Add>(a).map_err(|e| fail(format!("a written file's action: {e}")))?);
         }
     }
-    let rows = adds.iter().map(|a| a.stats.as_deref().map_or(0, records)).sum();
-    let mode = if overwrite { SaveMode::Overwrite } else { SaveMode::Append };
+    let written_rows = adds.iter().map(|a| a.stats.as_deref().map_or(0, records)).sum();
+    let rows = merge_rows.unwrap_or(written_rows);
+    // A merge rewrote the whole table (its removes name every file it read).
+    let mode = if overwrite || merge_rows.is_some() { SaveMode::Overwrite } else { SaveMode::Append };
     let written = Written { log_store, snapshot, schema, partition_by, mode, actions, adds, rows };
     Ok(Some((Held { state: HeldState::Written(Box::new(written)), location: location.to_string() }, rows)))
+}
+
+/// A merge into an existing table as rows to write over it (copy on write):
+/// the table's rows whose keys no new row has, and the new rows `delete_where`
+/// does not select — what delta-rs' merge leaves (matched rows updated to the new
+/// row or deleted, new rows inserted). The table's current files are read by the
+/// executors (a Parquet scan of exactly those files). Like Spark's MERGE, a key
+/// of the table that two new rows carry fails the run before anything is written.
+/// Returns the rows and the number of new rows.
+async fn merged_rows(df: DataFrame, sink: &Sink, snapshot: &EagerSnapshot, location: &str, target: Schema) -> Result<(DataFrame, u64)> {
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::logical_expr::{JoinType, col, lit};
+    let failed = |e: datafusion::error::DataFusionError| Error::Sink { sink: sink.name.clone(), message: crate::redact::text(&e.to_string()) };
+    let keys = &sink.keys;
+    if keys.is_empty() {
+        return Err(Error::Sink { sink: sink.name.clone(), message: "mode = \"merge\" needs keys".into() });
+    }
+    let state = df.clone().into_parts().0;
+    let files = table::files_of(snapshot, location)?;
+    let scan = datafusion::logical_expr::LogicalPlanBuilder::scan("target", datafusion::datasource::provider_as_source(Arc::new(table::DeltaFilesTable::new(files, Arc::new(target)))), None)
+        .and_then(|b| b.build())
+        .map_err(failed)?;
+    let existing = DataFrame::new(state, scan);
+    let source = df.clone().alias("source").map_err(failed)?;
+    let on = |left: &str, right: &str| keys.iter().map(|k| qualified(left, k).eq(qualified(right, k))).collect::<Vec<_>>();
+    let source_keys = source.clone().select(keys.iter().map(|k| qualified("source", k)).collect::<Vec<_>>()).map_err(failed)?;
+    let target_keys = existing.clone().select(keys.iter().map(|k| qualified("target", k)).collect::<Vec<_>>()).map_err(failed)?.alias("t").map_err(failed)?;
+    // New rows matching a row of the table, counted per key.
+    let repeated = source_keys
+        .clone()
+        .join_on(target_keys, JoinType::LeftSemi, on("source", "t"))
+        .and_then(|d| d.aggregate(keys.iter().map(|k| qualified("source", k)).collect(), vec![count(lit(1)).alias("__kiln_n")]))
+        .and_then(|d| d.filter(col("__kiln_n").gt(lit(1i64))))
+        .map_err(failed)?
+        .count()
+        .await
+        .map_err(failed)?;
+    if repeated > 0 {
+        return Err(Error::Sink {
+            sink: sink.name.clone(),
+            message: format!("MERGE matched a target row with multiple source rows ({repeated} key(s) of the table carried by two or more new rows, as Spark's MERGE refuses); nothing was committed"),
+        });
+    }
+    let source_rows = df.clone().count().await.map_err(failed)? as u64;
+    let new = match &sink.delete_where {
+        Some(d) => df.clone().filter(not_selected(d)).map_err(failed)?,
+        None => df.clone(),
+    };
+    let names: Vec<Expr> = df.schema().fields().iter().map(|f| qualified("target", f.name()).alias(f.name())).collect();
+    let kept = existing.join_on(source_keys.alias("s").map_err(failed)?, JoinType::LeftAnti, on("target", "s")).and_then(|d| d.select(names)).map_err(failed)?;
+    Ok((new.union(kept).map_err(failed)?, source_rows))
 }
 
 /// Rows `predicate` does not select (false or NULL).
@@ -533,19 +599,34 @@ fn records(stats: &str) -> u64 {
 /// `df` planned by its (cluster) session, read by a local one.
 async fn planned(df: DataFrame, sink: &str) -> Result<DataFrame> {
     let failed = |e: datafusion::error::DataFusionError| Error::Sink { sink: sink.to_string(), message: crate::redact::text(&e.to_string()) };
-    let physical = df.create_physical_plan().await.map_err(failed)?;
     let local = crate::session::context(&Default::default())?;
-    local.read_table(Arc::new(Planned(physical))).map_err(failed)
+    local.read_table(Arc::new(Planned::new(df))).map_err(failed)
 }
 
-/// A physical plan, planned already, read as a table.
+/// A DataFrame read as a table: planned by its own session (Kiln's planner, or a
+/// cluster's) each time it is scanned. delta-rs executes a merge's source twice
+/// (first for the range of its keys); one physical plan executed twice gives its
+/// rows once, since a `RepartitionExec` hands its input out once (a merge found
+/// no new rows and committed nothing).
 #[derive(Debug)]
-struct Planned(Arc<dyn datafusion::physical_plan::ExecutionPlan>);
+struct Planned {
+    state: Box<datafusion::execution::SessionState>,
+    plan: datafusion::logical_expr::LogicalPlan,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+}
+
+impl Planned {
+    fn new(df: DataFrame) -> Self {
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let (state, plan) = df.into_parts();
+        Planned { state: Box::new(state), plan, schema }
+    }
+}
 
 #[async_trait::async_trait]
 impl datafusion::catalog::TableProvider for Planned {
     fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
-        self.0.schema()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> datafusion::datasource::TableType {
@@ -560,8 +641,9 @@ impl datafusion::catalog::TableProvider for Planned {
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
         use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
-        let Some(columns) = projection else { return Ok(self.0.clone()) };
-        let schema = self.0.schema();
+        let plan = self.state.create_physical_plan(&self.plan).await?;
+        let Some(columns) = projection else { return Ok(plan) };
+        let schema = plan.schema();
         let exprs = columns
             .iter()
             .map(|&i| {
@@ -569,7 +651,7 @@ impl datafusion::catalog::TableProvider for Planned {
                 ProjectionExpr::new(Arc::new(datafusion::physical_expr::expressions::Column::new(&name, i)), name)
             })
             .collect::<Vec<_>>();
-        Ok(Arc::new(ProjectionExec::try_new(exprs, self.0.clone())?))
+        Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
     }
 }
 
