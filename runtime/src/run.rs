@@ -768,6 +768,7 @@ async fn commit_staged(staged: Vec<Staged>, journal: Option<&std::path::Path>) -
     }
     let discard_local = |moves: &[(std::path::PathBuf, std::path::PathBuf, crate::plan::WriteMode)]| moves.iter().for_each(|(staging, _, _)| sinks::discard(staging));
     let undo_all = |prepared: Vec<crate::storage::remote::Prepared>| futures::future::join_all(prepared.into_iter().map(crate::storage::remote::Prepared::undo));
+    sinks::journal::fault("staged");
     let mut prepared = Vec::new();
     let mut stores = stores.into_iter();
     while let Some(s) = stores.next() {
@@ -781,6 +782,7 @@ async fn commit_staged(staged: Vec<Staged>, journal: Option<&std::path::Path>) -
             }
         }
     }
+    sinks::journal::fault("prepared");
     let mut refusable = refusable.into_iter();
     while let Some(s) = refusable.next() {
         if let Err(e) = s.commit_remote().await {

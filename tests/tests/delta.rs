@@ -376,3 +376,53 @@ fn a_job_built_without_the_delta_feature_refuses_delta_tables_before_writing() {
     assert!(stderr.contains(&format!("the Delta table {} needs Kiln's `delta` runtime feature", table.display())), "{stderr}");
     assert!(!table.exists(), "nothing written");
 }
+
+/// A run killed after its Delta sinks wrote their data files, before any commit
+/// (`KILN_FAULT=staged` aborts the process there, as a kill would), adds nothing to
+/// any table's log: each keeps its version and rows, and the files it wrote are named
+/// by no commit. The next run commits each table once (SPEC §6a: "a failed or killed
+/// run adds nothing to the log").
+#[test]
+fn a_run_killed_after_writing_delta_files_adds_nothing_to_the_log() {
+    let binary = kiln_tests::build_job("tests/delta/replace_where_cluster.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("orders.csv");
+    std::fs::write(&input, "id,day,n\n10,d2,100\n11,d2,110\n12,d2,120\n").unwrap();
+    let out = dir.path().join("lake");
+    oracle(&["write", out.join("by_day").to_str().unwrap(), "overwrite", r#"[{"id": 1, "day": "d1", "n": 1}, {"id": 2, "day": "d2", "n": 2}]"#, "day"]);
+    oracle(&["write", out.join("by_n").to_str().unwrap(), "overwrite", r#"[{"id": 1, "day": "d1", "n": 1}, {"id": 2, "day": "d2", "n": 150}]"#]);
+    oracle(&["write", out.join("merged").to_str().unwrap(), "overwrite", r#"[{"id": 1, "day": "d1", "n": 1}, {"id": 12, "day": "d2", "n": 5}]"#]);
+    let sinks = ["by_day", "by_n", "merged"];
+    let before: Vec<Vec<Value>> = sinks.iter().map(|s| rows(&out.join(s), None)).collect();
+    let parquet = |table: &Path| kiln_tests::files_under(table).into_iter().filter(|f| f.ends_with(".parquet")).count();
+    let files_before: Vec<usize> = sinks.iter().map(|s| parquet(&out.join(s))).collect();
+    let run = |fault: Option<&str>| {
+        let mut cmd = std::process::Command::new(&binary);
+        cmd.args(["run", "--param"]).arg(format!("input={}", input.display())).arg("--param").arg(format!("output={}", out.display()));
+        if let Some(f) = fault {
+            cmd.env("KILN_FAULT", f);
+        }
+        cmd.output().unwrap()
+    };
+    let killed = run(Some("staged"));
+    assert!(!killed.status.success() && String::from_utf8_lossy(&killed.stderr).contains("KILN_FAULT=staged"), "{}", String::from_utf8_lossy(&killed.stderr));
+    for (i, sink) in sinks.iter().enumerate() {
+        let table = out.join(sink);
+        assert_eq!(version(&table), 0, "{sink}: the killed run added a version");
+        assert_eq!(rows(&table, None), before[i], "{sink}");
+    }
+    // The killed run had written its data files (the kill came after them): named by no commit.
+    let written: usize = sinks.iter().enumerate().map(|(i, s)| parquet(&out.join(s)) - files_before[i]).sum();
+    assert!(written >= 3, "the kill came before the files were written: the test proves nothing");
+
+    let again = run(None);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let j = |id: i64, day: &str, n: i64| json!({"id": id, "day": day, "n": n});
+    assert_eq!(rows(&out.join("by_day"), None), vec![j(1, "d1", 1), j(10, "d2", 100), j(11, "d2", 110), j(12, "d2", 120)]);
+    assert_eq!(rows(&out.join("by_n"), None), vec![j(1, "d1", 1), j(10, "d2", 100), j(11, "d2", 110), j(12, "d2", 120)]);
+    // Merge: 10 (n = 100) is not inserted (delete_where), 11 inserted, 12 updated.
+    assert_eq!(rows(&out.join("merged"), None), vec![j(1, "d1", 1), j(11, "d2", 110), j(12, "d2", 120)]);
+    for sink in sinks {
+        assert_eq!(version(&out.join(sink)), 1, "{sink}: one commit");
+    }
+}

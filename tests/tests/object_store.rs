@@ -190,6 +190,31 @@ fn etl_job_reads_and_writes_s3() {
         // A reader that ignores the manifest (every .parquet object under the prefix) sees the same rows.
         assert_eq!(all_parquet_rows(&target), expected);
     }
+
+    // Killed after the new parts were copied into place and before the manifest
+    // (`KILN_FAULT=prepared` aborts there): Kiln's readers see the committed output, the
+    // copies are strays the manifest does not name, and the next run removes them.
+    let target = s3.file("out/etl");
+    let committed = files(&target);
+    let output = Command::new(&binary)
+        .args(["run", "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/out/etl")])
+        .envs(s3.env())
+        .env("KILN_FAULT", "prepared")
+        .output()
+        .unwrap();
+    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("KILN_FAULT=prepared"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(committed_rows(&target), expected);
+    let strays: Vec<String> = files(&target).into_iter().filter(|f| !committed.contains(f) && !f.starts_with("_kiln_staging/")).collect();
+    assert!(!strays.is_empty(), "the kill came before the copies: the test proves nothing");
+    let output = Command::new(&binary)
+        .args(["run", "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/out/etl")])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(committed_rows(&target), expected);
+    assert!(files(&target).iter().all(|f| !strays.contains(f) && !f.starts_with("_kiln_staging/")), "{:?}", files(&target));
+    assert_eq!(all_parquet_rows(&target), expected);
 }
 
 fn people_spec(s3: &S3, sink: &str) -> String {

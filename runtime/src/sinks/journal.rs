@@ -24,8 +24,10 @@
 //! staging (`clean_stale_staging`).
 //!
 //! `KILN_FAULT=before-journal | after-journal | after-commit-N | after-done`
-//! makes the process abort at that point (fault-injection tests); it is read
-//! nowhere else.
+//! makes the process abort at that point (fault-injection tests), and so do
+//! `staged` (every sink staged: Delta files written and held, nothing
+//! committed) and `prepared` (object-store parts copied into place, no
+//! manifest written) in `run::commit_staged`; it is read nowhere else.
 
 use std::path::{Path, PathBuf};
 
