@@ -712,7 +712,8 @@ fn replace_where_and_merge_on_a_cluster_are_written_by_the_executors() {
     let binary = build_job("tests/delta/replace_where_cluster.toml");
     let inputs = tempfile::tempdir().unwrap();
     let good = inputs.path().join("good.csv");
-    std::fs::write(&good, "id,day,n\n10,d2,100\n11,d2,110\n12,d2,120\n").unwrap();
+    // The last row has no id: a merge never matches it (NULL = NULL is not true), so it is inserted.
+    std::fs::write(&good, "id,day,n\n10,d2,100\n11,d2,110\n12,d2,120\n,d2,130\n").unwrap();
     let bad = inputs.path().join("bad.csv");
     std::fs::write(&bad, "id,day,n\n12,d9,5\n").unwrap();
     // Two new rows for id 1, a row of the table (they satisfy both predicates).
@@ -733,9 +734,11 @@ fn replace_where_and_merge_on_a_cluster_are_written_by_the_executors() {
         r
     };
     let j = |id: i64, day: &str, n: i64| serde_json::json!({"id": id, "day": day, "n": n});
-    let expected = vec![j(1, "d1", 1), j(3, "d3", 3), j(10, "d2", 100), j(11, "d2", 110), j(12, "d2", 120)];
-    // The merge: 1 and 2 kept, 10 matched and deleted (n = 100), 11 inserted, 12 updated.
-    let merged = vec![j(1, "d1", 1), j(2, "d2", 150), j(11, "d2", 110), j(12, "d2", 120)];
+    let no_id = serde_json::json!({"id": null, "day": "d2", "n": 130});
+    let expected = vec![no_id.clone(), j(1, "d1", 1), j(3, "d3", 3), j(10, "d2", 100), j(11, "d2", 110), j(12, "d2", 120)];
+    // The merge: 1 and 2 kept, 10 matched and deleted (n = 100), 11 and the row without an id
+    // inserted, 12 updated.
+    let merged = vec![no_id.clone(), j(1, "d1", 1), j(2, "d2", 150), j(11, "d2", 110), j(12, "d2", 120)];
     let want = |sink: &str| if sink == "merged" { merged.clone() } else { expected.clone() };
 
     // Locally, delta-rs' writer.
@@ -770,8 +773,11 @@ fn replace_where_and_merge_on_a_cluster_are_written_by_the_executors() {
     let logs: String = dirs[1..3].iter().map(|d| std::fs::read_to_string(d.path().join("executor.log")).unwrap()).collect();
     assert!(logs.matches("wrote Delta data files").count() >= 3, "{logs}");
     assert!(!client.contains("wrote Delta data files"), "{client}");
-    // The partition predicate removed only day d2's file: d1's and d3's are still named.
-    assert!(s3.file("lake/by_day/day=d1").is_dir() && s3.file("lake/by_day/day=d3").is_dir());
+    // The sinks' rows as delta-rs counts them: the new rows of a replace_where, the source
+    // rows of a merge (not the table's rows written again).
+    for sink in ["by_day", "by_n", "merged"] {
+        assert!(client.contains(&format!("sink `{sink}`: 4 rows")), "{sink}: {client}");
+    }
 
     // New rows the predicate does not select: refused before any write, no new version.
     let output = submit("bad.csv");

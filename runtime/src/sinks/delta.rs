@@ -109,6 +109,9 @@ struct Written {
     actions: Vec<Action>,
     adds: Vec<Add>,
     rows: u64,
+    /// What the commit records, when it is not a plain write in `mode`: a merge or
+    /// a `replace_where`, whose conflict checks must see what they read.
+    operation: Option<DeltaOperation>,
 }
 
 impl Written {
@@ -117,6 +120,7 @@ impl Written {
         // What delta-rs records for its own writes (and `rows_in_commit` reads).
         let metrics = serde_json::json!({
             "num_added_rows": self.rows,
+            "num_source_rows": self.rows,
             "num_added_files": self.adds.len(),
             "num_removed_files": removed,
         });
@@ -134,11 +138,11 @@ impl Written {
                     .await?;
             }
             Some(snapshot) => {
-                let operation = DeltaOperation::Write {
+                let operation = self.operation.unwrap_or(DeltaOperation::Write {
                     mode: self.mode,
                     partition_by: (!self.partition_by.is_empty()).then_some(self.partition_by),
                     predicate: None,
-                };
+                });
                 let actions = self.actions.into_iter().chain(adds).collect();
                 CommitBuilder::from(properties)
                     .with_actions(actions)
@@ -347,11 +351,15 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
     let err = |e: DeltaTableError| sink_error(&sink.name, &e);
     let fail = |message: String| Error::Sink { sink: sink.name.clone(), message };
     let failed = |e: datafusion::error::DataFusionError| fail(crate::redact::text(&e.to_string()));
+    // replace_where: the new rows, counted (the sink's rows, as delta-rs counts them)
+    // with those the predicate does not select, which fail the run.
+    let mut new_rows = None;
     if let Some(predicate) = &sink.replace_where {
-        let outside = df.clone().filter(not_selected(predicate)).map_err(failed)?.count().await.map_err(failed)?;
+        let (rows, outside) = count_outside(&df, predicate).await.map_err(failed)?;
         if outside > 0 {
             return Err(fail(format!("some new rows do not satisfy `replace_where` (it replaces the rows it selects, so every new row must satisfy it); nothing was committed. {outside} row(s) fail `{predicate}`")));
         }
+        new_rows = Some(rows);
     }
     let log_store = table::log_store(location)?;
     let mut t = DeltaTable::new(log_store.clone());
@@ -360,6 +368,7 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
     let mut actions = Vec::new();
     // A merge into an existing table reports its source rows, as delta-rs' does.
     let mut merge_rows = None;
+    let mut operation = None;
     let (snapshot, schema, partition_by, stats) = if t.verify_deltatable_existence().await.map_err(err)? {
         match sink.mode {
             WriteMode::Ignore => return Ok(Some((Held { state: HeldState::Nothing, location: location.to_string() }, 0))),
@@ -370,6 +379,12 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
         let snapshot = t.snapshot().map_err(err)?.snapshot().clone();
         let config = snapshot.table_configuration();
         if config.column_mapping_mode() != delta_kernel::table_features::ColumnMappingMode::None {
+            return Ok(None);
+        }
+        // Table rules the executors' writer does not apply, and files it cannot rewrite:
+        // delta-rs' own writer, here.
+        if let Some(why) = needs_delta_rs(&snapshot, sink.mode == WriteMode::Merge || sink.replace_where.is_some()) {
+            tracing::info!(sink = %sink.name, why, "the Delta table is written by this process");
             return Ok(None);
         }
         PROTOCOL.can_write_to(&snapshot).map_err(|e| err(e.into()))?;
@@ -400,6 +415,8 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
             (Some(predicate), true) => {
                 let target: Schema = (&schema).try_into_arrow().map_err(|e| fail(e.to_string()))?;
                 let (replaced, kept) = replaced_files(&snapshot, location, &target, &partition_by, predicate).await?;
+                let sql = deltalake_core::delta_datafusion::expr::fmt_expr_to_sql(predicate).map_err(err)?;
+                operation = Some(DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: (!partition_by.is_empty()).then(|| partition_by.clone()), predicate: Some(sql) });
                 actions.extend(snapshot.log_data().iter().filter(|f| replaced.contains(&f.path().to_string())).map(|f| Action::Remove(f.remove_action(true))));
                 if let Some(files) = kept {
                     // Their rows the predicate does not select, written again with the new ones.
@@ -417,6 +434,14 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
                 let (merged, source_rows) = merged_rows(df, sink, &snapshot, location, target).await?;
                 df = merged;
                 merge_rows = Some(source_rows);
+                // The whole table was read (no predicate): any concurrent change conflicts.
+                operation = Some(DeltaOperation::Merge {
+                    predicate: None,
+                    merge_predicate: Some(sink.keys.iter().map(|k| format!("target.{k} = source.{k}")).collect::<Vec<_>>().join(" AND ")),
+                    matched_predicates: Vec::new(),
+                    not_matched_predicates: Vec::new(),
+                    not_matched_by_source_predicates: Vec::new(),
+                });
                 // Every current file is rewritten: its rows the merge keeps are in `df`.
                 actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))));
             }
@@ -464,10 +489,10 @@ async fn stage_on_cluster(mut df: DataFrame, sink: &Sink, location: &str) -> Res
         }
     }
     let written_rows = adds.iter().map(|a| a.stats.as_deref().map_or(0, records)).sum();
-    let rows = merge_rows.unwrap_or(written_rows);
+    let rows = merge_rows.or(new_rows).unwrap_or(written_rows);
     // A merge rewrote the whole table (its removes name every file it read).
     let mode = if overwrite || merge_rows.is_some() { SaveMode::Overwrite } else { SaveMode::Append };
-    let written = Written { log_store, snapshot, schema, partition_by, mode, actions, adds, rows };
+    let written = Written { log_store, snapshot, schema, partition_by, mode, actions, adds, rows, operation };
     Ok(Some((Held { state: HeldState::Written(Box::new(written)), location: location.to_string() }, rows)))
 }
 
@@ -485,6 +510,15 @@ async fn merged_rows(df: DataFrame, sink: &Sink, snapshot: &EagerSnapshot, locat
     let keys = &sink.keys;
     if keys.is_empty() {
         return Err(Error::Sink { sink: sink.name.clone(), message: "mode = \"merge\" needs keys".into() });
+    }
+    let source_rows = df.clone().count().await.map_err(failed)? as u64;
+    let new = match &sink.delete_where {
+        Some(d) => df.clone().filter(not_selected(d)).map_err(failed)?,
+        None => df.clone(),
+    };
+    if snapshot.log_data().iter().next().is_none() {
+        // An empty table: the new rows are all there is.
+        return Ok((new, source_rows));
     }
     let state = df.clone().into_parts().0;
     let files = table::files_of(snapshot, location)?;
@@ -512,14 +546,47 @@ async fn merged_rows(df: DataFrame, sink: &Sink, snapshot: &EagerSnapshot, locat
             message: format!("MERGE matched a target row with multiple source rows ({repeated} key(s) of the table carried by two or more new rows, as Spark's MERGE refuses); nothing was committed"),
         });
     }
-    let source_rows = df.clone().count().await.map_err(failed)? as u64;
-    let new = match &sink.delete_where {
-        Some(d) => df.clone().filter(not_selected(d)).map_err(failed)?,
-        None => df.clone(),
-    };
     let names: Vec<Expr> = df.schema().fields().iter().map(|f| qualified("target", f.name()).alias(f.name())).collect();
     let kept = existing.join_on(source_keys.alias("s").map_err(failed)?, JoinType::LeftAnti, on("target", "s")).and_then(|d| d.select(names)).map_err(failed)?;
     Ok((new.union(kept).map_err(failed)?, source_rows))
+}
+
+/// The rows of `df`, and those of them `predicate` does not select, in one pass.
+async fn count_outside(df: &DataFrame, predicate: &Expr) -> datafusion::error::Result<(u64, u64)> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::functions_aggregate::expr_fn::{count, sum};
+    use datafusion::logical_expr::{cast, lit, when};
+    let outside = when(not_selected(predicate), lit(1i64)).otherwise(lit(0i64))?;
+    let batches = df.clone().aggregate(vec![], vec![count(lit(1)).alias("rows"), sum(cast(outside, datafusion::arrow::datatypes::DataType::Int64)).alias("outside")])?.collect().await?;
+    let value = |i: usize| batches.iter().find(|b| b.num_rows() > 0).map_or(0, |b| {
+        let column = b.column(i);
+        if column.is_null(0) { 0 } else { column.as_primitive::<Int64Type>().value(0).max(0) as u64 }
+    });
+    Ok((value(0), value(1)))
+}
+
+/// Why a write to this table must go through delta-rs' own writer (in the submitting
+/// process) rather than the executors': rules the executors' writer does not apply
+/// (CHECK constraints, invariants, generated or identity columns, the change data
+/// feed), and, for a `replace_where` or a merge (`rewrites`), deletion vectors, whose
+/// rows the executors' scan of the files would not leave out.
+fn needs_delta_rs(snapshot: &EagerSnapshot, rewrites: bool) -> Option<&'static str> {
+    let config = snapshot.metadata().configuration();
+    if config.keys().any(|k| k.starts_with("delta.constraints.")) {
+        return Some("CHECK constraints");
+    }
+    if config.get("delta.enableChangeDataFeed").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Some("the change data feed");
+    }
+    let rules = ["delta.invariants", "delta.generationExpression", "delta.identity.start", "delta.identity.step", "delta.identity.highWaterMark", "delta.identity.allowExplicitInsert"];
+    if snapshot.schema().fields().any(|f| rules.iter().any(|r| f.metadata().contains_key(*r))) {
+        return Some("invariants, generated or identity columns");
+    }
+    if rewrites && snapshot.log_data().iter().any(|f| f.deletion_vector_descriptor().is_some()) {
+        return Some("deletion vectors");
+    }
+    None
 }
 
 /// Rows `predicate` does not select (false or NULL).
@@ -538,6 +605,9 @@ async fn replaced_files(snapshot: &EagerSnapshot, location: &str, schema: &Schem
     use datafusion::common::ScalarValue;
     let fail = |e: String| Error::Read { path: crate::redact::text(location), message: e };
     let files: Vec<_> = snapshot.log_data().iter().collect();
+    if files.is_empty() {
+        return Ok((std::collections::HashSet::new(), None));
+    }
     let columns = predicate.column_refs();
     if columns.iter().all(|c| partition_by.contains(&c.name)) {
         // One row per file: its index and its partition values, typed as the table says.

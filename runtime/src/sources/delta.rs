@@ -294,9 +294,10 @@ impl TableProvider for DeltaFilesTable {
                 t => (t, None),
             };
             let v = match text {
-                // The log writes an empty string for a null partition value of a non-string column.
+                // The log writes an empty string for a null partition value; the Delta
+                // kernel (delta-rs' own scan) reads it as NULL whatever the column's type.
                 None => ScalarValue::try_from(inner)?,
-                Some(s) if s.is_empty() && inner != &DataType::Utf8 => ScalarValue::try_from(inner)?,
+                Some(s) if s.is_empty() => ScalarValue::try_from(inner)?,
                 Some(s) => ScalarValue::try_from_string(s.clone(), inner)?,
             };
             Ok(match dict {

@@ -228,7 +228,11 @@ impl Prepared {
         let loc = &target.loc;
         if target.single_file {
             loc.raw.copy(&staging.path, &loc.path).await.map_err(|e| super::read_error(&loc.url, e))?;
-            return delete(loc, vec![staging.path.clone()]).await;
+            // Committed: a staged object left behind is removed by the next run.
+            if let Err(e) = delete(loc, vec![staging.path.clone()]).await {
+                eprintln!("warning: {} is committed, but removing its staged copy failed ({e}); the next run that writes it finishes", crate::redact::text(&loc.url));
+            }
+            return Ok(());
         }
         // 2. The commit point: the manifest names the new output.
         write_manifest(loc, &Manifest { version: 1, run, files: files.iter().cloned().collect(), rows }).await?;
