@@ -40,7 +40,7 @@ fn main() {
     // builds in a clone of its own database (origin `file://…/.cargo/git/db/…`), so
     // there the package's `repository` stands instead, and the commit being built
     // (the checkout cargo marks with `.cargo-ok`) pins the revision.
-    let origin = git(&root, &["config", "--get", "remote.origin.url"]).filter(|u| reachable_url(u));
+    let origin = git(&root, &["config", "--get", "remote.origin.url"]).and_then(|u| public_url(&u));
     if let Some(url) = origin {
         println!("cargo:rustc-env=KILN_GIT_URL={url}");
     }
@@ -60,9 +60,32 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|s| !s.is_empty())
 }
 
-/// A remote another machine can clone: not a local path or `file://` URL.
-fn reachable_url(url: &str) -> bool {
-    !url.starts_with("file:") && !url.starts_with('/') && !url.starts_with('.') && (url.contains("://") || url.contains('@'))
+/// The remote as another machine clones it with `cargo install --git`: an
+/// `https://` URL without credentials (a token in the origin would otherwise be
+/// compiled into kiln and written into workflows). scp-style (`git@host:org/repo`)
+/// and `ssh://` remotes become `https://host/org/repo`, which a CI runner without
+/// an SSH key can fetch; local paths and `file://` URLs (cargo's own clone) are none.
+fn public_url(url: &str) -> Option<String> {
+    let url = url.trim();
+    if url.starts_with("file:") || url.starts_with('/') || url.starts_with('.') {
+        return None;
+    }
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (scheme, rest.to_string()),
+        // scp-style: [user@]host:path
+        None => {
+            let (host, path) = url.split_once(':')?;
+            ("ssh", format!("{host}/{}", path.trim_start_matches('/')))
+        }
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((&rest, ""));
+    let host = authority.rsplit('@').next()?;
+    if host.is_empty() {
+        return None;
+    }
+    let scheme = if matches!(scheme, "ssh" | "git" | "git+ssh") { "https" } else { scheme };
+    let host = if scheme == "https" { host.split(':').next().unwrap_or(host) } else { host };
+    Some(format!("{scheme}://{host}/{path}"))
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

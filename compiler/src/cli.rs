@@ -142,6 +142,9 @@ pub fn main() -> ExitCode {
         Command::New { name } => new(&name),
         Command::Init { dir, kiln_git, kiln_rev } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            if let Some(note) = kiln_git.is_none().then(|| crate::init::fallback_note("the workflow")).flatten() {
+                eprintln!("{note}");
+            }
             match crate::init::init(&dir, kiln_git.as_deref().unwrap_or(crate::init::default_git()), kiln_rev.as_deref().unwrap_or(crate::init::default_rev())) {
                 Ok(written) => {
                     for w in &written {
@@ -174,6 +177,9 @@ pub fn main() -> ExitCode {
                     }
                 },
                 None => {
+                    if let Some(note) = kiln_git.is_none().then(|| crate::init::fallback_note("the Dockerfile")).flatten() {
+                        eprintln!("{note}");
+                    }
                     let (a, m) = crate::deploy::IMAGE_GLIBC;
                     eprintln!("the image builds the binary (Debian trixie): it needs the image's own glibc {a}.{m}, whatever machine builds it");
                     crate::deploy::Docker::Build {

@@ -156,6 +156,15 @@ pub fn default_git() -> &'static str {
     option_env!("KILN_GIT_URL").filter(|u| !u.is_empty()).unwrap_or(env!("CARGO_PKG_REPOSITORY"))
 }
 
+/// A note for `kiln init` and `kiln deploy` when the URL is the package's
+/// `repository` rather than where this kiln came from (a `cargo install --git` of a
+/// fork or a mirror pins a commit that URL may not have).
+pub fn fallback_note(what: &str) -> Option<String> {
+    option_env!("KILN_GIT_URL").filter(|u| !u.is_empty()).is_none().then(|| {
+        format!("note: {what} installs Kiln from {} (this kiln's package repository); pass --kiln-git URL (and --kiln-rev) if it came from a fork or a mirror", default_git())
+    })
+}
+
 /// The Kiln commit the workflow and the image install: the commit this kiln was
 /// built from when `cargo install --git` built it (`KILN_GIT_REV`); empty (the
 /// repository's default branch) for a build from a working tree, which may hold

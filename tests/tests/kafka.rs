@@ -279,7 +279,7 @@ fn two_processes_share_a_topic_by_assigned_partitions() {
     let mut keys_seen = Vec::new();
     // The first process's share is written in its spec; the second's is a parameter, as
     // one spec deployed N times would take it.
-    let with_param = format!("{text}\n[params.share]\ndefault = \"\"\n").replace("starting_offsets = \"earliest\"", "starting_offsets = \"earliest\"\nassign = \"${params.share}\"");
+    let with_param = format!("{text}\n[params.share]\ndescription = \"the partitions this process reads\"\n").replace("starting_offsets = \"earliest\"", "starting_offsets = \"earliest\"\nassign = \"${params.share}\"");
     for (assign, partitions) in [("[0]", vec![0]), ("2, 1", vec![1, 2])] {
         let r = dirs();
         let (spec, mut params) = (text.replace("starting_offsets = \"earliest\"", &format!("starting_offsets = \"earliest\"\nassign = {assign}")), params(&broker, "shared", &r));
@@ -306,6 +306,12 @@ fn two_processes_share_a_topic_by_assigned_partitions() {
     let spec = text.replace("starting_offsets = \"earliest\"", "starting_offsets = \"earliest\"\nassign = [1, 5]");
     let err = run_in_process(&spec, params(&broker, "shared", &r)).unwrap_err().to_string();
     assert!(err.contains("`assign` names partition 5, and the topic has partitions 0, 1, 2"), "{err}");
+    assert!(output(&r.out, "records").is_empty());
+    // A share that resolves to nothing is refused: it would read every partition.
+    let mut empty = params(&broker, "shared", &r);
+    empty.push(("share".into(), " ".into()));
+    let err = run_in_process(&with_param, empty).unwrap_err().to_string();
+    assert!(err.contains("which is empty here"), "{err}");
     assert!(output(&r.out, "records").is_empty());
 }
 

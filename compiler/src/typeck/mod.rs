@@ -158,6 +158,7 @@ fn plain_strings(spec: &Spec) -> Vec<&crate::spec::Sp<String>> {
         if let Some(k) = &s.kafka {
             out.push(&k.brokers);
             out.push(&k.topic);
+            out.extend(k.assign.iter());
             out.extend(k.options.iter().map(|(_, v)| v));
         }
     }

@@ -104,6 +104,21 @@ struct Checkpoint {
 
 const STATE_FILE: &str = "checkpoint.json";
 
+/// A checkpoint written before the fingerprint held the resolved sources names
+/// each stream source by its format (a directory) or its topic as the spec wrote
+/// it: where such a line is what this spec says, it stands for this run's
+/// resolved line (the run cannot tell which directory or topic it was, and
+/// refusing every such checkpoint would make a user start over and re-read
+/// everything into append sinks). `earlier` and `now` are the two forms, line
+/// for line.
+fn upgrade_fingerprint(checkpoint: &mut [String], earlier: &[String], now: &[String]) {
+    for line in checkpoint.iter_mut() {
+        if let Some(i) = earlier.iter().position(|e| e == line) {
+            line.clone_from(&now[i]);
+        }
+    }
+}
+
 /// What a checkpoint's state depends on: a spec whose stream sources or windows
 /// differ cannot continue from it (SPEC §8). Stateless transforms may change.
 /// `sources` are the stream sources as this run resolved them (`${params.X}`
@@ -244,12 +259,20 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
 
     let mut streams = Vec::new();
     let mut resolved = Vec::new();
+    // How checkpoints written before Kiln recorded the resolved sources named them.
+    let mut earlier = Vec::new();
     for (name, max_files) in &streaming.sources {
         let Some(Op::Source(source)) = pipeline.node(name).map(|n| &n.op) else { continue };
         if let SourceFormat::Kafka(k) = &source.format {
             let brokers = interpolate(&k.brokers, &values, env)?;
             let options = k.options.iter().map(|(key, v)| Ok((key.clone(), interpolate(v, &values, env)?))).collect::<Result<Vec<_>>>()?;
-            let k = crate::plan::KafkaSource { topic: interpolate(&k.topic, &values, env)?, assign: interpolate(&k.assign, &values, env)?, ..k.clone() };
+            let assign = interpolate(&k.assign, &values, env)?;
+            if !k.assign.is_empty() && assign.trim().is_empty() {
+                // A process meant to read a share of the partitions would read them all.
+                return Err(Error::in_node(name, format!("`assign` is `{}`, which is empty here: name the partitions this process reads", k.assign)));
+            }
+            let raw_topic = k.topic.clone();
+            let k = crate::plan::KafkaSource { topic: interpolate(&k.topic, &values, env)?, assign, ..k.clone() };
             let assigned = match crate::plan::parse_assign(&k.assign) {
                 Ok(mut p) if !k.assign.is_empty() => {
                     p.sort_unstable();
@@ -258,6 +281,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
                 _ => String::new(),
             };
             resolved.push((name.clone(), format!("kafka topic {}{assigned}", k.topic)));
+            earlier.push((name.clone(), format!("kafka topic {raw_topic}")));
             let topic = kafka::Topic::connect(name, &k, &brokers, &options, source.schema.clone()).map_err(|e| Error::in_node(name, e))?;
             streams.push(Stream { name: name.clone(), kind: StreamKind::Kafka(Box::new(topic)) });
             continue;
@@ -278,6 +302,7 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
             _ => return Err(Error::in_node(name, "only csv, json, parquet and avro sources can be streams")),
         };
         resolved.push((name.clone(), format!("{} files in {path}", crate::plan::format_name(&source.format))));
+        earlier.push((name.clone(), crate::plan::format_name(&source.format).to_string()));
         streams.push(Stream { name: name.clone(), kind: StreamKind::Files { dir, ext, max_files: *max_files } });
     }
 
@@ -310,6 +335,9 @@ pub async fn run(pipeline: &Pipeline, opts: &RunOptions, streaming: &Streaming) 
 
     let print = fingerprint(pipeline, &resolved);
     let mut checkpoint = load(&state_dir)?;
+    if let Some(c) = checkpoint.as_mut() {
+        upgrade_fingerprint(&mut c.fingerprint, &fingerprint(pipeline, &earlier), &print);
+    }
     match &checkpoint {
         Some(c) if c.fingerprint != print || c.pipeline != pipeline.name => {
             let theirs: Vec<&String> = c.fingerprint.iter().filter(|f| !print.contains(f)).collect();
@@ -890,4 +918,22 @@ fn write_parquet(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Re
 /// Microseconds since the epoch as RFC 3339 (UTC).
 fn format_time(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us).map_or_else(|| us.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upgrade_fingerprint;
+
+    #[test]
+    fn a_checkpoint_that_named_sources_by_format_takes_the_resolved_lines() {
+        let earlier = ["source clicks: json".to_string(), "source orders: kafka topic ${params.topic}".to_string(), "window w over clicks: …".to_string()];
+        let now = ["source clicks: json files in /data/clicks".to_string(), "source orders: kafka topic eu".to_string(), "window w over clicks: …".to_string()];
+        let mut old = earlier.to_vec();
+        upgrade_fingerprint(&mut old, &earlier, &now);
+        assert_eq!(old, now);
+        // A checkpoint of another format or topic text keeps its lines (and is refused).
+        let mut other = vec!["source clicks: csv".to_string(), "source orders: kafka topic us".to_string()];
+        upgrade_fingerprint(&mut other, &earlier, &now);
+        assert_eq!(other, ["source clicks: csv", "source orders: kafka topic us"]);
+    }
 }
