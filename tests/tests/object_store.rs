@@ -791,6 +791,33 @@ fn replace_where_and_merge_on_a_cluster_are_written_by_the_executors() {
         assert_eq!(info_at(&s3.file(&format!("lake/{sink}")))["version"], 1, "{sink}");
         assert_eq!(rows(&s3.file(&format!("lake/{sink}"))), want(sink), "{sink}");
     }
+
+    // A writer that appends to the merged table while the cluster's merge waits to commit
+    // (`KILN_PAUSE` holds the client once every sink is staged): the merge read the whole
+    // table, so it conflicts instead of rewriting the table without the new row, and the
+    // run commits nothing; the append stays.
+    let log = dirs[3].path().join("client.err");
+    let mut client = Command::new(&binary)
+        .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/good.csv"), "--param", &s3.at("output=s3://data/lake")])
+        .current_dir(dirs[3].path())
+        .envs(s3.env())
+        .env("KILN_PAUSE", "staged:5000")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("KILN_PAUSE=staged") {
+        assert!(std::time::Instant::now() < deadline && client.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    kiln_tests::delta_oracle(&["write", s3.file("lake/merged").to_str().unwrap(), "append", r#"[{"id": 77, "day": "d7", "n": 7}]"#]);
+    let status = client.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success() && (stderr.to_lowercase().contains("conflict") || stderr.to_lowercase().contains("concurrent")), "{stderr}");
+    assert_eq!(info_at(&s3.file("lake/merged"))["version"], 2, "the append's version only");
+    let mut with_append = merged.clone();
+    with_append.push(j(77, "d7", 7));
+    assert_eq!(rows(&s3.file("lake/merged")), with_append);
 }
 
 fn info_at(table: &Path) -> serde_json::Value {

@@ -28,6 +28,7 @@
 //! `staged` (every sink staged: Delta files written and held, nothing
 //! committed) and `prepared` (object-store parts copied into place, no
 //! manifest written) in `run::commit_staged`; it is read nowhere else.
+//! `KILN_PAUSE=POINT:MS` waits there instead (a concurrent writer in a test).
 
 use std::path::{Path, PathBuf};
 
@@ -65,11 +66,16 @@ pub fn path(targets: &[PathBuf]) -> Option<PathBuf> {
     Some(parent.join(format!(".{name}.kiln-journal")))
 }
 
-/// Aborts the process when `KILN_FAULT` names this point.
+/// Aborts the process when `KILN_FAULT` names this point; waits when
+/// `KILN_PAUSE=POINT:MS` does (a test's concurrent writer acts meanwhile).
 pub fn fault(point: &str) {
     if std::env::var("KILN_FAULT").is_ok_and(|f| f == point) {
         eprintln!("KILN_FAULT={point}: aborting");
         std::process::abort();
+    }
+    if let Some(ms) = std::env::var("KILN_PAUSE").ok().and_then(|p| p.strip_prefix(point)?.strip_prefix(':')?.parse::<u64>().ok()) {
+        eprintln!("KILN_PAUSE={point}: waiting {ms} ms");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 
