@@ -520,6 +520,82 @@ fn a_killed_executor_leaves_no_duplicate_or_partial_file_on_s3() {
     assert!(files(&target).iter().all(|f| !f.starts_with("_kiln_staging")), "{:?}", files(&target));
 }
 
+/// The same for Delta sinks (issue 15): an executor killed while the cluster writes a
+/// table's data files leaves, in the committed version, exactly the local run's rows.
+/// The lost task's files are named by no `add` action (the client commits only the
+/// actions the finished tasks returned); the Python package reads the table.
+#[test]
+fn a_killed_executor_leaves_no_duplicate_or_partial_row_in_a_delta_table() {
+    let s3 = S3::start("deltakilled");
+    let binary = build_job("tests/delta/s3_cluster.toml");
+    let data = tempfile::tempdir().unwrap();
+    let csv = data.path().join("transactions.csv");
+    kiln_tests::write_transactions(&csv, 1_500_000, None);
+    s3.put("in/transactions.csv", &csv);
+    let rows = |table: &Path| -> Vec<String> {
+        let mut r: Vec<String> = kiln_tests::delta_oracle(&["rows", table.to_str().unwrap()]).lines().map(String::from).collect();
+        r.sort();
+        r
+    };
+    let local = data.path().join("local");
+    let run = Command::new(&binary).args(["run", "--param"]).arg(format!("input={}", csv.display())).arg("--param").arg(format!("output={}", local.display())).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let expected = rows(&local.join("large"));
+    assert!(expected.len() > 100_000, "{}", expected.len());
+
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut procs, sched) = s3_cluster(&binary, &s3, &dirs[..3]);
+    let mut client = Command::new(&binary)
+        .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/lake")])
+        .current_dir(dirs[3].path())
+        .envs(s3.env())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first executor that finishes a write task is killed at once: the task's files
+    // are on the server and its `add` actions are in its output, which the scheduler can
+    // no longer fetch from it, so the task runs again elsewhere (new files).
+    let table = s3.file("lake/large");
+    let waiting = Instant::now();
+    let writer = loop {
+        if let Some(i) = (1..3).find(|&i| std::fs::read_to_string(dirs[i].path().join("executor.log")).unwrap_or_default().contains("wrote Delta data files")) {
+            break i;
+        }
+        assert!(client.try_wait().unwrap().is_none(), "the job ended before any task wrote its files");
+        assert!(waiting.elapsed() < Duration::from_secs(240), "no write task ever finished");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let victim = &mut procs.0[writer];
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let (status, stderr) = kiln_tests::finish(&mut client);
+    if !status.success() {
+        // Ballista may give the job up instead (its fetches from the lost executor ran out of
+        // retries): then the run committed nothing, and a resubmission does the work.
+        eprintln!("the job failed after the kill: {}", stderr.lines().rev().find(|l| l.contains("rror")).unwrap_or_default());
+        assert!(!table.join("_delta_log").exists(), "a failed run committed a version: {stderr}");
+        let again = Command::new(&binary)
+            .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/lake")])
+            .current_dir(dirs[3].path())
+            .envs(s3.env())
+            .output()
+            .unwrap();
+        assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    }
+    let named: Vec<String> = files(&table.join("_delta_log"))
+        .iter()
+        .filter(|f| f.ends_with(".json"))
+        .flat_map(|f| std::fs::read_to_string(table.join("_delta_log").join(f)).unwrap().lines().map(String::from).collect::<Vec<_>>())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok()?["add"]["path"].as_str().map(String::from))
+        .collect();
+    let orphans = files(&table).iter().filter(|f| f.ends_with(".parquet") && !named.contains(f)).count();
+    eprintln!("files the log does not name (the killed task's): {orphans}");
+    let committed = rows(&table);
+    assert_eq!(committed.len(), expected.len(), "committed rows (a lost task's files added?)");
+    assert_eq!(committed, expected);
+    assert_eq!(rows(&s3.file("lake/per_day")), rows(&local.join("per_day")));
+}
+
 /// Specs a helper wrote from SPEC.md §3/§6/§6a alone (tests/object_store/specs/, with the
 /// DuckDB query over local copies of the same objects that computed each `.jsonl`), run
 /// against the bucket: the sink `out` holds exactly those rows.
