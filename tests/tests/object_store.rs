@@ -423,10 +423,7 @@ fn cluster_without_a_shared_disk_writes_to_s3() {
 
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let (_procs, sched) = s3_cluster(&binary, &s3, &dirs[..3]);
-    let output = Command::new(&binary)
-        .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/out/cluster")])
-        .current_dir(dirs[3].path())
-        .envs(s3.env())
+    let output = submit_to(&binary, sched, &s3, dirs[3].path(), &["input=s3://data/in/transactions.csv", "output=s3://data/out/cluster"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -441,6 +438,18 @@ fn cluster_without_a_shared_disk_writes_to_s3() {
 /// A scheduler (in `dirs[0]`) and an executor in each further directory, each
 /// process in its own working directory with the server's credentials (an
 /// executor logs Kiln's `info` lines to `executor.log` there); the scheduler's port.
+/// `binary submit` to the scheduler at `sched`, from `dir`, with the S3 server's
+/// credentials and each of `params` (`k=s3://data/…`) as a `--param`.
+fn submit_to(binary: &Path, sched: u16, s3: &S3, dir: &Path, params: &[&str]) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.args(["submit", "--scheduler", &format!("127.0.0.1:{sched}")]);
+    for p in params {
+        cmd.arg("--param").arg(s3.at(p));
+    }
+    cmd.current_dir(dir).envs(s3.env());
+    cmd
+}
+
 fn s3_cluster(binary: &Path, s3: &S3, dirs: &[tempfile::TempDir]) -> (kiln_tests::Procs, u16) {
     let lo = std::net::IpAddr::from([127, 0, 0, 1]);
     let (scheduler, sched) = kiln_tests::spawn_listening(lo, 1, |sched| {
@@ -485,10 +494,7 @@ fn a_killed_executor_leaves_no_duplicate_or_partial_file_on_s3() {
 
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut procs, sched) = s3_cluster(&binary, &s3, &dirs[..3]);
-    let mut client = Command::new(&binary)
-        .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/out/killed")])
-        .current_dir(dirs[3].path())
-        .envs(s3.env())
+    let mut client = submit_to(&binary, sched, &s3, dirs[3].path(), &["input=s3://data/in/transactions.csv", "output=s3://data/out/killed"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -545,10 +551,7 @@ fn a_killed_executor_leaves_no_duplicate_or_partial_row_in_a_delta_table() {
 
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut procs, sched) = s3_cluster(&binary, &s3, &dirs[..3]);
-    let mut client = Command::new(&binary)
-        .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/lake")])
-        .current_dir(dirs[3].path())
-        .envs(s3.env())
+    let mut client = submit_to(&binary, sched, &s3, dirs[3].path(), &["input=s3://data/in/transactions.csv", "output=s3://data/lake"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -574,10 +577,7 @@ fn a_killed_executor_leaves_no_duplicate_or_partial_row_in_a_delta_table() {
         // retries): then the run committed nothing, and a resubmission does the work.
         eprintln!("the job failed after the kill: {}", stderr.lines().rev().find(|l| l.contains("rror")).unwrap_or_default());
         assert!(!table.join("_delta_log").exists(), "a failed run committed a version: {stderr}");
-        let again = Command::new(&binary)
-            .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/lake")])
-            .current_dir(dirs[3].path())
-            .envs(s3.env())
+        let again = submit_to(&binary, sched, &s3, dirs[3].path(), &["input=s3://data/in/transactions.csv", "output=s3://data/lake"])
             .output()
             .unwrap();
         assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
@@ -718,10 +718,7 @@ fn delta_sinks_on_a_cluster_are_written_by_the_executors() {
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let (_procs, sched) = s3_cluster(&binary, &s3, &dirs[..3]);
     let submit = || {
-        let output = Command::new(&binary)
-            .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/lake")])
-            .current_dir(dirs[3].path())
-            .envs(s3.env())
+        let output = submit_to(&binary, sched, &s3, dirs[3].path(), &["input=s3://data/in/transactions.csv", "output=s3://data/lake"])
             .env("KILN_LOG", "kiln=info")
             .output()
             .unwrap();
@@ -763,10 +760,7 @@ fn delta_sinks_on_a_cluster_are_written_by_the_executors() {
     // A run whose other sink fails commits nothing, even where the executors had written files.
     let other = s3.file("other/large");
     kiln_tests::delta_oracle(&["write", other.to_str().unwrap(), "overwrite", r#"[{"id": 1}]"#]);
-    let output = Command::new(&binary)
-        .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/transactions.csv"), "--param", &s3.at("output=s3://data/other")])
-        .current_dir(dirs[3].path())
-        .envs(s3.env())
+    let output = submit_to(&binary, sched, &s3, dirs[3].path(), &["input=s3://data/in/transactions.csv", "output=s3://data/other"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -830,10 +824,7 @@ fn replace_where_and_merge_on_a_cluster_are_written_by_the_executors() {
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let (_procs, sched) = s3_cluster(&binary, &s3, &dirs[..3]);
     let submit = |input: &str| {
-        Command::new(&binary)
-            .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at(&format!("input=s3://data/in/{input}")), "--param", &s3.at("output=s3://data/lake")])
-            .current_dir(dirs[3].path())
-            .envs(s3.env())
+        submit_to(&binary, sched, &s3, dirs[3].path(), &[&format!("input=s3://data/in/{input}"), "output=s3://data/lake"])
             .env("KILN_LOG", "kiln=info")
             .output()
             .unwrap()
@@ -873,10 +864,7 @@ fn replace_where_and_merge_on_a_cluster_are_written_by_the_executors() {
     // table, so it conflicts instead of rewriting the table without the new row, and the
     // run commits nothing; the append stays.
     let log = dirs[3].path().join("client.err");
-    let mut client = Command::new(&binary)
-        .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("input=s3://data/in/good.csv"), "--param", &s3.at("output=s3://data/lake")])
-        .current_dir(dirs[3].path())
-        .envs(s3.env())
+    let mut client = submit_to(&binary, sched, &s3, dirs[3].path(), &["input=s3://data/in/good.csv", "output=s3://data/lake"])
         .env("KILN_PAUSE", "staged:5000")
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -1271,10 +1259,7 @@ fn the_guides_jobs_on_a_cluster_without_a_shared_disk_give_the_local_result() {
 
         let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
         let (_procs, sched) = s3_cluster(&binary, &s3, &dirs[..3]);
-        let output = Command::new(&binary)
-            .args(["submit", "--scheduler", &format!("127.0.0.1:{sched}"), "--param", &s3.at("data=s3://data/data"), "--param", &s3.at(&format!("output=s3://data/out/{spec}"))])
-            .current_dir(dirs[3].path())
-            .envs(s3.env())
+        let output = submit_to(&binary, sched, &s3, dirs[3].path(), &["data=s3://data/data", &format!("output=s3://data/out/{spec}")])
             .output()
             .unwrap();
         assert!(output.status.success(), "{spec}: {}", String::from_utf8_lossy(&output.stderr));
