@@ -3,32 +3,37 @@
 //! Each input batch is encoded once in Arrow's row format (keys, and the
 //! ORDER BY columns with their directions, so that comparing bytes compares
 //! rows in order); a row replaces its key's current best only when its order
-//! bytes are smaller. Batches are retained while they hold a best row and are
-//! compacted (the best rows copied into one batch) when mostly dead. Cost: one
-//! hash lookup per row, no sort. When keys are nearly unique (a dedupe of
-//! mostly distinct ids) a table holds one entry per row and sorting is cheaper
-//! in memory, so the first [`PROBE_ROWS`] rows only have their keys' hashes
-//! counted (the batches are kept): with more than one key per
-//! [`MIN_ROWS_PER_KEY`] rows the stream hands those batches plus the rest of
-//! the input to DataFusion's `SortExec` (which spills under a memory limit),
-//! then takes the sorted pass; otherwise the table is built from the kept
-//! batches and goes on. (Building the table during the probe made a nearly
-//! unique dedupe pay two allocations per row for nothing: at 1M rows the probe
-//! is half the input.) The table and the batches it retains are
-//! reserved from the session's memory pool; when the pool refuses more (a
-//! `memory_limit`), the stream falls back to sorting the same way, and the sort
-//! spills to disk.
+//! bytes are smaller. The table ([`Table`]) holds, per key, its hash and where
+//! its best row is; the key and order bytes live in one arena, so a new key
+//! costs no allocation of its own. Batches are retained while they hold a best
+//! row and are compacted (the best rows copied into one batch) when mostly
+//! dead. At the end each retained batch is filtered down to its best rows, in
+//! input order. Cost: one hash lookup per row, no sort.
+//!
+//! This is how DuckDB runs `DISTINCT ON … ORDER BY` (a hash aggregate) and it
+//! is what a dedupe of nearly unique ids needs: before, such keys went to a sort
+//! of the whole input by (key, order), which was ~30% of the etl job's CPU at
+//! 10M rows (memcmp and the merge's loser tree). Its memory is the sort's: the
+//! input batches plus about one row-format copy of the keys and order values.
+//!
+//! The table and the batches it retains are reserved from the session's memory
+//! pool; when the pool refuses more (a `memory_limit`), the stream falls back to
+//! DataFusion's `SortExec` over the best rows so far and the rest of the input,
+//! which spills to disk, and takes the sorted pass.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::interleave_record_batch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::compute::{interleave, interleave_record_batch};
+use datafusion::arrow::compute::BatchCoalescer;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::Result;
+use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, Partitioning, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -37,30 +42,98 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 
-/// The table: keys are row-format bytes, hashed with aHash (DataFusion's own
-/// hash tables' hasher). std's SipHash made the table's inserts and rehashes
-/// 11% of the etl job's CPU at 1M rows, where the probe covers half the input.
-type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
-
-/// Rows seen before deciding whether hashing pays.
-const PROBE_ROWS: usize = 1 << 18;
-/// Hashing is kept when keys repeat at least this often on average.
-const MIN_ROWS_PER_KEY: usize = 4;
-/// Bytes a table entry takes besides its key and order bytes (two boxed
-/// slices, two indices, the hash table's slot and control byte).
-const ENTRY_BYTES: usize = 2 * std::mem::size_of::<Box<[u8]>>() + 8 + 16;
-
-/// Best row of each key: its order bytes and where it is.
-struct Best {
-    order: Box<[u8]>,
+/// Where a key's best row is, and its bytes in the arena: the key's
+/// `key_len` bytes at `at`, then the order's `order_len` bytes.
+struct Entry {
+    hash: u64,
+    at: usize,
+    key_len: u32,
+    order_len: u32,
     batch: u32,
     row: u32,
 }
 
+/// The best row per key. Keys are row-format bytes hashed with aHash
+/// (DataFusion's own hash tables' hasher).
+struct Table {
+    entries: hashbrown::HashTable<Entry>,
+    arena: Vec<u8>,
+    /// Arena bytes no entry points to any more (orders replaced by longer ones).
+    dead: usize,
+    hasher: ahash::RandomState,
+}
+
+impl Table {
+    fn new() -> Self {
+        Table { entries: hashbrown::HashTable::new(), arena: Vec::new(), dead: 0, hasher: ahash::RandomState::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes held: the arena and the table's slots (entry and control byte).
+    fn bytes(&self) -> usize {
+        self.arena.capacity() + self.entries.capacity() * (std::mem::size_of::<Entry>() + 1)
+    }
+
+    /// Offers row `row` of batch `batch`: kept when its key is new or its order bytes are smaller.
+    fn offer(&mut self, key: &[u8], order: &[u8], batch: u32, row: u32) {
+        let hash = self.hasher.hash_one(key);
+        let arena = &mut self.arena;
+        let found = self.entries.find_mut(hash, |e| e.hash == hash && &arena[e.at..e.at + e.key_len as usize] == key);
+        match found {
+            Some(e) => {
+                let start = e.at + e.key_len as usize;
+                if order >= &arena[start..start + e.order_len as usize] {
+                    return;
+                }
+                if order.len() == e.order_len as usize {
+                    arena[start..start + order.len()].copy_from_slice(order);
+                } else {
+                    // Another length (a string in the order): the key and order move to the end.
+                    self.dead += e.key_len as usize + e.order_len as usize;
+                    let at = arena.len();
+                    arena.extend_from_within(e.at..e.at + e.key_len as usize);
+                    arena.extend_from_slice(order);
+                    (e.at, e.order_len) = (at, order.len() as u32);
+                }
+                (e.batch, e.row) = (batch, row);
+            }
+            None => {
+                let at = arena.len();
+                arena.extend_from_slice(key);
+                arena.extend_from_slice(order);
+                let entry = Entry { hash, at, key_len: key.len() as u32, order_len: order.len() as u32, batch, row };
+                self.entries.insert_unique(hash, entry, |e| e.hash);
+            }
+        }
+    }
+
+    /// Drops the arena's dead bytes when they are most of it.
+    fn compact_arena(&mut self) {
+        if self.dead * 2 <= self.arena.len() {
+            return;
+        }
+        let mut arena = Vec::with_capacity(self.arena.len() - self.dead);
+        for e in self.entries.iter_mut() {
+            let at = arena.len();
+            arena.extend_from_slice(&self.arena[e.at..e.at + e.key_len as usize + e.order_len as usize]);
+            e.at = at;
+        }
+        (self.arena, self.dead) = (arena, 0);
+    }
+}
+
+/// Rows read before choosing the path: keys seen at most [`MIN_ROWS_PER_KEY`]
+/// times on average take [`by_hash`], keys that repeat more [`by_table`].
+const PROBE_ROWS: usize = 1 << 18;
+const MIN_ROWS_PER_KEY: usize = 4;
+
 /// What the stream produces: the best rows (hashed), or a sorted stream to
 /// take the first row per key from.
 pub(super) enum Outcome {
-    Rows(Vec<RecordBatch>),
+    Rows(Box<dyn Iterator<Item = Result<RecordBatch>> + Send>),
     Sorted(SendableRecordBatchStream),
 }
 
@@ -73,6 +146,8 @@ pub(super) async fn best_rows(
     best_rows_probing(input, keys, order, context, PROBE_ROWS).await
 }
 
+/// Reads the first `probe_rows` rows into [`Slots`], then goes on with the
+/// path their distinct keys call for.
 async fn best_rows_probing(
     mut input: SendableRecordBatchStream,
     keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -80,133 +155,310 @@ async fn best_rows_probing(
     context: Arc<TaskContext>,
     probe_rows: usize,
 ) -> Result<Outcome> {
+    let mut held = Held::new(&context);
+    let mut slots = Slots::new();
+    let mut distinct: std::collections::HashSet<u64, ahash::RandomState> = Default::default();
+    let mut seen = 0usize;
+    while seen < probe_rows {
+        let Some(batch) = input.next().await else { break };
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        slots.push(&evaluate(&keys, &batch)?, held.batches.len() as u32)?;
+        distinct.extend(slots.hashes.iter().copied());
+        seen += batch.num_rows();
+        held.push(batch);
+        // The pool refusing what is held is a reason to sort: the sort spills.
+        if !held.reserve(slots.bytes() + distinct.capacity() * 9) {
+            return held.sort_with(input, &keys, &order, context);
+        }
+    }
+    if distinct.len() * MIN_ROWS_PER_KEY > seen {
+        drop(distinct);
+        return by_hash(held, slots, input, keys, order, context).await;
+    }
+    drop((distinct, slots));
+    by_table(held, input, keys, order, context).await
+}
+
+/// Input batches retained, with their bytes reserved from the memory pool.
+struct Held {
+    batches: Vec<RecordBatch>,
+    bytes: usize,
+    reservation: MemoryReservation,
+}
+
+impl Held {
+    fn new(context: &TaskContext) -> Self {
+        let reservation = MemoryConsumer::new("FirstPerKeyExec[hashed]").with_can_spill(true).register(context.memory_pool());
+        Held { batches: Vec::new(), bytes: 0, reservation }
+    }
+
+    fn push(&mut self, batch: RecordBatch) {
+        self.bytes += batch.get_array_memory_size();
+        self.batches.push(batch);
+    }
+
+    /// Reserves the batches' bytes and `more`; false when the pool refuses.
+    fn reserve(&mut self, more: usize) -> bool {
+        self.reservation.try_resize(self.bytes + more).is_ok()
+    }
+
+    /// Gives up hashing: the batches held, then the rest of `input`, sorted ([`sorted`]).
+    fn sort_with(mut self, input: SendableRecordBatchStream, keys: &[Arc<dyn PhysicalExpr>], order: &[PhysicalSortExpr], context: Arc<TaskContext>) -> Result<Outcome> {
+        self.reservation.free();
+        sort_all(std::mem::take(&mut self.batches), input, keys, order, context)
+    }
+
+    /// The batches filtered down to the rows `marks` keeps ([`filtered`]).
+    fn filtered(self, schema: SchemaRef, marks: Vec<Vec<bool>>, batch_size: usize) -> Outcome {
+        Outcome::Rows(Box::new(filtered(schema, self.batches, marks, batch_size, self.reservation)))
+    }
+}
+
+/// Nearly unique keys: every row's key hash and position are kept, in buckets
+/// by the hash's top bits; at the end each bucket (small enough for the CPU's
+/// cache) is sorted by hash, a hash seen once is its key's only row, and only
+/// the rows that share a hash have their keys and order values compared.
+async fn by_hash(
+    mut held: Held,
+    mut slots: Slots,
+    mut input: SendableRecordBatchStream,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    order: Vec<PhysicalSortExpr>,
+    context: Arc<TaskContext>,
+) -> Result<Outcome> {
+    while let Some(batch) = input.next().await {
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        slots.push(&evaluate(&keys, &batch)?, held.batches.len() as u32)?;
+        held.push(batch);
+        if !held.reserve(slots.bytes()) {
+            drop(slots);
+            return held.sort_with(input, &keys, &order, context);
+        }
+    }
+    let marks = slots.best(&held.batches, &keys, &order)?;
+    Ok(held.filtered(input.schema(), marks, context.session_config().batch_size()))
+}
+
+/// Keys that repeat: the best row per key in a [`Table`], the retained batches
+/// compacted as rows lose.
+async fn by_table(
+    mut held: Held,
+    mut input: SendableRecordBatchStream,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    order: Vec<PhysicalSortExpr>,
+    context: Arc<TaskContext>,
+) -> Result<Outcome> {
     let batch_size = context.session_config().batch_size();
     let schema = input.schema();
-    let key_fields = keys.iter().map(|k| Ok(SortField::new(k.data_type(&schema)?))).collect::<Result<Vec<_>>>()?;
-    let order_fields = order.iter().map(|o| Ok(SortField::new_with_options(o.expr.data_type(&schema)?, o.options))).collect::<Result<Vec<_>>>()?;
-    let (key_conv, order_conv) = (RowConverter::new(key_fields)?, RowConverter::new(order_fields)?);
-    let mut table: HashMap<Box<[u8]>, Best> = HashMap::default();
-    let mut batches: Vec<RecordBatch> = Vec::new();
-    let (mut retained, mut seen) = (0usize, 0usize);
-    let reservation = MemoryConsumer::new("FirstPerKeyExec[hashed]").with_can_spill(true).register(context.memory_pool());
-    let (mut table_bytes, mut batch_bytes) = (0usize, 0usize);
-    // While probing, only the keys' hashes are counted (no table, no allocation
-    // per row): nearly unique keys then go to the sort having cost one hash per
-    // row, and repeating keys get their table built from the retained batches.
-    let hashes = ahash::RandomState::new();
-    let mut probe: Option<std::collections::HashSet<u64, ahash::RandomState>> = Some(Default::default());
+    let (key_conv, order_conv) = converters(&keys, &order, &schema)?;
+    let mut table = Table::new();
+    let offer = |table: &mut Table, batch: &RecordBatch, b: usize| -> Result<()> {
+        let key_rows = key_conv.convert_columns(&evaluate(&keys, batch)?)?;
+        let order_rows = order_conv.convert_columns(&evaluate_order(&order, batch)?)?;
+        for i in 0..batch.num_rows() {
+            table.offer(key_rows.row(i).as_ref(), order_rows.row(i).as_ref(), b as u32, i as u32);
+        }
+        Ok(())
+    };
+    for (b, batch) in held.batches.iter().enumerate() {
+        offer(&mut table, batch, b)?;
+    }
+    let mut retained: usize = held.batches.iter().map(RecordBatch::num_rows).sum();
     loop {
-        let batch = match input.next().await {
-            Some(batch) => Some(batch?),
-            None => None,
-        };
-        if let (Some(distinct), Some(batch)) = (probe.as_mut(), &batch) {
-            let n = batch.num_rows();
-            let key_rows = key_conv.convert_columns(&evaluate(&keys, batch)?)?;
-            for i in 0..n {
-                distinct.insert(hashes.hash_one(key_rows.row(i).as_ref()));
-            }
-            batch_bytes += batch.get_array_memory_size();
-            batches.push(batch.clone());
-            seen += n;
-        }
-        if let Some(distinct) = &probe {
-            // The pool refusing what is held is a reason to sort too: the sort spills.
-            let refused = reservation.try_resize(distinct.len() * 16 + batch_bytes).is_err();
-            let decided = refused || batch.is_none() || seen >= probe_rows;
-            if !decided {
-                continue;
-            }
-            if refused || distinct.len() * MIN_ROWS_PER_KEY > seen {
-                // Nearly unique keys: sort instead (what was read, then the rest).
-                reservation.free();
-                return sort_all(std::mem::take(&mut batches), input, &keys, &order, context);
-            }
-            probe = None;
-            for (b, held) in batches.iter().enumerate() {
-                insert(&mut table, &mut table_bytes, held, b as u32, &keys, &order, &key_conv, &order_conv)?;
-            }
-            retained = seen;
-        } else if let Some(batch) = &batch {
-            let n = batch.num_rows();
-            if n == 0 {
-                continue;
-            }
-            insert(&mut table, &mut table_bytes, batch, batches.len() as u32, &keys, &order, &key_conv, &order_conv)?;
-            batch_bytes += batch.get_array_memory_size();
-            batches.push(batch.clone());
-            retained += n;
-            if reservation.try_resize(table_bytes + batch_bytes).is_err() {
-                // The pool refuses the table: sort the winners so far and the rest (the sort spills).
-                let winners = compact(&schema, &batches, &mut table)?;
-                drop(table);
-                drop(batches);
-                reservation.free();
-                return sort_all(vec![winners], input, &keys, &order, context);
-            }
-        }
-        if batch.is_none() {
-            break;
-        }
         if retained > 2 * table.len() + 4 * batch_size {
-            batches = vec![compact(&schema, &batches, &mut table)?];
-            batch_bytes = batches[0].get_array_memory_size();
-            retained = table.len();
+            let winners = compact(&schema, &held.batches, &mut table)?;
+            held.batches.clear();
+            held.bytes = 0;
+            retained = winners.num_rows();
+            held.push(winners);
+            table.compact_arena();
         }
+        if !held.reserve(table.bytes()) {
+            // The pool refuses the table: sort the best rows so far and the rest (the sort spills).
+            let winners = compact(&schema, &held.batches, &mut table)?;
+            drop(table);
+            held.batches = vec![winners];
+            return held.sort_with(input, &keys, &order, context);
+        }
+        let Some(batch) = input.next().await else { break };
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        offer(&mut table, &batch, held.batches.len())?;
+        retained += batch.num_rows();
+        held.push(batch);
     }
-    let winners = compact(&schema, &batches, &mut table)?;
-    Ok(Outcome::Rows(split(winners, batch_size)))
+    let mut marks: Vec<Vec<bool>> = held.batches.iter().map(|b| vec![false; b.num_rows()]).collect();
+    for e in table.entries.iter() {
+        marks[e.batch as usize][e.row as usize] = true;
+    }
+    drop(table);
+    Ok(held.filtered(schema, marks, batch_size))
 }
 
-/// Offers every row of `batch` (retained as batch `b`) to the table, counting its bytes in `table_bytes`.
-#[allow(clippy::too_many_arguments)]
-fn insert(
-    table: &mut HashMap<Box<[u8]>, Best>,
-    table_bytes: &mut usize,
-    batch: &RecordBatch,
-    b: u32,
-    keys: &[Arc<dyn PhysicalExpr>],
-    order: &[PhysicalSortExpr],
-    key_conv: &RowConverter,
-    order_conv: &RowConverter,
-) -> Result<()> {
-    let n = batch.num_rows();
-    let key_rows = key_conv.convert_columns(&evaluate(keys, batch)?)?;
-    let order_rows = order_conv.convert_columns(&order.iter().map(|o| o.expr.evaluate(batch)?.into_array(n)).collect::<Result<Vec<_>>>()?)?;
-    for i in 0..n {
-        let (k, o) = (key_rows.row(i), order_rows.row(i));
-        match table.get_mut(k.as_ref()) {
-            Some(best) if o.as_ref() < &*best.order => {
-                *table_bytes = *table_bytes + o.as_ref().len() - best.order.len();
-                *best = Best { order: o.as_ref().into(), batch: b, row: i as u32 };
-            }
-            Some(_) => {}
-            None => {
-                *table_bytes += k.as_ref().len() + o.as_ref().len() + ENTRY_BYTES;
-                table.insert(k.as_ref().into(), Best { order: o.as_ref().into(), batch: b, row: i as u32 });
-            }
-        }
-    }
-    Ok(())
+/// Row-format converters for the keys and for the order (with its directions).
+fn converters(keys: &[Arc<dyn PhysicalExpr>], order: &[PhysicalSortExpr], schema: &Schema) -> Result<(RowConverter, RowConverter)> {
+    let key_fields = keys.iter().map(|k| Ok(SortField::new(k.data_type(schema)?))).collect::<Result<Vec<_>>>()?;
+    let order_fields = order.iter().map(|o| Ok(SortField::new_with_options(o.expr.data_type(schema)?, o.options))).collect::<Result<Vec<_>>>()?;
+    Ok((RowConverter::new(key_fields)?, RowConverter::new(order_fields)?))
 }
 
-fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
+/// A row's key hash and where it is.
+#[derive(Clone, Copy)]
+struct Slot {
+    hash: u64,
+    batch: u32,
+    row: u32,
+}
+
+/// Top bits of the hash that pick a bucket: 1,024 buckets, whose tails stay
+/// in cache while rows are pushed; at 5M rows a bucket holds ~5,000 slots.
+const BUCKET_BITS: u32 = 10;
+
+/// Every row's [`Slot`], bucketed by hash.
+struct Slots {
+    buckets: Vec<Vec<Slot>>,
+    state: RandomState,
+    hashes: Vec<u64>,
+}
+
+impl Slots {
+    fn new() -> Self {
+        Slots { buckets: (0..1 << BUCKET_BITS).map(|_| Vec::new()).collect(), state: RandomState::with_seed(0x6b69_6c6e), hashes: Vec::new() }
+    }
+
+    /// Adds the rows of batch `b` (its key columns); `hashes` then holds theirs.
+    fn push(&mut self, keys: &[ArrayRef], b: u32) -> Result<()> {
+        let n = keys.first().map_or(0, |k| k.len());
+        self.hashes.clear();
+        self.hashes.resize(n, 0);
+        create_hashes(keys, &self.state, &mut self.hashes)?;
+        for (i, &hash) in self.hashes.iter().enumerate() {
+            self.buckets[(hash >> (64 - BUCKET_BITS)) as usize].push(Slot { hash, batch: b, row: i as u32 });
+        }
+        Ok(())
+    }
+
+    fn bytes(&self) -> usize {
+        self.buckets.iter().map(|b| b.capacity()).sum::<usize>() * std::mem::size_of::<Slot>() + self.hashes.capacity() * 8
+    }
+
+    /// Marks the best row of each key, per batch and row. Of rows equal in key
+    /// and order, the first in input order is kept.
+    fn best(self, batches: &[RecordBatch], keys: &[Arc<dyn PhysicalExpr>], order: &[PhysicalSortExpr]) -> Result<Vec<Vec<bool>>> {
+        let mut marks: Vec<Vec<bool>> = batches.iter().map(|b| vec![false; b.num_rows()]).collect();
+        // Rows sharing a hash, run after run; `runs` holds where each run starts.
+        let (mut shared, mut runs) = (Vec::<(usize, usize)>::new(), Vec::<usize>::new());
+        for mut bucket in self.buckets {
+            bucket.sort_unstable_by_key(|s| s.hash);
+            for run in bucket.chunk_by(|a, b| a.hash == b.hash) {
+                if let [only] = run {
+                    marks[only.batch as usize][only.row as usize] = true;
+                } else {
+                    runs.push(shared.len());
+                    shared.extend(run.iter().map(|s| (s.batch as usize, s.row as usize)));
+                }
+            }
+        }
+        if shared.is_empty() {
+            return Ok(marks);
+        }
+        runs.push(shared.len());
+        // Their keys and order values side by side, in row format.
+        let (key_conv, order_conv) = converters(keys, order, &batches[0].schema())?;
+        let gather = |exprs: Vec<Arc<dyn PhysicalExpr>>| -> Result<Vec<ArrayRef>> {
+            exprs
+                .iter()
+                .map(|e| {
+                    let arrays = batches.iter().map(|b| e.evaluate(b)?.into_array(b.num_rows())).collect::<Result<Vec<_>>>()?;
+                    let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+                    Ok(interleave(&refs, &shared)?)
+                })
+                .collect()
+        };
+        let key_rows = key_conv.convert_columns(&gather(keys.to_vec())?)?;
+        let order_rows = order_conv.convert_columns(&gather(order.iter().map(|o| Arc::clone(&o.expr)).collect())?)?;
+        for run in runs.windows(2) {
+            let mut members: Vec<usize> = (run[0]..run[1]).collect();
+            members.sort_unstable_by(|&a, &b| key_rows.row(a).cmp(&key_rows.row(b)).then(order_rows.row(a).cmp(&order_rows.row(b))).then(shared[a].cmp(&shared[b])));
+            for (i, &m) in members.iter().enumerate() {
+                if i == 0 || key_rows.row(m) != key_rows.row(members[i - 1]) {
+                    let (b, r) = shared[m];
+                    marks[b][r] = true;
+                }
+            }
+        }
+        Ok(marks)
+    }
+}
+
+fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
     exprs.iter().map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect()
 }
 
+fn evaluate_order(order: &[PhysicalSortExpr], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    order.iter().map(|o| o.expr.evaluate(batch)?.into_array(batch.num_rows())).collect()
+}
+
 /// The best rows as one batch; the table then points into it.
-fn compact(schema: &SchemaRef, batches: &[RecordBatch], table: &mut HashMap<Box<[u8]>, Best>) -> Result<RecordBatch> {
-    if table.is_empty() {
+fn compact(schema: &SchemaRef, batches: &[RecordBatch], table: &mut Table) -> Result<RecordBatch> {
+    if table.len() == 0 {
         return Ok(RecordBatch::new_empty(Arc::clone(schema)));
     }
-    let indices: Vec<(usize, usize)> = table.values().map(|b| (b.batch as usize, b.row as usize)).collect();
+    let indices: Vec<(usize, usize)> = table.entries.iter().map(|e| (e.batch as usize, e.row as usize)).collect();
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     let out = interleave_record_batch(&refs, &indices)?;
-    for (i, best) in table.values_mut().enumerate() {
-        best.batch = 0;
-        best.row = i as u32;
+    for (i, e) in table.entries.iter_mut().enumerate() {
+        (e.batch, e.row) = (0, i as u32);
     }
     Ok(out)
+}
+
+/// Each retained batch filtered down to its best rows, in input order, in
+/// batches of `batch_size`; a batch is released once filtered.
+fn filtered(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    marks: Vec<Vec<bool>>,
+    batch_size: usize,
+    reservation: MemoryReservation,
+) -> impl Iterator<Item = Result<RecordBatch>> + Send {
+    let mut coalescer = BatchCoalescer::new(schema, batch_size);
+    let mut pending = batches.into_iter().zip(marks);
+    let mut done = false;
+    std::iter::from_fn(move || {
+        let _held = &reservation;
+        loop {
+            if let Some(out) = coalescer.next_completed_batch() {
+                return Some(Ok(out));
+            }
+            if done {
+                return None;
+            }
+            match pending.next() {
+                Some((batch, mark)) => {
+                    let mask = BooleanArray::new(BooleanBuffer::from(mark), None);
+                    if let Err(e) = coalescer.push_batch_with_filter(batch, &mask) {
+                        done = true;
+                        return Some(Err(e.into()));
+                    }
+                }
+                None => {
+                    done = true;
+                    if let Err(e) = coalescer.finish_buffered_batch() {
+                        return Some(Err(e.into()));
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// `held` then the rest of `input`, sorted ([`sorted`]).
@@ -281,10 +533,6 @@ impl ExecutionPlan for OnceExec {
     }
 }
 
-fn split(batch: RecordBatch, size: usize) -> Vec<RecordBatch> {
-    let n = batch.num_rows();
-    (0..n).step_by(size.max(1)).map(|start| batch.slice(start, size.min(n - start))).collect()
-}
 
 #[cfg(test)]
 mod tests {
@@ -295,8 +543,8 @@ mod tests {
     use datafusion::physical_expr::expressions::Column;
 
     /// (key, value) rows; the best row per key is the one with the largest value.
-    fn run(rows: &[(Option<&str>, i64)], batch: usize, probe_rows: usize) -> Vec<(Option<String>, i64)> {
-        run_in(rows, batch, probe_rows, None).0
+    fn run(rows: &[(Option<&str>, i64)], batch: usize) -> Vec<(Option<String>, i64)> {
+        run_in(rows, batch, PROBE_ROWS, None).0
     }
 
     /// Also says whether the stream fell back to sorting; `pool_bytes` limits the memory pool.
@@ -324,9 +572,9 @@ mod tests {
         }
         let context = Arc::new(context);
         let mut fell_back = false;
-        let out = rt.block_on(async {
+        let out: Vec<RecordBatch> = rt.block_on(async {
             match best_rows_probing(input, keys.clone(), order, context, probe_rows).await.unwrap() {
-                Outcome::Rows(rows) => rows,
+                Outcome::Rows(rows) => rows.map(|b| b.unwrap()).collect(),
                 Outcome::Sorted(stream) => {
                     fell_back = true;
                     let converter = RowConverter::new(vec![SortField::new(DataType::Utf8)]).unwrap();
@@ -349,7 +597,7 @@ mod tests {
     }
 
     #[test]
-    fn keeps_the_best_row_per_key_hashed_and_after_falling_back_to_sorting() {
+    fn keeps_the_best_row_per_key_with_few_keys_and_nearly_unique_ones() {
         let mut rows: Vec<(Option<&str>, i64)> = Vec::new();
         let names = ["a", "b", "c", "d"];
         for i in 0..200i64 {
@@ -362,15 +610,44 @@ mod tests {
             expected.push((key.map(str::to_string), best));
         }
         expected.sort();
-        // Few keys: stays hashed (with compactions along the way).
-        assert_eq!(run(&rows, 7, 1 << 20), expected);
-        // A probe that finds "too many keys" early switches to sorting mid-stream.
+        // Few keys: a table, its retained batches compacted along the way.
+        assert_eq!(run(&rows, 7), expected);
+        // The same rows when a 10-row probe finds mostly distinct keys: slots by hash.
+        assert_eq!(run_in(&rows, 7, 10, None).0, expected);
+        // Distinct keys (one row each) then the repeating ones, both ways.
         let distinct: Vec<(Option<String>, i64)> = (0..50).map(|i| (Some(format!("k{i:02}")), i)).collect();
         let owned: Vec<(Option<&str>, i64)> = distinct.iter().map(|(k, v)| (k.as_deref(), *v)).chain(rows.iter().cloned()).collect();
         let mut expected_all = expected.clone();
         expected_all.extend(distinct.iter().cloned());
         expected_all.sort();
-        assert_eq!(run(&owned, 5, 10), expected_all);
+        for probe_rows in [10, PROBE_ROWS] {
+            let (got, fell_back) = run_in(&owned, 5, probe_rows, None);
+            assert!(!fell_back);
+            assert_eq!(got, expected_all);
+        }
+    }
+
+    /// Order bytes of another length (strings in the ORDER BY) move the key's
+    /// bytes to the arena's end; compacting the arena keeps every key findable.
+    #[test]
+    fn orders_of_varying_length_replace_and_survive_arena_compaction() {
+        let mut table = Table::new();
+        let orders: [&[u8]; 4] = [b"zzzz", b"m", b"mm", b"a"];
+        for (round, order) in orders.iter().enumerate() {
+            for k in 0..100u32 {
+                table.offer(format!("key{k}").as_bytes(), order, round as u32, k);
+            }
+        }
+        assert_eq!(table.len(), 100);
+        assert!(table.dead > 0);
+        table.compact_arena();
+        assert_eq!(table.dead, 0);
+        // Every key kept round 3's row ("a" is the smallest order), and is found again after compaction.
+        for k in 0..100u32 {
+            table.offer(format!("key{k}").as_bytes(), b"b", 9, k);
+        }
+        assert_eq!(table.len(), 100);
+        assert!(table.entries.iter().all(|e| e.batch == 3 && &table.arena[e.at + e.key_len as usize..][..e.order_len as usize] == b"a"));
     }
 
     /// Keys that repeat (hashing pays) but a table larger than the memory pool:
@@ -385,11 +662,18 @@ mod tests {
             .map(|(k, name)| (Some(name.clone()), rows.iter().skip(k).step_by(5000).map(|r| r.1).max().unwrap()))
             .collect();
         expected.sort();
-        let (got, fell_back) = run_in(&rows, 1000, 1 << 20, None);
+        let (got, fell_back) = run_in(&rows, 1000, PROBE_ROWS, None);
         assert!(!fell_back, "8 rows per key and no limit: hashed");
         assert_eq!(got, expected);
-        let (got, fell_back) = run_in(&rows, 1000, 1 << 20, Some(512 * 1024));
+        let (got, fell_back) = run_in(&rows, 1000, PROBE_ROWS, Some(512 * 1024));
         assert!(fell_back, "a 512 KB pool cannot hold 5,000 keys of 50 bytes and their batches");
+        assert_eq!(got, expected);
+        // Mostly distinct keys (slots by hash) over the limit sort the same way.
+        let (got, fell_back) = run_in(&rows, 1000, 3000, Some(512 * 1024));
+        assert!(fell_back);
+        assert_eq!(got, expected);
+        let (got, fell_back) = run_in(&rows, 1000, 3000, None);
+        assert!(!fell_back);
         assert_eq!(got, expected);
     }
 }

@@ -135,7 +135,7 @@ impl ExecutionPlan for FirstPerKeyExec {
             let rows = futures::stream::once(hashed::best_rows(input, keys.clone(), order.clone(), context))
                 .map(move |outcome| -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
                     Ok(match outcome? {
-                        hashed::Outcome::Rows(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+                        hashed::Outcome::Rows(batches) => futures::stream::iter(batches).boxed(),
                         hashed::Outcome::Sorted(sorted) => first_of_sorted(sorted, keys.clone(), converter.clone()),
                     })
                 })
