@@ -185,7 +185,8 @@ impl ExtensionPlanner for HintPlanner {
 }
 
 /// DataFusion's planner plus [`HintPlanner`] and (with the `delta` feature) delta-rs' planner of its
-/// own nodes (the metrics of a Delta write, in `sinks::delta`).
+/// own nodes (the metrics of a Delta write, in `sinks::delta`); windows whose output order nothing
+/// uses then sort by group only ([`crate::group_sort`]).
 #[derive(Debug)]
 pub struct KilnQueryPlanner;
 
@@ -196,7 +197,8 @@ impl QueryPlanner for KilnQueryPlanner {
         let mut planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>> = vec![Arc::new(HintPlanner)];
         #[cfg(feature = "delta")]
         planners.push(deltalake_core::delta_datafusion::planner::DeltaExtensionPlanner::new());
-        DefaultPhysicalPlanner::with_extension_planners(planners).create_physical_plan(logical_plan, session).await
+        let physical = DefaultPhysicalPlanner::with_extension_planners(planners).create_physical_plan(logical_plan, session).await?;
+        crate::group_sort::rewrite(logical_plan, physical)
     }
 }
 

@@ -21,8 +21,7 @@
 //! DataFusion's `SortExec` over the best rows so far and the rest of the input,
 //! which spills to disk, and takes the sorted pass.
 
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::buffer::BooleanBuffer;
@@ -31,16 +30,14 @@ use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::Result;
-use datafusion::common::hash_utils::{RandomState, create_hashes};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, Partitioning, PhysicalExpr, PhysicalSortExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
+
+use crate::group_sort::sort_stream;
+use crate::key_buckets::Slots;
 
 /// Where a key's best row is, and its bytes in the arena: the key's
 /// `key_len` bytes at `at`, then the order's `order_len` bytes.
@@ -217,10 +214,8 @@ impl Held {
     }
 }
 
-/// Nearly unique keys: every row's key hash and position are kept, in buckets
-/// by the hash's top bits; at the end each bucket (small enough for the CPU's
-/// cache) is sorted by hash, a hash seen once is its key's only row, and only
-/// the rows that share a hash have their keys and order values compared.
+/// Nearly unique keys: every row's key hash and position are kept in
+/// [`Slots`], and the best rows found at the end ([`best_of`]).
 async fn by_hash(
     mut held: Held,
     mut slots: Slots,
@@ -241,7 +236,7 @@ async fn by_hash(
             return held.sort_with(input, &keys, &order, context);
         }
     }
-    let marks = slots.best(&held.batches, &keys, &order)?;
+    let marks = best_of(slots, &held.batches, &keys, &order)?;
     Ok(held.filtered(input.schema(), marks, context.session_config().batch_size()))
 }
 
@@ -310,93 +305,55 @@ fn converters(keys: &[Arc<dyn PhysicalExpr>], order: &[PhysicalSortExpr], schema
     Ok((RowConverter::new(key_fields)?, RowConverter::new(order_fields)?))
 }
 
-/// A row's key hash and where it is.
-#[derive(Clone, Copy)]
-struct Slot {
-    hash: u64,
-    batch: u32,
-    row: u32,
-}
-
-/// Top bits of the hash that pick a bucket: 1,024 buckets, whose tails stay
-/// in cache while rows are pushed; at 5M rows a bucket holds ~5,000 slots.
-const BUCKET_BITS: u32 = 10;
-
-/// Every row's [`Slot`], bucketed by hash.
-struct Slots {
-    buckets: Vec<Vec<Slot>>,
-    state: RandomState,
-    hashes: Vec<u64>,
-}
-
-impl Slots {
-    fn new() -> Self {
-        Slots { buckets: (0..1 << BUCKET_BITS).map(|_| Vec::new()).collect(), state: RandomState::with_seed(0x6b69_6c6e), hashes: Vec::new() }
-    }
-
-    /// Adds the rows of batch `b` (its key columns); `hashes` then holds theirs.
-    fn push(&mut self, keys: &[ArrayRef], b: u32) -> Result<()> {
-        let n = keys.first().map_or(0, |k| k.len());
-        self.hashes.clear();
-        self.hashes.resize(n, 0);
-        create_hashes(keys, &self.state, &mut self.hashes)?;
-        for (i, &hash) in self.hashes.iter().enumerate() {
-            self.buckets[(hash >> (64 - BUCKET_BITS)) as usize].push(Slot { hash, batch: b, row: i as u32 });
-        }
-        Ok(())
-    }
-
-    fn bytes(&self) -> usize {
-        self.buckets.iter().map(|b| b.capacity()).sum::<usize>() * std::mem::size_of::<Slot>() + self.hashes.capacity() * 8
-    }
-
-    /// Marks the best row of each key, per batch and row. Of rows equal in key
-    /// and order, the first in input order is kept.
-    fn best(self, batches: &[RecordBatch], keys: &[Arc<dyn PhysicalExpr>], order: &[PhysicalSortExpr]) -> Result<Vec<Vec<bool>>> {
-        let mut marks: Vec<Vec<bool>> = batches.iter().map(|b| vec![false; b.num_rows()]).collect();
-        // Rows sharing a hash, run after run; `runs` holds where each run starts.
-        let (mut shared, mut runs) = (Vec::<(usize, usize)>::new(), Vec::<usize>::new());
-        for mut bucket in self.buckets {
-            bucket.sort_unstable_by_key(|s| s.hash);
-            for run in bucket.chunk_by(|a, b| a.hash == b.hash) {
-                if let [only] = run {
-                    marks[only.batch as usize][only.row as usize] = true;
-                } else {
-                    runs.push(shared.len());
-                    shared.extend(run.iter().map(|s| (s.batch as usize, s.row as usize)));
-                }
+/// Marks the best row of each key, per batch and row: each bucket (small
+/// enough for the CPU's cache) is sorted by hash, a hash seen once is its
+/// key's only row, and only the rows that share a hash have their keys and
+/// order values compared. Of rows equal in key and order, the first in input
+/// order is kept.
+fn best_of(slots: Slots, batches: &[RecordBatch], keys: &[Arc<dyn PhysicalExpr>], order: &[PhysicalSortExpr]) -> Result<Vec<Vec<bool>>> {
+    let mut marks: Vec<Vec<bool>> = batches.iter().map(|b| vec![false; b.num_rows()]).collect();
+    // Rows sharing a hash, run after run; `runs` holds where each run starts.
+    let (mut shared, mut runs) = (Vec::<(usize, usize)>::new(), Vec::<usize>::new());
+    for mut bucket in slots.buckets {
+        bucket.sort_unstable_by_key(|s| s.hash);
+        for run in bucket.chunk_by(|a, b| a.hash == b.hash) {
+            if let [only] = run {
+                marks[only.batch as usize][only.row as usize] = true;
+            } else {
+                runs.push(shared.len());
+                shared.extend(run.iter().map(|s| (s.batch as usize, s.row as usize)));
             }
         }
-        if shared.is_empty() {
-            return Ok(marks);
-        }
-        runs.push(shared.len());
-        // Their keys and order values side by side, in row format.
-        let (key_conv, order_conv) = converters(keys, order, &batches[0].schema())?;
-        let gather = |exprs: Vec<Arc<dyn PhysicalExpr>>| -> Result<Vec<ArrayRef>> {
-            exprs
-                .iter()
-                .map(|e| {
-                    let arrays = batches.iter().map(|b| e.evaluate(b)?.into_array(b.num_rows())).collect::<Result<Vec<_>>>()?;
-                    let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
-                    Ok(interleave(&refs, &shared)?)
-                })
-                .collect()
-        };
-        let key_rows = key_conv.convert_columns(&gather(keys.to_vec())?)?;
-        let order_rows = order_conv.convert_columns(&gather(order.iter().map(|o| Arc::clone(&o.expr)).collect())?)?;
-        for run in runs.windows(2) {
-            let mut members: Vec<usize> = (run[0]..run[1]).collect();
-            members.sort_unstable_by(|&a, &b| key_rows.row(a).cmp(&key_rows.row(b)).then(order_rows.row(a).cmp(&order_rows.row(b))).then(shared[a].cmp(&shared[b])));
-            for (i, &m) in members.iter().enumerate() {
-                if i == 0 || key_rows.row(m) != key_rows.row(members[i - 1]) {
-                    let (b, r) = shared[m];
-                    marks[b][r] = true;
-                }
+    }
+    if shared.is_empty() {
+        return Ok(marks);
+    }
+    runs.push(shared.len());
+    // Their keys and order values side by side, in row format.
+    let (key_conv, order_conv) = converters(keys, order, &batches[0].schema())?;
+    let gather = |exprs: Vec<Arc<dyn PhysicalExpr>>| -> Result<Vec<ArrayRef>> {
+        exprs
+            .iter()
+            .map(|e| {
+                let arrays = batches.iter().map(|b| e.evaluate(b)?.into_array(b.num_rows())).collect::<Result<Vec<_>>>()?;
+                let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+                Ok(interleave(&refs, &shared)?)
+            })
+            .collect()
+    };
+    let key_rows = key_conv.convert_columns(&gather(keys.to_vec())?)?;
+    let order_rows = order_conv.convert_columns(&gather(order.iter().map(|o| Arc::clone(&o.expr)).collect())?)?;
+    for run in runs.windows(2) {
+        let mut members: Vec<usize> = (run[0]..run[1]).collect();
+        members.sort_unstable_by(|&a, &b| key_rows.row(a).cmp(&key_rows.row(b)).then(order_rows.row(a).cmp(&order_rows.row(b))).then(shared[a].cmp(&shared[b])));
+        for (i, &m) in members.iter().enumerate() {
+            if i == 0 || key_rows.row(m) != key_rows.row(members[i - 1]) {
+                let (b, r) = shared[m];
+                marks[b][r] = true;
             }
         }
-        Ok(marks)
     }
+    Ok(marks)
 }
 
 fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
@@ -472,67 +429,8 @@ fn sort_all(held: Vec<RecordBatch>, input: SendableRecordBatchStream, keys: &[Ar
 fn sorted(input: SendableRecordBatchStream, keys: &[Arc<dyn PhysicalExpr>], order: &[PhysicalSortExpr], context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
     let ordering: Vec<PhysicalSortExpr> = keys.iter().map(|k| PhysicalSortExpr::new_default(Arc::clone(k))).chain(order.iter().cloned()).collect();
     let Some(ordering) = LexOrdering::new(ordering) else { return Ok(input) };
-    let source = Arc::new(OnceExec::new(input));
-    SortExec::new(ordering, source).execute(0, context)
+    sort_stream(input, ordering, context)
 }
-
-/// A plan node that yields one given stream, once (to run `SortExec` over it).
-struct OnceExec {
-    stream: Mutex<Option<SendableRecordBatchStream>>,
-    properties: Arc<PlanProperties>,
-}
-
-impl OnceExec {
-    fn new(stream: SendableRecordBatchStream) -> Self {
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(stream.schema()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
-        OnceExec { stream: Mutex::new(Some(stream)), properties }
-    }
-}
-
-impl fmt::Debug for OnceExec {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("OnceExec")
-    }
-}
-
-impl DisplayAs for OnceExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "OnceExec")
-    }
-}
-
-impl ExecutionPlan for OnceExec {
-    fn name(&self) -> &str {
-        "OnceExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let taken = self.stream.lock().map_err(|_| datafusion::error::DataFusionError::Internal("poisoned".into()))?.take();
-        taken.ok_or_else(|| datafusion::error::DataFusionError::Internal("OnceExec executed twice".into()))
-    }
-}
-
 
 #[cfg(test)]
 mod tests {
