@@ -17,17 +17,21 @@
 //! The output is not sorted by the keys across groups, but the node claims the
 //! sort's ordering, which the window's partition search needs to be planned.
 //! So [`rewrite`] replaces a window's sort only where nothing can use that
-//! claim: the window's output reaches the plan's root (or a file sink's writer
-//! with no sort order) through projections, filters, partition merges and
-//! repartitioning alone, and the logical plan has no sort at all (a `sort`
-//! transform, or SQL's ORDER BY, that the window's ordering made DataFusion
-//! drop would otherwise no longer hold). A window read
-//! by several sinks (a `SharedExec`) keeps its sort: its other readers were
-//! planned separately. Cluster plans are not rewritten.
+//! claim: the plan is a file sink's (its root a `DataSinkExec` with no sort
+//! order: the writer is the last consumer), the window's output reaches that
+//! writer through projections, filters, partition merges and repartitioning
+//! alone, and the logical plan has no sort at all (a `sort` transform, or
+//! SQL's ORDER BY, that the window's ordering made DataFusion drop would
+//! otherwise no longer hold). A window read by several sinks (a `SharedExec`)
+//! keeps its sort: its other readers were planned separately. So do plans
+//! planned for a scan inside another plan (delta-rs' merge source, which a
+//! sort-merge join above could read in the claimed order), sinks that stream
+//! batches (Avro, ORC, Kafka, Delta), `EXPLAIN` and cluster plans.
 //!
-//! The rows and slots are reserved from the memory pool; when it refuses, the
+//! The batches read are reserved from the memory pool; when it refuses, the
 //! node falls back to DataFusion's `SortExec` over what it read and the rest,
-//! which spills.
+//! which spills. Not reserved: a bucket's sorted copy while it is emitted
+//! (about twice the bucket; with one key holding most rows, most of the input).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -143,13 +147,17 @@ async fn group_sorted(
     let key_exprs: Vec<Arc<dyn PhysicalExpr>> = ordering.iter().take(keys).map(|s| Arc::clone(&s.expr)).collect();
     let state = RandomState::with_seed(0x6b69_6c6e);
     let mut buckets: Vec<Vec<RecordBatch>> = (0..1 << BUCKET_BITS).map(|_| Vec::new()).collect();
-    let (mut indices, mut hashes, mut bytes): (Vec<Vec<u32>>, Vec<u64>, usize) = ((0..1 << BUCKET_BITS).map(|_| Vec::new()).collect(), Vec::new(), 0);
+    let mut indices: Vec<Vec<u32>> = (0..1 << BUCKET_BITS).map(|_| Vec::new()).collect();
+    let (mut hashes, mut bytes, mut rows_read) = (Vec::<u64>::new(), 0usize, 0usize);
     while let Some(batch) = input.next().await {
         let batch = batch?;
         if batch.num_rows() == 0 {
             continue;
         }
         let _timer = baseline.elapsed_compute().timer();
+        // Counted as the batch it was: pieces of string-view columns share its buffers.
+        bytes += batch.get_array_memory_size();
+        rows_read += batch.num_rows();
         hashes.clear();
         hashes.resize(batch.num_rows(), 0);
         create_hashes(&evaluate(&key_exprs, &batch)?, &state, &mut hashes)?;
@@ -160,13 +168,12 @@ async fn group_sorted(
             if rows.is_empty() {
                 continue;
             }
-            let piece = take_record_batch(&batch, &UInt32Array::from(std::mem::take(rows)))?;
-            bytes += piece.get_array_memory_size();
-            bucket.push(piece);
+            bucket.push(take_record_batch(&batch, &UInt32Array::from(std::mem::take(rows)))?);
         }
         if reservation.try_resize(bytes).is_err() {
             reservation.free();
-            let read = buckets.into_iter().flatten().map(Ok);
+            // One batch per bucket, not its pieces: SortExec sorts and merges one run per batch.
+            let read = buckets.into_iter().filter(|b| !b.is_empty()).map(|pieces| concat_batches(&schema, &pieces).map_err(Into::into));
             let all = futures::stream::iter(read.collect::<Vec<_>>()).chain(input);
             return Ok(sort_stream(Box::pin(RecordBatchStreamAdapter::new(schema, all)), ordering, context)?.boxed());
         }
@@ -177,9 +184,10 @@ async fn group_sorted(
     let sorted = buckets.into_iter().filter(|b| !b.is_empty()).map(move |pieces| -> Result<Vec<RecordBatch>> {
         let _timer = baseline.elapsed_compute().timer();
         let batch = concat_batches(&schema, &pieces)?;
-        // The bucket's pieces are released once joined (its sorted copy is the reader's now).
-        reservation.shrink(pieces.iter().map(RecordBatch::get_array_memory_size).sum::<usize>().min(reservation.size()));
         drop(pieces);
+        // The bucket's share of what was read is released (its sorted copy is the reader's now).
+        let share = (bytes as u128 * batch.num_rows() as u128 / rows_read.max(1) as u128) as usize;
+        reservation.shrink(share.min(reservation.size()));
         let sorted = sort_bucket(&batch, &ordering, keys, &state, &converter)?;
         let n = sorted.num_rows();
         baseline.record_output(n);
@@ -207,14 +215,18 @@ fn sort_bucket(batch: &RecordBatch, ordering: &LexOrdering, keys: usize, state: 
 }
 
 /// Replaces the sorts of windows whose output order nothing uses (see the
-/// module's doc). `logical` is the plan `physical` was planned from.
+/// module's doc) in a file sink's plan. `logical` is the plan `physical` was planned from.
 pub fn rewrite(logical: &LogicalPlan, physical: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     let mut sorts = false;
     logical.apply(|p| {
         sorts |= matches!(p, LogicalPlan::Sort(_));
         Ok(if sorts { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
     })?;
-    if sorts {
+    // Only a file sink's plan, whose writer is the final consumer: a plan planned
+    // for a scan inside another (delta-rs' merge source) may be optimized again
+    // above, where a sort-merge join could take the claimed order at its word.
+    let to_file = physical.downcast_ref::<DataSinkExec>().is_some_and(|w| w.sort_order().is_none());
+    if sorts || !to_file {
         return Ok(physical);
     }
     order_free(physical)
@@ -234,12 +246,8 @@ fn order_free(node: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     if !passes {
         return Ok(node);
     }
-    let children: Vec<Arc<dyn ExecutionPlan>> = node.children().into_iter().cloned().collect();
-    let new: Vec<Arc<dyn ExecutionPlan>> = children.iter().cloned().map(order_free).collect::<Result<_>>()?;
-    if new.iter().zip(&children).all(|(a, b)| Arc::ptr_eq(a, b)) {
-        return Ok(node);
-    }
-    replace_children_if_necessary(node, new)
+    let children: Vec<Arc<dyn ExecutionPlan>> = node.children().into_iter().cloned().map(order_free).collect::<Result<_>>()?;
+    replace_children_if_necessary(node, children)
 }
 
 /// A window over a sort by (its partition keys, its order): the same window
@@ -457,21 +465,28 @@ mod tests {
         };
         rt.block_on(ctx.sql("CREATE TABLE t (k VARCHAR, v BIGINT) AS VALUES ('a', 1), ('b', 2), ('a', 3)")).unwrap();
         let running = "SELECT k, v, sum(v) OVER (PARTITION BY k ORDER BY v ROWS UNBOUNDED PRECEDING) AS s FROM t";
-        let p = plan(&ctx, running);
-        assert!(p.contains("GroupSortExec: groups=[k@0 ") && p.contains("each by [v@1 ASC]") && !p.contains(" SortExec:"), "{p}");
-        // Written to a file (the sinks' DataSinkExec), as a run writes it.
-        let copy = plan(&ctx, &format!("COPY ({running}) TO '{}' STORED AS PARQUET", std::env::temp_dir().join("kiln-group-sort.parquet").display()));
-        assert!(copy.contains("DataSinkExec") && copy.contains("GroupSortExec"), "{copy}");
-        let sorted = plan(&ctx, &format!("{running} ORDER BY k, v"));
+        let file = std::env::temp_dir().join("kiln-group-sort.parquet");
+        let to_file = |sql: &str| format!("COPY ({sql}) TO '{}' STORED AS PARQUET", file.display());
+        // Written to a file (a sink's DataSinkExec), as a run writes it.
+        let p = plan(&ctx, &to_file(running));
+        assert!(p.contains("DataSinkExec") && p.contains("GroupSortExec: groups=[k@0 ") && p.contains("each by [v@1 ASC]") && !p.contains(" SortExec:"), "{p}");
+        // A plan whose consumer is not known (a scan inside another plan, such as delta-rs' merge source): left alone.
+        let scanned = plan(&ctx, running);
+        assert!(!scanned.contains("GroupSortExec"), "{scanned}");
+        let sorted = plan(&ctx, &to_file(&format!("{running} ORDER BY k, v")));
         assert!(!sorted.contains("GroupSortExec"), "{sorted}");
         // A window over the window: the outer one relies on the inner one's order (its sort was dropped).
-        let nested = plan(&ctx, &format!("SELECT k, s, row_number() OVER (PARTITION BY k ORDER BY v) AS rn FROM ({running})"));
+        let nested = plan(&ctx, &to_file(&format!("SELECT k, s, row_number() OVER (PARTITION BY k ORDER BY v) AS rn FROM ({running})")));
         assert!(!nested.contains("GroupSortExec"), "{nested}");
         // An aggregate above the window streams by its order (ordering_mode=Sorted): left alone.
-        let grouped = plan(&ctx, &format!("SELECT k, max(s) FROM ({running}) GROUP BY k"));
+        let grouped = plan(&ctx, &to_file(&format!("SELECT k, max(s) FROM ({running}) GROUP BY k")));
         assert!(!grouped.contains("GroupSortExec"), "{grouped}");
-        // And the results are the window's.
-        let rows = rt.block_on(async { ctx.sql(&format!("SELECT k, v, s FROM ({running})")).await.unwrap().collect().await.unwrap() });
+        // And the file holds the window's results.
+        rt.block_on(async { ctx.sql(&to_file(running)).await.unwrap().collect().await.unwrap() });
+        let rows = rt.block_on(async {
+            let written = ctx.read_parquet(file.to_str().unwrap(), Default::default()).await.unwrap();
+            written.select_columns(&["k", "v", "s"]).unwrap().collect().await.unwrap()
+        });
         let mut got: Vec<(String, i64, i64)> = rows
             .iter()
             .flat_map(|b| {

@@ -1,24 +1,29 @@
-//! The unsorted path: the best row per key kept in a hash table.
+//! The unsorted path: the best row per key, without a sort of the input.
 //!
-//! Each input batch is encoded once in Arrow's row format (keys, and the
-//! ORDER BY columns with their directions, so that comparing bytes compares
-//! rows in order); a row replaces its key's current best only when its order
-//! bytes are smaller. The table ([`Table`]) holds, per key, its hash and where
-//! its best row is; the key and order bytes live in one arena, so a new key
-//! costs no allocation of its own. Batches are retained while they hold a best
-//! row and are compacted (the best rows copied into one batch) when mostly
-//! dead. At the end each retained batch is filtered down to its best rows, in
-//! input order. Cost: one hash lookup per row, no sort.
+//! The first [`PROBE_ROWS`] rows of a partition are read with only their key
+//! hashes kept ([`Slots`]); their count of distinct hashes picks the path:
 //!
-//! This is how DuckDB runs `DISTINCT ON … ORDER BY` (a hash aggregate) and it
-//! is what a dedupe of nearly unique ids needs: before, such keys went to a sort
-//! of the whole input by (key, order), which was ~30% of the etl job's CPU at
-//! 10M rows (memcmp and the merge's loser tree). Its memory is the sort's: the
-//! input batches plus about one row-format copy of the keys and order values.
+//! - Nearly unique keys (a dedupe of ids: fewer than [`MIN_ROWS_PER_KEY`] rows
+//!   per key) go on the same way ([`by_hash`]): every row's key hash and
+//!   position, in 1,024 buckets by the hash's top bits. At the end each bucket
+//!   (cache-sized) is sorted by hash; a hash seen once is its key's only row,
+//!   and only rows that share a hash have their keys and order values
+//!   compared in Arrow's row format. This is how DuckDB runs `DISTINCT ON …
+//!   ORDER BY` (a hash aggregate, no sort); before, such keys went to a sort of
+//!   the whole input by (key, order), ~30% of the etl job's CPU at 10M rows
+//!   (memcmp, the merge's loser tree). One hash table holding every key was
+//!   no faster (a DRAM miss per row) and took 1.44x the memory.
+//! - Repeating keys go to a table ([`by_table`], [`Table`]): per key, its hash
+//!   and where its best row is, the key and order bytes in one arena; a row
+//!   replaces its key's best when its order bytes are smaller. Retained
+//!   batches are compacted (the best rows copied into one batch) when mostly
+//!   dead, so memory follows the keys, not the rows.
 //!
-//! The table and the batches it retains are reserved from the session's memory
-//! pool; when the pool refuses more (a `memory_limit`), the stream falls back to
-//! DataFusion's `SortExec` over the best rows so far and the rest of the input,
+//! Either way the retained batches are then filtered down to their best rows.
+//! Of rows equal in key and order, the first read is kept. What is held is
+//! reserved from the session's memory pool; when the pool refuses more (a
+//! `memory_limit`), the stream falls back to DataFusion's `SortExec` over what
+//! it holds (the best rows so far, for the table) and the rest of the input,
 //! which spills to disk, and takes the sorted pass.
 
 use std::sync::Arc;
@@ -122,7 +127,7 @@ impl Table {
     }
 }
 
-/// Rows read before choosing the path: keys seen at most [`MIN_ROWS_PER_KEY`]
+/// Rows read before choosing the path: keys seen fewer than [`MIN_ROWS_PER_KEY`]
 /// times on average take [`by_hash`], keys that repeat more [`by_table`].
 const PROBE_ROWS: usize = 1 << 18;
 const MIN_ROWS_PER_KEY: usize = 4;

@@ -222,7 +222,9 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
         .and_then(|s| s.get_standard_func_expr().as_any().downcast_ref::<WindowUDFExpr>().map(|u| u.fun().name() == "row_number"))
         .unwrap_or(false);
     let keys = expr.partition_by().to_vec();
-    if !is_row_number || keys.is_empty() {
+    // Without ORDER BY any row is the first (SQL's `row_number() OVER (PARTITION BY k)`); the
+    // hashed mode compares order values, so such a window keeps DataFusion's plan.
+    if !is_row_number || keys.is_empty() || (sort.is_some() && expr.order_by().is_empty()) {
         return Ok(None);
     }
     let (input, order) = match sort {
@@ -283,6 +285,29 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    /// `row_number() OVER (PARTITION BY k)` with no ORDER BY, from SQL: one row per key (it
+    /// panicked in the hashed mode, which compares order values).
+    #[test]
+    fn a_row_number_without_order_keeps_one_row_per_key() {
+        let ctx = crate::session::context(&crate::session::SessionOptions { target_partitions: Some(2), ..Default::default() }).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let keys: Vec<String> = rt.block_on(async {
+            ctx.sql("CREATE TABLE t (k VARCHAR, v BIGINT) AS VALUES ('a', 1), ('b', 2), ('a', 3), (NULL, 4), (NULL, 5)").await.unwrap();
+            let sql = "SELECT k FROM (SELECT *, row_number() OVER (PARTITION BY k) AS rn FROM t) WHERE rn = 1";
+            let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            batches
+                .iter()
+                .flat_map(|b| {
+                    let k = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+                    k.as_string::<i32>().iter().map(|s| s.unwrap_or("NULL").to_string()).collect::<Vec<_>>()
+                })
+                .collect()
+        });
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(keys, ["NULL", "a", "b"]);
+    }
 
     #[test]
     fn first_row_of_each_key_run_across_batches_with_null_keys() {
