@@ -69,11 +69,12 @@ pub struct GroupSortExec {
     /// The replaced sort's properties (see the module's doc).
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    fallbacks: Fallbacks,
 }
 
 impl GroupSortExec {
     fn new(input: Arc<dyn ExecutionPlan>, ordering: LexOrdering, keys: usize, properties: Arc<PlanProperties>) -> Self {
-        GroupSortExec { input, ordering, keys, properties, metrics: ExecutionPlanMetricsSet::new() }
+        GroupSortExec { input, ordering, keys, properties, metrics: ExecutionPlanMetricsSet::new(), fallbacks: Fallbacks::default() }
     }
 }
 
@@ -112,7 +113,7 @@ impl ExecutionPlan for GroupSortExec {
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
+        Some(with_fallbacks(self.metrics.clone_inner(), &self.fallbacks))
     }
 
     fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
@@ -123,7 +124,7 @@ impl ExecutionPlan for GroupSortExec {
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let schema = input.schema();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let sorted = futures::stream::once(group_sorted(input, self.ordering.clone(), self.keys, context, baseline)).try_flatten();
+        let sorted = futures::stream::once(group_sorted(input, self.ordering.clone(), self.keys, context, baseline, Arc::clone(&self.fallbacks))).try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, sorted)))
     }
 }
@@ -141,6 +142,7 @@ async fn group_sorted(
     keys: usize,
     context: Arc<TaskContext>,
     baseline: BaselineMetrics,
+    fallbacks: Fallbacks,
 ) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
     let schema = input.schema();
     let reservation = MemoryConsumer::new("GroupSortExec").with_can_spill(true).register(context.memory_pool());
@@ -175,7 +177,7 @@ async fn group_sorted(
             // One batch per bucket, not its pieces: SortExec sorts and merges one run per batch.
             let read = buckets.into_iter().filter(|b| !b.is_empty()).map(|pieces| concat_batches(&schema, &pieces).map_err(Into::into));
             let all = futures::stream::iter(read.collect::<Vec<_>>()).chain(input);
-            return Ok(sort_stream(Box::pin(RecordBatchStreamAdapter::new(schema, all)), ordering, context)?.boxed());
+            return Ok(sort_stream(Box::pin(RecordBatchStreamAdapter::new(schema, all)), ordering, context, &fallbacks)?.boxed());
         }
     }
     let fields = ordering.iter().map(|s| Ok(SortField::new_with_options(s.expr.data_type(&schema)?, s.options))).collect::<Result<Vec<_>>>()?;
@@ -272,10 +274,28 @@ fn window_without_sort(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn E
     Ok(Some(replace_children_if_necessary(Arc::clone(node), vec![Arc::new(group_sort)])?))
 }
 
-/// `input` sorted by `ordering`, by DataFusion's `SortExec` (which spills).
-pub(crate) fn sort_stream(input: SendableRecordBatchStream, ordering: LexOrdering, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+/// The sorts a node fell back to: their metrics (spills) are reported as the node's.
+pub(crate) type Fallbacks = Arc<Mutex<Vec<Arc<dyn ExecutionPlan>>>>;
+
+/// `set` plus the metrics of the sorts in `fallbacks`.
+pub(crate) fn with_fallbacks(mut set: MetricsSet, fallbacks: &Fallbacks) -> MetricsSet {
+    for sort in fallbacks.lock().map(|f| f.clone()).unwrap_or_default() {
+        for metric in sort.metrics().iter().flat_map(|m| m.iter().cloned().collect::<Vec<_>>()) {
+            set.push(metric);
+        }
+    }
+    set
+}
+
+/// `input` sorted by `ordering`, by DataFusion's `SortExec` (which spills),
+/// recorded in `fallbacks`.
+pub(crate) fn sort_stream(input: SendableRecordBatchStream, ordering: LexOrdering, context: Arc<TaskContext>, fallbacks: &Fallbacks) -> Result<SendableRecordBatchStream> {
     let source = Arc::new(OnceExec::new(input));
-    SortExec::new(ordering, source).execute(0, context)
+    let sort: Arc<dyn ExecutionPlan> = Arc::new(SortExec::new(ordering, source));
+    if let Ok(mut f) = fallbacks.lock() {
+        f.push(Arc::clone(&sort));
+    }
+    sort.execute(0, context)
 }
 
 /// A plan node that yields one given stream, once (to run `SortExec` over it).
@@ -352,6 +372,11 @@ mod tests {
     /// (key, v, id) rows through `group_sorted` by key, then v DESC NULLS LAST, then id;
     /// `pool_bytes` limits the memory pool. Returns the rows in output order.
     fn group_sort(rows: &[Row], batch: usize, pool_bytes: Option<usize>) -> Vec<Row> {
+        group_sort_in(rows, batch, pool_bytes).0
+    }
+
+    /// Also the metrics of the `SortExec` it fell back to, if it did.
+    fn group_sort_in(rows: &[Row], batch: usize, pool_bytes: Option<usize>) -> (Vec<Row>, Option<MetricsSet>) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Utf8, true),
             Field::new("v", DataType::Int64, true),
@@ -381,19 +406,23 @@ mod tests {
             context = context.with_runtime(runtime);
         }
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let fallbacks = Fallbacks::default();
         let out: Vec<RecordBatch> = rt.block_on(async {
             let baseline = BaselineMetrics::new(&ExecutionPlanMetricsSet::new(), 0);
-            let stream = group_sorted(input, ordering, 1, Arc::new(context), baseline).await.unwrap();
+            let stream = group_sorted(input, ordering, 1, Arc::new(context), baseline, Arc::clone(&fallbacks)).await.unwrap();
             stream.map(|b| b.unwrap()).collect().await
         });
-        out.iter()
+        let fell_back = !fallbacks.lock().unwrap().is_empty();
+        let got = out
+            .iter()
             .flat_map(|b| {
                 let k = b.column(0).as_string::<i32>().iter().map(|s| s.map(str::to_string)).collect::<Vec<_>>();
                 let v = b.column(1).as_primitive::<Int64Type>().iter().collect::<Vec<_>>();
                 let id = b.column(2).as_primitive::<Int64Type>().values().to_vec();
                 k.into_iter().zip(v).zip(id).map(|((k, v), id)| (k, v, id))
             })
-            .collect()
+            .collect();
+        (got, fell_back.then(|| with_fallbacks(MetricsSet::new(), &fallbacks)))
     }
 
     /// Each key's rows are together and in window order (v DESC NULLS LAST, id), and no row is lost.
@@ -444,8 +473,11 @@ mod tests {
     #[test]
     fn over_the_memory_limit_the_input_is_sorted_by_sort_exec() {
         let input = rows(20_000, 500);
-        let got = group_sort(&input, 1000, Some(256 * 1024));
+        let (got, fallback) = group_sort_in(&input, 1000, Some(256 * 1024));
         assert_grouped(&input, &got);
+        // The sort's spills are reported as the node's.
+        let spilled = fallback.expect("fell back").spill_count().unwrap_or(0);
+        assert!(spilled > 0, "a 256 KB pool spills 20,000 rows");
         // SortExec's output is sorted by key across groups as well (nulls first).
         let keys: Vec<&Option<String>> = got.iter().map(|r| &r.0).collect();
         assert!(keys.windows(2).all(|w| w[0] <= w[1]));

@@ -41,7 +41,7 @@ use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
-use crate::group_sort::sort_stream;
+use crate::group_sort::{Fallbacks, sort_stream};
 use crate::key_buckets::Slots;
 
 /// Where a key's best row is, and its bytes in the arena: the key's
@@ -144,8 +144,9 @@ pub(super) async fn best_rows(
     keys: Vec<Arc<dyn PhysicalExpr>>,
     order: Vec<PhysicalSortExpr>,
     context: Arc<TaskContext>,
+    fallbacks: Fallbacks,
 ) -> Result<Outcome> {
-    best_rows_probing(input, keys, order, context, PROBE_ROWS).await
+    best_rows_probing(input, keys, order, context, PROBE_ROWS, fallbacks).await
 }
 
 /// Reads the first `probe_rows` rows into [`Slots`], then goes on with the
@@ -156,8 +157,9 @@ async fn best_rows_probing(
     order: Vec<PhysicalSortExpr>,
     context: Arc<TaskContext>,
     probe_rows: usize,
+    fallbacks: Fallbacks,
 ) -> Result<Outcome> {
-    let mut held = Held::new(&context);
+    let mut held = Held::new(&context, fallbacks);
     let mut slots = Slots::new();
     let mut distinct: std::collections::HashSet<u64, ahash::RandomState> = Default::default();
     let mut seen = 0usize;
@@ -189,12 +191,13 @@ struct Held {
     batches: Vec<RecordBatch>,
     bytes: usize,
     reservation: MemoryReservation,
+    fallbacks: Fallbacks,
 }
 
 impl Held {
-    fn new(context: &TaskContext) -> Self {
+    fn new(context: &TaskContext, fallbacks: Fallbacks) -> Self {
         let reservation = MemoryConsumer::new("FirstPerKeyExec[hashed]").with_can_spill(true).register(context.memory_pool());
-        Held { batches: Vec::new(), bytes: 0, reservation }
+        Held { batches: Vec::new(), bytes: 0, reservation, fallbacks }
     }
 
     fn push(&mut self, batch: RecordBatch) {
@@ -207,10 +210,16 @@ impl Held {
         self.reservation.try_resize(self.bytes + more).is_ok()
     }
 
-    /// Gives up hashing: the batches held, then the rest of `input`, sorted ([`sorted`]).
+    /// Gives up hashing: the batches held, then the rest of `input`, sorted by
+    /// keys then order by DataFusion's `SortExec` (which spills).
     fn sort_with(mut self, input: SendableRecordBatchStream, keys: &[Arc<dyn PhysicalExpr>], order: &[PhysicalSortExpr], context: Arc<TaskContext>) -> Result<Outcome> {
         self.reservation.free();
-        sort_all(std::mem::take(&mut self.batches), input, keys, order, context)
+        let schema = input.schema();
+        let all = futures::stream::iter(std::mem::take(&mut self.batches).into_iter().map(Ok)).chain(input);
+        let all: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(schema, all));
+        let ordering: Vec<PhysicalSortExpr> = keys.iter().map(|k| PhysicalSortExpr::new_default(Arc::clone(k))).chain(order.iter().cloned()).collect();
+        let Some(ordering) = LexOrdering::new(ordering) else { return Ok(Outcome::Sorted(all)) };
+        Ok(Outcome::Sorted(sort_stream(all, ordering, context, &self.fallbacks)?))
     }
 
     /// The batches filtered down to the rows `marks` keeps ([`filtered`]).
@@ -423,20 +432,6 @@ fn filtered(
     })
 }
 
-/// `held` then the rest of `input`, sorted ([`sorted`]).
-fn sort_all(held: Vec<RecordBatch>, input: SendableRecordBatchStream, keys: &[Arc<dyn PhysicalExpr>], order: &[PhysicalSortExpr], context: Arc<TaskContext>) -> Result<Outcome> {
-    let schema = input.schema();
-    let all = futures::stream::iter(held.into_iter().map(Ok)).chain(input);
-    sorted(Box::pin(RecordBatchStreamAdapter::new(schema, all)), keys, order, context).map(Outcome::Sorted)
-}
-
-/// `input` sorted by keys then order, by DataFusion's `SortExec`.
-fn sorted(input: SendableRecordBatchStream, keys: &[Arc<dyn PhysicalExpr>], order: &[PhysicalSortExpr], context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-    let ordering: Vec<PhysicalSortExpr> = keys.iter().map(|k| PhysicalSortExpr::new_default(Arc::clone(k))).chain(order.iter().cloned()).collect();
-    let Some(ordering) = LexOrdering::new(ordering) else { return Ok(input) };
-    sort_stream(input, ordering, context)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,7 +471,7 @@ mod tests {
         let context = Arc::new(context);
         let mut fell_back = false;
         let out: Vec<RecordBatch> = rt.block_on(async {
-            match best_rows_probing(input, keys.clone(), order, context, probe_rows).await.unwrap() {
+            match best_rows_probing(input, keys.clone(), order, context, probe_rows, Fallbacks::default()).await.unwrap() {
                 Outcome::Rows(rows) => rows.map(|b| b.unwrap()).collect(),
                 Outcome::Sorted(stream) => {
                     fell_back = true;

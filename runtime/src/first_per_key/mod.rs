@@ -57,6 +57,8 @@ pub struct FirstPerKeyExec {
     order: Option<Vec<PhysicalSortExpr>>,
     /// Hashed mode: nothing about the input's order survives.
     properties: Option<Arc<PlanProperties>>,
+    /// Hashed mode: the sorts it fell back to under a memory limit (their spills are reported as its own).
+    fallbacks: crate::group_sort::Fallbacks,
 }
 
 impl FirstPerKeyExec {
@@ -74,7 +76,7 @@ impl FirstPerKeyExec {
                 Boundedness::Bounded,
             ))
         });
-        FirstPerKeyExec { input, keys, order, properties }
+        FirstPerKeyExec { input, keys, order, properties, fallbacks: Default::default() }
     }
 }
 
@@ -122,6 +124,10 @@ impl ExecutionPlan for FirstPerKeyExec {
         vec![self.order.is_none()]
     }
 
+    fn metrics(&self) -> Option<datafusion::physical_plan::metrics::MetricsSet> {
+        Some(crate::group_sort::with_fallbacks(Default::default(), &self.fallbacks))
+    }
+
     fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(FirstPerKeyExec::new(children.swap_remove(0), self.keys.clone(), self.order.clone())))
     }
@@ -132,7 +138,7 @@ impl ExecutionPlan for FirstPerKeyExec {
         let keys = self.keys.clone();
         if let Some(order) = &self.order {
             let converter = key_converter(&keys, &schema)?;
-            let rows = futures::stream::once(hashed::best_rows(input, keys.clone(), order.clone(), context))
+            let rows = futures::stream::once(hashed::best_rows(input, keys.clone(), order.clone(), context, Arc::clone(&self.fallbacks)))
                 .map(move |outcome| -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
                     Ok(match outcome? {
                         hashed::Outcome::Rows(batches) => futures::stream::iter(batches).boxed(),
