@@ -146,9 +146,11 @@ pub async fn context(pipeline: &Pipeline, cluster: &Cluster, opts: &SessionOptio
 }
 
 /// The physical rules of a cluster's planning (the scheduler's, and the client's
-/// in `--standalone`): a local session's, and [`SmallSideHashJoin`].
+/// in `--standalone`): a local session's without eager aggregation, and [`SmallSideHashJoin`].
 fn physical_rules() -> Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = crate::join_strategy::physical_rules();
+    // Ballista's plan codec has no PartialReduce aggregate mode.
+    rules.retain(|r| r.name() != "kiln_eager_aggregation");
     let at = rules.iter().position(|r| r.name() == "join_selection").map_or(0, |i| i + 1);
     rules.insert(at, Arc::new(SmallSideHashJoin));
     rules

@@ -310,6 +310,9 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     // Needs the sort and partitioning that EnsureRequirements adds; before projections are pushed into filters.
     let at = rules.iter().position(|r| r.name() == "EnsureRequirements").map_or(rules.len(), |i| i + 1);
     rules.insert(at, Arc::new(crate::first_per_key::FirstPerKeyRule));
+    // Once aggregates have their final modes and before projections move into joins.
+    let at = rules.iter().position(|r| r.name() == "CombinePartialFinalAggregate").map_or(rules.len(), |i| i + 1);
+    rules.insert(at, Arc::new(crate::eager_aggregate::EagerAggregation));
     // Last: pairs halves of splits once nothing rewrites their inputs any more.
     rules.push(Arc::new(crate::split::ShareSplits));
     rules.push(Arc::new(crate::sources::orc::OrcColumnsOnly));

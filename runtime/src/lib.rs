@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod cluster;
 pub mod codec;
+pub mod eager_aggregate;
 pub mod error;
 pub mod expr;
 pub mod first_per_key;
