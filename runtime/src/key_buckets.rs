@@ -6,9 +6,23 @@
 //! it by hash costs integer compares in cache, where a sort of the whole input
 //! on the key costs row-format compares and a k-way merge.
 
-use datafusion::arrow::array::ArrayRef;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::common::Result;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
+use datafusion::physical_expr::PhysicalExpr;
+
+/// The seed of the key hashes of the dedupe and the group sort: fixed, so a
+/// run's buckets are the same from run to run.
+pub(crate) fn hash_state() -> RandomState {
+    RandomState::with_seed(0x6b69_6c6e)
+}
+
+/// `exprs` evaluated over `batch`, as arrays.
+pub(crate) fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    exprs.iter().map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect()
+}
 
 /// A row's key hash and where it is (batch index, row in the batch).
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +46,7 @@ pub(crate) struct Slots {
 
 impl Slots {
     pub fn new() -> Self {
-        Slots { buckets: (0..1 << BUCKET_BITS).map(|_| Vec::new()).collect(), state: RandomState::with_seed(0x6b69_6c6e), hashes: Vec::new() }
+        Slots { buckets: (0..1 << BUCKET_BITS).map(|_| Vec::new()).collect(), state: hash_state(), hashes: Vec::new() }
     }
 
     /// Adds the rows of batch `b`, given its key columns.

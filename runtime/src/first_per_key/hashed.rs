@@ -42,7 +42,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
 use crate::group_sort::{Fallbacks, sort_stream};
-use crate::key_buckets::Slots;
+use crate::key_buckets::{Slots, evaluate};
 
 /// Where a key's best row is, and its bytes in the arena: the key's
 /// `key_len` bytes at `at`, then the order's `order_len` bytes.
@@ -368,10 +368,6 @@ fn best_of(slots: Slots, batches: &[RecordBatch], keys: &[Arc<dyn PhysicalExpr>]
         }
     }
     Ok(marks)
-}
-
-fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-    exprs.iter().map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect()
 }
 
 fn evaluate_order(order: &[PhysicalSortExpr], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
