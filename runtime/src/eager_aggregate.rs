@@ -61,7 +61,7 @@ pub struct EagerAggregation;
 
 impl PhysicalOptimizerRule for EagerAggregation {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        // `KILN_EAGER_AGGREGATION=off` keeps DataFusion's plan (for comparison, as bench/joins.sh does).
+        // `KILN_EAGER_AGGREGATION=off` keeps DataFusion's plan (for side-by-side runs, as in README's benchmark notes).
         if std::env::var("KILN_EAGER_AGGREGATION").is_ok_and(|v| v == "off") {
             return Ok(plan);
         }
