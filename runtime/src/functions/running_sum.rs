@@ -17,7 +17,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray};
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
@@ -119,13 +120,17 @@ impl PartitionEvaluator for Total {
         self.add(&values[0], range.start)
     }
 
-    /// A whole window partition at once (WindowAggExec).
+    /// A whole window partition at once (WindowAggExec, and Kiln's group
+    /// window: `group_sort.rs`).
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
         let v = &values[0];
+        if v.len() != num_rows {
+            return exec_err!("{NAME}: {} values for {num_rows} rows", v.len());
+        }
         Ok(match v.data_type() {
-            DataType::Int64 => Arc::new((0..num_rows).map(|i| self.add(v, i).map(|s| if let ScalarValue::Int64(x) = s { x } else { None })).collect::<Result<Int64Array>>()?),
-            DataType::UInt64 => Arc::new((0..num_rows).map(|i| self.add(v, i).map(|s| if let ScalarValue::UInt64(x) = s { x } else { None })).collect::<Result<UInt64Array>>()?),
-            DataType::Float64 => Arc::new((0..num_rows).map(|i| self.add(v, i).map(|s| if let ScalarValue::Float64(x) = s { x } else { None })).collect::<Result<Float64Array>>()?),
+            DataType::Int64 => Arc::new(running(v.as_primitive::<Int64Type>(), &mut self.int, i64::wrapping_add)),
+            DataType::UInt64 => Arc::new(running(v.as_primitive::<UInt64Type>(), &mut self.uint, u64::wrapping_add)),
+            DataType::Float64 => Arc::new(running(v.as_primitive::<Float64Type>(), &mut self.float, |a, b| a + b)),
             other => return exec_err!("{NAME} of {other}"),
         })
     }
@@ -139,9 +144,31 @@ impl PartitionEvaluator for Total {
     }
 }
 
+/// The running totals of `values`, carrying on from `total` (and leaving the
+/// last in it): as [`Total::add`] row by row, NULL until the first value.
+fn running<T: ArrowPrimitiveType>(values: &PrimitiveArray<T>, total: &mut Option<T::Native>, add: impl Fn(T::Native, T::Native) -> T::Native) -> PrimitiveArray<T> {
+    let mut acc = *total;
+    let mut leading_nulls = 0;
+    let totals: Vec<T::Native> = (0..values.len())
+        .map(|i| {
+            if values.is_valid(i) {
+                acc = Some(add(acc.unwrap_or_default(), values.value(i)));
+            }
+            acc.unwrap_or_else(|| {
+                leading_nulls += 1;
+                T::Native::default()
+            })
+        })
+        .collect();
+    *total = acc;
+    let nulls = (leading_nulls > 0).then(|| NullBuffer::from_iter((0..values.len()).map(|i| i >= leading_nulls)));
+    PrimitiveArray::new(totals.into(), nulls)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::{Float64Array, Int64Array, UInt64Array};
 
     #[test]
     fn a_running_total_skips_nulls_and_is_null_until_the_first_value() {
@@ -153,6 +180,16 @@ mod tests {
         let all = Total::default().evaluate_all(&[ints], 3).unwrap();
         // Wrapping, as DataFusion's sum.
         assert_eq!(all.as_primitive::<Int64Type>(), &Int64Array::from(vec![Some(i64::MAX), Some(i64::MIN), Some(i64::MIN)]));
+        // A whole partition at once: NULL until the first value, then carried through NULLs;
+        // row by row gives the same.
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![None, None, Some(-0.0), None, Some(2.5), Some(1e-300)]));
+        let all = Total::default().evaluate_all(std::slice::from_ref(&floats), 6).unwrap();
+        let mut t = Total::default();
+        let one_by_one: Vec<Option<f64>> = (0..6).map(|i| match t.evaluate(std::slice::from_ref(&floats), &(i..i + 1)).unwrap() { ScalarValue::Float64(x) => x, _ => unreachable!() }).collect();
+        assert_eq!(all.as_primitive::<Float64Type>(), &Float64Array::from(vec![None, None, Some(0.0), Some(0.0), Some(2.5), Some(2.5 + 1e-300)]));
+        assert_eq!(all.as_primitive::<Float64Type>(), &Float64Array::from(one_by_one));
+        let uints: ArrayRef = Arc::new(UInt64Array::from(vec![Some(u64::MAX), Some(2)]));
+        assert_eq!(Total::default().evaluate_all(&[uints], 2).unwrap().as_primitive::<UInt64Type>(), &UInt64Array::from(vec![u64::MAX, 1]));
         assert_eq!(accumulates_as(&DataType::Int32), Some(DataType::Int64));
         assert_eq!(accumulates_as(&DataType::Decimal128(10, 2)), None);
     }
