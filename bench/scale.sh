@@ -53,7 +53,8 @@ done
 data=$BENCH_ROOT/rows_$ROWS
 out=$BENCH_ROOT/out/scale_$ROWS
 spill=$BENCH_ROOT/spill
-[ -f "$data/_GENERATED" ] || "$PY" "$SHARED/gen_data.py" --rows "$ROWS" --out "$data"
+# gen_data.py with its string columns built 10M rows at a time (pyarrow refuses them whole at 100M rows).
+[ -f "$data/_GENERATED" ] || SHARED_BENCH=$SHARED "$PY" bench/gen_scale.py --rows "$ROWS" --out "$data"
 mkdir -p bench/results
 tsv=bench/results/scale-$ROWS.tsv
 printf 'job\tengine\tstatus\twall_s\tmax_rss_kb\tspilled_bytes\tspill_dir_peak_bytes\n' > "$tsv"
