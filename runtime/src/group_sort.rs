@@ -300,7 +300,8 @@ fn sort_bucket(batch: &RecordBatch, hashes: &[u64], ordering: &LexOrdering, keys
         let end = start + by_hash[start..].iter().position(|&(h, _)| h != hash).unwrap_or(n - start);
         let run = &mut by_hash[start..end];
         let first = run[0].1 as usize;
-        if run.iter().all(|&(_, i)| by_key(first, i as usize).is_eq()) {
+        // A run of one row (nearly unique keys: most runs) is its own group, with nothing to compare.
+        if run.len() == 1 || run.iter().all(|&(_, i)| by_key(first, i as usize).is_eq()) {
             run.sort_unstable_by(by_order);
             groups.push(start..end);
         } else {
